@@ -1,0 +1,168 @@
+"""The `sonify` command line: `image`, `run`, `stats`, `sync-commands`.
+
+Every expected failure (bad config, missing model, bad image) ends the program
+with one line on stderr and a non-zero exit code — never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from core.config import Config, load_config, secret_values
+from core.errors import ConfigError, ModelMissingError, SonifyError, UserFacingError
+from core.logs import setup_logging
+
+if TYPE_CHECKING:
+    from core.images import DecodedImage
+
+EXIT_USAGE = 2
+EXIT_FAILED = 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sonify", description="Listen to pictures.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", metavar="PATH",
+                       help="TOML configuration file (default: ./config.toml if present)")
+        p.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+        return p
+
+    image = with_config(sub.add_parser("image", help="caption one image and write its sound"))
+    image.add_argument("source", metavar="PATH_OR_URL", help="an image file or an http(s) link")
+    image.add_argument("-o", "--output", required=True, metavar="OUT", help="where to write")
+    image.add_argument("--format", choices=("ogg", "mp3", "wav"),
+                       help="audio format (default: from OUT's extension, else ogg)")
+    image.add_argument("--seconds", type=float, help="clip length in seconds")
+    image.add_argument("--steps", type=int, help="diffusion steps")
+    image.add_argument("--seed", type=int, help="random seed (default: random)")
+
+    with_config(sub.add_parser("run", help="start the configured bots and the web page"))
+    with_config(sub.add_parser("stats", help="print request statistics"))
+    with_config(sub.add_parser("sync-commands", help="register Discord slash commands"))
+    return parser
+
+
+def _output_format(args: argparse.Namespace) -> str:
+    if args.format:
+        return str(args.format)
+    suffix = Path(args.output).suffix.lower().lstrip(".")
+    return suffix if suffix in ("ogg", "mp3", "wav") else "ogg"
+
+
+def _load_source(source: str, config: Config) -> DecodedImage:
+    """Decode a local file, or fetch a link through the hardened image intake."""
+    from core.images import ImageFetcher, decode_image
+
+    if source.lower().startswith(("http://", "https://")):
+        async def fetch() -> DecodedImage:
+            fetcher = ImageFetcher(config.images)
+            try:
+                return await fetcher.fetch_image(source)
+            finally:
+                await fetcher.close()
+
+        return asyncio.run(fetch())
+    path = Path(source)
+    if not path.is_file():
+        raise UserFacingError(f"no such file: {source}", code="no_file")
+    if path.stat().st_size > config.images.max_bytes:
+        raise UserFacingError(f"{source}: larger than [images] max_bytes "
+                              f"({config.images.max_bytes} bytes)", code="too_large")
+    return decode_image(path.read_bytes(), config.images)
+
+
+def cmd_image(args: argparse.Namespace, config: Config) -> int:
+    """Caption one image, render its sound, write the clip, print the caption."""
+    from core.encode import write_clip
+    from core.models import load_pipeline
+    from core.options import GenerationOptions, check_seed
+    from core.pipeline import PipelineInput
+
+    options = GenerationOptions.from_config(config.generation, seconds=args.seconds,
+                                            steps=args.steps)
+    seed = check_seed(args.seed)
+    decoded = _load_source(args.source, config)
+    pipeline = load_pipeline(config)
+    (result,) = pipeline.run([PipelineInput(image=decoded.image, seed=seed)], options)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    duration = write_clip(result.audio, result.sample_rate, out, _output_format(args))
+    print(result.caption)
+    print(f"wrote {out} ({duration:.2f} s, seed {seed})", file=sys.stderr)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace, config: Config) -> int:
+    from bot.run import run
+
+    return run(config)
+
+
+def cmd_stats(args: argparse.Namespace, config: Config) -> int:
+    from core.stats import collect_stats, render_stats_text
+    from core.store import RequestLog
+
+    async def main() -> str:
+        log = RequestLog(config.database_url)
+        await log.open()
+        try:
+            return render_stats_text(await collect_stats(log))
+        finally:
+            await log.close()
+
+    print(asyncio.run(main()))
+    return 0
+
+
+def cmd_sync_commands(args: argparse.Namespace, config: Config) -> int:
+    from bot.discord import sync_commands
+    from core.services import Services
+
+    if not config.discord.token:
+        raise ConfigError(f"{config.source}: [discord] token is not set "
+                          "(or set SONIFY_DISCORD_TOKEN)")
+
+    async def main() -> int:
+        services = await Services.create(config)
+        try:
+            return await sync_commands(services)
+        finally:
+            await services.close()
+
+    print(f"registered {asyncio.run(main())} commands")
+    return 0
+
+
+COMMANDS = {"image": cmd_image, "run": cmd_run, "stats": cmd_stats,
+            "sync-commands": cmd_sync_commands}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"sonify: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    setup_logging(secret_values(config), logging.DEBUG if args.verbose else logging.INFO)
+    try:
+        return COMMANDS[args.command](args, config)
+    except (ConfigError, ModelMissingError) as exc:
+        print(f"sonify: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except SonifyError as exc:
+        print(f"sonify: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,275 @@
+"""Configuration: one TOML file, validated at start-up.
+
+Each section is a frozen dataclass whose fields carry their own rule (type, range
+or choices) in `field(metadata=...)`. `load_config` checks the file against those
+rules and raises `ConfigError` with one line naming the file, the key and what is
+allowed, so a typo never surfaces later as a confusing crash.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import MISSING, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+from core.errors import ConfigError
+
+DEFAULT_PATH = Path("config.toml")
+
+# Secrets may come from the environment instead of the file (the environment wins).
+ENV_SECRETS: dict[tuple[str, str], str] = {
+    ("telegram", "token"): "SONIFY_TELEGRAM_TOKEN",
+    ("discord", "token"): "SONIFY_DISCORD_TOKEN",
+    ("web", "token"): "SONIFY_WEB_TOKEN",
+    ("storage", "database_url"): "SONIFY_DATABASE_URL",
+}
+ENV_PRESET = "SONIFY_MODELS"
+
+
+def _opt(default: Any, *, lo: float | None = None, hi: float | None = None,
+         choices: tuple[Any, ...] | None = None, secret: bool = False) -> Any:
+    meta = {"lo": lo, "hi": hi, "choices": choices, "secret": secret}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class ModelsConfig:
+    preset: str = _opt("default", choices=("default", "tiny"))
+    device: str = _opt("auto", choices=("auto", "cpu", "cuda"))
+    cache_dir: str = _opt("")
+    caption_model: str = _opt("coca_ViT-L-14")
+    caption_pretrained: str = _opt("mscoco_finetuned_laion2b_s13b_b90k")
+    caption_path: str = _opt("")
+    sound_backend: str = _opt("audioldm", choices=("audioldm", "audioldm2"))
+    sound_model: str = _opt("")
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    seconds: float = _opt(5.0, lo=0.5, hi=30.0)
+    max_seconds: float = _opt(10.0, lo=0.5, hi=30.0)
+    steps: int = _opt(20, lo=1, hi=500)
+    guidance_scale: float = _opt(2.5, lo=0.0, hi=20.0)
+    negative_prompt: str = _opt("low quality, average quality, noise, distortion")
+    scheduler: str = _opt("dpm", choices=("ddim", "dpm"))
+    waveforms_per_prompt: int = _opt(1, lo=1, hi=8)
+    prompt_template: str = _opt("The sound of {caption}, as heard in real life")
+    caption_beams: int = _opt(6, lo=1, hi=16)
+    caption_max_tokens: int = _opt(30, lo=4, hi=76)
+
+
+@dataclass(frozen=True)
+class ImagesConfig:
+    max_bytes: int = _opt(20_000_000, lo=1_000, hi=200_000_000)
+    max_pixels: int = _opt(50_000_000, lo=10_000, hi=500_000_000)
+    max_side: int = _opt(16_384, lo=64, hi=65_535)
+    allow_private_networks: bool = _opt(False)
+    connect_timeout_s: float = _opt(5.0, lo=0.1, hi=120.0)
+    download_timeout_s: float = _opt(20.0, lo=0.1, hi=600.0)
+    max_redirects: int = _opt(3, lo=0, hi=10)
+
+
+@dataclass(frozen=True)
+class JobsConfig:
+    max_batch: int = _opt(4, lo=1, hi=64)
+    max_wait_ms: int = _opt(150, lo=0, hi=10_000)
+    max_queue: int = _opt(100, lo=1, hi=100_000)
+    job_timeout_s: float = _opt(300.0, lo=1.0, hi=3_600.0)
+    per_user_concurrent: int = _opt(2, lo=1, hi=100)
+    per_user_per_hour: int = _opt(30, lo=1, hi=100_000)
+    cache_max_mb: float = _opt(500.0, lo=0.0, hi=1_000_000.0)
+    shutdown_timeout_s: float = _opt(60.0, lo=0.0, hi=3_600.0)
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    database_url: str = _opt("")  # empty: SQLite file in data_dir
+    data_dir: str = _opt("data")
+
+
+@dataclass(frozen=True)
+class TelegramConfig:
+    token: str = _opt("", secret=True)
+    api_base_url: str = _opt("https://api.telegram.org/bot")
+    file_base_url: str = _opt("https://api.telegram.org/file/bot")
+    mode: str = _opt("polling", choices=("polling", "webhook"))
+    webhook_url: str = _opt("")
+    webhook_listen: str = _opt("0.0.0.0")
+    webhook_port: int = _opt(8443, lo=1, hi=65_535)
+    webhook_secret: str = _opt("", secret=True)
+    admins: list[int] = _opt([])
+    allowed_chats: list[int] = _opt([])
+    send_as: str = _opt("voice", choices=("voice", "audio", "both"))
+    group_photos: bool = _opt(False)
+    progress_interval_s: float = _opt(3.0, lo=0.0, hi=60.0)
+
+
+@dataclass(frozen=True)
+class DiscordConfig:
+    token: str = _opt("", secret=True)
+    api_base_url: str = _opt("https://discord.com/api/v10")
+    gateway_url: str = _opt("")
+    channels: list[int] = _opt([])
+    guilds: list[int] = _opt([])
+    admins: list[int] = _opt([])
+    sync_commands: bool = _opt(True)
+    audio_format: str = _opt("ogg", choices=("ogg", "mp3"))
+    voice_message: bool = _opt(False)
+    max_images_per_message: int = _opt(4, lo=1, hi=10)
+    progress_interval_s: float = _opt(2.0, lo=0.0, hi=60.0)
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    enabled: str = _opt("auto", choices=("auto", "true", "false"))
+    host: str = _opt("127.0.0.1")
+    port: int = _opt(8080, lo=0, hi=65_535)
+    token: str = _opt("", secret=True)
+    max_upload_bytes: int = _opt(20_000_000, lo=1_000, hi=200_000_000)
+
+
+@dataclass(frozen=True)
+class Config:
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    images: ImagesConfig = field(default_factory=ImagesConfig)
+    jobs: JobsConfig = field(default_factory=JobsConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    telegram: TelegramConfig = field(default_factory=TelegramConfig)
+    discord: DiscordConfig = field(default_factory=DiscordConfig)
+    web: WebConfig = field(default_factory=WebConfig)
+    source: str = "built-in defaults"
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.storage.data_dir)
+
+    @property
+    def database_url(self) -> str:
+        """The SQLAlchemy URL of the request log; by default a SQLite file in `data_dir`."""
+        if self.storage.database_url:
+            return self.storage.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'sonify.db').as_posix()}"
+
+    @property
+    def web_enabled(self) -> bool:
+        """`auto` means: serve the page when no bot token is configured."""
+        if self.web.enabled == "auto":
+            return not (self.telegram.token or self.discord.token)
+        return self.web.enabled == "true"
+
+    def with_section(self, name: str, **changes: Any) -> Config:
+        """Return a copy with some keys of one section replaced (handy in tests)."""
+        return replace(self, **{name: replace(getattr(self, name), **changes)})
+
+
+SECTIONS: dict[str, type] = {f.name: f.default_factory for f in fields(Config)  # type: ignore[misc]
+                             if f.default_factory is not MISSING}
+
+
+_NAMES = {bool: ("true or false", "booleans"), int: ("an integer", "integers"),
+          float: ("a number", "numbers"), str: ("a string", "strings")}
+
+
+def _describe(tp: Any) -> str:
+    if get_origin(tp) is list:
+        return f"a list of {_NAMES[get_args(tp)[0]][1]}"
+    return _NAMES[tp][0]
+
+
+def _check_value(where: str, tp: Any, meta: dict[str, Any], value: Any) -> Any:
+    origin = get_origin(tp)
+    if origin is list:
+        (item_tp,) = get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected {_describe(tp)}, got {value!r}")
+        return [_check_value(where, item_tp, {}, v) for v in value]
+    ok = isinstance(value, tp) and not (tp is not bool and isinstance(value, bool))
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        value, ok = float(value), True
+    if tp is str and meta.get("choices") and isinstance(value, bool):
+        value, ok = str(value).lower(), True  # `enabled = true` reads naturally in TOML
+    if not ok:
+        raise ConfigError(f"{where}: expected {_describe(tp)}, got {value!r}")
+    choices, lo, hi = meta.get("choices"), meta.get("lo"), meta.get("hi")
+    if choices and value not in choices:
+        allowed = ", ".join(repr(c) for c in choices)
+        raise ConfigError(f"{where}: {value!r} is not allowed; use one of {allowed}")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise ConfigError(f"{where}: {value!r} is out of range; allowed {lo} to {hi}")
+    return value
+
+
+def _build_section(source: str, name: str, cls: type, raw: Any) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: [{name}] must be a table")
+    hints = get_type_hints(cls)
+    known = {f.name: f for f in fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        where = f"{source}: [{name}] {key}"
+        if key not in known:
+            raise ConfigError(f"{where}: unknown key; known keys are {', '.join(known)}")
+        values[key] = _check_value(where, hints[key], dict(known[key].metadata), value)
+    return cls(**values)
+
+
+def parse_config(data: dict[str, Any], source: str = "built-in defaults",
+                 environ: dict[str, str] | None = None) -> Config:
+    """Validate a parsed TOML document (plus environment overrides) into a `Config`."""
+    env = os.environ if environ is None else environ
+    sections: dict[str, Any] = {}
+    for name, raw in data.items():
+        if name not in SECTIONS:
+            raise ConfigError(f"{source}: unknown section [{name}]; known sections are "
+                              f"{', '.join('[' + s + ']' for s in SECTIONS)}")
+        sections[name] = _build_section(source, name, SECTIONS[name], raw)
+    cfg = Config(**sections, source=source)
+    for (section, key), var in ENV_SECRETS.items():
+        if env.get(var):
+            cfg = cfg.with_section(section, **{key: env[var]})
+    if env.get(ENV_PRESET):
+        preset = env[ENV_PRESET]
+        _check_value(f"environment variable {ENV_PRESET}", str,
+                     dict(fields(ModelsConfig)[0].metadata), preset)
+        cfg = cfg.with_section("models", preset=preset)
+    if cfg.generation.seconds > cfg.generation.max_seconds:
+        raise ConfigError(f"{source}: [generation] seconds: {cfg.generation.seconds} is above "
+                          f"max_seconds ({cfg.generation.max_seconds})")
+    if cfg.telegram.mode == "webhook" and not cfg.telegram.webhook_url:
+        raise ConfigError(f"{source}: [telegram] webhook_url: required when mode = 'webhook'")
+    return cfg
+
+
+def load_config(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Config:
+    """Load `path`, or `config.toml` if present, else the built-in defaults."""
+    if path is None:
+        if not DEFAULT_PATH.exists():
+            return parse_config({}, environ=environ)
+        path = DEFAULT_PATH
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the configuration file ({exc.strerror})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    return parse_config(data, source=str(path), environ=environ)
+
+
+def secret_values(cfg: Config) -> list[str]:
+    """Every secret in `cfg`, so log filters can mask them."""
+    out: list[str] = []
+    for name in SECTIONS:
+        section = getattr(cfg, name)
+        for f in fields(section):
+            value = getattr(section, f.name)
+            if f.metadata.get("secret") and isinstance(value, str) and value:
+                out.append(value)
+    return out

@@ -1,0 +1,84 @@
+"""Sonify's exception hierarchy.
+
+Every error a chat user can cause or see is a `UserFacingError` carrying a short,
+stable reason `code` and the `params` its message needs. Adapters never show
+`str(exc)` from anything else: they map a `UserFacingError` to a localised text
+with `core.i18n.describe_error` and replace every other exception with the
+generic "generation failed" text.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class SonifyError(Exception):
+    """Base class for every error Sonify raises on purpose."""
+
+
+class ConfigError(SonifyError):
+    """The configuration file or environment is invalid; the message is one line."""
+
+
+class ModelMissingError(SonifyError):
+    """Model weights are neither cached nor reachable; the message says how to fix it."""
+
+
+class UserFacingError(SonifyError):
+    """An error whose cause the user can understand; `code` selects the localised text."""
+
+    code: str = "failed"
+
+    def __init__(self, message: str, *, code: str | None = None, **params: Any) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+        self.params: dict[str, Any] = params
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class ImageRejected(UserFacingError):
+    """The image (or the link to it) cannot be used.
+
+    Codes: ``bad_url``, ``blocked_address``, ``fetch_failed``, ``fetch_timeout``,
+    ``too_large``, ``empty``, ``not_image``, ``unsupported_format``,
+    ``too_many_pixels``, ``bad_dimensions``, ``corrupt``.
+    """
+
+    code = "not_image"
+
+
+class BadRequest(UserFacingError):
+    """A request option is invalid (e.g. ``seconds`` out of range). Code ``bad_option``."""
+
+    code = "bad_option"
+
+
+class QueueFull(UserFacingError):
+    """The queue is full; ``params['retry_after_s']`` says roughly how long to wait."""
+
+    code = "busy"
+
+
+class RateLimited(UserFacingError):
+    """The user hit a per-user limit; ``params['retry_after_s']`` says when to retry.
+
+    Codes: ``too_many_running`` (concurrent jobs) and ``hourly_limit``.
+    """
+
+    code = "hourly_limit"
+
+
+class GenerationFailed(UserFacingError):
+    """A job failed in the worker. Codes: ``failed``, ``timeout``, ``interrupted``."""
+
+    code = "failed"
+
+
+class ShuttingDown(UserFacingError):
+    """The service is stopping and takes no new work. Code ``shutting_down``."""
+
+    code = "shutting_down"

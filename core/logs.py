@@ -1,0 +1,54 @@
+"""Logging set-up that keeps secrets out of every log line.
+
+Bot tokens travel inside URLs (Telegram puts the token in the path of every API
+call, and HTTP client libraries log those URLs), so masking has to happen on
+the final formatted text, for every logger, not only ours.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterable
+
+MASK = "***"
+
+
+class SecretMaskingFilter(logging.Filter):
+    """Replace every known secret in a record's final message with `***`."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        super().__init__()
+        # Longest first, so a secret containing another is masked whole.
+        self.secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+
+    def mask(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, MASK)
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.secrets:
+            return True
+        message = self.mask(record.getMessage())
+        record.msg, record.args = message, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self.mask(record.exc_text)
+        return True
+
+
+def setup_logging(secrets: Iterable[str] = (), level: int = logging.INFO) -> None:
+    """Log to stderr with secrets masked; quieten chatty HTTP client loggers."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(SecretMaskingFilter(secrets))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    # httpx logs every request URL at INFO; with Telegram those URLs carry the token.
+    for name in ("httpx", "httpcore", "discord.http", "discord.gateway", "aiohttp.access"):
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -1,0 +1,29 @@
+"""Secrets never reach the logs, whoever logs them."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from core.logs import SecretMaskingFilter, setup_logging
+
+
+def test_tokens_masked_in_messages_args_and_tracebacks(capsys: pytest.CaptureFixture[str]) -> None:
+    token = "123456:AAH-secret-token"
+    setup_logging([token])
+    other = logging.getLogger("some.library")
+    other.warning("POST https://example.invalid/bot%s/getUpdates", token)
+    try:
+        raise RuntimeError(f"failed calling /bot{token}/sendVoice")
+    except RuntimeError:
+        other.exception("send failed")
+    err = capsys.readouterr().err
+    assert token not in err
+    assert "/bot***/getUpdates" in err
+    assert "/bot***/sendVoice" in err
+
+
+def test_short_values_are_not_treated_as_secrets() -> None:
+    f = SecretMaskingFilter(["", "ab"])
+    assert f.secrets == []
