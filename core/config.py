@@ -106,6 +106,9 @@ class TelegramConfig:
     send_as: str = _opt("voice", choices=("voice", "audio", "both"))
     group_photos: bool = _opt(False)
     progress_interval_s: float = _opt(3.0, lo=0.0, hi=60.0)
+    # Bot API getFile refuses files above 20 MB; a self-hosted Bot API server allows more.
+    download_limit_mb: float = _opt(20.0, lo=1.0, hi=2_000.0)
+    poll_timeout_s: float = _opt(10.0, lo=0.0, hi=60.0)
 
 
 @dataclass(frozen=True)

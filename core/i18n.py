@@ -65,9 +65,22 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "error.shutting_down": "The bot is restarting. Please try again in a minute.",
         "error.missing_permissions": "I don't have permission to post here (I need to send messages and attach files).",
         "error.no_image": "I couldn't find an image in that message.",
+        "error.no_image_option": "Attach an image or give a link: /sonify image:<file> or /sonify url:<link>.",
+        # Discord command descriptions (shown in the command picker)
+        "cmd.sonify": "Turn a picture into a short sound clip",
+        "cmd.sonify.image": "The picture to listen to",
+        "cmd.sonify.url": "A link to a picture (instead of attaching one)",
+        "cmd.sonify.seconds": "Length of the clip in seconds",
+        "cmd.sonify.seed": "Random seed: the same seed gives the same sound again",
+        "cmd.stats": "Usage statistics (admins only)",
+        "cmd.context": "Sonify this image",
         # durations
         "seconds": "{n} s",
         "minutes": "{n} min",
+        # Telegram command menu (setMyCommands)
+        "telegram.cmd_sonify": "Turn a picture into sound (add a link or reply to a picture)",
+        "telegram.cmd_help": "What this bot does and how to use it",
+        "telegram.cmd_stats": "Usage statistics (admins only)",
     },
     "es": {
         "queued": "En cola — #{position} en la fila",
@@ -118,8 +131,19 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "error.shutting_down": "El bot se está reiniciando. Inténtalo de nuevo en un minuto.",
         "error.missing_permissions": "No tengo permiso para publicar aquí (necesito enviar mensajes y adjuntar archivos).",
         "error.no_image": "No encontré ninguna imagen en ese mensaje.",
+        "error.no_image_option": "Adjunta una imagen o da un enlace: /sonify image:<archivo> o /sonify url:<enlace>.",
+        "cmd.sonify": "Convierte una imagen en un breve clip de sonido",
+        "cmd.sonify.image": "La imagen que quieres escuchar",
+        "cmd.sonify.url": "Un enlace a una imagen (en lugar de adjuntarla)",
+        "cmd.sonify.seconds": "Duración del clip en segundos",
+        "cmd.sonify.seed": "Semilla aleatoria: la misma semilla da otra vez el mismo sonido",
+        "cmd.stats": "Estadísticas de uso (solo administradores)",
+        "cmd.context": "Sonificar esta imagen",
         "seconds": "{n} s",
         "minutes": "{n} min",
+        "telegram.cmd_sonify": "Convierte una imagen en sonido (añade un enlace o responde a una imagen)",
+        "telegram.cmd_help": "Qué hace este bot y cómo usarlo",
+        "telegram.cmd_stats": "Estadísticas de uso (solo administradores)",
     },
 }
 

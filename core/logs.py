@@ -12,6 +12,7 @@ import sys
 from collections.abc import Iterable
 
 MASK = "***"
+_HANDLER_NAME = "sonify"
 
 
 class SecretMaskingFilter(logging.Filter):
@@ -44,11 +45,16 @@ def setup_logging(secrets: Iterable[str] = (), level: int = logging.INFO) -> Non
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(SecretMaskingFilter(secrets))
+    handler.set_name(_HANDLER_NAME)
     root = logging.getLogger()
+    # Replace only our own handler: a host program's (or pytest's) handlers stay.
     for old in list(root.handlers):
-        root.removeHandler(old)
+        if old.get_name() == _HANDLER_NAME:
+            root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    # Pillow warns about damaged EXIF/TIFF data from strangers' files: log it, don't print it.
+    logging.captureWarnings(True)
     # httpx logs every request URL at INFO; with Telegram those URLs carry the token.
     for name in ("httpx", "httpcore", "discord.http", "discord.gateway", "aiohttp.access"):
         logging.getLogger(name).setLevel(logging.WARNING)
