@@ -1,0 +1,96 @@
+"""Model loading: device choice, load-once cache, tiny preset, missing weights."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from core.errors import ConfigError, ModelMissingError
+from core.models import load_pipeline, resolve_device
+from core.options import GenerationOptions
+from core.pipeline import Pipeline, PipelineInput
+from core.sound import SoundGenerator
+from core.tiny.audioldm import build_tiny_audioldm
+from tests.conftest import make_config
+
+OPTIONS = GenerationOptions(seconds=1.0, steps=2, scheduler="ddim")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread() -> Iterator[None]:
+    # Tiny models gain nothing from intra-op threads, and on a shared 2-core machine torch's
+    # spinning worker threads slow them down several-fold; restored afterwards.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_resolve_device_cpu() -> None:
+    assert resolve_device("cpu") == (torch.device("cpu"), torch.float32)
+    device, dtype = resolve_device("auto")
+    expected = torch.float16 if torch.cuda.is_available() else torch.float32
+    assert device.type == ("cuda" if torch.cuda.is_available() else "cpu") and dtype == expected
+    with pytest.raises(ConfigError, match=r"\[models\] device"):
+        resolve_device("tpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_without_gpu_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="no CUDA GPU"):
+        resolve_device("cuda")
+
+
+def test_loaded_once(tiny_pipeline: Pipeline, tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    assert load_pipeline(config) is tiny_pipeline
+    # Other decoding settings give another Pipeline over the same loaded models.
+    other = load_pipeline(make_config(tmp_path, generation={"caption_beams": 1}))
+    assert other is not tiny_pipeline
+    assert other.generator is tiny_pipeline.generator
+    assert other.captioner is not None and tiny_pipeline.captioner is not None
+    assert other.captioner.model is tiny_pipeline.captioner.model
+    assert other.captioner.beams == 1
+
+
+def test_tiny_preset_builds_under_cache_dir(tmp_path: Path,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    cache = tmp_path / "models"
+    config = make_config(tmp_path, models={"cache_dir": str(cache)})
+    with caplog.at_level(logging.WARNING, logger="core.models"):
+        pipeline = load_pipeline(config)
+    assert (cache / "tiny" / "audioldm-v1" / "model_index.json").is_file()
+    assert any(p.name.startswith("coca") for p in (cache / "tiny").iterdir())
+    assert not [p for p in (cache / "tiny").iterdir() if p.name.startswith(".")]  # no temp dirs
+    assert "NOISE" in caplog.text
+    (result,) = pipeline.run([PipelineInput(caption="A bell.", seed=1)], OPTIONS)
+    assert result.audio.shape == (16000,)
+
+
+def test_tiny_builds_are_reproducible_and_reused(tmp_path: Path) -> None:
+    first = build_tiny_audioldm(tmp_path / "a")
+    stamp = (first / "model_index.json").stat().st_mtime_ns
+    assert build_tiny_audioldm(tmp_path / "a") == first
+    assert (first / "model_index.json").stat().st_mtime_ns == stamp
+    second = build_tiny_audioldm(tmp_path / "b")
+    cpu = torch.device("cpu")
+    clips = [SoundGenerator.from_config(make_config(tmp_path, models={
+        "sound_model": str(folder)}).models, cpu, torch.float32).generate(["rain"], [3], OPTIONS)[0]
+        for folder in (first, second)]
+    np.testing.assert_array_equal(clips[0], clips[1])
+
+
+def test_missing_weights_is_one_line(tmp_path: Path) -> None:
+    config = make_config(tmp_path, models={"preset": "default", "cache_dir": str(tmp_path / "c")})
+    started = time.monotonic()
+    with pytest.raises(ModelMissingError) as info:
+        load_pipeline(config)
+    assert time.monotonic() - started < 10
+    assert "\n" not in str(info.value)
+    assert "SONIFY_MODELS=tiny" in str(info.value)
