@@ -110,8 +110,7 @@ def cmd_stats(args: argparse.Namespace, config: Config) -> int:
     from core.store import RequestLog
 
     async def main() -> str:
-        log = RequestLog(config.database_url)
-        await log.open()
+        log = await RequestLog.open(config.database_url)
         try:
             return render_stats_text(await collect_stats(log))
         finally:

@@ -169,3 +169,27 @@ async def test_url_to_loopback_refused_by_default_allowed_when_configured(
     code, out, seen = results[True]
     assert code == 0, out.err
     assert out.out.strip() and seen == ["/photo.png"]
+
+
+async def test_stats_prints_the_log_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """`sonify stats` reads the request log the bots wrote."""
+    from core.errors import ImageRejected
+    from core.services import Services
+    from tests.conftest import make_config
+
+    config_file = tmp_path / "config.toml"
+    config_file.write_text(f'[storage]\ndata_dir = "{tmp_path / "data"}"\n', encoding="utf-8")
+    services = await Services.create(make_config(tmp_path))
+    try:
+        for user in ("1", "2"):
+            await services.engine.reject(platform="telegram", user_id=user, chat_id=user,
+                                         source_kind="photo",
+                                         error=ImageRejected("no", code="not_image"))
+    finally:
+        await services.close()
+    code = await asyncio.to_thread(main, ["stats", "--config", str(config_file)])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "telegram" in out.out and "2" in out.out
+    assert "rejected" in out.out

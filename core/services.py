@@ -1,0 +1,66 @@
+"""The one object built at start-up and handed to every adapter: config, log, engine, fetcher."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from core.config import Config
+from core.engine import JobEngine
+from core.stats import collect_stats, render_stats_chart, render_stats_text
+from core.store import RequestLog
+
+if TYPE_CHECKING:
+    from core.images import ImageFetcher
+    from core.pipeline import Pipeline
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    """Shared services; adapters take one of these and nothing global."""
+
+    config: Config
+    log: RequestLog
+    engine: JobEngine
+    fetcher: ImageFetcher
+
+    @classmethod
+    async def create(cls, config: Config, *,
+                     pipeline_factory: Callable[[], Pipeline] | None = None) -> Services:
+        """Open the request log (migrating it), start the engine; models load on first use."""
+        from core.images import ImageFetcher
+
+        if pipeline_factory is None:
+            def pipeline_factory() -> Pipeline:
+                from core.models import load_pipeline
+
+                return load_pipeline(config)
+
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        log = await RequestLog.open(config.database_url)
+        try:
+            engine = JobEngine(config, log, pipeline_factory=pipeline_factory)
+            await engine.start()
+        except BaseException:
+            await log.close()
+            raise
+        return cls(config=config, log=log, engine=engine, fetcher=ImageFetcher(config.images))
+
+    async def close(self) -> None:
+        """Stop the engine (if still running), close the fetcher and the log."""
+        await self.engine.stop()
+        try:
+            await self.fetcher.close()
+        finally:
+            await self.log.close()
+
+    async def stats_report(self) -> tuple[str, bytes]:
+        """(stats text, PNG chart) for an admin's reply."""
+        stats = await collect_stats(self.log, self.engine.queue_length())
+        png = await asyncio.to_thread(render_stats_chart, stats)
+        return render_stats_text(stats), png
