@@ -1,0 +1,60 @@
+"""Starting and stopping: bad settings fail at start-up with one line, without the token."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot.telegram import TelegramAdapter
+from core.errors import ConfigError
+from core.services import Services
+from tests.bot.telegram.conftest import bot_config
+from tests.bot.telegram.fake_bot_api import FakeBotAPI
+
+
+@pytest.fixture
+async def services_for(tmp_path: Path, fake: FakeBotAPI) -> AsyncIterator:
+    made: list[Services] = []
+
+    async def make(**telegram: object) -> Services:
+        services = await Services.create(bot_config(tmp_path, fake, telegram=telegram))
+        made.append(services)
+        return services
+
+    yield make
+    for services in made:
+        await services.close()
+
+
+async def test_refused_token_is_a_config_error(services_for, fake: FakeBotAPI) -> None:
+    wrong = "987654321:WrongTokenWrongTokenWrong"
+    adapter = TelegramAdapter(await services_for(token=wrong))
+    with pytest.raises(ConfigError) as info:
+        await adapter.start()
+    assert "[telegram] token" in str(info.value) and wrong not in str(info.value)
+    await adapter.stop()  # never started: nothing to do
+
+
+async def test_missing_token_and_bad_secret(services_for) -> None:
+    with pytest.raises(ConfigError, match=r"\[telegram\] token is not set"):
+        TelegramAdapter(await services_for(token=""))
+    with pytest.raises(ConfigError, match="webhook_secret"):
+        TelegramAdapter(await services_for(webhook_secret="has spaces!"))
+
+
+async def test_failed_start_releases_the_webhook_port(services_for, fake: FakeBotAPI,
+                                                      unused_tcp_port: int) -> None:
+    settings = {"mode": "webhook", "webhook_url": f"http://127.0.0.1:{unused_tcp_port}/hook",
+                "webhook_listen": "127.0.0.1", "webhook_port": unused_tcp_port}
+    fake.fail_next("setWebhook", status=400, retry_after=None,
+                   description="Bad Request: bad webhook")
+    adapter = TelegramAdapter(await services_for(**settings))
+    with pytest.raises(Exception, match=r"(?i)bad webhook"):
+        await adapter.start()
+    # The port is free again: a second bot can take it.
+    again = TelegramAdapter(await services_for(**settings))
+    await again.start()
+    assert fake.webhook is not None and fake.webhook["url"].endswith("/hook")
+    await again.stop()
