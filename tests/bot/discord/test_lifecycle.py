@@ -1,0 +1,120 @@
+"""Command registration, voice messages, edit throttling, answering after a crash."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.discord import sync_commands
+from core.errors import ConfigError
+from core.i18n import t
+from core.services import Services
+from tests.bot.discord.conftest import TOKEN, GatedPipeline, bot_config, png_bytes, read_clip
+from tests.bot.discord.fake_discord import (
+    ALICE,
+    BOT_ID,
+    GUILD_ID,
+    WATCHED,
+    FakeDiscord,
+    Upload,
+)
+
+VOICE = 1 << 13
+
+
+async def test_sync_commands_per_guild_and_on_start(fake: FakeDiscord, tmp_path: Path,
+                                                   make_bot: Any) -> None:
+    cfg = bot_config(fake, tmp_path / "sync", {"guilds": [GUILD_ID]},
+                     generation={"max_seconds": 8.0})
+    services = await Services.create(cfg, pipeline_factory=lambda: None)  # type: ignore[arg-type]
+    try:
+        assert await sync_commands(services) == 3
+    finally:
+        await services.close()
+    (call,) = fake.find("PUT", rf"/applications/{BOT_ID}/guilds/{GUILD_ID}/commands")
+    commands = {c["name"]: c for c in call.json}
+    assert set(commands) == {"sonify", "stats", "Sonify this image"}
+    options = {o["name"]: o for o in commands["sonify"]["options"]}
+    assert {n: o["type"] for n, o in options.items()} == {"image": 11, "url": 3, "seconds": 10,
+                                                          "seed": 4}
+    assert options["seconds"]["max_value"] == 8.0 and not options["image"]["required"]
+    assert commands["sonify"]["description_localizations"]["es-ES"] == t("cmd.sonify", "es")
+    assert commands["Sonify this image"]["type"] == 3
+    assert commands["Sonify this image"]["name_localizations"]["es-ES"] == "Sonificar esta imagen"
+
+    await make_bot(discord={"sync_commands": True})  # global registration at start-up
+    call = await fake.until(lambda: fake.find("PUT", rf"/applications/{BOT_ID}/commands"))
+    assert len(call[0].json) == 3
+
+
+async def test_refused_token_is_one_config_error(fake: FakeDiscord, make_bot: Any) -> None:
+    fake.bot_token = "the-real-token"
+    with pytest.raises(ConfigError, match=r"\[discord\] token was refused"):
+        await make_bot()
+    assert fake.identified == []
+
+
+async def test_voice_message(fake: FakeDiscord, make_bot: Any) -> None:
+    await make_bot(discord={"voice_message": True, "audio_format": "mp3"})
+    posted = await fake.send_message(WATCHED, ALICE, "", [Upload("v.png", png_bytes(70))])
+    voice = await fake.until(lambda: [m for m in fake.replies_to(posted["id"])
+                                      if m["flags"] & VOICE])
+    (att,) = voice[0]["attachments"]
+    assert voice[0]["content"] == ""
+    assert 0 < len(base64.b64decode(att["waveform"])) <= 256
+    assert abs(att["duration_secs"] - 1.0) < 0.05
+    _, _, kind = read_clip(fake.file(att))
+    assert kind == "OGG/OPUS"  # voice messages are always OGG/Opus
+    (caption,) = [m for m in fake.replies_to(posted["id"]) if m["content"].startswith("🔊")]
+    assert caption["components"] and not caption["attachments"]
+
+    it = await fake.slash("sonify", upload=Upload("w.png", png_bytes(71)))
+    follow = await fake.until(lambda: [m for m in it.followups if m["flags"] & VOICE])
+    assert follow[0]["attachments"][0]["waveform"]
+    assert it.original is not None and it.original["content"].startswith("🔊")
+
+
+async def test_progress_edits_are_throttled(fake: FakeDiscord, make_bot: Any) -> None:
+    await make_bot(discord={"progress_interval_s": 60.0})
+    posted = await fake.send_message(WATCHED, ALICE, "", [Upload("t.png", png_bytes(72))])
+    await fake.until(lambda: [m for m in fake.replies_to(posted["id"]) if m["attachments"]])
+    sent = [c.json.get("content", "") for c in fake.calls
+            if c.method in ("POST", "PATCH") and c.path.startswith(f"/channels/{WATCHED}/")]
+    # The queue position, then the answer: no progress edits within the interval.
+    assert sent[0].startswith("Queued") and not any("Rendering" in s for s in sent)
+    assert not fake.find("PATCH", rf"/channels/{WATCHED}/messages/\d+")
+
+
+async def test_jobs_cut_off_by_a_crash_are_answered_after_restart(
+        fake: FakeDiscord, make_bot: Any, tiny_pipeline: Any) -> None:
+    gated = GatedPipeline(tiny_pipeline)
+    first = await make_bot(pipeline=gated)
+    posted = await fake.send_message(WATCHED, ALICE, "", [Upload("c.png", png_bytes(73))])
+    it = await fake.slash("sonify", upload=Upload("d.png", png_bytes(74)))
+    await asyncio.to_thread(gated.entered.wait, 10)
+    await fake.until(lambda: it.original and it.original["content"])  # queued or started
+    # Stop without finishing the work: the rows stay unfinished, as after a crash.
+    await first.services.engine.stop(0.05)
+    gated.gate.set()
+    await first.stop()
+    assert not [m for m in fake.replies_to(posted["id"]) if m["attachments"]]
+
+    second = await make_bot()
+    answer = await fake.until(lambda: [m for m in fake.replies_to(posted["id"])
+                                       if m["attachments"]])
+    assert str(answer[0]["message_reference"]["message_id"]) == posted["id"]
+    # Interaction tokens are credentials and never stored, so the re-run slash job is
+    # answered in its channel, mentioning the user who asked.
+    follow = await fake.until(lambda: [m for m in fake.channel_messages(WATCHED)
+                                       if m["attachments"] and f"<@{ALICE}>" in m["content"]])
+    assert "🔊" in follow[0]["content"]
+    assert not [m for m in it.followups if m["attachments"]]
+    db = second.services.config.data_dir / "sonify.db"
+    with sqlite3.connect(db) as conn:
+        dump = "\n".join(conn.iterdump())
+    assert it.token not in dump and TOKEN not in dump
