@@ -1,0 +1,132 @@
+"""Web page fixtures: real Services on the tiny models, the app on loopback, an image host."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from PIL import Image
+
+from bot.web import create_app
+from core.services import Services
+from tests.conftest import make_config
+
+
+def png_bytes(size: tuple[int, int] = (96, 64)) -> bytes:
+    """A small picture with some structure (a gradient and a square)."""
+    img = Image.new("RGB", size, (30, 90, 160))
+    for x in range(size[0]):
+        for y in range(size[1] // 2):
+            img.putpixel((x, y), (x * 2 % 256, 120, 200 - y))
+    out = io.BytesIO()
+    img.save(out, "PNG")
+    return out.getvalue()
+
+
+class GatedPipeline:
+    """The real tiny pipeline, held at the door until the test opens the gate."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+
+    def run(self, inputs: Any, options: Any, progress: Any = None) -> Any:
+        self.entered.set()
+        self.gate.wait(30)
+        return self.inner.run(inputs, options, progress)
+
+
+@dataclass
+class Web:
+    """A running web app: its client, the Services behind it, and its base URL."""
+
+    client: TestClient
+    services: Services
+    gated: GatedPipeline | None = None
+
+    @property
+    def origin(self) -> str:
+        return str(self.client.make_url("/")).rstrip("/")
+
+
+WebFactory = Callable[..., Awaitable[Web]]
+
+
+@pytest.fixture
+async def start_web(tmp_path: Path) -> AsyncIterator[WebFactory]:
+    """Start the app with `make_config(tmp_path, **sections)`; `gated=True` holds the worker."""
+    started: list[Web] = []
+
+    async def start(*, gated: bool = False, **sections: dict[str, Any]) -> Web:
+        config = make_config(tmp_path / f"web{len(started)}", **sections)
+        holder: dict[str, GatedPipeline] = {}
+        factory = None
+        if gated:
+            from core.models import load_pipeline
+
+            holder["p"] = GatedPipeline(None)
+
+            def factory() -> Any:
+                holder["p"].inner = load_pipeline(config)
+                return holder["p"]
+
+        services = await Services.create(config, pipeline_factory=factory)
+        client = TestClient(TestServer(create_app(services)))
+        await client.start_server()
+        web_ = Web(client, services, holder.get("p"))
+        started.append(web_)
+        return web_
+
+    yield start
+    for web_ in started:
+        if web_.gated is not None:
+            web_.gated.gate.set()
+        await web_.client.close()
+        await web_.services.close()
+
+
+@pytest.fixture
+async def image_host() -> AsyncIterator[str]:
+    """A second local server with a picture and a text file on it."""
+    app = web.Application()
+    picture = png_bytes()
+
+    async def cat(_: web.Request) -> web.Response:
+        return web.Response(body=picture, content_type="image/png")
+
+    async def text(_: web.Request) -> web.Response:
+        return web.Response(text="hello, not a picture", content_type="image/png")
+
+    app.router.add_get("/cat.png", cat)
+    app.router.add_get("/fake.png", text)
+    server = TestServer(app)
+    await server.start_server()
+    yield str(server.make_url("")).rstrip("/")
+    await server.close()
+
+
+async def read_events(client: TestClient, job_id: str) -> list[tuple[str, dict[str, Any]]]:
+    """Read a job's whole event stream: [(event name, data)], as a browser would get it."""
+    out: list[tuple[str, dict[str, Any]]] = []
+    resp = await client.get(f"/api/jobs/{job_id}/events",
+                            timeout=aiohttp.ClientTimeout(total=60))
+    assert resp.status == 200, await resp.text()
+    assert resp.headers["Content-Type"].startswith("text/event-stream")
+    name = ""
+    async for raw in resp.content:
+        line = raw.decode().rstrip("\n")
+        if line.startswith("event: "):
+            name = line[7:]
+        elif line.startswith("data: "):
+            out.append((name, json.loads(line[6:])))
+    return out
