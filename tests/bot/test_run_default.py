@@ -1,0 +1,93 @@
+"""`make run` for a newcomer: no config, no tokens, tiny models → the web page, end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import signal
+import socket
+import sqlite3
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+import soundfile as sf
+from PIL import Image
+
+DEFAULT_ADDRESS = "http://127.0.0.1:8080/"
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+async def read_until(stream: asyncio.StreamReader, marker: str) -> str:
+    """Read lines until one holds `marker`; return everything read."""
+    seen: list[str] = []
+    while True:
+        line = (await stream.readline()).decode("utf-8", "replace")
+        if not line:
+            raise AssertionError("process ended before printing: " + "".join(seen))
+        seen.append(line)
+        if marker in line:
+            return "".join(seen)
+
+
+async def test_run_without_config_serves_the_page_and_renders_offline(
+        tmp_path: Path, tiny_pipeline: object) -> None:
+    # tiny_pipeline: the tiny models exist on disk before the child process needs them.
+    if not port_free(8080):
+        pytest.skip("port 8080 is in use on this machine")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("SONIFY_TELEGRAM_TOKEN", "SONIFY_DISCORD_TOKEN", "SONIFY_WEB_TOKEN")}
+    env.update(SONIFY_MODELS="tiny", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+               NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot.cli", "run", cwd=tmp_path, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    assert proc.stdout is not None
+    try:
+        async with asyncio.timeout(120):
+            printed = await read_until(proc.stdout, "Sonify web page:")
+        assert f"Sonify web page: {DEFAULT_ADDRESS}" in printed
+        picture = io.BytesIO()
+        Image.new("RGB", (80, 60), (200, 120, 40)).save(picture, "PNG")
+        async with aiohttp.ClientSession() as http:
+            async with http.get(DEFAULT_ADDRESS) as page:
+                assert page.status == 200 and "<form" in await page.text()
+            form = aiohttp.FormData()
+            form.add_field("image", picture.getvalue(), filename="p.png",
+                           content_type="image/png")
+            form.add_field("seconds", "1")
+            async with http.post(DEFAULT_ADDRESS + "api/jobs", data=form) as created:
+                assert created.status == 202, await created.text()
+                job_id = (await created.json())["id"]
+            async with http.get(f"{DEFAULT_ADDRESS}api/jobs/{job_id}/events") as events:
+                stream = (await asyncio.wait_for(events.text(), 120))
+            assert "event: done" in stream
+            async with http.get(f"{DEFAULT_ADDRESS}api/jobs/{job_id}") as status:
+                job = await status.json()
+            assert job["status"] == "done" and job["caption"]
+            async with http.get(DEFAULT_ADDRESS.rstrip("/") + job["audio"]["ogg"]) as audio:
+                clip = await audio.read()
+        data, rate = sf.read(io.BytesIO(clip))
+        assert abs(len(data) / rate - 1.0) <= 0.1
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    log = stderr.decode("utf-8", "replace")
+    assert proc.returncode == 0, log[-3000:]
+    assert "Traceback" not in log
+    with sqlite3.connect(tmp_path / "data" / "sonify.db") as db:
+        rows = db.execute("SELECT platform, status FROM requests").fetchall()
+    assert rows == [("web", "done")]
