@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,16 +19,6 @@ from core.tiny.audioldm import build_tiny_audioldm
 from tests.conftest import make_config
 
 OPTIONS = GenerationOptions(seconds=1.0, steps=2, scheduler="ddim")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    # Tiny models gain nothing from intra-op threads, and on a shared 2-core machine torch's
-    # spinning worker threads slow them down several-fold; restored afterwards.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_resolve_device_cpu() -> None:

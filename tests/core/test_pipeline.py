@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
-import torch
 from PIL import Image, ImageDraw
 
 from core.errors import BadRequest, ConfigError
@@ -16,16 +13,6 @@ from core.pipeline import EMPTY_CAPTION, Pipeline, PipelineInput, prompt_from_ca
 TEMPLATE = "The sound of {caption}, as heard in real life"
 OPTIONS = GenerationOptions(seconds=1.0, steps=2, guidance_scale=2.5, negative_prompt="noise",
                             scheduler="dpm")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    # Tiny models gain nothing from intra-op threads, and on a shared 2-core machine torch's
-    # spinning worker threads slow them down several-fold; restored afterwards.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def picture(seed: int) -> Image.Image:

@@ -6,7 +6,6 @@ diffusers no longer tests its deprecated AudioLDMPipeline: these tests are its g
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,16 +22,6 @@ from tests.conftest import TINY_CACHE
 CPU = torch.device("cpu")
 PROMPTS = ["a dog barking in a large empty hall far away", "rain", "a church bell ringing"]
 SEEDS = [11, 22, 33]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    # Tiny models gain nothing from intra-op threads, and on a shared 2-core machine torch's
-    # spinning worker threads slow them down several-fold; restored afterwards.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def opts(**changes: object) -> GenerationOptions:
