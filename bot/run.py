@@ -52,7 +52,11 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
     adapters: list[Adapter] = []
     try:
         for adapter in build_adapters(services):
-            await adapter.start()
+            try:
+                await adapter.start()
+            except OSError as exc:  # e.g. the web port is taken: one line, not a traceback
+                raise ConfigError(f"{config.source}: the {adapter.name} adapter cannot start: "
+                                  f"{exc.strerror or exc}") from None
             adapters.append(adapter)
             log.info("%s adapter started", adapter.name)
         # Only now can re-run jobs from before a crash be answered by their adapter.

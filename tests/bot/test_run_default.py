@@ -91,3 +91,20 @@ async def test_run_without_config_serves_the_page_and_renders_offline(
     with sqlite3.connect(tmp_path / "data" / "sonify.db") as db:
         rows = db.execute("SELECT platform, status FROM requests").fetchall()
     assert rows == [("web", "done")]
+
+
+async def test_a_taken_port_is_one_config_line(tmp_path: Path) -> None:
+    """`sonify run` with the web port in use stops with one line naming the adapter."""
+    from bot.run import serve
+    from core.errors import ConfigError
+    from tests.conftest import make_config
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = make_config(tmp_path, web={"enabled": "true", "port": port})
+        with pytest.raises(ConfigError) as err:
+            await serve(config, asyncio.Event())
+    message = str(err.value)
+    assert "web adapter cannot start" in message and "\n" not in message
