@@ -10,9 +10,21 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Iterable
+from urllib.parse import quote
 
 MASK = "***"
 _HANDLER_NAME = "sonify"
+
+
+def _spellings(secret: str) -> set[str]:
+    """A secret as it may appear in a log line: as is, percent-encoded in a URL, and (for
+    Telegram's `<bot id>:<key>` tokens) its key alone, since the bot id is public."""
+    found = {secret, quote(secret, safe=""), quote(secret)}
+    if ":" in secret:
+        key = secret.rsplit(":", 1)[1]
+        if len(key) >= 8:
+            found.add(key)
+    return found
 
 
 class SecretMaskingFilter(logging.Filter):
@@ -21,7 +33,8 @@ class SecretMaskingFilter(logging.Filter):
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
         # Longest first, so a secret containing another is masked whole.
-        self.secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+        self.secrets = sorted({v for s in secrets if len(s) >= 4 for v in _spellings(s)},
+                              key=len, reverse=True)
 
     def mask(self, text: str) -> str:
         for secret in self.secrets:

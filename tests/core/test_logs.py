@@ -27,3 +27,13 @@ def test_tokens_masked_in_messages_args_and_tracebacks(capsys: pytest.CaptureFix
 def test_short_values_are_not_treated_as_secrets() -> None:
     f = SecretMaskingFilter(["", "ab"])
     assert f.secrets == []
+
+
+def test_url_encoded_and_key_only_spellings_are_masked(capsys: pytest.CaptureFixture[str]) -> None:
+    token = "123456789:AAFake-Key_0123456789"
+    setup_logging([token])
+    logging.getLogger("httpx").warning("GET /file/bot123456789%3AAAFake-Key_0123456789/doc.png")
+    logging.getLogger("x").warning("key=AAFake-Key_0123456789")
+    err = capsys.readouterr().err
+    assert "AAFake-Key_0123456789" not in err
+    assert "/file/bot***/doc.png" in err
