@@ -13,11 +13,11 @@ import hmac
 import logging
 import re
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from aiohttp import web
 from telegram import BotCommand, BotCommandScopeChat, Update
-from telegram.error import InvalidToken, TelegramError
+from telegram.error import InvalidToken, NetworkError, TelegramError
 from telegram.ext import (
     Application,
     CallbackQueryHandler,
@@ -30,6 +30,7 @@ from bot.telegram_handlers import PLATFORM, Handlers
 from bot.telegram_reply import Responder, with_retry
 from core.errors import ConfigError
 from core.i18n import CATALOGUE, DEFAULT_LANGUAGE, t
+from core.logs import SecretMaskingFilter
 
 if TYPE_CHECKING:
     from core.services import Services
@@ -58,6 +59,7 @@ class TelegramAdapter:
         # httpx logs every request URL at INFO, and Bot API URLs carry the token.
         if logging.getLogger("httpx").level == logging.NOTSET:
             logging.getLogger("httpx").setLevel(logging.WARNING)
+        mask_secrets(self.cfg.token, self.cfg.webhook_secret)
         self.app = self._build()
         self.responder = Responder(self.app.bot, self.cfg)
         self.handlers = Handlers(services, self.responder)
@@ -92,11 +94,18 @@ class TelegramAdapter:
 
     # -- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
+        source = self.services.config.source
         try:
-            await self.app.initialize()  # getMe: checks the token
-        except InvalidToken:
-            raise ConfigError(f"{self.services.config.source}: [telegram] token: Telegram "
-                              "refused it; copy it again from @BotFather") from None
+            # getMe checks the token; a network blip at start-up is retried, not fatal.
+            await with_retry(self.app.initialize, what="getMe", attempts=3)
+        except (InvalidToken, NetworkError) as exc:
+            await self.app.bot.shutdown()  # its HTTP clients were opened before getMe failed
+            if isinstance(exc, InvalidToken):  # PTB's own message quotes the token
+                raise ConfigError(f"{source}: [telegram] token: Telegram refused it; copy it "
+                                  "again from @BotFather") from None
+            detail = str(exc).replace(self.cfg.token, "***")
+            raise ConfigError(f"{source}: [telegram] api_base_url: cannot reach the Bot API "
+                              f"({detail})") from None
         try:
             await self._connect()
         except BaseException:
@@ -175,6 +184,9 @@ class TelegramAdapter:
     # -- webhook mode --------------------------------------------------------------------
     async def _start_webhook(self) -> None:
         url = self.cfg.webhook_url
+        if not self.cfg.webhook_secret:
+            log.warning("telegram: [telegram] webhook_secret is not set: anyone who learns the "
+                        "webhook URL can send the bot fake updates")
         path = urlsplit(url).path or "/"
         server = web.Application(client_max_size=2 * 1024 * 1024)
         server.router.add_post(path, self._on_webhook)
@@ -191,8 +203,25 @@ class TelegramAdapter:
         if secret and not hmac.compare_digest(given.encode(), secret.encode()):
             return web.Response(status=403)
         try:
-            update = Update.de_json(await request.json(), self.app.bot)
-        except (ValueError, TypeError, KeyError):
+            data = await request.json()
+            if not isinstance(data, dict):
+                raise TypeError("an update is a JSON object")
+            update = Update.de_json(data, self.app.bot)
+        except (ValueError, TypeError, KeyError, AttributeError):
             return web.Response(status=400)
         await self.app.update_queue.put(update)
         return web.Response()
+
+
+def mask_secrets(token: str, webhook_secret: str = "") -> None:
+    """Mask the bot's secrets in the loggers that print them, whatever level the host set."""
+    # File download URLs carry the token percent-encoded ("123%3AABC"): mask every form,
+    # and the part after the bot id on its own, which is the actual secret.
+    masking = SecretMaskingFilter([token, quote(token, safe=""), token.partition(":")[2],
+                                   webhook_secret])
+    # httpx logs request URLs; PTB's bot logs call parameters (setWebhook's secret) at DEBUG.
+    for name in ("httpx", "telegram.Bot", "telegram.ext.ExtBot"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, SecretMaskingFilter) and f.secrets == masking.secrets
+                   for f in logger.filters):
+            logger.addFilter(masking)

@@ -111,8 +111,8 @@ class Handlers:
         private = message.chat.type == ChatType.PRIVATE
         cmd, at, words = command_words(message.caption)
         caption_cmd = cmd == "sonify" and (at is None or at.lower() == self.username.lower())
-        addressed = (private or caption_cmd or self.replies_to_bot(message)
-                     or mentions(message, self.username, self.bot_id))
+        mentioned = mentions(message, self.username, self.bot_id)
+        addressed = private or caption_cmd or mentioned or self.replies_to_bot(message)
         image = find_image(message)
         if not addressed:
             if not (self.cfg.group_photos and image is not None and image.kind != "url"):
@@ -121,6 +121,8 @@ class Handlers:
             image = find_image(message.reply_to_message)  # "@bot 8s" as a reply to a picture
         target = self.target_for(message, user, lang)
         if image is None:
+            if not (private or caption_cmd or mentioned):
+                return  # a group reply to the bot without a picture ("thanks!") is chat
             key = "error.no_image" if private else "no_image_in_reply"
             await self.reply.try_send_text(target, t(key, lang))
             return

@@ -66,7 +66,7 @@ class Call:
 @dataclass
 class _Failure:
     method: str
-    status: int
+    status: int  # 0: drop the connection without answering
     description: str
     retry_after: int | None
     times: int
@@ -156,6 +156,10 @@ class FakeBotAPI:
         """Answer the next `times` calls of `method` with an error."""
         self._failures.append(_Failure(method, status, description, retry_after, times))
 
+    def drop_next(self, method: str, *, times: int = 1) -> None:
+        """Close the connection of the next `times` calls of `method` without answering."""
+        self._failures.append(_Failure(method, 0, "", None, times))
+
     def calls_of(self, method: str, chat_id: int | None = None) -> list[Call]:
         return [c for c in self.calls if c.method == method
                 and (chat_id is None or int(c.params.get("chat_id", 0)) == chat_id)]
@@ -219,10 +223,16 @@ class FakeBotAPI:
                                       "description": "Unauthorized"}, status=401)
         method = request.match_info["method"]
         params, files, names = await self._params(request)
-        if method == "getUpdates":
+        failure = self._take_failure(method)
+        if failure is not None and failure.status == 0:
+            # The request was read in full; the answer never comes (a dropped connection).
+            await self._record(Call(method, params, files, names, result={"error_code": 0}))
+            assert request.transport is not None
+            request.transport.close()
+            return web.Response()
+        if method == "getUpdates" and failure is None:  # polls are not recorded as calls
             return web.json_response({"ok": True, "result": await self._get_updates(params)})
         call = Call(method, params, files, names)
-        failure = self._take_failure(method)
         if failure is not None:
             call.result = {"error_code": failure.status}
             await self._record(call)

@@ -129,3 +129,17 @@ async def test_generation_failed(start_bot: StartBot, tiny_pipeline: Any) -> Non
     assert not any("secret" in c.text or "Traceback" in c.text for c in bot.fake.calls)
     assert bot.fake.calls_of("sendVoice") == []
     assert (await rows(bot))[0]["status"] == "failed"
+
+
+@pytest.mark.parametrize("how", ["getFile reports the size", "getFile refuses"])
+async def test_too_large_when_only_telegram_knows_the_size(bot: Harness, how: str) -> None:
+    # A forwarded file may come without file_size: the limit is checked again at getFile.
+    file_id = bot.fake.add_file(picture("PNG"), size=25_000_000)
+    if how == "getFile refuses":
+        bot.fake.fail_next("getFile", status=400, retry_after=None,
+                           description="Bad Request: file is too big")
+    msg = await bot.send(ELENA, document={"file_id": file_id, "file_unique_id": "big",
+                                          "file_name": "big.png", "mime_type": "image/png"})
+    assert await bot.text_for(msg) == "Ese archivo es demasiado grande: el límite es 20 MB."
+    assert bot.fake.downloads == []
+    assert (await rows(bot))[0]["reason"] == "too_large"

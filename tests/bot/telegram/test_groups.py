@@ -72,3 +72,14 @@ async def test_allowed_chats(start_bot: StartBot) -> None:
     await bot.voice_for(inside)
     await bot.fake.wait_idle()
     assert replied_to(bot, outsider) == []
+
+
+async def test_group_chat_replies_to_the_bot_are_not_nagged(bot: Harness) -> None:
+    first = await bot.send(ANA, GROUP, text=f"/sonify {bot.fake.host_image(picture('PNG'))}")
+    voice = await bot.voice_for(first)
+    thanks = await bot.send(BOB, GROUP, text="ha, love it", reply_to_message=voice.result)
+    asked = await bot.send(BOB, GROUP, text=f"@{BOT_USERNAME} and this?",
+                           reply_to_message=voice.result)
+    assert (await bot.text_for(asked)).startswith("Reply to a message with a photo")
+    await bot.fake.wait_idle()
+    assert replied_to(bot, thanks) == []

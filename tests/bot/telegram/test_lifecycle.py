@@ -10,7 +10,7 @@ import pytest
 from bot.telegram import TelegramAdapter
 from core.errors import ConfigError
 from core.services import Services
-from tests.bot.telegram.conftest import bot_config
+from tests.bot.telegram.conftest import TOKEN, bot_config
 from tests.bot.telegram.fake_bot_api import FakeBotAPI
 
 
@@ -58,3 +58,23 @@ async def test_failed_start_releases_the_webhook_port(services_for, fake: FakeBo
     await again.start()
     assert fake.webhook is not None and fake.webhook["url"].endswith("/hook")
     await again.stop()
+
+
+async def test_start_survives_a_dropped_connection(services_for, fake: FakeBotAPI) -> None:
+    fake.drop_next("getMe")
+    adapter = TelegramAdapter(await services_for())
+    await adapter.start()
+    assert fake.calls_of("getMe")[0].result == {"error_code": 0}
+    assert len(fake.calls_of("getMe")) == 2
+    assert fake.calls_of("setMyCommands")  # and it went on to start
+    await adapter.stop()
+
+
+async def test_unreachable_bot_api_is_one_line(services_for, unused_tcp_port: int) -> None:
+    nowhere = f"http://127.0.0.1:{unused_tcp_port}"
+    adapter = TelegramAdapter(await services_for(api_base_url=f"{nowhere}/bot"))
+    with pytest.raises(ConfigError) as info:
+        await adapter.start()
+    message = str(info.value)
+    assert "[telegram] api_base_url: cannot reach the Bot API" in message
+    assert "\n" not in message and TOKEN.split(":")[1] not in message

@@ -133,3 +133,32 @@ async def test_link_behind_words(bot: Harness) -> None:
     msg = await bot.send(ANA, text="listen to this", entities=[
         {"type": "text_link", "offset": 10, "length": 4, "url": url}])
     await bot.voice_for(msg)
+
+
+async def test_status_becomes_the_final_text_when_it_cannot_be_deleted(bot: Harness) -> None:
+    bot.fake.fail_next("deleteMessage", status=400, retry_after=None,
+                       description="Bad Request: message can't be deleted for everyone")
+    msg = await bot.send_photo(ELENA)
+    voice = await bot.voice_for(msg)
+    row = await bot.row(voice.buttons[0]["callback_data"].split(":", 1)[1])
+    status = bot.fake.calls_of("sendMessage")[0]
+    final = await bot.fake.wait_for("editMessageText", lambda c: c.text.startswith("Listo"))
+    assert final.text == f"Listo: {row.caption}"
+    assert int(final.params["message_id"]) == status.result["message_id"]
+
+
+@pytest.mark.parametrize("kind", ["link", "document"])
+async def test_sonify_as_reply_to_a_link_or_a_file(bot: Harness, kind: str) -> None:
+    chat = {"id": ANA["id"], "type": "private"}
+    earlier = {"message_id": bot.fake.new_message_id(), "date": 0, "chat": chat, "from": ANA}
+    if kind == "link":
+        earlier["text"] = f"found this {bot.fake.host_image(picture('PNG'))}"
+    else:
+        earlier["document"] = {"file_id": bot.fake.add_file(picture("WEBP")),
+                               "file_unique_id": "w", "file_name": "p.webp",
+                               "mime_type": "image/webp"}
+    msg = await bot.send(ANA, text="/sonify 1.5s", reply_to_message=earlier)
+    voice = await bot.voice_for(msg)
+    assert voice_info(voice).duration == pytest.approx(1.5, abs=0.1)
+    row = await bot.row(voice.buttons[0]["callback_data"].split(":", 1)[1])
+    assert row.source_kind == {"link": "url", "document": "document"}[kind]
