@@ -104,11 +104,15 @@ class Dispatcher:
         job = self._inflight.get(key)
         return job if job is not None and not job.sealed else None
 
-    def attach(self, ticket: Ticket, request: JobRequest, seed: int, key: str) -> None:
-        """Join an identical job in flight, or queue a new one (synchronous: no races)."""
+    def attach(self, ticket: Ticket, request: JobRequest, seed: int, key: str) -> Job | None:
+        """Join an identical job in flight, or queue a new one (synchronous: no races).
+
+        Returns the job the ticket now waits for (None when stopping: it waits for the
+        next start).
+        """
         if self._stopping:  # accepted while stopping: its row waits for the next start
             ticket.handle.emit(stopping_failure())
-            return
+            return None
         job = self.rideable(key)
         if job is not None:
             job.tickets.append(ticket)
@@ -118,13 +122,14 @@ class Dispatcher:
                     ticket.handle.emit(job.last_progress)
             else:
                 ticket.handle.emit(Queued(job.position))
-            return
+            return job
         job = Job(id=ticket.handle.id, user=ticket.user, options=request.options,
                   request=request, seed=seed, key=key, tickets=[ticket])
         self._inflight[key] = job
         self.queue.push(job)
         self._refresh_positions()
         self._wakeup.set()
+        return job
 
     def _refresh_positions(self) -> None:
         for pos, job in enumerate(self.queue.order(), start=1):

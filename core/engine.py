@@ -14,7 +14,8 @@ Semantics adapters can rely on:
   again is a cache hit (it gets the stored clip and its seed); text jobs always key
   on their actual seed, so "another take" with a fresh seed renders anew.
 - Riders (identical requests in flight) and cache hits get their own request id
-  and row, with ``cache_hit`` set; cache hits carry ``batch_size`` 0.
+  and row, with ``cache_hit`` set; cache hits carry ``batch_size`` 0. A rider that
+  joins a running job is logged ``running`` at once, with a queue wait of 0.
 - Cache hits count towards the hourly limit but not the concurrent one; admins
   skip both per-user limits, not the queue bound.
 - `JobResult.files` point into the clip cache; a clip used in the last 10 minutes
@@ -145,11 +146,12 @@ class JobEngine:
         if not self._accepting:
             raise ShuttingDown("the service is stopping")
         user: User = (request.platform, request.user_id)
+        seed: int | None = None
         try:
             seed = check_seed(request.seed)
             self._validate(request)
         except BadRequest as exc:
-            await self._log_rejection(request, exc)
+            await self._log_rejection(request, exc, seed)
             raise
         key = self._key_for(request, seed)
         async with self._lock_for(user):
@@ -164,7 +166,7 @@ class JobEngine:
                     if not rider:
                         self._check_capacity()
             except (RateLimited, QueueFull) as exc:
-                await self._log_rejection(request, exc)
+                await self._log_rejection(request, exc, seed)
                 raise
             request_id = new_request_id()
             if hit is not None:
@@ -184,7 +186,14 @@ class JobEngine:
                 self.spool.delete(request_id)
                 raise
         self._reserved -= 0 if rider else 1
-        self.dispatcher.attach(Ticket(handle, user, created), request, seed, key)
+        if rider and self.dispatcher.rideable(key) is None:
+            # The job it meant to ride finished while its row was written: its clip is cached.
+            hit = await self.cache.lookup(key)
+            if hit is not None:
+                self._release(user)
+                await self._finish_from_cache(handle, request, seed, hit, created)
+                return handle
+        await self._attach(Ticket(handle, user, created), request, seed, key)
         return handle
 
     async def reject(self, *, platform: str, user_id: str, chat_id: str, source_kind: str,
@@ -224,8 +233,7 @@ class JobEngine:
             else:
                 await self.log.update(record.id, status="queued", started_at=None)
                 self._active[user] = self._active.get(user, 0) + 1
-                self.dispatcher.attach(Ticket(handle, user, record.created_at), request, seed,
-                                       key)
+                await self._attach(Ticket(handle, user, record.created_at), request, seed, key)
             self._call_handler(handler, handle)
             handed += 1
         if records:
@@ -236,6 +244,17 @@ class JobEngine:
         return await self.log.get(request_id)
 
     # submission helpers --------------------------------------------------------------------
+
+    async def _attach(self, ticket: Ticket, request: JobRequest, seed: int, key: str) -> None:
+        """Hand a logged job to the dispatcher; a rider of a running job is logged as running."""
+        job = self.dispatcher.attach(ticket, request, seed, key)
+        if job is None or job.started_at is None or job.tickets[0] is ticket:
+            return
+        started = max(job.started_at, ticket.created_at)
+        try:  # its batch was marked before it joined: say it is being computed now
+            await self.log.mark_started([ticket.handle.id], started, job.batch_size)
+        except Exception:  # the job runs regardless; only the interim status is stale
+            logger.exception("could not mark %s as running", ticket.handle.id)
 
     def _validate(self, request: JobRequest) -> None:
         opts, gen = request.options, self.config.generation
@@ -282,8 +301,8 @@ class JobEngine:
             raise QueueFull("queue full", code="busy",
                             retry_after_s=self.dispatcher.estimate_drain())
 
-    def _record(self, request_id: str, request: JobRequest, seed: int, key: str, status: str,
-                **extra: object) -> RequestRecord:
+    def _record(self, request_id: str, request: JobRequest, seed: int | None, key: str | None,
+                status: str, **extra: object) -> RequestRecord:
         return RequestRecord(
             id=request_id, platform=request.platform, user_id=request.user_id,
             chat_id=request.chat_id, source_kind=request.source_kind, status=status,
@@ -291,13 +310,17 @@ class JobEngine:
             image_sha256=request.image.sha256 if request.image is not None else None,
             caption=request.caption, prompt=request.prompt,
             options=request.options.to_dict(), seed=seed, lang=request.lang,
-            reply_context=dict(request.reply_context), cache_key=key, **extra)  # type: ignore[arg-type]
+            reply_context=dict(request.reply_context), cache_key=key,
+            **extra)  # type: ignore[arg-type]
 
-    async def _log_rejection(self, request: JobRequest, error: UserFacingError) -> None:
+    async def _log_rejection(self, request: JobRequest, error: UserFacingError,
+                             seed: int | None) -> None:
+        """A refused submission's row: everything known about the request, no answer data."""
         try:
-            await self.reject(platform=request.platform, user_id=request.user_id,
-                              chat_id=request.chat_id, source_kind=request.source_kind,
-                              error=error, lang=request.lang)
+            record = self._record(new_request_id(), request, seed, None, "rejected",
+                                  reason=error.code, total_s=0.0)
+            record.finished_at, record.reply_context = record.created_at, {}
+            await self.log.insert(record)
         except Exception:  # the refusal itself must still reach the user
             logger.exception("could not log a rejected request")
 

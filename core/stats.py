@@ -1,7 +1,8 @@
 """Usage statistics from the request log: totals, cache hit rate, latency, top users, a chart.
 
 Days are UTC days. Latency percentiles cover the last 7 days of jobs the models
-actually computed (cache hits answer in milliseconds and would hide the real wait).
+actually computed (cache hits answer in milliseconds and would hide the real wait);
+the cache hit rate covers every finished job in the log.
 """
 
 from __future__ import annotations
@@ -155,7 +156,7 @@ def render_stats_text(stats: Stats) -> str:
     """A few short lines for a chat reply."""
     rate = stats.cache_hit_rate
     hit_line = ("Cache hits: –" if rate is None else
-                f"Cache hits: {rate:.0%} ({stats.cache_hits} of {stats.done} done)")
+                f"Cache hits (all time): {rate:.0%} ({stats.cache_hits} of {stats.done} done)")
     top = ", ".join(f"{p}:{u} ({n})" for p, u, n in stats.top_users) or "–"
     return "\n".join([
         f"Sonify stats — {datetime.fromtimestamp(stats.generated_at, UTC):%Y-%m-%d %H:%M} UTC",
@@ -175,6 +176,7 @@ def render_stats_chart(stats: Stats) -> bytes:
     """A PNG: requests per day by platform (stacked bars) and latency percentiles per day."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(8, 5.5), dpi=100)
     FigureCanvasAgg(fig)
@@ -189,15 +191,40 @@ def render_stats_chart(stats: Stats) -> bytes:
         base = [b + c for b, c in zip(base, counts, strict=True)]
     top.set_ylabel("requests")
     top.set_title(f"Requests per day (UTC), last {len(xs)} days")
+    top.yaxis.set_major_locator(MaxNLocator(integer=True))  # no "0.4 requests"
+    # Headroom so the one-row legend never covers a bar.
+    top.set_ylim(0, max(max(base, default=0), 1) * 1.3)
     if platforms:
-        top.legend(loc="upper left", fontsize="small")
-    for attr, name in (("total_p50_s", "p50"), ("total_p95_s", "p95")):
+        top.legend(loc="upper left", fontsize="small", ncols=len(platforms), frameon=False)
+    else:
+        top.text(0.5, 0.5, "no requests in these days", transform=top.transAxes,
+                 ha="center", va="center", color="grey")
+    # p95 first and bigger, so a day where both are equal still shows both markers.
+    lines = (("total_p95_s", "p95", "^", "-", 8), ("total_p50_s", "p50", "o", "--", 5))
+    highest = 0.0
+    for attr, name, marker, style, size in lines:
         values = [getattr(d, attr) for d in stats.days]
-        bottom.plot(xs, [math.nan if v is None else v for v in values], marker="o", label=name)
-    bottom.set_ylabel("total latency (s)")
-    bottom.set_title("Latency of computed jobs")
-    bottom.legend(loc="upper left", fontsize="small")
-    bottom.set_xticks(xs, labels, rotation=45, fontsize="small")
+        highest = max([highest, *(v for v in values if v is not None)])
+        bottom.plot(xs, [math.nan if v is None else v for v in values], marker=marker,
+                    markersize=size, linestyle=style, label=name)
+    bottom.set_ylabel("seconds")
+    bottom.set_title("Request to reply, computed jobs (cache hits excluded)")
+    # From zero: a wobble of a few tenths of a second must not look like a spike.
+    bottom.set_ylim(0, highest * 1.3 if highest > 0 else 1)
+    if highest > 0:
+        handles, names = bottom.get_legend_handles_labels()
+        bottom.legend(handles[::-1], names[::-1], loc="upper left", fontsize="small", ncols=2,
+                      frameon=False)
+    else:
+        bottom.set_yticks([])
+        bottom.text(0.5, 0.5, "no computed jobs in these days", transform=bottom.transAxes,
+                    ha="center", va="center", color="grey")
+    for ax in (top, bottom):
+        ax.grid(axis="y", alpha=0.3)
+        ax.set_axisbelow(True)
+        ax.set_xlim(-0.6, len(xs) - 0.4)
+    bottom.set_xticks(xs, labels, rotation=45, ha="right", rotation_mode="anchor",
+                      fontsize="small")
     fig.tight_layout()
     out = io.BytesIO()
     fig.savefig(out, format="png")

@@ -27,6 +27,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    case,
     event,
     func,
     insert,
@@ -157,6 +158,18 @@ class RequestRecord:
 
 
 _RECORD_FIELDS = {f.name for f in fields(RequestRecord)}
+_SECRET_WORDS = ("token", "secret", "password", "authorization")
+
+
+def without_secrets(context: dict[str, Any]) -> dict[str, Any]:
+    """A reply context minus credential-like keys: rows outlive tokens and get copied."""
+    kept = {}
+    for name, value in context.items():
+        if any(word in name.lower() for word in _SECRET_WORDS):
+            logger.warning("reply_context key %r looks like a credential; not stored", name)
+        else:
+            kept[name] = value
+    return kept
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -207,6 +220,7 @@ class RequestLog:
 
     async def insert(self, record: RequestRecord) -> None:
         values = {f: getattr(record, f) for f in _RECORD_FIELDS}
+        values["reply_context"] = without_secrets(record.reply_context or {})
         async with self.engine.begin() as conn:
             await conn.execute(insert(requests).values(**values))
 
@@ -226,9 +240,18 @@ class RequestLog:
 
     async def mark_started(self, request_ids: Sequence[str], started_at: float,
                            batch_size: int) -> None:
-        await self.update_many(request_ids, status="running", started_at=started_at,
-                               batch_size=batch_size,
-                               queue_wait_s=started_at - requests.c.created_at)
+        """Queued rows become running; a request that joined after the start waited 0 s."""
+        if not request_ids:
+            return
+        # Only queued rows: a late update must never turn a finished row back into running.
+        wait = case((requests.c.created_at < started_at, started_at - requests.c.created_at),
+                    else_=0.0)
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(requests).where(requests.c.id.in_(list(request_ids)),
+                                       requests.c.status == "queued")
+                .values(status="running", started_at=started_at, batch_size=batch_size,
+                        queue_wait_s=wait))
 
     async def get(self, request_id: str) -> RequestRecord | None:
         async with self.engine.connect() as conn:

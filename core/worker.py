@@ -2,11 +2,12 @@
 
 All model calls go through one single-thread executor, so the event loop keeps
 serving while a batch renders and the models are only ever used by one thread. The
-pipeline factory is called lazily, once, in that thread. A batch that raises is
-retried one job at a time so only the poisoned job fails; an out-of-memory error
-splits the batch in halves; a call that runs past the job timeout is cancelled at
-its next diffusion step (the progress callback raises) and its jobs fail with
-code ``timeout``. Nothing a job does stops the worker.
+pipeline factory is called lazily, once, in that thread (loading counts against no
+job's timeout). A batch that raises is retried one job at a time so only the
+poisoned job fails; an out-of-memory error splits the batch in halves; a call that
+runs past the job timeout is cancelled at its next diffusion step (the progress
+callback raises) and its jobs fail with code ``timeout``. Nothing a job does stops
+the worker.
 """
 
 from __future__ import annotations
@@ -173,6 +174,10 @@ class BatchRunner:
             if listeners:
                 loop.call_soon_threadsafe(fan_out, step, total)
 
+        if self._pipeline is None:
+            # Loading is not part of any job's time: a slow first load (real models on a
+            # cold disk) must not time the batch out and start a second load beside it.
+            await loop.run_in_executor(self._executor, self._load)
         inputs = [i.input for i in items]
         future = loop.run_in_executor(self._executor, self._call, inputs, options, progress)
         try:
@@ -186,17 +191,22 @@ class BatchRunner:
             future.add_done_callback(_retrieve)
             raise
 
-    def _call(self, inputs: list[PipelineInput], options: GenerationOptions,
-              progress: ProgressFn) -> list[PipelineResult]:
+    def _load(self) -> Pipeline:
+        """The pipeline, built on first use in the model thread."""
         if self._pipeline is None:
             try:
                 self._pipeline = self._factory()
-            except Exception as exc:
+            except BaseException as exc:  # e.g. a library exiting: still only a failed batch
                 logger.error("loading the models failed: %s", _describe(exc), exc_info=exc)
                 raise _LoadFailed() from exc
+        return self._pipeline
+
+    def _call(self, inputs: list[PipelineInput], options: GenerationOptions,
+              progress: ProgressFn) -> list[PipelineResult]:
+        pipeline = self._load()
         started = time.perf_counter()
         try:
-            results = self._pipeline.run(inputs, options, progress)
+            results = pipeline.run(inputs, options, progress)
         except Exception:
             raise
         except BaseException as exc:  # e.g. a library calling sys.exit(): still only a job failure

@@ -2,13 +2,12 @@
 
 The wrappers sit around the real (tiny) `Pipeline` and only add misbehaviour:
 raising for a marked picture, running out of memory above a batch size, hanging
-until cancelled, or counting calls. Run as a script this is the crash
-subprocess: it serves jobs with the tiny models until it is killed.
+until cancelled, or counting calls. The crash test's subprocess is
+tests/core/crash_worker.py.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import threading
 import time
@@ -137,32 +136,3 @@ async def wait_for(handle: JobHandle, kind: type) -> Any:
 
 def events_of(handle: JobHandle) -> list[Any]:
     return list(handle._history)
-
-
-class FakePipeline:
-    """A stand-in with the `Pipeline.run` contract: seeded noise, fake captions, no models."""
-
-    sample_rate = 16_000
-
-    def __init__(self, steps: int = 2) -> None:
-        self.steps = steps
-
-    def run(self, inputs: Sequence[Any], options: GenerationOptions,
-            progress: Callable[[int, int], None] | None = None) -> list[Any]:
-        from core.pipeline import PipelineResult
-
-        for step in range(1, self.steps + 1):
-            if progress is not None:
-                progress(step, self.steps)
-        out = []
-        for inp in inputs:
-            if inp.image is not None:
-                caption = "a picture " + hashlib.sha256(inp.image.tobytes()).hexdigest()[:6]
-            else:
-                caption = inp.caption or ""
-            prompt = inp.prompt or f"The sound of {caption}"
-            rng = np.random.default_rng(inp.seed)
-            audio = (rng.standard_normal(int(options.seconds * self.sample_rate)) * 0.1)
-            out.append(PipelineResult(caption, prompt, audio.astype(np.float32), self.sample_rate,
-                                      {"caption_s": 0.0, "sound_s": 0.0}))
-        return out

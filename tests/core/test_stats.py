@@ -76,7 +76,7 @@ async def test_text_and_chart_render(log: RequestLog) -> None:
     text = render_stats_text(stats)
     assert "Today: 4 requests — telegram 2" in text
     assert "All time: 9 requests" in text
-    assert "Cache hits: 17% (1 of 6 done)" in text
+    assert "Cache hits (all time): 17% (1 of 6 done)" in text
     assert "total p50 8.0 s, p95 10.7 s" in text
     assert "Queue: 3 waiting" in text
     assert "telegram:u1 (3)" in text

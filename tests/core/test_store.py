@@ -83,6 +83,12 @@ async def test_rows_round_trip_and_user_window_ignores_rejections(tmp_path: Path
         got = await log.get("a")
         assert got is not None
         assert (got.status, got.batch_size, got.queue_wait_s) == ("running", 3, 60.0)
+        # A late mark never revives a finished row; a request newer than the start waited 0 s.
+        await log.insert(row("e", created=170.0))
+        await log.mark_started(["c", "e"], 160.0, 3)
+        done, late = await log.get("c"), await log.get("e")
+        assert done is not None and (done.status, done.started_at) == ("done", None)
+        assert late is not None and (late.status, late.queue_wait_s) == ("running", 0.0)
         with pytest.raises(ValueError, match="unknown request columns"):
             await log.update("a", colour="red")
     finally:
