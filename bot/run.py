@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from typing import Protocol
 
@@ -79,9 +80,17 @@ def run(config: Config) -> int:
 
     async def main() -> None:
         stop = asyncio.Event()
+
+        def on_signal() -> None:
+            if stop.is_set():
+                # A second Ctrl-C means "now": don't wait for a render that won't end.
+                log.warning("second stop signal: exiting without waiting")
+                os._exit(130)
+            stop.set()
+
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal)
         await serve(config, stop)
 
     asyncio.run(main())
