@@ -15,10 +15,17 @@ from typing import Any
 
 import aiohttp
 import discord
-import yarl
 from discord import app_commands
 
-from bot.discord_commands import CatalogueTranslator, build_commands, sync_tree
+from bot.discord_commands import (
+    CatalogueTranslator,
+    build_commands,
+    guard_token_logs,
+    patch_endpoints,
+    quiet_voice_warnings,
+    sync_commands,
+    sync_tree,
+)
 from bot.discord_interactions import PLATFORM, InteractionHandlers
 from bot.discord_replies import (
     Answer,
@@ -38,32 +45,12 @@ from core.options import GenerationOptions
 from core.services import Services
 
 log = logging.getLogger(__name__)
+__all__ = ["DiscordAdapter", "sync_commands"]  # `sonify sync-commands` imports it from here
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 STOP_GRACE_S = 10.0
 QUIET_LINK_ERRORS = ("not_image", "unsupported_format", "fetch_failed", "fetch_timeout")
 Source = discord.Attachment | str
-
-
-def patch_endpoints(api_base_url: str, gateway_url: str) -> Callable[[], None]:
-    """Point discord.py at `[discord] api_base_url`/`gateway_url`; returns an undo function."""
-    old_base = discord.http.Route.BASE
-    old_gateway = discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
-    discord.http.Route.BASE = api_base_url.rstrip("/")
-    if gateway_url:
-        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
-
-    def restore() -> None:
-        discord.http.Route.BASE = old_base
-        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = old_gateway
-
-    return restore
-
-
-def quiet_voice_warnings() -> None:
-    """Sonify never joins voice channels: skip discord.py's warnings about voice libraries."""
-    discord.VoiceClient.warn_nacl = False
-    discord.VoiceClient.warn_dave = False
 
 
 def all_urls(text: str) -> list[str]:
@@ -121,6 +108,7 @@ class DiscordAdapter:
     async def start(self) -> None:
         if not self.cfg.token:
             raise ConfigError(f"{self.config.source}: [discord] token is not set")
+        guard_token_logs()
         self._restore = patch_endpoints(self.cfg.api_base_url, self.cfg.gateway_url)
         self.client = SonifyClient(self)
         self.services.engine.on_recovered(PLATFORM, self._on_recovered)
@@ -260,12 +248,18 @@ class DiscordAdapter:
         if me is None or message.author.bot:
             return
         dm = message.guild is None
-        mentioned = any(u.id == me.id for u in message.mentions)
+        # Only a written @mention is a request: `message.mentions` also holds the author of
+        # a replied-to message, so every reply to one of our answers would count.
+        mentioned = me.id in message.raw_mentions
         if not (dm or mentioned or self._watched(message.channel)):
             return
         addressed = dm or mentioned
         lang = self.guild_lang(message.guild)
         sources = self.sources(message, addressed)
+        ref = message.reference.resolved if message.reference else None
+        if addressed and not sources and isinstance(ref, discord.Message) \
+                and ref.author.id != me.id:
+            sources = self.sources(ref, addressed)  # "@Sonify" in reply to someone's picture
         # One message's images take turns within the per-user limit, instead of the
         # later ones being refused as "already in progress".
         turns = asyncio.Semaphore(self.config.jobs.per_user_concurrent)
@@ -359,26 +353,3 @@ class DiscordAdapter:
 
 def _int_or_none(value: Any) -> int | None:
     return int(value) if value else None
-
-
-async def sync_commands(services: Services) -> int:
-    """Register the commands with Discord (per guild in `[discord] guilds`, else globally)."""
-    cfg = services.config.discord
-    if not cfg.token:
-        raise ConfigError(f"{services.config.source}: [discord] token is not set")
-    restore = patch_endpoints(cfg.api_base_url, cfg.gateway_url)
-    quiet_voice_warnings()
-    client = discord.Client(intents=discord.Intents.default())  # REST only: never connects
-    tree = app_commands.CommandTree(client)
-    try:
-        await tree.set_translator(CatalogueTranslator())
-        build_commands(tree, services.config)
-        try:
-            await client.login(cfg.token)
-        except discord.LoginFailure:
-            raise ConfigError(f"{services.config.source}: [discord] token was refused by "
-                              "Discord") from None
-        return await sync_tree(tree, cfg.guilds)
-    finally:
-        await client.close()
-        restore()

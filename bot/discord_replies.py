@@ -87,13 +87,15 @@ class VoiceFile(discord.File):
         return data
 
 
-def waveform_of(path: Path, points: int = 256) -> str:
-    """Base64 of up to 256 bytes of loudness (0-255), the shape Discord draws for voice messages."""
-    audio, _ = sf.read(path, dtype="float32", always_2d=True)
+def waveform_of(path: Path, max_points: int = 256) -> str:
+    """Base64 loudness bytes (0-255) for a voice message: one per 100 ms, at most 256."""
+    # That is how Discord's own clients sample recordings, so the drawn shape matches theirs.
+    audio, rate = sf.read(path, dtype="float32", always_2d=True)
     mono = np.abs(audio.mean(axis=1))
     if mono.size == 0:
         return base64.b64encode(b"\0").decode()
-    chunks = np.array_split(mono, min(points, mono.size))
+    points = max(1, min(max_points, round(10 * mono.size / rate), mono.size))
+    chunks = np.array_split(mono, points)
     levels = np.array([float(c.max()) for c in chunks])
     peak = float(levels.max()) or 1.0
     return base64.b64encode(bytes(round(255 * v / peak) for v in levels)).decode()
@@ -158,6 +160,11 @@ class MessageTarget(Target):
     async def _send(self, **kwargs: Any) -> discord.Message:
         if "content" in kwargs:
             kwargs["content"] = clip(self.prefix + kwargs["content"])
+            if self.prefix:
+                # The mention stands in for the lost interaction: let it notify that user
+                # (the client allows no mentions by default).
+                kwargs["allowed_mentions"] = discord.AllowedMentions(
+                    users=[discord.Object(self.author_id)])
         return await self._send_here(**kwargs)
 
     async def _send_here(self, **kwargs: Any) -> discord.Message:
@@ -196,7 +203,15 @@ class MessageTarget(Target):
             await self._send(content=clip(answer.text), view=answer.view)
             file = await answer.voice_file()
             ref = self.reference.to_message_reference_dict() if self.reference else None
-            await send_voice(self.client.http, file, channel_id=self.channel.id, reference=ref)
+            try:
+                await send_voice(self.client.http, file, channel_id=self.channel.id,
+                                 reference=ref)
+            except discord.HTTPException as exc:
+                # e.g. no "Send Voice Messages" permission here (code 50173): a plain
+                # file plays everywhere, so the user still gets the clip.
+                log.warning("Discord refused a voice message (%s, code %s); sending a file",
+                            exc.status, exc.code)
+                await self._send_here(file=answer.file())
         else:
             await self._send(content=clip(answer.text), file=answer.file(), view=answer.view)
         await self._drop_status()
@@ -268,7 +283,14 @@ class InteractionTarget(Target):
                                                           view=answer.view)
             file = await answer.voice_file()
             it = self.interaction
-            await send_voice(it.client.http, file, webhook=(it.application_id, it.token))
+            try:
+                await send_voice(it.client.http, file, webhook=(it.application_id, it.token))
+            except discord.HTTPException as exc:
+                if exc.status in (401, 404):
+                    raise  # the token expired: `finish` answers in the channel instead
+                log.warning("Discord refused a voice message (%s, code %s); sending a file",
+                            exc.status, exc.code)
+                await it.edit_original_response(attachments=[answer.file()])
             return
         await self.interaction.edit_original_response(
             content=clip(answer.text), attachments=[answer.file()], view=answer.view)

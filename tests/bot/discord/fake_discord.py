@@ -5,7 +5,7 @@ keeps every call it received (with a sequence number and a timestamp, so tests
 can check ordering, e.g. "deferred before the attachment was downloaded") and
 the messages as a Discord client would show them (edits applied, files kept).
 Tests drive users through `send_message`, `slash`, `context_menu`, `click` and
-`submit_modal`, and wait for outcomes with `until`.
+`submit_modal` (in `fake_users`), and wait for outcomes with `until`.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from tests.bot.discord.fake_payloads import (  # noqa: F401 - tests import the i
     GUILD_ID,
     JSON,
     LOADING,
-    MEMBER_PERMS,
     OTHER,
+    VOICE,
     WATCHED,
     Call,
     Interaction,
@@ -41,11 +41,9 @@ from tests.bot.discord.fake_payloads import (  # noqa: F401 - tests import the i
     Upload,
     application,
     guild,
-    member,
-    member_permissions,
-    message,
     user,
 )
+from tests.bot.discord.fake_users import FakeUsers
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -54,7 +52,7 @@ def _json(data: Any, status: int = 200) -> web.Response:
                         headers={"Content-Type": "application/json"})
 
 
-class FakeDiscord:
+class FakeDiscord(FakeUsers):
     """REST + gateway + CDN on one loopback port."""
 
     def __init__(self) -> None:
@@ -63,6 +61,7 @@ class FakeDiscord:
         self.interactions: dict[str, Interaction] = {}  # by token
         self.cdn: dict[str, tuple[bytes, str]] = {}  # path -> (data, content type)
         self.forbidden_channels: set[int] = set()  # POST/PATCH messages there -> 403
+        self.no_voice_channels: set[int] = set()  # voice messages there -> 403 (code 50173)
         self.expired_tokens: set[str] = set()  # interaction tokens past their 15 minutes
         self.bot_token: str | None = None  # when set, other bot tokens are refused
         self.identified: list[JSON] = []
@@ -184,113 +183,6 @@ class FakeDiscord:
         self._ws_seq += 1
         await self._ws.send_str(json.dumps({"op": 0, "t": event, "s": self._ws_seq, "d": data}))
 
-    # ----- what users do ------------------------------------------------------------
-    def _attachment(self, up: Upload) -> JSON:
-        aid = next(self._ids)
-        path = f"attachments/{aid}/{up.filename}"
-        self.cdn[path] = (up.data, up.content_type or "application/octet-stream")
-        att: JSON = {"id": str(aid), "filename": up.filename,
-                     "size": up.size if up.size is not None else len(up.data),
-                     "url": f"{self.url}/cdn/{path}", "proxy_url": f"{self.url}/cdn/{path}"}
-        if up.content_type:
-            att["content_type"] = up.content_type
-        return att
-
-    def _message(self, channel_id: int, author: int, content: str, **extra: Any) -> JSON:
-        return message(next(self._ids), channel_id, author, content, **extra)
-
-    def dm_channel(self, uid: int) -> int:
-        return self.dm_channels.setdefault(uid, next(self._ids))
-
-    async def send_message(self, channel_id: int | None, author: int = ALICE, content: str = "",
-                           attachments: list[Upload] = (), *, mention_bot: bool = False,
-                           embeds: list[JSON] = ()) -> JSON:
-        """A user posts a message (channel_id None: a DM to the bot)."""
-        dm = channel_id is None
-        cid = self.dm_channel(author) if dm else channel_id
-        if mention_bot:
-            content = f"<@{BOT_ID}> {content}".strip()
-        msg = self._message(cid, author, content,
-                            attachments=[self._attachment(a) for a in attachments],
-                            embeds=list(embeds),
-                            mentions=[user(BOT_ID)] if mention_bot else [])
-        if not dm:
-            msg["guild_id"] = str(GUILD_ID)
-            msg["member"] = {k: v for k, v in member(author).items() if k != "user"}
-        self.messages[int(msg["id"])] = msg
-        await self.dispatch("MESSAGE_CREATE", msg)
-        return msg
-
-    async def _interact(self, kind: int, data: JSON, *, author: int, channel_id: int | None,
-                        locale: str, message: JSON | None = None) -> Interaction:
-        iid = next(self._ids)
-        token = f"itoken-{iid}"
-        dm = channel_id is None
-        cid = self.dm_channel(author) if dm else channel_id
-        payload: JSON = {
-            "id": str(iid), "application_id": str(BOT_ID), "type": kind, "data": data,
-            "token": token, "version": 1, "locale": locale, "app_permissions": str(MEMBER_PERMS),
-            "attachment_size_limit": 10_485_760, "entitlements": [],
-            "authorizing_integration_owners": {"0": str(GUILD_ID)} if not dm else {},
-            "context": 1 if dm else 0,
-            "channel_id": str(cid),
-            "channel": ({"id": str(cid), "type": 1, "recipients": [user(author)]} if dm else
-                        {"id": str(cid), "type": 0, "guild_id": str(GUILD_ID),
-                         "name": "pictures", "position": 0, "permission_overwrites": []}),
-        }
-        if dm:
-            payload["user"] = user(author)
-        else:
-            perms = member_permissions(author)
-            payload.update(guild_id=str(GUILD_ID), guild_locale=self.guild_locale,
-                           member={**member(author), "permissions": str(perms)})
-        if message is not None:
-            payload["message"] = message
-        it = Interaction(iid, token, payload)
-        self.interactions[token] = it
-        await self.dispatch("INTERACTION_CREATE", payload)
-        return it
-
-    async def slash(self, name: str, options: dict[str, Any] | None = None, *,
-                    upload: Upload | None = None, author: int = ALICE,
-                    channel_id: int | None = WATCHED, locale: str = "en-US") -> Interaction:
-        """A user runs a slash command; `upload` becomes the `image` attachment option."""
-        opts = [{"name": k, "type": {str: 3, int: 4, float: 10}[type(v)], "value": v}
-                for k, v in (options or {}).items()]
-        data: JSON = {"id": str(next(self._ids)), "name": name, "type": 1, "options": opts}
-        if upload is not None:
-            att = self._attachment(upload)
-            opts.append({"name": "image", "type": 11, "value": att["id"]})
-            data["resolved"] = {"attachments": {att["id"]: att}}
-        return await self._interact(2, data, author=author, channel_id=channel_id, locale=locale)
-
-    async def context_menu(self, name: str, target: JSON, *, author: int = ALICE,
-                           locale: str = "en-US") -> Interaction:
-        """A user runs a message command on `target`."""
-        data = {"id": str(next(self._ids)), "name": name, "type": 3, "target_id": target["id"],
-                "resolved": {"messages": {target["id"]: target}}}
-        cid = None if "guild_id" not in target else int(target["channel_id"])
-        return await self._interact(2, data, author=author, channel_id=cid, locale=locale)
-
-    async def click(self, message: JSON, custom_id: str, *, author: int = ALICE,
-                    locale: str = "en-US") -> Interaction:
-        """A user presses a button under `message`."""
-        cid = None if int(message["channel_id"]) in self.dm_channels.values() \
-            else int(message["channel_id"])
-        return await self._interact(3, {"custom_id": custom_id, "component_type": 2},
-                                    author=author, channel_id=cid, locale=locale,
-                                    message=message)
-
-    async def submit_modal(self, modal: JSON, values: list[str], *, author: int = ALICE,
-                           channel_id: int | None = WATCHED,
-                           locale: str = "en-US") -> Interaction:
-        """A user fills the text inputs of `modal` (a type-9 callback's data) and submits."""
-        inputs = [c for row in modal["components"] for c in row["components"]]
-        rows = [{"type": 1, "components": [{"type": 4, "custom_id": c["custom_id"], "value": v}]}
-                for c, v in zip(inputs, values, strict=True)]
-        return await self._interact(5, {"custom_id": modal["custom_id"], "components": rows},
-                                    author=author, channel_id=channel_id, locale=locale)
-
     # ----- REST ---------------------------------------------------------------------
     async def _api(self, request: web.Request) -> web.StreamResponse:
         path = "/" + request.match_info["tail"]
@@ -385,9 +277,17 @@ class FakeDiscord:
     def _forbidden(self) -> web.Response:
         return _json({"message": "Missing Permissions", "code": 50013}, 403)
 
+    def _voice_refused(self, cid: str, body: JSON) -> web.Response | None:
+        if int(cid) in self.no_voice_channels and body.get("flags", 0) & VOICE:
+            return _json({"message": "Cannot send voice messages in this channel",
+                          "code": 50173}, 403)
+        return None
+
     async def _create_message(self, call: Call, cid: str) -> web.Response:
         if int(cid) in self.forbidden_channels:
             return self._forbidden()
+        if refused := self._voice_refused(cid, call.json):
+            return refused
         return _json(self._stored(cid, call.json, call.files))
 
     async def _edit_message(self, call: Call, cid: str, mid: str) -> web.Response:
@@ -436,6 +336,8 @@ class FakeDiscord:
         if token in self.expired_tokens:
             return self._expired()
         it = self.interactions[token]
+        if refused := self._voice_refused(it.payload["channel_id"], call.json):
+            return refused
         msg = self._stored(it.payload["channel_id"], call.json, call.files, _interaction=it.id)
         it.followups.append(msg)
         return _json(msg)

@@ -21,6 +21,7 @@ MEMBER_PERMS = (1 << 10) | (1 << 11) | (1 << 15) | (1 << 16) | (1 << 31)
 MANAGE_GUILD = 1 << 5
 EPHEMERAL = 1 << 6
 LOADING = 1 << 7
+VOICE = 1 << 13  # IS_VOICE_MESSAGE
 CONTENT_TYPES = {"ogg": "audio/ogg", "mp3": "audio/mpeg", "png": "image/png"}
 NAMES = {BOT_ID: "Sonify", ALICE: "alice", BOB: "bob", CAROL: "carol", ADMIN: "admin"}
 

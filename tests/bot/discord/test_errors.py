@@ -73,6 +73,8 @@ async def test_image_problems(fake: FakeDiscord, make_bot: Any) -> None:
     assert not fake.find("GET", r"/cdn/attachments/.*/huge\.png")
     it = await fake.slash("sonify")
     assert (await private_note(fake, it)).startswith("Attach an image or give a link")
+    it = await fake.slash("sonify", upload=Upload("icon.ico", ico_bytes(), "image/x-icon"))
+    assert (await private_note(fake, it)).startswith("ICO files aren't supported.")
 
     # Posted images in the watched channel: a reply to the message.
     posted = await fake.send_message(WATCHED, ALICE, "", [Upload("icon.ico", ico_bytes(),
@@ -117,6 +119,8 @@ async def test_busy_and_per_user_limits(fake: FakeDiscord, make_bot: Any,
     third = await fake.send_message(WATCHED, CAROL, "", [Upload("3.png", png_bytes(33))])
     text = await reply_text(fake, third, "I'm very busy right now.")
     assert text.endswith(" s.") or text.endswith(" min.")
+    busy = await fake.slash("sonify", upload=Upload("5.png", png_bytes(35)), author=CAROL)
+    assert (await private_note(fake, busy)).startswith("I'm very busy right now.")
     again = await fake.slash("sonify", upload=Upload("4.png", png_bytes(34)), author=ALICE)
     note = await private_note(fake, again)
     assert note.startswith("You already have requests in progress. Try again in about")

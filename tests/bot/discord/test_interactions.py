@@ -63,6 +63,7 @@ async def test_slash_with_attachment_defers_first_then_answers(fake: FakeDiscord
     request_id = labels["Another take"].split(":")[-1]
     row = await bot.request_row(request_id)
     assert (row.status, row.seed, row.source_kind) == ("done", 7, "attachment")
+    assert answer["content"] == f"🔊 {row.caption}"
     assert row.reply_context["kind"] == "interaction"
 
 
@@ -75,6 +76,11 @@ async def test_slash_with_url_and_message_command(fake: FakeDiscord, bot: Bot) -
     await check_clip(fake, answer, 1.0)
 
     posted = await fake.send_message(WATCHED, BOB, "no bot here")  # text only: no answer
+    empty = await fake.context_menu("Sonify this image", posted, author=ALICE)
+    await fake.until(lambda: empty.callbacks)
+    refusal = empty.callbacks[0].json
+    assert refusal["type"] == 4 and refusal["data"]["flags"] & EPHEMERAL
+    assert refusal["data"]["content"] == "I couldn't find an image in that message."
     target = await fake.send_message(WATCHED, BOB, "", [Upload("x.png", png_bytes(12))])
     menu = await fake.context_menu("Sonify this image", target, author=ALICE)
     answer = await fake.until(lambda: done(menu))

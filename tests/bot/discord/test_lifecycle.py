@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -19,12 +20,12 @@ from tests.bot.discord.fake_discord import (
     ALICE,
     BOT_ID,
     GUILD_ID,
+    OTHER,
+    VOICE,
     WATCHED,
     FakeDiscord,
     Upload,
 )
-
-VOICE = 1 << 13
 
 
 async def test_sync_commands_per_guild_and_on_start(fake: FakeDiscord, tmp_path: Path,
@@ -65,8 +66,8 @@ async def test_voice_message(fake: FakeDiscord, make_bot: Any) -> None:
     voice = await fake.until(lambda: [m for m in fake.replies_to(posted["id"])
                                       if m["flags"] & VOICE])
     (att,) = voice[0]["attachments"]
-    assert voice[0]["content"] == ""
-    assert 0 < len(base64.b64decode(att["waveform"])) <= 256
+    assert voice[0]["content"] == "" and att["filename"] == "voice-message.ogg"
+    assert len(base64.b64decode(att["waveform"])) == 10  # one point per 100 ms, as Discord's
     assert abs(att["duration_secs"] - 1.0) < 0.05
     _, _, kind = read_clip(fake.file(att))
     assert kind == "OGG/OPUS"  # voice messages are always OGG/Opus
@@ -77,6 +78,20 @@ async def test_voice_message(fake: FakeDiscord, make_bot: Any) -> None:
     follow = await fake.until(lambda: [m for m in it.followups if m["flags"] & VOICE])
     assert follow[0]["attachments"][0]["waveform"]
     assert it.original is not None and it.original["content"].startswith("🔊")
+
+    # Where voice messages are not allowed, the clip still arrives, as a plain file.
+    fake.no_voice_channels.add(OTHER)
+    posted = await fake.send_message(OTHER, ALICE, "", [Upload("x.png", png_bytes(75))],
+                                     mention_bot=True)
+    (plain,) = await fake.until(lambda: [m for m in fake.replies_to(posted["id"])
+                                         if m["attachments"]])
+    assert not plain["flags"] & VOICE
+    assert read_clip(fake.file(plain["attachments"][0]))[2] == "OGG/OPUS"
+    it = await fake.slash("sonify", upload=Upload("y.png", png_bytes(76)), channel_id=OTHER)
+    answer = await fake.until(lambda: it.original and it.original["attachments"]
+                              and it.original)
+    assert answer["content"].startswith("🔊") and answer["components"]
+    assert read_clip(fake.file(answer["attachments"][0]))[2] == "OGG/OPUS"
 
 
 async def test_progress_edits_are_throttled(fake: FakeDiscord, make_bot: Any) -> None:
@@ -113,8 +128,24 @@ async def test_jobs_cut_off_by_a_crash_are_answered_after_restart(
     follow = await fake.until(lambda: [m for m in fake.channel_messages(WATCHED)
                                        if m["attachments"] and f"<@{ALICE}>" in m["content"]])
     assert "🔊" in follow[0]["content"]
+    # The mention notifies that user (the bot allows no other mentions).
+    (sent,) = [c for c in fake.find("POST", rf"/channels/{WATCHED}/messages")
+               if c.json.get("content") == follow[0]["content"]]
+    assert [int(u) for u in sent.json["allowed_mentions"]["users"]] == [ALICE]
     assert not [m for m in it.followups if m["attachments"]]
     db = second.services.config.data_dir / "sonify.db"
     with sqlite3.connect(db) as conn:
         dump = "\n".join(conn.iterdump())
     assert it.token not in dump and TOKEN not in dump
+
+
+async def test_interaction_tokens_stay_out_of_debug_logs(fake: FakeDiscord, make_bot: Any,
+                                                         caplog: pytest.LogCaptureFixture
+                                                         ) -> None:
+    for name in ("discord.http", "discord.webhook.async_"):
+        caplog.set_level(logging.DEBUG, logger=name)
+    await make_bot(discord={"voice_message": True})  # the voice follow-up goes via discord.http
+    it = await fake.slash("sonify", upload=Upload("l.png", png_bytes(77)))
+    await fake.until(lambda: [m for m in it.followups if m["flags"] & VOICE])
+    assert f"/webhooks/{BOT_ID}/***" in caplog.text  # the URLs were logged, masked
+    assert it.token not in caplog.text and TOKEN not in caplog.text

@@ -7,6 +7,7 @@ import pytest
 from tests.bot.discord.conftest import Bot, png_bytes, read_clip
 from tests.bot.discord.fake_discord import (
     ALICE,
+    BOB,
     BOT_ID,
     OTHER,
     WATCHED,
@@ -34,10 +35,16 @@ async def test_attachment_in_watched_channel_gets_caption_and_clip(fake: FakeDis
     audio, rate, kind = read_clip(fake.file(att))
     assert kind == "OGG/OPUS"
     assert abs(len(audio) / rate - 1.0) < 0.05  # [generation] seconds = 1 in the tiny config
-    # The first reply showed the queue position and was edited (then replaced by the answer).
+    # The first reply showed the queue position, was edited with progress, then gave way
+    # to the answer.
     statuses = [c for c in fake.find("POST", rf"/channels/{WATCHED}/messages")
                 if "Queued" in (c.json or {}).get("content", "")]
     assert statuses, "no queue-position reply"
+    (status,) = await fake.until(lambda: [
+        m for m in fake.messages.values() if m.get("_deleted")
+        and str((m.get("message_reference") or {}).get("message_id")) == posted["id"]])
+    assert status["_edits"] >= 1
+    assert status["content"].startswith(("Listening to your picture", "Rendering sound"))
     request_id = answer["components"][0]["components"][0]["custom_id"].split(":")[-1]
     row = await bot.request_row(request_id)
     assert row.status == "done" and row.platform == "discord"
@@ -100,3 +107,20 @@ async def test_images_per_message_are_capped_and_take_turns(fake: FakeDiscord,
     texts = [m["content"] for m in fake.replies_to(posted["id"])]
     assert not any("already have requests" in s for s in texts)
     assert not fake.find("GET", r"/cdn/attachments/.*/2\.png")  # the third is over the cap
+
+
+async def test_replies_count_only_with_a_written_mention(fake: FakeDiscord, bot: Bot) -> None:
+    posted = await fake.send_message(OTHER, ALICE, "", [Upload("r.png", png_bytes(8))],
+                                      mention_bot=True)
+    (answer,) = await fake.until(lambda: answers(fake, posted))
+    # Replying to the bot pings it, but is not a request: no "no image" reply.
+    thanks = await fake.send_message(OTHER, ALICE, "nice!", reply_to=answer)
+    # "@Sonify" in reply to someone's picture answers that picture.
+    picture = await fake.send_message(OTHER, BOB, "", [Upload("q.png", png_bytes(9))])
+    asked = await fake.send_message(OTHER, ALICE, "what does this sound like?",
+                                    reply_to=picture, mention_bot=True)
+    (reply,) = await fake.until(lambda: answers(fake, asked))
+    assert fake.file(reply["attachments"][0])[:4] == b"OggS"
+    assert fake.find("GET", r"/cdn/attachments/.*/q\.png")
+    assert fake.replies_to(thanks["id"]) == []
+    assert [m for m in fake.replies_to(picture["id"]) if m["author"]["id"] == str(BOT_ID)] == []
