@@ -3,6 +3,8 @@
 It uses the same job engine as the bots. It binds to localhost by default, sends
 no CORS headers, refuses cross-origin writes, answers every /api and /audio
 failure with a JSON error (never an HTML traceback), and can require a token.
+A job (its status, preview and audio) is visible only to the browser that made it
+(its id cookie; API clients without one: their address); to others it is unknown.
 """
 
 from __future__ import annotations
@@ -22,16 +24,15 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from bot.web_api import (
-    JOBS,
-    SERVICES,
-    STOPPING,
-    USER_ID,
-    add_api_routes,
+from bot.web_api import JOBS, SERVICES, STOPPING, USER_ID, add_api_routes
+from bot.web_jobs import (
+    WEB_MESSAGES,
+    JobRegistry,
+    WebError,
+    error_body,
     error_response,
     json_response,
 )
-from bot.web_jobs import WEB_MESSAGES, JobRegistry, WebError, error_body
 from core.errors import ImageRejected, UserFacingError
 from core.job import JobHandle
 
@@ -199,6 +200,7 @@ async def index(request: web.Request) -> web.StreamResponse:
 
 
 async def static_file(request: web.Request) -> web.StreamResponse:
+    """GET /static/{name}: one of our own assets (a fixed list, so no path tricks)."""
     name = request.match_info["name"]
     if name not in STATIC_FILES:
         raise web.HTTPNotFound()
@@ -248,6 +250,7 @@ class WebAdapter:
         self.url = ""
 
     async def start(self) -> None:
+        """Bind, print the address, and take back web jobs the engine recovers."""
         cfg = self.services.config.web
         self.services.engine.on_recovered("web", self._recovered)
         self._runner = web.AppRunner(self.app, access_log_class=_AccessLogger,
@@ -281,6 +284,7 @@ class WebAdapter:
         self.app[JOBS].add(handle)
 
     async def stop(self) -> None:
+        """Close the listener; open event streams end (see `_on_shutdown`)."""
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

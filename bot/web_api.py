@@ -18,22 +18,14 @@ from bot.web_jobs import (
     JobRegistry,
     WebError,
     WebJob,
-    describe,
-    error_body,
     event_data,
     event_name,
     job_view,
+    json_response,
     preview_of,
     record_view,
 )
-from core.errors import (
-    BadRequest,
-    ImageRejected,
-    QueueFull,
-    RateLimited,
-    ShuttingDown,
-    UserFacingError,
-)
+from core.errors import BadRequest, ImageRejected, ShuttingDown, UserFacingError
 from core.images import decode_image_async
 from core.job import Done, Failed, JobRequest
 from core.options import MAX_SEED, GenerationOptions, check_seed
@@ -41,6 +33,7 @@ from core.options import MAX_SEED, GenerationOptions, check_seed
 if TYPE_CHECKING:
     from core.images import DecodedImage
     from core.services import Services
+    from core.store import RequestRecord
 
 log = logging.getLogger(__name__)
 
@@ -52,31 +45,6 @@ USER_ID = web.RequestKey("user_id", str)  # set by the guard middleware
 FIELD_LIMIT = 4096  # bytes of a text form field (url, seconds, seed)
 CHUNK = 64 * 1024
 SSE_PING_S = 15.0
-
-
-def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None
-                  ) -> web.Response:
-    return web.Response(text=json.dumps(data), status=status, content_type="application/json",
-                        headers=headers)
-
-
-def status_for(error: UserFacingError) -> int:
-    """The HTTP status of a user-facing error."""
-    if isinstance(error, QueueFull | ShuttingDown):
-        return 503
-    if isinstance(error, RateLimited):
-        return 429
-    if isinstance(error, ImageRejected):
-        return {"too_large": 413, "not_image": 415, "unsupported_format": 415}.get(error.code,
-                                                                                    422)
-    return 400
-
-
-def retry_after(error: UserFacingError) -> int | None:
-    """Seconds for a Retry-After header, for errors that mean 'try again later'."""
-    if isinstance(error, QueueFull | RateLimited | ShuttingDown):
-        return max(1, math.ceil(float(error.params.get("retry_after_s", 60))))
-    return None
 
 
 @dataclass
@@ -116,6 +84,11 @@ async def read_intake(request: web.Request, max_upload: int) -> Intake:
         return await _read_intake(request, ctype, max_upload)
     except web.HTTPRequestEntityTooLarge:
         raise _too_large(max_upload) from None
+    except ValueError:
+        # aiohttp's multipart reader: no boundary, a missing boundary, a body cut short.
+        if ctype != "multipart/form-data":
+            raise
+        raise BadRequest("malformed multipart body", code="bad_form") from None
 
 
 async def _read_intake(request: web.Request, ctype: str, max_upload: int) -> Intake:
@@ -235,7 +208,19 @@ async def submit_job(request: web.Request) -> web.Response:
 
 
 def _job(request: web.Request) -> WebJob | None:
-    return request.app[JOBS].get(request.match_info["id"])
+    """The live job named in the path, if this browser (or API client) submitted it."""
+    job = request.app[JOBS].get(request.match_info["id"])
+    if job is None or job.handle.request.user_id != request[USER_ID]:
+        return None
+    return job
+
+
+async def _record(request: web.Request, job_id: str) -> RequestRecord | None:
+    """The request-log row of a web job this browser submitted (after a restart), or None."""
+    record = await request.app[SERVICES].engine.get_request(job_id)
+    if record is None or record.platform != "web" or record.user_id != request[USER_ID]:
+        return None  # someone else's job looks exactly like an unknown one
+    return record
 
 
 def _unknown_job() -> WebError:
@@ -247,9 +232,8 @@ async def get_job(request: web.Request) -> web.Response:
     job = _job(request)
     if job is not None:
         return json_response(job_view(job))
-    services = request.app[SERVICES]
-    record = await services.engine.get_request(request.match_info["id"])
-    if record is None or record.platform != "web":
+    record = await _record(request, request.match_info["id"])
+    if record is None:
         raise _unknown_job()
     return json_response(record_view(record))
 
@@ -301,6 +285,10 @@ async def job_events(request: web.Request) -> web.StreamResponse:
                 break
     except ConnectionResetError:
         pass  # the browser went away; the job goes on
+    except Exception:
+        # The headers are sent: no JSON error can follow. End the stream (the page
+        # reconnects and replays the job from its first event) instead of hanging.
+        log.exception("event stream of %s failed", job.handle.id)
     finally:
         stop_wait.cancel()
         if next_event is not None:
@@ -321,15 +309,15 @@ def _resumes(event: Any) -> bool:
 
 async def _audio_path(request: web.Request, job_id: str, fmt: str) -> Path | None:
     """The clip's file: from the live job, else from the request log (after a restart)."""
-    job = request.app[JOBS].get(job_id)
+    job = _job(request)
     if job is not None:
         event = job.handle.last_event
         if not isinstance(event, Done):
             return None
         path = event.result.files.get(fmt)
         return Path(path) if path is not None else None
-    record = await request.app[SERVICES].engine.get_request(job_id)
-    if record is None or record.platform != "web" or record.status != "done":
+    record = await _record(request, job_id)
+    if record is None or record.status != "done":
         return None
     name = (record.files or {}).get(fmt)
     return Path(name) if name else None
@@ -362,6 +350,7 @@ async def page_config(request: web.Request) -> web.Response:
 
 
 def add_api_routes(app: web.Application) -> None:
+    """Register the JSON API and the audio route."""
     app.router.add_get("/api/config", page_config)
     app.router.add_post("/api/jobs", submit_job)
     app.router.add_get("/api/jobs/{id}", get_job)
@@ -370,14 +359,4 @@ def add_api_routes(app: web.Application) -> None:
     app.router.add_get(r"/audio/{id:[A-Za-z0-9_-]+}.{fmt:[A-Za-z0-9]+}", get_audio)
 
 
-def error_response(error: UserFacingError) -> web.Response:
-    """A JSON error response for a user-facing error, with Retry-After where it helps."""
-    headers = {}
-    wait = retry_after(error)
-    if wait is not None:
-        headers["Retry-After"] = str(wait)
-    return json_response({"error": describe(error)}, status=status_for(error), headers=headers)
-
-
-__all__ = ["JOBS", "SERVICES", "STOPPING", "USER_ID", "add_api_routes", "error_body",
-           "error_response", "json_response"]
+__all__ = ["JOBS", "SERVICES", "STOPPING", "USER_ID", "add_api_routes"]

@@ -1,15 +1,19 @@
-"""The web page's view of jobs: recent handles by id, their previews, and their JSON form."""
+"""The web page's view of jobs (recent handles, previews, JSON form) and its JSON errors."""
 
 from __future__ import annotations
 
 import asyncio
 import io
+import json
+import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.errors import UserFacingError
+from aiohttp import web
+
+from core.errors import ImageRejected, QueueFull, RateLimited, ShuttingDown, UserFacingError
 from core.i18n import describe_error
 from core.job import Done, Failed, JobEvent, JobHandle, Progress, Queued, Started
 
@@ -32,6 +36,7 @@ WEB_MESSAGES: dict[str, str] = {
     "bad_host": "This server only answers to its local address.",
     "bad_request": "The request could not be understood.",
     "failed": "Sorry, something went wrong. Please try again.",
+    "bad_form": "The upload could not be read (a broken form). Please try again.",
 }
 
 
@@ -61,6 +66,41 @@ def describe(error: BaseException) -> dict[str, str]:
     return {"code": "failed", "message": describe_error(error)}
 
 
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None
+                  ) -> web.Response:
+    """A JSON body with exactly `application/json` (no HTML anywhere in the API)."""
+    return web.Response(text=json.dumps(data), status=status, content_type="application/json",
+                        headers=headers)
+
+
+def status_for(error: UserFacingError) -> int:
+    """The HTTP status of a user-facing error."""
+    if isinstance(error, QueueFull | ShuttingDown):
+        return 503
+    if isinstance(error, RateLimited):
+        return 429
+    if isinstance(error, ImageRejected):
+        return {"too_large": 413, "not_image": 415, "unsupported_format": 415}.get(error.code,
+                                                                                    422)
+    return 400
+
+
+def retry_after(error: UserFacingError) -> int | None:
+    """Seconds for a Retry-After header, for errors that mean 'try again later'."""
+    if isinstance(error, QueueFull | RateLimited | ShuttingDown):
+        return max(1, math.ceil(float(error.params.get("retry_after_s", 60))))
+    return None
+
+
+def error_response(error: UserFacingError) -> web.Response:
+    """A JSON error response for a user-facing error, with Retry-After where it helps."""
+    headers = {}
+    wait = retry_after(error)
+    if wait is not None:
+        headers["Retry-After"] = str(wait)
+    return json_response({"error": describe(error)}, status=status_for(error), headers=headers)
+
+
 def make_preview(image: Any) -> bytes:
     """A small JPEG of the decoded picture, so the page never loads the user's link itself."""
     thumb = image.copy()
@@ -72,6 +112,8 @@ def make_preview(image: Any) -> bytes:
 
 @dataclass
 class WebJob:
+    """A job the page follows, with the preview of its picture."""
+
     handle: JobHandle
     preview: bytes | None = None
 
@@ -109,10 +151,12 @@ async def preview_of(image: Any) -> bytes | None:
 
 
 def audio_urls(job_id: str) -> dict[str, str]:
+    """The per-job clip URLs: new id, new URL, so no browser cache serves an older clip."""
     return {fmt: f"/audio/{job_id}.{fmt}" for fmt in AUDIO_TYPES}
 
 
 def event_name(event: JobEvent) -> str:
+    """The server-sent event name of a job event."""
     return {Queued: "queued", Started: "started", Progress: "progress",
             Done: "done", Failed: "failed"}[type(event)]
 

@@ -115,11 +115,12 @@ async def image_host() -> AsyncIterator[str]:
     await server.close()
 
 
-async def read_events(client: TestClient, job_id: str) -> list[tuple[str, dict[str, Any]]]:
+async def read_events(client: TestClient, job_id: str, **request: Any
+                      ) -> list[tuple[str, dict[str, Any]]]:
     """Read a job's whole event stream: [(event name, data)], as a browser would get it."""
     out: list[tuple[str, dict[str, Any]]] = []
     resp = await client.get(f"/api/jobs/{job_id}/events",
-                            timeout=aiohttp.ClientTimeout(total=60))
+                            timeout=aiohttp.ClientTimeout(total=60), **request)
     assert resp.status == 200, await resp.text()
     assert resp.headers["Content-Type"].startswith("text/event-stream")
     name = ""
@@ -130,3 +131,38 @@ async def read_events(client: TestClient, job_id: str) -> list[tuple[str, dict[s
         elif line.startswith("data: "):
             out.append((name, json.loads(line[6:])))
     return out
+
+
+def upload_form(data: bytes | None = None, filename: str = "cat.png", **fields: Any
+                ) -> aiohttp.FormData:
+    """A multipart form as the page sends it: the picture (if any) and text fields."""
+    form = aiohttp.FormData()
+    if data is not None:
+        form.add_field("image", data, filename=filename, content_type="image/png")
+    for name, value in fields.items():
+        form.add_field(name, str(value))
+    return form
+
+
+async def expect_error(resp: aiohttp.ClientResponse, status: int, code: str) -> dict[str, Any]:
+    """The response is `status` with a JSON error body of `code` and a readable message."""
+    text = await resp.text()
+    assert resp.status == status, text
+    assert resp.headers["Content-Type"].startswith("application/json"), text
+    assert "Traceback" not in text and "<html" not in text.lower()
+    body = await resp.json()
+    assert body["error"]["code"] == code, body
+    assert len(body["error"]["message"]) > 10
+    return body["error"]
+
+
+async def row(web: Web, request_id: str) -> Any:
+    """The request-log row of `request_id` (it must exist)."""
+    record = await web.services.log.get(request_id)
+    assert record is not None
+    return record
+
+
+async def last_rows(web: Web) -> list[Any]:
+    """Every request-log row of this test's server."""
+    return await web.services.log.rows_since(0)

@@ -44,6 +44,11 @@ AUDIO_DURATION = """
 """
 
 
+JOB_VIEW = """
+async (id) => (await fetch("/api/jobs/" + id, {credentials: "same-origin"})).json()
+"""
+
+
 async def test_page_upload_progress_audio_and_error(start_web: WebFactory, image_host: str,
                                                      tmp_path: Path) -> None:
     from playwright.async_api import async_playwright
@@ -90,17 +95,25 @@ async def test_page_upload_progress_audio_and_error(start_web: WebFactory, image
             job_id = await card.get_attribute("data-job-id")
             assert (ogg, mp3) == (f"/audio/{job_id}.ogg", f"/audio/{job_id}.mp3")
 
-            # A second picture, by link this time: it stacks on top with its own clip.
-            await page.fill("#url", f"{image_host}/cat.png")
+            # A second picture, by link and by keyboard only (Enter submits the form):
+            # it stacks on top with its own caption and clip; the first card is untouched.
             await page.fill("#seed", "")
-            await page.click("#submit")
+            await page.focus("#url")
+            await page.keyboard.type(f"{image_host}/cat.png")
+            await page.keyboard.press("Enter")
             await page.locator('.result[data-status="done"]').nth(1).wait_for(timeout=30_000)
-            newest = page.locator(".result").first
+            newest, older = page.locator(".result").first, page.locator(".result").nth(1)
             new_id = await newest.get_attribute("data-job-id")
             assert new_id != job_id
-            assert await page.locator(".result").nth(1).get_attribute("data-job-id") == job_id
-            src = await newest.locator("audio").evaluate(AUDIO_DURATION)
-            assert src["src"].endswith(f"/audio/{new_id}.ogg")
+            assert await older.get_attribute("data-job-id") == job_id
+            for card_, id_ in ((newest, new_id), (older, job_id)):
+                # Each card shows what the API says about *its* job (with this browser's cookie).
+                view = await page.evaluate(JOB_VIEW, id_)
+                assert (await card_.locator(".caption").text_content() or "").strip() == \
+                    view["caption"].strip()
+                src = await card_.locator("audio").evaluate(AUDIO_DURATION)
+                assert src["src"].endswith(f"/audio/{id_}.ogg")
+            assert (await older.locator(".caption").text_content() or "").strip() == caption
             await page.screenshot(path=str(ARTIFACTS / "web_page.png"), full_page=True)
 
             # A file that is not a picture: a readable message next to the form, no new card.
