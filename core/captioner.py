@@ -19,6 +19,7 @@ from PIL import Image
 
 from core.config import GenerationConfig, ModelsConfig
 from core.errors import ConfigError, ModelMissingError
+from core.loading import download_problem, first_line, held_logs
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ class Captioner:
         return [self.to_text(row) for row in ids]
 
     def pixels(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """Preprocess images into one float32 batch on the model's device."""
+        """Preprocess images into one float32 batch on the model's device (autocast casts it)."""
         batch = torch.stack([self.preprocess(img.convert("RGB")) for img in images])
         return batch.to(self.device, torch.float32)
 
@@ -167,9 +168,10 @@ class Captioner:
     def _inference(self) -> Iterator[None]:
         with contextlib.ExitStack() as stack:
             stack.enter_context(torch.inference_mode())
-            # Weights stay fp32 (open_clip's fp16 CoCa mixes dtypes in the decoder);
-            # autocast gives the half-precision speed on GPUs.
-            if self.device.type != "cpu" and self.dtype in (torch.float16, torch.bfloat16):
+            # Weights and inputs stay fp32 (open_clip's fp16 CoCa mixes dtypes in the decoder);
+            # autocast runs the matmuls in half precision, which is the speed-up on GPUs.
+            # fp16 comes only with CUDA (resolve_device); CPU autocast is how tests reach this.
+            if self.dtype in (torch.float16, torch.bfloat16):
                 stack.enter_context(torch.autocast(self.device.type, dtype=self.dtype))
             yield
 
@@ -271,27 +273,6 @@ def _positive(name: str, value: int) -> int:
     return value
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    line = text[0] if text else type(exc).__name__
-    return line if len(line) <= 200 else line[:197] + "..."
-
-
-def _is_download_failure(exc: BaseException) -> bool:
-    """True when the cause is a missing file the hub could not (or was not allowed to) fetch."""
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        module = type(cur).__module__ or ""
-        if module.startswith(("huggingface_hub", "requests", "httpx", "urllib3")):
-            return True
-        if isinstance(cur, (OSError, ConnectionError, TimeoutError)):
-            return True
-        cur = cur.__cause__ or cur.__context__
-    return False
-
-
 def _local_source(folder: Path) -> str:
     if not (folder / "open_clip_config.json").is_file():
         raise ModelMissingError(f"Caption model folder {folder} has no open_clip_config.json: "
@@ -333,16 +314,19 @@ def _load(models: ModelsConfig, device: torch.device) -> tuple[torch.nn.Module, 
         _check_name(name, tag or "")
         label = f"{name} ({tag})" if tag else name
     try:
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            name, pretrained=tag, device=device, precision="fp32", cache_dir=cache_dir)
-        tokenizer = open_clip.get_tokenizer(name, cache_dir=cache_dir)
+        # open_clip logs to the root logger: its INFO chatter and, before raising, the failed
+        # download at ERROR, which would only repeat our one-line error below.
+        with held_logs(root_paths=("open_clip",)):
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                name, pretrained=tag, device=device, precision="fp32", cache_dir=cache_dir)
+            tokenizer = open_clip.get_tokenizer(name, cache_dir=cache_dir)
     except Exception as exc:
         log.debug("loading caption model %s failed", label, exc_info=True)
-        if _is_download_failure(exc):
-            raise ModelMissingError(f"Caption model {label} is not downloaded and cannot be "
-                                    f"fetched (offline or no network): {_FIX}") from None
+        problem = download_problem(exc)
+        if problem:
+            raise ModelMissingError(f"Caption model {label} {problem}: {_FIX}") from None
         raise ModelMissingError(f"Caption model {label} could not be loaded "
-                                f"({type(exc).__name__}: {_first_line(exc)}): {_FIX}") from None
+                                f"({type(exc).__name__}: {first_line(exc)}): {_FIX}") from None
     if not isinstance(model, CoCa):
         raise ConfigError(f"[models] caption_model: {label} is a {type(model).__name__}, "
                           "not a CoCa captioning model")

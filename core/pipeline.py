@@ -22,6 +22,13 @@ PLACEHOLDER = "{caption}"
 # What an empty caption (a random test model can decode nothing) becomes in the prompt.
 EMPTY_CAPTION = "a quiet scene"
 _MIXED_CASE = re.compile(r"[A-Za-z]*[a-z][A-Za-z]*[A-Z]")  # iPhone, McDonald, eBay
+# "A black and white photo of a train": the picture's medium is seen, not heard, and
+# "the sound of a photo" sends AudioLDM the wrong way. Only the scene goes into the prompt.
+_MEDIUM = re.compile(
+    r"^(?:an?\s+|the\s+)?(?:(?:black[- ]and[- ]white|close[- ]up|blurry|blurred|old|vintage|"
+    r"colou?r|aerial|grainy|dark|bright|low[- ]angle|wide[- ]angle)\s+)*"
+    r"(?:photo(?:graph)?|picture|image|snapshot|painting|drawing|illustration|sketch|"
+    r"close[- ]up|view)\s+(?:of|showing)\s+(?=\S)", re.IGNORECASE)
 
 
 @dataclass
@@ -60,11 +67,23 @@ def _keeps_capital(words: list[str]) -> bool:
     return bool(second) and second[0].isupper()
 
 
+def longest_fitting(count: int, fits: Callable[[int], bool]) -> int:
+    """The largest n in 0..count with fits(n), by bisection (fits grows false with n)."""
+    lo, hi = 0, count
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
 def prompt_from_caption(caption: str, template: str) -> str:
     """Put a caption into `template` ("{caption}" placeholder) as a mid-sentence phrase."""
     if PLACEHOLDER not in template:
         raise ConfigError(f"[generation] prompt_template must contain {PLACEHOLDER}: {template!r}")
-    text = " ".join(caption.split()).rstrip(". ").strip()
+    text = _MEDIUM.sub("", " ".join(caption.split())).rstrip(" .,;:").strip()
     if not text:
         text = EMPTY_CAPTION
     words = text.split(" ")
@@ -99,6 +118,24 @@ class Pipeline:
                              code="bad_option")
         return self.captioner.caption(list(images))
 
+    def prompt_for(self, caption: str) -> str:
+        """The template around `caption`, shortened word by word to what the sound model reads.
+
+        AudioLDM's text encoder reads 77 tokens; diffusers would cut a longer prompt mid-word,
+        template ending included, and log a warning every time. Cutting the caption keeps the
+        template whole, and the prompt recorded is the one rendered.
+        """
+        prompt = prompt_from_caption(caption, self.prompt_template)
+        fits = self.generator.prompt_fits
+        if fits(prompt):
+            return prompt
+        words = caption.split()
+        n = longest_fitting(len(words), lambda k: fits(
+            prompt_from_caption(" ".join(words[:k]), self.prompt_template)))
+        if n:
+            return prompt_from_caption(" ".join(words[:n]), self.prompt_template)
+        return self.generator.fit_prompt(prompt)  # the template alone is too long
+
     def run(self, inputs: Sequence[PipelineInput], options: GenerationOptions,
             progress: Callable[[int, int], None] | None = None) -> list[PipelineResult]:
         """Caption every image in one call, then render every prompt in one call."""
@@ -115,9 +152,8 @@ class Pipeline:
                            strict=True):
             captions[i] = text
         caption_s = time.perf_counter() - started
-        prompts = [(item.prompt or "").strip() or prompt_from_caption(captions[i],
-                                                                      self.prompt_template)
-                   for i, item in enumerate(inputs)]
+        prompts = [self.generator.fit_prompt(item.prompt) if (item.prompt or "").strip()
+                   else self.prompt_for(captions[i]) for i, item in enumerate(inputs)]
         started = time.perf_counter()
         audios = self.generator.generate(prompts, [item.seed for item in inputs], options,
                                          progress=progress)

@@ -6,6 +6,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,9 @@ import torch
 from core.config import ModelsConfig
 from core.encode import resample
 from core.errors import ConfigError, ModelMissingError
+from core.loading import download_problem, first_line, held_logs
 from core.options import GenerationOptions
+from core.pipeline import longest_fitting
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +47,6 @@ def _missing(source: str, why: str) -> ModelMissingError:
     return ModelMissingError(f"Sound model {source!r} {why}: {_fix_hint()}")
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__
-
-
 def load_diffusers_pipeline(backend: str, source: str, *, dtype: torch.dtype,
                             cache_dir: str | None = None) -> Any:
     """`from_pretrained` a hub id (from the cache when offline) or a local diffusers folder.
@@ -56,7 +54,6 @@ def load_diffusers_pipeline(backend: str, source: str, *, dtype: torch.dtype,
     Raises `ModelMissingError` (one line, with the fix) when the weights are not available.
     """
     import diffusers
-    from huggingface_hub.errors import EntryNotFoundError
 
     cls = getattr(diffusers, PIPELINE_CLASSES[backend])
     path = Path(source).expanduser()
@@ -78,20 +75,38 @@ def load_diffusers_pipeline(backend: str, source: str, *, dtype: torch.dtype,
             raise _missing(source, "is not in the Hugging Face cache and downloads are off "
                                    "(HF_HUB_OFFLINE)")
     try:
-        return cls.from_pretrained(source, dtype=dtype, cache_dir=cache_dir)
-    except (OSError, ValueError, EntryNotFoundError) as exc:
+        # On a failed load diffusers first warns that it cannot reach the Hub, in two lines.
+        with held_logs("diffusers", "transformers"):
+            return cls.from_pretrained(source, dtype=dtype, cache_dir=cache_dir)
+    except Exception as exc:  # whatever the libraries raise, the user gets one line
         log.debug("loading %s failed", source, exc_info=True)
-        raise _missing(source, f"could not be loaded ({_first_line(exc)})") from exc
+        problem = None if local else download_problem(exc)
+        if problem:
+            raise _missing(source, problem) from None
+        raise _missing(source, f"could not be loaded ({type(exc).__name__}: "
+                               f"{first_line(exc)})") from None
 
 
 def disable_progress_bars() -> None:
-    """Turn off diffusers' and transformers' loading/saving bars (process-wide)."""
+    """Turn off diffusers' and transformers' loading bars (process-wide); keep download bars.
+
+    Loading bars (one per component, every start) are for notebooks: a bot's log must stay
+    readable. The Hub's download bars stay: a first real run fetches gigabytes and should
+    show it. transformers switches those off along with its own, so they are switched back.
+    """
+    import warnings
+
     import diffusers
     import transformers
+    from huggingface_hub import utils as hub_utils
 
-    # Loading bars are for notebooks; a bot's log must stay readable.
+    downloads_shown = not hub_utils.are_progress_bars_disabled()
     diffusers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.disable_progress_bar()
+    with warnings.catch_warnings():  # HF_HUB_DISABLE_PROGRESS_BARS=0 makes the hub warn here
+        warnings.simplefilter("ignore")
+        transformers.utils.logging.disable_progress_bar()
+    if downloads_shown and hub_utils.are_progress_bars_disabled():
+        hub_utils.enable_progress_bars()
 
 
 class SoundGenerator:
@@ -110,6 +125,11 @@ class SoundGenerator:
         self._schedulers: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._warned_candidates = False
+        # The tokenizers whose encoders truncate a prompt (AudioLDM: CLAP, 77 tokens; AudioLDM 2:
+        # CLAP and T5); diffusers cuts anything longer mid-word and logs a warning each call.
+        self._tokenizers = [tok for tok in (getattr(pipe, "tokenizer", None),
+                                            getattr(pipe, "tokenizer_2", None))
+                            if tok is not None and int(tok.model_max_length) < 100_000]
 
     @classmethod
     def from_config(cls, models: ModelsConfig, device: torch.device,
@@ -126,6 +146,25 @@ class SoundGenerator:
     @property
     def sample_rate(self) -> int:
         return int(self.pipe.vocoder.config.sampling_rate)
+
+    def prompt_fits(self, text: str) -> bool:
+        """True when every text encoder reads `text` whole, so nothing gets cut off."""
+        # verbose=False: counting a long prompt must not log "Token indices sequence length".
+        return all(len(tok(text, verbose=False)["input_ids"]) <= int(tok.model_max_length)
+                   for tok in self._tokenizers)
+
+    def fit_prompt(self, text: str) -> str:
+        """`text` cut after the last whole word the text encoders read (else left as it is)."""
+        text = text.strip()
+        if self.prompt_fits(text):
+            return text
+        words = text.split()
+        n = longest_fitting(len(words), lambda k: self.prompt_fits(" ".join(words[:k])))
+        if n:
+            return " ".join(words[:n]).rstrip(" ,;:")
+        # One "word" longer than the encoder's window (a pasted hash, say): cut it by characters.
+        n = longest_fitting(len(words[0]), lambda k: self.prompt_fits(words[0][:k]))
+        return words[0][:n]
 
     def _use_scheduler(self, name: str) -> None:
         import diffusers
@@ -150,11 +189,12 @@ class SoundGenerator:
     def generate(self, prompts: Sequence[str], seeds: Sequence[int], options: GenerationOptions,
                  progress: Progress | None = None) -> list[np.ndarray]:
         """Render every prompt in ONE pipeline call; clip i equals what prompt i gets alone."""
-        prompts, seeds = list(prompts), [int(s) for s in seeds]
+        prompts, seeds = [self.fit_prompt(p) for p in prompts], [int(s) for s in seeds]
         if len(prompts) != len(seeds):
             raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
         if not prompts:
             return []
+        options = replace(options, negative_prompt=self.fit_prompt(options.negative_prompt))
         k = self._candidates(options)
         # Prompt-major order, one seeded CPU generator per waveform: a prompt's noise does not
         # depend on its neighbours in the batch, and CPU generators give it on any device.
@@ -230,7 +270,7 @@ class SoundGenerator:
         pipe = self.pipe
         fe = pipe.feature_extractor
         waves = [resample(c, self.sample_rate, int(fe.sampling_rate)) for c in candidates]
-        inputs = pipe.tokenizer([prompt], return_tensors="pt", padding=True)
+        inputs = pipe.tokenizer([prompt], return_tensors="pt", padding=True, truncation=True)
         inputs["input_features"] = fe(waves, return_tensors="pt",
                                       sampling_rate=fe.sampling_rate).input_features
         inputs = {key: v.to(self.device) for key, v in inputs.items()}

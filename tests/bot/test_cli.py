@@ -90,7 +90,7 @@ def test_bad_inputs_exit_non_zero_with_one_line(workdir: Path, capsys: pytest.Ca
     (workdir / "notes.txt").write_text("hello, not a picture", encoding="utf-8")
     cases = {
         ("missing.jpg",): "no such file",
-        ("notes.txt",): "image",
+        ("notes.txt",): "isn't an image. send a jpeg, png, webp, gif, bmp or tiff picture",
         ("photo.jpg", "--seconds", "99"): "seconds",
         ("photo.jpg", "--seed", "-4"): "seed",
     }
@@ -112,21 +112,30 @@ def test_config_error_names_the_key(workdir: Path, capsys: pytest.CaptureFixture
     assert err.strip() == "sonify: bad.toml: [jobs] max_batch: expected an integer, got 'lots'"
 
 
-def test_missing_weights_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+@pytest.mark.parametrize("missing", ["caption", "sound"])
+def test_missing_weights_is_one_line(tmp_path: Path, missing: str,
+                                     capsys: pytest.CaptureFixture[str],
                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """Real preset, an empty model cache, offline: one line naming the model and the fix."""
+    from core.tiny.coca import build_tiny_coca
+
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("SONIFY_MODELS", raising=False)
     Image.new("RGB", (64, 64), "red").save(tmp_path / "red.png")
+    # With the caption model in a local folder, the sound model is the one found missing.
+    caption_path = str(build_tiny_coca(TINY_CACHE / "tiny")) if missing == "sound" else ""
     (tmp_path / "real.toml").write_text(
         f'[models]\ncache_dir = "{tmp_path / "empty-cache"}"\ndevice = "cpu"\n'
+        f'caption_path = "{caption_path}"\n'
         f'[storage]\ndata_dir = "{tmp_path / "data"}"\n', encoding="utf-8")
-    code, _, err = run_cli(capsys, "image", "red.png", "-o", "x.ogg", "--config", "real.toml")
-    assert code != 0
-    lines = [line for line in err.strip().splitlines() if line.startswith("sonify:")]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    assert "tiny" in lines[0]
+    code, out, err = run_cli(capsys, "image", "red.png", "-o", "x.ogg", "--config", "real.toml")
+    assert code != 0 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err  # no library log lines around it, no traceback
+    line = lines[0]
+    assert line.startswith(f"sonify: {missing.capitalize()} model")
+    assert f"{missing}_" in line and "SONIFY_MODELS=tiny" in line
+    assert not (tmp_path / "x.ogg").exists()
 
 
 async def test_url_to_loopback_refused_by_default_allowed_when_configured(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import time
 from pathlib import Path
@@ -138,6 +139,32 @@ def test_max_tokens_and_no_special_tokens(captioner: Captioner,
         captioner.caption(images, beams=0)
 
 
+def test_half_precision_decodes_under_autocast(captioner: Captioner,
+                                                images: list[Image.Image]) -> None:
+    """fp16 is what CUDA gets: weights and pixels stay fp32, autocast runs the matmuls in fp16.
+
+    CPU autocast stands in for CUDA's here; the code path is the same.
+    """
+    half = Captioner(captioner.model, captioner.preprocess, captioner.tokenizer,
+                     dtype=torch.float16, beams=3, max_tokens=6)
+    seen: list[torch.dtype] = []
+    hook = half.model.text_decoder.register_forward_hook(
+        lambda module, args, out: seen.append(out.dtype))
+    try:
+        pixels = half.pixels(images)
+        assert pixels.dtype == torch.float32
+        assert half.decode_beam(pixels, beams=1) == half.decode_greedy(pixels)
+        texts = half.caption(images)
+        assert set(seen) == {torch.float16}
+        seen.clear()
+        captioner.caption(images[:1], beams=1, max_tokens=2)
+        assert set(seen) == {torch.float32}  # fp32 stays fp32: no autocast on the CPU default
+    finally:
+        hook.remove()
+    assert len(texts) == len(images) and all(t and t[-1] in ".!?" for t in texts)
+    assert next(half.model.parameters()).dtype == torch.float32
+
+
 # -- decoding on a scripted model whose answers are known ------------------------------
 
 WORDS = ["a", "dog", "cat", ".", "<start_of_text>", "<end_of_text>"]
@@ -253,8 +280,11 @@ def assert_one_line(exc: BaseException, *needles: str) -> None:
 
 
 def test_missing_default_weights_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                         no_network: list[object]) -> None:
+                                         no_network: list[object],
+                                         caplog: pytest.LogCaptureFixture) -> None:
     import huggingface_hub.constants
+
+    caplog.set_level(logging.DEBUG)
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
@@ -267,6 +297,11 @@ def test_missing_default_weights_offline(tmp_path: Path, monkeypatch: pytest.Mon
                     "cannot be fetched",
                     "[models] caption_path", "SONIFY_MODELS=tiny")
     assert no_network == []
+    # open_clip logs the failed download at ERROR (and chats at INFO): that stays in DEBUG,
+    # so the one line above is all the user sees.
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO] == []
+    assert any("Failed to download" in r.getMessage() for r in caplog.records
+               if r.name == "core.loading")
 
 
 def test_missing_weights_without_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

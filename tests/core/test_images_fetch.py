@@ -379,3 +379,33 @@ async def test_errors_never_reveal_the_link(site: WebServer, counter: RawServer,
             assert not any(secret in text for text in shown), error.code
     finally:
         await silent.close()
+
+
+async def test_the_vetted_answer_is_the_one_connected_to(
+        counter: RawServer, make_fetcher: MakeFetcher, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DNS rebinding: a name that answers a good address once and a metadata address after."""
+    import core.fetch
+
+    answers = [["127.0.0.1"], ["169.254.169.254"]]
+
+    class RebindingDNS(FakeDNS):
+        calls = 0
+
+        async def resolve(self, host: str, port: int = 0, family: Any = 0) -> Any:
+            self.table = {host: answers[min(RebindingDNS.calls, 1)]}
+            RebindingDNS.calls += 1
+            return await super().resolve(host, port, family)
+
+    # Loopback stands in for the good public address; everything else keeps the real policy.
+    real_policy = core.fetch.is_blocked_address
+    monkeypatch.setattr(core.fetch, "is_blocked_address",
+                        lambda ip: str(ip) != "127.0.0.1" and real_policy(ip))
+    fetcher = make_fetcher(resolver=SafeResolver(base=RebindingDNS({})))
+    with recorded_connects() as connects:
+        assert await fetcher.fetch(f"http://rebind.test:{counter.port}/a.png") == PNG
+    assert RebindingDNS.calls == 1  # one lookup, vetted, used for the connection
+    assert [address[:2] for address in connects] == [("127.0.0.1", counter.port)]
+    blocked = make_fetcher(resolver=SafeResolver(base=RebindingDNS({})))
+    assert (await rejected(blocked, f"http://rebind.test:{counter.port}/a.png")).code == \
+        "blocked_address"
+    assert counter.connections == 1

@@ -11,12 +11,14 @@ import pytest
 import torch
 
 from core.errors import ConfigError, ModelMissingError
+from core.loading import download_problem, first_line
 from core.models import load_pipeline, resolve_device
 from core.options import GenerationOptions
 from core.pipeline import Pipeline, PipelineInput
 from core.sound import SoundGenerator
 from core.tiny.audioldm import build_tiny_audioldm
-from tests.conftest import make_config
+from core.tiny.coca import build_tiny_coca
+from tests.conftest import TINY_CACHE, make_config
 
 OPTIONS = GenerationOptions(seconds=1.0, steps=2, scheduler="ddim")
 
@@ -75,11 +77,48 @@ def test_tiny_builds_are_reproducible_and_reused(tmp_path: Path) -> None:
     np.testing.assert_array_equal(clips[0], clips[1])
 
 
-def test_missing_weights_is_one_line(tmp_path: Path) -> None:
-    config = make_config(tmp_path, models={"preset": "default", "cache_dir": str(tmp_path / "c")})
+@pytest.mark.parametrize("caption_present", [False, True], ids=["caption", "sound"])
+def test_missing_weights_is_one_line(tmp_path: Path, caption_present: bool,
+                                     capfd: pytest.CaptureFixture[str],
+                                     caplog: pytest.LogCaptureFixture) -> None:
+    """Whichever model is missing, the error is one line and nothing else is said at INFO+."""
+    models = {"preset": "default", "cache_dir": str(tmp_path / "c")}
+    if caption_present:
+        models["caption_path"] = str(build_tiny_coca(TINY_CACHE / "tiny"))
+    config = make_config(tmp_path, models=models)
+    caplog.set_level(logging.INFO)
+    capfd.readouterr()
     started = time.monotonic()
     with pytest.raises(ModelMissingError) as info:
         load_pipeline(config)
     assert time.monotonic() - started < 10
-    assert "\n" not in str(info.value)
-    assert "SONIFY_MODELS=tiny" in str(info.value)
+    message = str(info.value)
+    assert "\n" not in message and "SONIFY_MODELS=tiny" in message
+    if caption_present:
+        assert message.startswith("Sound model") and "cvssp/audioldm-s-full-v2" in message
+    else:
+        assert message.startswith("Caption model") and "coca_ViT-L-14" in message
+    assert capfd.readouterr().err == ""
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO] == []
+
+
+def test_load_error_helpers_keep_one_short_line() -> None:
+    """The pieces of the one-line error: the cause's first line, cut at a word; the reason."""
+    import httpx
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    long = OSError("Cannot load model x: the model is not fully cached locally " * 8 + "\nmore")
+    line = first_line(long)
+    assert "\n" not in line and len(line) <= 165 and line.endswith(" ...")
+    assert line.removesuffix(" ...") in str(long) and not line.endswith("loc ...")
+    assert first_line(ValueError("")) == "ValueError"
+    assert "offline or no network" in (download_problem(long) or "")
+    response = httpx.Response(404, request=httpx.Request("GET", "http://127.0.0.1/missing"))
+    try:
+        try:
+            raise RepositoryNotFoundError("404 Repository Not Found", response=response)
+        except RepositoryNotFoundError as inner:
+            raise OSError("wrapped by the library") from inner
+    except OSError as outer:
+        assert "check the name" in (download_problem(outer) or "")
+    assert download_problem(ValueError("bad config value")) is None

@@ -35,6 +35,16 @@ def picture(seed: int) -> Image.Image:
      "The sound of Golden Gate Bridge at dusk, as heard in real life"),
     ("The {weird} caption...", "The sound of the {weird} caption, as heard in real life"),
     ("", f"The sound of {EMPTY_CAPTION}, as heard in real life"),
+    # The picture's medium is seen, not heard: only the scene goes into the prompt.
+    ("A black and white photo of a train.", "The sound of a train, as heard in real life"),
+    ("A close up of a cat on a sofa.", "The sound of a cat on a sofa, as heard in real life"),
+    ("An aerial view of a busy harbour.", "The sound of a busy harbour, as heard in real life"),
+    ("A picture of NASA rocket launch.",
+     "The sound of NASA rocket launch, as heard in real life"),
+    ("A shot of whiskey on a bar.",
+     "The sound of a shot of whiskey on a bar, as heard in real life"),
+    ("A photo of.", "The sound of a photo of, as heard in real life"),
+    ("A man's bicycle, parked,", "The sound of a man's bicycle, parked, as heard in real life"),
 ])
 def test_prompt_from_caption(caption: str, expected: str) -> None:
     assert prompt_from_caption(caption, TEMPLATE) == expected
@@ -54,7 +64,7 @@ def test_batched_images_equal_single_runs(tiny_pipeline: Pipeline) -> None:
     assert len(batch) == 3
     for got, alone in zip(batch, singles, strict=True):
         assert got.caption == alone.caption
-        assert got.prompt == alone.prompt == prompt_from_caption(got.caption, TEMPLATE)
+        assert got.prompt == alone.prompt == tiny_pipeline.prompt_for(got.caption)
         assert got.sample_rate == 16000
         assert got.audio.dtype == np.float32 and got.audio.shape == (16000,)
         np.testing.assert_allclose(got.audio, alone.audio, atol=1e-5, rtol=0)
@@ -69,7 +79,7 @@ def test_caption_prompt_and_image_inputs_in_one_batch(tiny_pipeline: Pipeline) -
     assert by_caption.caption == "A dog barking."
     assert by_caption.prompt == "The sound of a dog barking, as heard in real life"
     assert by_prompt.prompt == "Heavy rain on a tin roof" and by_prompt.caption == ""
-    assert by_image.prompt == prompt_from_caption(by_image.caption, TEMPLATE)
+    assert by_image.prompt == tiny_pipeline.prompt_for(by_image.caption)
     direct = tiny_pipeline.generator.generate([by_prompt.prompt], [2], OPTIONS)[0]
     np.testing.assert_allclose(by_prompt.audio, direct, atol=1e-5, rtol=0)
 
@@ -97,3 +107,40 @@ def test_input_without_content_is_refused(tiny_pipeline: Pipeline) -> None:
     with pytest.raises(BadRequest, match="no image, caption or prompt"):
         tiny_pipeline.run([PipelineInput(caption="ok"), PipelineInput(caption="  ")], OPTIONS)
     assert tiny_pipeline.run([], OPTIONS) == []
+
+
+LONG_CAPTION = ("A brown dog running along a sandy beach while big waves crash on the rocks and "
+                "seagulls circle over the fishing boats near the old harbour.")
+
+
+def test_long_captions_are_shortened_inside_the_template(tiny_pipeline: Pipeline) -> None:
+    """The sound model reads 77 tokens (the tiny one: 75 bytes): the caption gives way, the
+    template's ending stays, and the prompt reported is the one rendered."""
+    by_caption, by_prompt = tiny_pipeline.run(
+        [PipelineInput(caption=LONG_CAPTION, seed=5), PipelineInput(prompt=LONG_CAPTION, seed=6)],
+        OPTIONS)
+    fits = tiny_pipeline.generator.prompt_fits
+    assert by_caption.caption == LONG_CAPTION  # what the user is shown stays whole
+    prompt = by_caption.prompt
+    assert prompt.startswith("The sound of a brown dog") and prompt.endswith(
+        ", as heard in real life")
+    kept = prompt.removeprefix("The sound of ").removesuffix(", as heard in real life")
+    words = LONG_CAPTION.split()
+    n = len(kept.split())
+    assert kept.split() == [words[0].lower(), *words[1:n]]
+    assert fits(prompt) and not fits(prompt_from_caption(" ".join(words[:n + 1]), TEMPLATE))
+    assert LONG_CAPTION.startswith(by_prompt.prompt) and fits(by_prompt.prompt)
+    assert len(by_prompt.prompt) < len(LONG_CAPTION)
+    for result, seed in ((by_caption, 5), (by_prompt, 6)):
+        direct = tiny_pipeline.generator.generate([result.prompt], [seed], OPTIONS)[0]
+        np.testing.assert_allclose(result.audio, direct, atol=1e-5, rtol=0)
+
+
+def test_template_longer_than_the_window_still_renders(tiny_pipeline: Pipeline) -> None:
+    wordy = Pipeline(None, tiny_pipeline.generator,
+                     prompt_template="A field recording, in stereo, of exactly what one would "
+                                     "hear standing right there: {caption}, nothing else at all")
+    (result,) = wordy.run([PipelineInput(caption="A dog barking.", seed=1)], OPTIONS)
+    assert wordy.generator.prompt_fits(result.prompt)
+    assert result.prompt.startswith("A field recording, in stereo")
+    assert result.audio.shape == (16000,)
