@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.config import Config, load_config, secret_values
-from core.errors import ConfigError, ModelMissingError, SonifyError, UserFacingError
+from core.errors import (
+    ConfigError,
+    ImageRejected,
+    ModelMissingError,
+    SonifyError,
+    UserFacingError,
+)
+from core.i18n import describe_error
 from core.logs import setup_logging
 
 if TYPE_CHECKING:
@@ -156,6 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ModelMissingError) as exc:
         print(f"sonify: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except ImageRejected as exc:
+        # The catalogue's text also says which formats work and what the limits are.
+        print(f"sonify: {describe_error(exc)}", file=sys.stderr)
+        return EXIT_FAILED
     except SonifyError as exc:
         print(f"sonify: {exc}", file=sys.stderr)
         return EXIT_FAILED
