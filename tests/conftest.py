@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 
 # Before any Hugging Face import: tests never touch the network.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -22,18 +24,40 @@ from core.config import Config, parse_config
 TINY_CACHE = Path(os.environ.get("SONIFY_TEST_CACHE", Path.home() / ".cache" / "sonify-tests"))
 
 
-def make_config(tmp_path: Path, **sections: dict) -> Config:
-    """A tiny-model config whose data lives under `tmp_path`; `sections` override keys."""
+def tiny_sections(data_dir: Path, **sections: dict) -> dict[str, dict]:
+    """Config sections for fast tiny-model renders with data under `data_dir`."""
     data: dict[str, dict] = {
         "models": {"preset": "tiny", "device": "cpu", "cache_dir": str(TINY_CACHE)},
         "generation": {"seconds": 1.0, "steps": 2, "caption_beams": 2, "caption_max_tokens": 8},
         "images": {"allow_private_networks": True},
         "jobs": {"max_wait_ms": 20},
-        "storage": {"data_dir": str(tmp_path / "data")},
+        "storage": {"data_dir": str(data_dir)},
     }
     for name, values in sections.items():
         data.setdefault(name, {}).update(values)
-    return parse_config(data, source="test config", environ={})
+    return data
+
+
+def make_config(tmp_path: Path, **sections: dict) -> Config:
+    """A tiny-model config whose data lives under `tmp_path`; `sections` override keys."""
+    return parse_config(tiny_sections(tmp_path / "data", **sections), source="test config",
+                        environ={})
+
+
+def tiny_toml(data_dir: Path, **sections: dict) -> str:
+    """The same configuration as TOML, for `sonify` subprocesses."""
+
+    def value(v: object) -> str:
+        if isinstance(v, bool):
+            return str(v).lower()
+        if isinstance(v, str):
+            return json.dumps(v)  # a JSON string is a valid TOML basic string
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return repr(v)
+
+    return "".join(f"[{name}]\n" + "".join(f"{k} = {value(v)}\n" for k, v in keys.items())
+                   for name, keys in tiny_sections(data_dir, **sections).items())
 
 
 @pytest.fixture
@@ -48,3 +72,17 @@ def tiny_pipeline(tmp_path_factory: pytest.TempPathFactory):
 
     cfg = make_config(tmp_path_factory.mktemp("pipeline"))
     return load_pipeline(cfg)
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Any attempt to resolve or connect is recorded and refused."""
+    attempts: list[object] = []
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        attempts.append(args[1:] or args)
+        raise OSError("network disabled in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    return attempts

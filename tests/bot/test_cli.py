@@ -15,7 +15,7 @@ from aiohttp import web
 from PIL import Image
 
 from bot.cli import main
-from tests.conftest import TINY_CACHE
+from tests.conftest import TINY_CACHE, tiny_toml
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,10 +31,7 @@ def sonify(*args: str, cwd: Path, env: dict[str, str] | None = None,
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     """A folder with a config for fast tiny renders and a photo."""
-    (tmp_path / "config.toml").write_text(
-        f'[models]\ncache_dir = "{TINY_CACHE}"\ndevice = "cpu"\n'
-        '[generation]\nsteps = 2\ncaption_beams = 2\ncaption_max_tokens = 8\n'
-        f'[storage]\ndata_dir = "{tmp_path / "data"}"\n', encoding="utf-8")
+    (tmp_path / "config.toml").write_text(tiny_toml(tmp_path / "data"), encoding="utf-8")
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)).save(
         tmp_path / "photo.jpg", quality=90)
@@ -158,12 +155,12 @@ async def test_url_to_loopback_refused_by_default_allowed_when_configured(
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     url = f"http://127.0.0.1:{runner.addresses[0][1]}/photo.png"
-    base = (workdir / "config.toml").read_text(encoding="utf-8")
     results = {}
     try:
         for allow in (False, True):
             config = workdir / f"allow-{allow}.toml"
-            config.write_text(base + f"[images]\nallow_private_networks = {str(allow).lower()}\n",
+            config.write_text(tiny_toml(workdir / "data",
+                                        images={"allow_private_networks": allow}),
                               encoding="utf-8")
             # The CLI runs its own event loop, so it runs in a thread beside this test's server.
             code = await asyncio.to_thread(main, ["image", url, "-o", "u.ogg",

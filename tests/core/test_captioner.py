@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import time
 from pathlib import Path
 
@@ -255,20 +254,6 @@ def test_scripted_min_tokens_and_text() -> None:
 
 
 # -- loading errors --------------------------------------------------------------------
-
-@pytest.fixture
-def no_network(monkeypatch: pytest.MonkeyPatch) -> list[object]:
-    """Any attempt to resolve or connect is recorded and refused."""
-    attempts: list[object] = []
-
-    def refuse(*args: object, **kwargs: object) -> None:
-        attempts.append(args[1:] or args)
-        raise OSError("network disabled in this test")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    return attempts
-
 
 def assert_one_line(exc: BaseException, *needles: str) -> None:
     text = str(exc)

@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import logging
 import shutil
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -269,18 +268,12 @@ def test_fp16_renders_what_fp32_renders(backend: str, request: pytest.FixtureReq
 
 def test_missing_weights_without_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                          capfd: pytest.CaptureFixture[str],
-                                         caplog: pytest.LogCaptureFixture) -> None:
+                                         caplog: pytest.LogCaptureFixture,
+                                         no_network: list[object]) -> None:
     """Online but no network: one line, and the libraries' own lines do not repeat it."""
     import huggingface_hub.constants
 
-    attempts: list[object] = []
-
-    def refuse(*args: object, **kwargs: object) -> None:
-        attempts.append(args[1:] or args)
-        raise OSError("network disabled in this test")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    attempts = no_network
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(time, "sleep", lambda seconds: None)  # the hub's retry back-off
     caplog.set_level(logging.WARNING)

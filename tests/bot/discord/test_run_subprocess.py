@@ -12,39 +12,15 @@ from typing import Any
 from core.store import RequestLog
 from tests.bot.discord.conftest import TOKEN, png_bytes, read_clip
 from tests.bot.discord.fake_discord import ALICE, WATCHED, FakeDiscord, Upload
-from tests.conftest import TINY_CACHE
+from tests.conftest import tiny_toml
 
 REPO = Path(__file__).resolve().parents[3]
 
 
 def write_config(path: Path, fake: FakeDiscord, data_dir: Path) -> None:
-    path.write_text(f"""
-[models]
-preset = "tiny"
-device = "cpu"
-cache_dir = "{TINY_CACHE.as_posix()}"
-
-[generation]
-seconds = 1.5
-steps = 2
-caption_beams = 2
-caption_max_tokens = 8
-
-[images]
-allow_private_networks = true
-
-[jobs]
-max_wait_ms = 20
-
-[storage]
-data_dir = "{data_dir.as_posix()}"
-
-[discord]
-api_base_url = "{fake.api_url}"
-gateway_url = "{fake.gateway_url}"
-channels = [{WATCHED}]
-sync_commands = false
-""", encoding="utf-8")
+    path.write_text(tiny_toml(data_dir, generation={"seconds": 1.5}, discord={
+        "api_base_url": fake.api_url, "gateway_url": fake.gateway_url, "channels": [WATCHED],
+        "sync_commands": False}), encoding="utf-8")
 
 
 async def test_sonify_run_round_trip_and_sigterm(fake: FakeDiscord, tmp_path: Path,

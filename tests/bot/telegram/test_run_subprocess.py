@@ -13,7 +13,7 @@ from typing import TypeVar
 
 from tests.bot.telegram.conftest import ANA, TOKEN, picture, private, voice_info
 from tests.bot.telegram.fake_bot_api import FakeBotAPI
-from tests.conftest import TINY_CACHE
+from tests.conftest import tiny_toml
 
 T = TypeVar("T")
 # Generous for a loaded 2-core machine, yet bounded: a hung child fails the test.
@@ -50,33 +50,9 @@ async def test_sonify_run_round_trip_and_sigterm(tmp_path: Path, fake: FakeBotAP
     # tiny_pipeline: makes sure the tiny models are built on disk before the child loads them.
     data = tmp_path / "data"
     config = tmp_path / "sonify.toml"
-    config.write_text(f"""
-[models]
-preset = "tiny"
-device = "cpu"
-cache_dir = "{TINY_CACHE.as_posix()}"
-
-[generation]
-seconds = 1.0
-steps = 2
-caption_beams = 2
-caption_max_tokens = 8
-
-[images]
-allow_private_networks = true
-
-[jobs]
-max_wait_ms = 20
-
-[storage]
-data_dir = "{data.as_posix()}"
-
-[telegram]
-api_base_url = "{fake.api_base}"
-file_base_url = "{fake.file_base}"
-poll_timeout_s = 1.0
-progress_interval_s = 0.0
-""", encoding="utf-8")
+    config.write_text(tiny_toml(data, telegram={
+        "api_base_url": fake.api_base, "file_base_url": fake.file_base, "poll_timeout_s": 1.0,
+        "progress_interval_s": 0.0}), encoding="utf-8")
     env = {**os.environ, "SONIFY_TELEGRAM_TOKEN": TOKEN, "SONIFY_MODELS": "tiny",
            "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
