@@ -52,6 +52,9 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
     services = await Services.create(config)
     adapters: list[Adapter] = []
     try:
+        # Before any adapter starts: a missing model stops start-up with one line instead
+        # of failing every request, and the first request does not wait for the load.
+        await services.engine.load_models()
         for adapter in build_adapters(services):
             try:
                 await adapter.start()

@@ -122,6 +122,10 @@ class JobEngine:
         self._accepting = True
         self.dispatcher.start()
 
+    async def load_models(self) -> None:
+        """Load the models before serving (ModelMissingError if they are not available)."""
+        await self.runner.preload()
+
     async def stop(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 (contract)
         """Refuse new jobs, let the running batch finish (bounded), keep the rest queued."""
         if self._stopped:

@@ -108,6 +108,15 @@ class BatchRunner:
         """One outcome per item, in order."""
         return await self._run(list(items), options)
 
+    async def preload(self) -> None:
+        """Load the models now, in the model thread; raise whatever the factory raises."""
+
+        def load() -> None:
+            if self._pipeline is None:
+                self._pipeline = self._factory()
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, load)
+
     def cancel_running(self) -> None:
         """Abort the current call at its next step (shutdown past its deadline)."""
         self._cancel_all.set()

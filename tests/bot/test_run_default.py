@@ -108,3 +108,17 @@ async def test_a_taken_port_is_one_config_line(tmp_path: Path) -> None:
             await serve(config, asyncio.Event())
     message = str(err.value)
     assert "web adapter cannot start" in message and "\n" not in message
+
+
+async def test_missing_models_stop_start_up_with_one_line(tmp_path: Path) -> None:
+    """Real preset, offline, nothing cached: `sonify run` stops before serving anything."""
+    from bot.run import serve
+    from core.errors import ModelMissingError
+    from tests.conftest import make_config
+
+    config = make_config(tmp_path, models={"preset": "default",
+                                           "cache_dir": str(tmp_path / "empty-cache")},
+                         web={"enabled": "true", "port": 0})
+    with pytest.raises(ModelMissingError) as err:
+        await serve(config, asyncio.Event())
+    assert "\n" not in str(err.value) and "SONIFY_MODELS=tiny" in str(err.value)
