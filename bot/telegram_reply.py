@@ -34,6 +34,7 @@ T = TypeVar("T")
 SEND_ATTEMPTS = 5
 MAX_RETRY_WAIT_S = 60.0
 CAPTION_LIMIT = 1024  # Telegram's limit for media captions
+ACTION_RENEW_S = 4.5  # a chat action shows for about 5 s
 
 
 @dataclass
@@ -224,8 +225,14 @@ class Responder:
         """Mirror a job's events into the status message (now showing `shown`), then answer."""
         lang = target.lang
         status = StatusMessage(self.bot, target, self.cfg.progress_interval_s, shown=shown)
+        last_action = time.monotonic()
         try:
             async for event in handle.events():
+                if isinstance(event, Started | Progress) and \
+                        time.monotonic() - last_action >= ACTION_RENEW_S:
+                    # Telegram shows "recording voice…" for about 5 s: renew it while rendering.
+                    last_action = time.monotonic()
+                    await self.action(target.chat_id, ChatAction.RECORD_VOICE)
                 if isinstance(event, Queued):
                     await status.show(t("queued", lang, position=event.position))
                 elif isinstance(event, Started):

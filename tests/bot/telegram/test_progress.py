@@ -82,3 +82,17 @@ async def test_voice_notes_refused_falls_back_to_audio(bot: Harness) -> None:
     audio = await bot.fake.wait_for("sendAudio", lambda c: c.reply_to == msg["message_id"])
     assert sf.info(io.BytesIO(audio.files["audio"])).format == "MP3"
     assert [b["callback_data"].split(":")[0] for b in audio.buttons] == ["again", "words"]
+
+
+async def test_recording_action_is_renewed_while_rendering(
+        start_bot: StartBot, monkeypatch: Any) -> None:
+    """A render longer than the action's ~5 s keeps showing "recording voice…"."""
+    import bot.telegram_reply
+
+    monkeypatch.setattr(bot.telegram_reply, "ACTION_RENEW_S", 0.0)
+    harness = await start_bot(telegram={"progress_interval_s": 0.0})
+    msg = await harness.send_photo(ANA)
+    await harness.voice_for(msg)
+    actions = [c.params.get("action") for c in harness.fake.calls_of("sendChatAction")]
+    assert actions.count("record_voice") >= 3  # at once, then renewed as steps complete
+    assert actions[-1] == "upload_voice"
