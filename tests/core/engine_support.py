@@ -126,6 +126,17 @@ async def running_engine(config: Config, pipeline: Any,
         await log.close()
 
 
+async def gated_engine(config: Config, pipeline: Any
+                       ) -> tuple[RequestLog, JobEngine, threading.Event]:
+    """A started engine whose model calls wait at the returned gate (to stop it mid-batch)."""
+    gate = threading.Event()
+    log = await RequestLog.open(config.database_url)
+    engine = JobEngine(config, log,
+                       pipeline_factory=lambda: WrappedPipeline(pipeline, gate=gate))
+    await engine.start()
+    return log, engine, gate
+
+
 async def wait_for(handle: JobHandle, kind: type) -> Any:
     """The first event of `kind` in a handle's stream."""
     async for event in handle.events():

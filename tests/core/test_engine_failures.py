@@ -21,6 +21,7 @@ from tests.core.engine_support import (
     POISON_COLOR,
     WrappedPipeline,
     events_of,
+    gated_engine,
     image_request,
     picture,
     running_engine,
@@ -195,12 +196,8 @@ _PIPE: list[Any] = []
 async def test_shutdown_finishes_the_batch_and_keeps_the_rest_for_next_start(
         tmp_path: Path, tiny_pipeline: Any) -> None:
     _PIPE[:] = [tiny_pipeline]
-    gate = threading.Event()
     cfg = make_config(tmp_path, jobs={"max_batch": 1})
-    log = await RequestLog.open(cfg.database_url)
-    engine = JobEngine(cfg, log, pipeline_factory=lambda: WrappedPipeline(tiny_pipeline,
-                                                                         gate=gate))
-    await engine.start()
+    log, engine, gate = await gated_engine(cfg, tiny_pipeline)
     running = await engine.submit(image_request(cfg, "a", picture(1)))
     await wait_for(running, Started)
     waiting = [await engine.submit(image_request(cfg, "b", picture(2), reply_context={"m": 5})),
@@ -240,12 +237,8 @@ async def test_shutdown_finishes_the_batch_and_keeps_the_rest_for_next_start(
 async def test_shutdown_timeout_leaves_the_running_batch_for_the_next_start(
         tmp_path: Path, tiny_pipeline: Any) -> None:
     _PIPE[:] = [tiny_pipeline]
-    gate = threading.Event()
     cfg = make_config(tmp_path)
-    log = await RequestLog.open(cfg.database_url)
-    engine = JobEngine(cfg, log, pipeline_factory=lambda: WrappedPipeline(tiny_pipeline,
-                                                                         gate=gate))
-    await engine.start()
+    log, engine, gate = await gated_engine(cfg, tiny_pipeline)
     running = await engine.submit(text_request(cfg, "a", "slow"))
     await wait_for(running, Started)
     await engine.stop(0.2)
@@ -269,12 +262,8 @@ async def test_shutdown_timeout_leaves_the_running_batch_for_the_next_start(
 async def test_recovery_interrupts_what_cannot_be_rerun(tmp_path: Path,
                                                         tiny_pipeline: Any) -> None:
     _PIPE[:] = [tiny_pipeline]
-    gate = threading.Event()
     cfg = make_config(tmp_path, jobs={"max_batch": 1})
-    log = await RequestLog.open(cfg.database_url)
-    engine = JobEngine(cfg, log, pipeline_factory=lambda: WrappedPipeline(tiny_pipeline,
-                                                                         gate=gate))
-    await engine.start()
+    log, engine, gate = await gated_engine(cfg, tiny_pipeline)
     busy = await engine.submit(text_request(cfg, "z", "busy"))
     await wait_for(busy, Started)
     lost = await engine.submit(image_request(cfg, "a", picture(5), reply_context={"chat": 1}))

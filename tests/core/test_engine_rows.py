@@ -18,6 +18,7 @@ from tests.conftest import make_config
 from tests.core.engine_support import (
     POISON_COLOR,
     WrappedPipeline,
+    gated_engine,
     image_request,
     picture,
     running_engine,
@@ -113,12 +114,8 @@ async def test_every_outcome_leaves_a_complete_row(tmp_path: Path, tiny_pipeline
 
 
 async def test_interrupted_row_after_a_restart(tmp_path: Path, tiny_pipeline: Any) -> None:
-    gate = threading.Event()
     cfg = make_config(tmp_path, jobs={"max_batch": 1})
-    log = await RequestLog.open(cfg.database_url)
-    engine = JobEngine(cfg, log, pipeline_factory=lambda: WrappedPipeline(tiny_pipeline,
-                                                                         gate=gate))
-    await engine.start()
+    log, engine, gate = await gated_engine(cfg, tiny_pipeline)
     running = await engine.submit(image_request(cfg, "ann", picture(1)))
     await wait_for(running, Started)
     await engine.stop(0.1)  # the "crash": the row stays running
@@ -243,12 +240,8 @@ async def test_a_slow_first_load_does_not_time_the_job_out(tmp_path: Path,
 
 async def test_a_job_and_its_rider_cut_short_are_both_answered_after_restart(
         tmp_path: Path, tiny_pipeline: Any) -> None:
-    gate = threading.Event()
     cfg = make_config(tmp_path)
-    log = await RequestLog.open(cfg.database_url)
-    engine = JobEngine(cfg, log, pipeline_factory=lambda: WrappedPipeline(tiny_pipeline,
-                                                                         gate=gate))
-    await engine.start()
+    log, engine, gate = await gated_engine(cfg, tiny_pipeline)
     leader = await engine.submit(image_request(cfg, "ann", picture(6), reply_context={"n": 1}))
     await wait_for(leader, Started)
     rider = await engine.submit(image_request(cfg, "bob", picture(6), reply_context={"n": 2}))
