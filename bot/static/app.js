@@ -157,22 +157,16 @@
     if (view.audio) {
       // Per-job URLs: a new result can never pick up an older clip from the cache.
       const audio = card.audio;
-      if (view.audio.ogg) {
+      for (const [fmt, type] of [["ogg", "audio/ogg"], ["mp3", "audio/mpeg"]]) {
+        const url = view.audio[fmt];
+        if (!url) { card[fmt].hidden = true; continue; }
         const s = document.createElement("source");
-        s.src = view.audio.ogg;
-        s.type = "audio/ogg";
+        s.src = url;
+        s.type = type;
         audio.appendChild(s);
-        card.ogg.href = view.audio.ogg;
-        card.ogg.download = "sonify-" + view.id + ".ogg";
-      } else card.ogg.hidden = true;
-      if (view.audio.mp3) {
-        const s = document.createElement("source");
-        s.src = view.audio.mp3;
-        s.type = "audio/mpeg";
-        audio.appendChild(s);
-        card.mp3.href = view.audio.mp3;
-        card.mp3.download = "sonify-" + view.id + ".mp3";
-      } else card.mp3.hidden = true;
+        card[fmt].href = url;
+        card[fmt].download = "sonify-" + view.id + "." + fmt;
+      }
       audio.setAttribute("aria-label", "Sound of: " + (view.caption || "your picture"));
       audio.hidden = false;
       card.downloads.hidden = false;
