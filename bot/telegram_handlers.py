@@ -221,6 +221,10 @@ class Handlers:
         query, user = update.callback_query, update.effective_user
         if query is None or user is None or not query.data:
             return
+        if not self.allowed(update.effective_chat):
+            # An answer from before the allow-list narrowed: stop the spinner, do nothing.
+            await with_retry(query.answer, what="answerCallbackQuery")
+            return
         lang = pick_language(user.language_code)
         action, _, request_id = query.data.partition(":")
         record, problem = await self.owned_record(request_id, user.id)

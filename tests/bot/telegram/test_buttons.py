@@ -117,3 +117,15 @@ async def test_unknown_request_is_expired(bot: Harness) -> None:
     query = await bot.press("again:doesnotexist", ANA, fake_message)
     assert (await answer_of(bot, query)).params["text"] == (
         "That request is no longer available. Send the picture again.")
+
+
+async def test_buttons_respect_a_narrowed_allow_list(start_bot: Any) -> None:
+    """Buttons on an answer given before the chat left `allowed_chats` do nothing."""
+    first = await start_bot()
+    _, voice = await first_answer(first)
+    await first.stop()
+    narrowed = await start_bot(telegram={"allowed_chats": [-1]})  # same database and fake
+    query = await narrowed.press(f"again:{request_id(voice)}", ANA, voice.result)
+    assert "text" not in (await answer_of(narrowed, query)).params
+    await narrowed.fake.wait_idle()
+    assert [c for c in narrowed.fake.calls_of("sendVoice") if delivered(c)] == [voice]
