@@ -8,6 +8,7 @@ tests/core/crash_worker.py.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import threading
 import time
@@ -135,6 +136,27 @@ async def gated_engine(config: Config, pipeline: Any
                        pipeline_factory=lambda: WrappedPipeline(pipeline, gate=gate))
     await engine.start()
     return log, engine, gate
+
+
+async def restarted_engine(config: Config, pipeline: Any
+                           ) -> tuple[RequestLog, JobEngine, list[JobHandle], int]:
+    """A fresh engine on the same log after a stop or crash, with the jobs it resumed.
+
+    Returns the log, the engine, the handles given to platform "test"'s recovery
+    handler (after they have run) and the count `resume_recovered` reported.
+    """
+    log = await RequestLog.open(config.database_url)
+    engine = JobEngine(config, log, pipeline_factory=lambda: pipeline)
+    await engine.start()
+    handed: list[JobHandle] = []
+
+    async def collect(handle: JobHandle) -> None:
+        handed.append(handle)
+
+    engine.on_recovered("test", collect)
+    resumed = await engine.resume_recovered()
+    await asyncio.sleep(0)  # let the handler tasks run
+    return log, engine, handed, resumed
 
 
 async def wait_for(handle: JobHandle, kind: type) -> Any:

@@ -10,11 +10,10 @@ from typing import Any
 
 import pytest
 
-from core.config import Config
 from core.engine import JobEngine
 from core.errors import BadRequest, GenerationFailed, ModelMissingError, ShuttingDown
 from core.i18n import describe_error
-from core.job import Failed, JobHandle, Started
+from core.job import Failed, Started
 from core.store import RequestLog
 from tests.conftest import make_config
 from tests.core.engine_support import (
@@ -24,6 +23,7 @@ from tests.core.engine_support import (
     gated_engine,
     image_request,
     picture,
+    restarted_engine,
     running_engine,
     text_request,
     wait_for,
@@ -176,26 +176,8 @@ async def test_models_that_fail_to_load_fail_the_batch_and_load_again_later(
         await log.close()
 
 
-async def restart(cfg: Config, handlers: dict[str, list[JobHandle]]) -> tuple[RequestLog,
-                                                                             JobEngine]:
-    log = await RequestLog.open(cfg.database_url)
-    engine = JobEngine(cfg, log, pipeline_factory=lambda: _PIPE[0])
-    await engine.start()
-    for platform, sink in handlers.items():
-        async def collect(handle: JobHandle, sink: list[JobHandle] = sink) -> None:
-            sink.append(handle)
-        engine.on_recovered(platform, collect)
-    await engine.resume_recovered()
-    await asyncio.sleep(0)  # let the handler tasks run
-    return log, engine
-
-
-_PIPE: list[Any] = []
-
-
 async def test_shutdown_finishes_the_batch_and_keeps_the_rest_for_next_start(
         tmp_path: Path, tiny_pipeline: Any) -> None:
-    _PIPE[:] = [tiny_pipeline]
     cfg = make_config(tmp_path, jobs={"max_batch": 1})
     log, engine, gate = await gated_engine(cfg, tiny_pipeline)
     running = await engine.submit(image_request(cfg, "a", picture(1)))
@@ -218,13 +200,12 @@ async def test_shutdown_finishes_the_batch_and_keeps_the_rest_for_next_start(
     assert (cfg.data_dir / "spool" / f"{waiting[0].id}.png").exists()
     await log.close()
 
-    got: dict[str, list[JobHandle]] = {"test": []}
-    log, engine = await restart(cfg, got)
+    log, engine, got, _ = await restarted_engine(cfg, tiny_pipeline)
     try:
-        assert sorted(h.id for h in got["test"]) == sorted(h.id for h in waiting)
-        results = {h.id: await asyncio.wait_for(h.result(), 30) for h in got["test"]}
+        assert sorted(h.id for h in got) == sorted(h.id for h in waiting)
+        results = {h.id: await asyncio.wait_for(h.result(), 30) for h in got}
         assert all(r.files["ogg"].is_file() for r in results.values())
-        by_id = {h.id: h for h in got["test"]}
+        by_id = {h.id: h for h in got}
         assert by_id[waiting[0].id].request.reply_context == {"m": 5}
         assert results[waiting[1].id].prompt == "waves"
         assert {(await log.get(i)).status for i in results} == {"done"}  # type: ignore[union-attr]
@@ -236,7 +217,6 @@ async def test_shutdown_finishes_the_batch_and_keeps_the_rest_for_next_start(
 
 async def test_shutdown_timeout_leaves_the_running_batch_for_the_next_start(
         tmp_path: Path, tiny_pipeline: Any) -> None:
-    _PIPE[:] = [tiny_pipeline]
     cfg = make_config(tmp_path)
     log, engine, gate = await gated_engine(cfg, tiny_pipeline)
     running = await engine.submit(text_request(cfg, "a", "slow"))
@@ -248,10 +228,9 @@ async def test_shutdown_timeout_leaves_the_running_batch_for_the_next_start(
     gate.set()
     await log.close()
 
-    got: dict[str, list[JobHandle]] = {"test": []}
-    log, engine = await restart(cfg, got)
+    log, engine, got, _ = await restarted_engine(cfg, tiny_pipeline)
     try:
-        [again] = got["test"]
+        [again] = got
         assert again.id == running.id
         assert (await asyncio.wait_for(again.result(), 30)).prompt == "slow"
     finally:
@@ -261,7 +240,6 @@ async def test_shutdown_timeout_leaves_the_running_batch_for_the_next_start(
 
 async def test_recovery_interrupts_what_cannot_be_rerun(tmp_path: Path,
                                                         tiny_pipeline: Any) -> None:
-    _PIPE[:] = [tiny_pipeline]
     cfg = make_config(tmp_path, jobs={"max_batch": 1})
     log, engine, gate = await gated_engine(cfg, tiny_pipeline)
     busy = await engine.submit(text_request(cfg, "z", "busy"))
@@ -273,10 +251,9 @@ async def test_recovery_interrupts_what_cannot_be_rerun(tmp_path: Path,
     await log.close()
     (cfg.data_dir / "spool" / f"{lost.id}.png").unlink()
 
-    got: dict[str, list[JobHandle]] = {"test": []}
-    log, engine = await restart(cfg, got)
+    log, engine, got, _ = await restarted_engine(cfg, tiny_pipeline)
     try:
-        handles = {h.id: h for h in got["test"]}
+        handles = {h.id: h for h in got}
         assert set(handles) == {busy.id, lost.id}
         assert (await handles[busy.id].result()).prompt == "busy"
         handle = handles[lost.id]

@@ -12,7 +12,7 @@ import pytest
 
 from core.engine import JobEngine
 from core.errors import BadRequest, GenerationFailed, ImageRejected, RateLimited
-from core.job import JobHandle, Started
+from core.job import Started
 from core.store import RequestLog, RequestRecord
 from tests.conftest import make_config
 from tests.core.engine_support import (
@@ -21,6 +21,7 @@ from tests.core.engine_support import (
     gated_engine,
     image_request,
     picture,
+    restarted_engine,
     running_engine,
     text_request,
     wait_for,
@@ -123,17 +124,9 @@ async def test_interrupted_row_after_a_restart(tmp_path: Path, tiny_pipeline: An
     await log.close()
     (cfg.data_dir / "spool" / f"{running.id}.png").unlink()
 
-    log = await RequestLog.open(cfg.database_url)
-    engine = JobEngine(cfg, log, pipeline_factory=lambda: tiny_pipeline)
-    await engine.start()
-    told: list[JobHandle] = []
-
-    async def tell(handle: JobHandle) -> None:
-        told.append(handle)
-
-    engine.on_recovered("test", tell)
+    log, engine, told, resumed = await restarted_engine(cfg, tiny_pipeline)
     try:
-        assert await engine.resume_recovered() == 1
+        assert resumed == 1
         record = await row(engine, running.id)
     finally:
         await engine.stop(5)
@@ -251,18 +244,9 @@ async def test_a_job_and_its_rider_cut_short_are_both_answered_after_restart(
     await log.close()
 
     pipe = WrappedPipeline(tiny_pipeline)
-    log = await RequestLog.open(cfg.database_url)
-    engine = JobEngine(cfg, log, pipeline_factory=lambda: pipe)
-    await engine.start()
-    handed: list[JobHandle] = []
-
-    async def answer(handle: JobHandle) -> None:
-        handed.append(handle)
-
-    engine.on_recovered("test", answer)
+    log, engine, handed, resumed = await restarted_engine(cfg, pipe)
     try:
-        assert await engine.resume_recovered() == 2
-        await asyncio.sleep(0)
+        assert resumed == 2
         results = {h.request.reply_context["n"]: await asyncio.wait_for(h.result(), 30)
                    for h in handed}
         records = [await row(engine, h.id) for h in (leader, rider)]
