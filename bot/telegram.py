@@ -13,7 +13,7 @@ import hmac
 import logging
 import re
 from typing import TYPE_CHECKING
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from telegram import BotCommand, BotCommandScopeChat, Update
@@ -215,10 +215,9 @@ class TelegramAdapter:
 
 def mask_secrets(token: str, webhook_secret: str = "") -> None:
     """Mask the bot's secrets in the loggers that print them, whatever level the host set."""
-    # File download URLs carry the token percent-encoded ("123%3AABC"): mask every form,
-    # and the part after the bot id on its own, which is the actual secret.
-    masking = SecretMaskingFilter([token, quote(token, safe=""), token.partition(":")[2],
-                                   webhook_secret])
+    # The filter also masks the percent-encoded token of file download URLs ("123%3AABC")
+    # and the key after the bot id on its own.
+    masking = SecretMaskingFilter([token, webhook_secret])
     # httpx logs request URLs; PTB's bot logs call parameters (setWebhook's secret) at DEBUG.
     for name in ("httpx", "telegram.Bot", "telegram.ext.ExtBot"):
         logger = logging.getLogger(name)
