@@ -30,12 +30,12 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.config import Config, ImagesConfig, parse_config
-from core.engine import JobEngine
-from core.images import DecodedImage, decode_image
-from core.job import JobRequest
+from core.intake.decode import DecodedImage, decode_image
+from core.jobs.engine import JobEngine
+from core.jobs.events import JobRequest
 from core.options import GenerationOptions
-from core.stats import percentile
-from core.store import RequestLog
+from core.stats.report import percentile
+from core.storage.request_log import RequestLog
 
 
 def make_config(data_dir: Path, args: argparse.Namespace, max_batch: int) -> Config:
@@ -97,8 +97,8 @@ async def run_once(pipeline: object, args: argparse.Namespace, max_batch: int,
 
 
 async def main(args: argparse.Namespace) -> None:
-    from core.models import load_pipeline
-    from core.pipeline import PipelineInput
+    from core.models.loading import load_pipeline
+    from core.models.pipeline import PipelineInput
 
     with tempfile.TemporaryDirectory(prefix="sonify-bench-") as tmp:
         root = Path(tmp)

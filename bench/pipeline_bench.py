@@ -3,7 +3,7 @@
 Usage: .venv/bin/python bench/pipeline_bench.py --preset tiny|real-random [--n N]
        [--device auto|cpu|cuda] [--seconds S] [--steps K] [--beams B] [--max-tokens T]
 
-`tiny` loads the tiny random test models through the real loading code (core.models).
+`tiny` loads the tiny random test models through the real loading code (core.models.loading).
 `real-random` builds the real ARCHITECTURES at full size with random weights (no download):
 CoCa from open_clip's shipped coca_ViT-L-14.json and AudioLDM s-full-v2 from the component
 configs below, so its timings are honest for the real models' size (not their output).
@@ -27,11 +27,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from core.audio.encode import encode_clip
 from core.config import GenerationConfig, parse_config
-from core.encode import encode_clip
-from core.models import load_pipeline, resolve_device
+from core.models.loading import load_pipeline, resolve_device
+from core.models.pipeline import Pipeline, PipelineInput, PipelineResult
 from core.options import GenerationOptions
-from core.pipeline import Pipeline, PipelineInput, PipelineResult
 
 SEED = 0
 
@@ -51,7 +51,7 @@ def real_size_audioldm_components() -> dict[str, Any]:
         SpeechT5HifiGanConfig,
     )
 
-    from core.tiny.audioldm import offline_roberta_tokenizer
+    from core.models.tiny.audioldm import offline_roberta_tokenizer
 
     torch.manual_seed(SEED)
     # unet_config.params: model_channels 128 × channel_mult [1, 2, 3, 5] → block_out_channels;
@@ -119,8 +119,8 @@ def real_random_pipeline(device: torch.device, dtype: torch.dtype, beams: int,
     import open_clip
     from diffusers import AudioLDMPipeline
 
-    from core.captioner import Captioner
-    from core.sound import SoundGenerator
+    from core.models.captioner import Captioner
+    from core.models.sound import SoundGenerator
 
     torch.manual_seed(SEED)
     model, _, preprocess = open_clip.create_model_and_transforms(

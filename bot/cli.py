@@ -25,7 +25,7 @@ from core.i18n import describe_error
 from core.logs import setup_logging
 
 if TYPE_CHECKING:
-    from core.images import DecodedImage
+    from core.intake.decode import DecodedImage
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -65,7 +65,8 @@ def _output_format(args: argparse.Namespace) -> str:
 
 def _load_source(source: str, config: Config) -> DecodedImage:
     """Decode a local file, or fetch a link through the hardened image intake."""
-    from core.images import ImageFetcher, decode_image
+    from core.intake.decode import decode_image
+    from core.intake.fetch import ImageFetcher
 
     if source.lower().startswith(("http://", "https://")):
         async def fetch() -> DecodedImage:
@@ -87,10 +88,10 @@ def _load_source(source: str, config: Config) -> DecodedImage:
 
 def cmd_image(args: argparse.Namespace, config: Config) -> int:
     """Caption one image, render its sound, write the clip, print the caption."""
-    from core.encode import write_clip
-    from core.models import load_pipeline
+    from core.audio.encode import write_clip
+    from core.models.loading import load_pipeline
+    from core.models.pipeline import PipelineInput
     from core.options import GenerationOptions, check_seed
-    from core.pipeline import PipelineInput
 
     options = GenerationOptions.from_config(config.generation, seconds=args.seconds,
                                             steps=args.steps)
@@ -107,14 +108,14 @@ def cmd_image(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_run(args: argparse.Namespace, config: Config) -> int:
-    from bot.run import run
+    from bot.app import run
 
     return run(config)
 
 
 def cmd_stats(args: argparse.Namespace, config: Config) -> int:
-    from core.stats import collect_stats, render_stats_text
-    from core.store import RequestLog
+    from core.stats.report import collect_stats, render_stats_text
+    from core.storage.request_log import RequestLog
 
     async def main() -> str:
         log = await RequestLog.open(config.database_url)
@@ -128,7 +129,7 @@ def cmd_stats(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_sync_commands(args: argparse.Namespace, config: Config) -> int:
-    from bot.discord import sync_commands
+    from bot.discord.adapter import sync_commands
     from core.services import Services
 
     if not config.discord.token:

@@ -9,13 +9,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from core.config import Config
-from core.engine import JobEngine
-from core.stats import collect_stats, render_stats_chart, render_stats_text
-from core.store import RequestLog
+from core.jobs.engine import JobEngine
+from core.stats.report import collect_stats, render_stats_chart, render_stats_text
+from core.storage.request_log import RequestLog
 
 if TYPE_CHECKING:
-    from core.images import ImageFetcher
-    from core.pipeline import Pipeline
+    from core.intake.fetch import ImageFetcher
+    from core.models.pipeline import Pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -33,11 +33,11 @@ class Services:
     async def create(cls, config: Config, *,
                      pipeline_factory: Callable[[], Pipeline] | None = None) -> Services:
         """Open the request log (migrating it), start the engine; models load on first use."""
-        from core.images import ImageFetcher
+        from core.intake.fetch import ImageFetcher
 
         if pipeline_factory is None:
             def pipeline_factory() -> Pipeline:
-                from core.models import load_pipeline
+                from core.models.loading import load_pipeline
 
                 return load_pipeline(config)
 

@@ -114,7 +114,7 @@ def test_missing_weights_is_one_line(tmp_path: Path, missing: str,
                                      capsys: pytest.CaptureFixture[str],
                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """Real preset, an empty model cache, offline: one line naming the model and the fix."""
-    from core.tiny.coca import build_tiny_coca
+    from core.models.tiny.coca import build_tiny_coca
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("SONIFY_MODELS", raising=False)

@@ -95,7 +95,7 @@ async def test_run_without_config_serves_the_page_and_renders_offline(
 
 async def test_a_taken_port_is_one_config_line(tmp_path: Path) -> None:
     """`sonify run` with the web port in use stops with one line naming the adapter."""
-    from bot.run import serve
+    from bot.app import serve
     from core.errors import ConfigError
     from tests.conftest import make_config
 
@@ -112,7 +112,7 @@ async def test_a_taken_port_is_one_config_line(tmp_path: Path) -> None:
 
 async def test_missing_models_stop_start_up_with_one_line(tmp_path: Path) -> None:
     """Real preset, offline, nothing cached: `sonify run` stops before serving anything."""
-    from bot.run import serve
+    from bot.app import serve
     from core.errors import ModelMissingError
     from tests.conftest import make_config
 

@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
-from bot.discord import DiscordAdapter
+from bot.discord.adapter import DiscordAdapter
 from core.config import Config
 from core.services import Services
 from tests.bot.discord.fake_discord import WATCHED, FakeDiscord

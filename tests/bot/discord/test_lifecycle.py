@@ -11,11 +11,17 @@ from typing import Any
 
 import pytest
 
-from bot.discord import sync_commands
+from bot.discord.adapter import sync_commands
 from core.errors import ConfigError
 from core.i18n import t
 from core.services import Services
-from tests.bot.discord.conftest import TOKEN, GatedPipeline, bot_config, png_bytes, read_clip
+from tests.bot.discord.conftest import (
+    TOKEN,
+    GatedPipeline,
+    bot_config,
+    png_bytes,
+    read_clip,
+)
 from tests.bot.discord.fake_discord import (
     ALICE,
     BOT_ID,

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from core.store import RequestLog
+from core.storage.request_log import RequestLog
 from tests.bot.discord.conftest import TOKEN, png_bytes, read_clip
 from tests.bot.discord.fake_discord import ALICE, WATCHED, FakeDiscord, Upload
 from tests.conftest import tiny_toml

@@ -15,10 +15,10 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
-from bot.telegram import TelegramAdapter
+from bot.telegram.adapter import TelegramAdapter
 from core.config import Config
 from core.services import Services
-from core.store import RequestRecord
+from core.storage.request_log import RequestRecord
 from tests.bot.telegram.fake_bot_api import BOT_USERNAME, Call, FakeBotAPI
 from tests.conftest import make_config
 

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from tests.bot.telegram.conftest import ANA, BOB, GROUP, Harness, StartBot, picture, voice_info
+from tests.bot.telegram.conftest import (
+    ANA,
+    BOB,
+    GROUP,
+    Harness,
+    StartBot,
+    picture,
+    voice_info,
+)
 from tests.bot.telegram.fake_bot_api import BOT_USERNAME
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.telegram import TelegramAdapter
+from bot.telegram.adapter import TelegramAdapter
 from core.errors import ConfigError
 from core.services import Services
 from tests.bot.telegram.conftest import TOKEN, bot_config

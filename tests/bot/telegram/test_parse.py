@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.telegram_parse import (
+from bot.telegram.parse import (
     WORDS_REF,
     ImageRef,
     check_file,

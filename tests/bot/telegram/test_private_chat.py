@@ -8,7 +8,15 @@ import logging
 import pytest
 import soundfile as sf
 
-from tests.bot.telegram.conftest import ANA, ELENA, TOKEN, Harness, StartBot, picture, voice_info
+from tests.bot.telegram.conftest import (
+    ANA,
+    ELENA,
+    TOKEN,
+    Harness,
+    StartBot,
+    picture,
+    voice_info,
+)
 
 
 async def test_photo_round_trip(bot: Harness, caplog: pytest.LogCaptureFixture) -> None:

@@ -87,9 +87,9 @@ async def test_voice_notes_refused_falls_back_to_audio(bot: Harness) -> None:
 async def test_recording_action_is_renewed_while_rendering(
         start_bot: StartBot, monkeypatch: Any) -> None:
     """A render longer than the action's ~5 s keeps showing "recording voice…"."""
-    import bot.telegram_reply
+    import bot.telegram.replies
 
-    monkeypatch.setattr(bot.telegram_reply, "ACTION_RENEW_S", 0.0)
+    monkeypatch.setattr(bot.telegram.replies, "ACTION_RENEW_S", 0.0)
     harness = await start_bot(telegram={"progress_interval_s": 0.0})
     msg = await harness.send_photo(ANA)
     await harness.voice_for(msg)

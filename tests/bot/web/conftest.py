@@ -16,7 +16,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from PIL import Image
 
-from bot.web import create_app
+from bot.web.server import create_app
 from core.services import Services
 from tests.conftest import make_config
 
@@ -72,7 +72,7 @@ async def start_web(tmp_path: Path) -> AsyncIterator[WebFactory]:
         holder: dict[str, GatedPipeline] = {}
         factory = None
         if gated:
-            from core.models import load_pipeline
+            from core.models.loading import load_pipeline
 
             holder["p"] = GatedPipeline(None)
 

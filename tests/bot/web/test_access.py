@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from bot.web import WebAdapter, create_app
+from bot.web.server import WebAdapter, create_app
 from core.services import Services
 from tests.bot.web.conftest import (
     WebFactory,

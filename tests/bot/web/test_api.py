@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 from aiohttp.test_utils import TestClient, TestServer
 
-from bot.web import WebAdapter, create_app
+from bot.web.server import WebAdapter, create_app
 from core.services import Services
 from tests.bot.web.conftest import (
     WebFactory,
@@ -317,7 +317,7 @@ async def test_internal_errors_stay_json(start_web: WebFactory, monkeypatch: Any
     def bad_event(*_: Any) -> Any:
         raise RuntimeError("serializer on fire")
 
-    monkeypatch.setattr("bot.web_api.event_data", bad_event)
+    monkeypatch.setattr("bot.web.api.event_data", bad_event)
     stream = await client.get(f"/api/jobs/{job_id}/events",
                               timeout=aiohttp.ClientTimeout(total=10))
     assert stream.status == 200

@@ -1,0 +1,100 @@
+"""`sonify run`: build the shared services once, start every configured adapter."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from typing import Protocol
+
+from core.config import Config
+from core.errors import ConfigError
+from core.services import Services
+
+log = logging.getLogger(__name__)
+
+
+class Adapter(Protocol):
+    """What `serve` needs from a platform adapter."""
+
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def build_adapters(services: Services) -> list[Adapter]:
+    """One adapter per configured platform; imported lazily so unused libraries stay unloaded."""
+    cfg = services.config
+    adapters: list[Adapter] = []
+    if cfg.telegram.token:
+        from bot.telegram.adapter import TelegramAdapter
+
+        adapters.append(TelegramAdapter(services))
+    if cfg.discord.token:
+        from bot.discord.adapter import DiscordAdapter
+
+        adapters.append(DiscordAdapter(services))
+    if cfg.web_enabled:
+        from bot.web.server import WebAdapter
+
+        adapters.append(WebAdapter(services))
+    return adapters
+
+
+async def serve(config: Config, stop: asyncio.Event) -> None:
+    """Run until `stop` is set, then shut down in order: engine, adapters, storage."""
+    if not (config.telegram.token or config.discord.token or config.web_enabled):
+        raise ConfigError(f"{config.source}: nothing to run: set [telegram] token, "
+                          "[discord] token, or [web] enabled = true")
+    services = await Services.create(config)
+    adapters: list[Adapter] = []
+    try:
+        # Before any adapter starts: a missing model stops start-up with one line instead
+        # of failing every request, and the first request does not wait for the load.
+        await services.engine.load_models()
+        for adapter in build_adapters(services):
+            try:
+                await adapter.start()
+            except OSError as exc:  # e.g. the web port is taken: one line, not a traceback
+                raise ConfigError(f"{config.source}: the {adapter.name} adapter cannot start: "
+                                  f"{exc.strerror or exc}") from None
+            adapters.append(adapter)
+            log.info("%s adapter started", adapter.name)
+        # Only now can re-run jobs from before a crash be answered by their adapter.
+        await services.engine.resume_recovered()
+        await stop.wait()
+        log.info("stopping: finishing the running batch, keeping queued jobs for next start")
+    finally:
+        # The engine stops first so results of the running batch still reach the adapters.
+        await services.engine.stop(config.jobs.shutdown_timeout_s)
+        for adapter in reversed(adapters):
+            try:
+                await adapter.stop()
+            except Exception:
+                log.exception("%s adapter failed to stop cleanly", adapter.name)
+        await services.close()
+
+
+def run(config: Config) -> int:
+    """Blocking entry point with SIGINT/SIGTERM handling; returns the exit code."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+
+        def on_signal() -> None:
+            if stop.is_set():
+                # A second Ctrl-C means "now": don't wait for a render that won't end.
+                log.warning("second stop signal: exiting without waiting")
+                os._exit(130)
+            stop.set()
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal)
+        await serve(config, stop)
+
+    asyncio.run(main())
+    return 0

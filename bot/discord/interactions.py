@@ -1,0 +1,201 @@
+"""Interaction handlers: `/sonify`, the message command, `/stats`, the buttons and the form.
+
+Each handler answers (or defers) before any slow work, since Discord allows 3 s.
+Refusals go through `report`, the single error path, which also logs them.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from typing import TYPE_CHECKING
+
+import discord
+
+from bot.discord.replies import InteractionTarget, as_user_error, clip, error_text
+from bot.discord.views import PROMPT_ID, submitted_words, words_modal
+from core.errors import BadRequest, GenerationFailed, ImageRejected, ShuttingDown
+from core.i18n import pick_language, t
+from core.intake.decode import DecodedImage
+from core.jobs.events import JobRequest
+from core.options import GenerationOptions, check_seed
+from core.storage.request_log import RequestRecord
+
+if TYPE_CHECKING:
+    from bot.discord.adapter import DiscordAdapter
+
+log = logging.getLogger(__name__)
+PLATFORM = "discord"
+
+
+def lang_of(interaction: discord.Interaction) -> str:
+    return pick_language(interaction.locale.value)
+
+
+class InteractionHandlers:
+    """What the bot does for each kind of interaction; shared plumbing lives in the adapter."""
+
+    def __init__(self, adapter: DiscordAdapter) -> None:
+        self.adapter = adapter
+        self.services = adapter.services
+        self.config = adapter.config
+
+    async def report(self, interaction: discord.Interaction, error: BaseException) -> None:
+        """The one error path for interactions (also the command tree's `on_error`)."""
+        lang = interaction.extras.get("sonify_lang") or lang_of(interaction)
+        kind = interaction.extras.get("sonify_kind")
+        if kind is not None and not interaction.extras.get("sonify_logged"):
+            await self.adapter.log_refusal(
+                user_id=interaction.user.id, chat_id=interaction.channel_id, kind=kind,
+                lang=lang, error=as_user_error(error) or GenerationFailed("internal"))
+        try:
+            await InteractionTarget(interaction, lang).error(error_text(error, lang))
+        except discord.HTTPException as exc:
+            log.warning("could not report an error to a Discord user: %s", exc)
+
+    def _begin(self, interaction: discord.Interaction, kind: str) -> str:
+        """Note what this interaction asks for, so `report` can log a refusal of it."""
+        lang = lang_of(interaction)
+        interaction.extras.update(sonify_kind=kind, sonify_lang=lang)
+        return lang
+
+    async def sonify_command(self, interaction: discord.Interaction, *,
+                             image: discord.Attachment | None, url: str | None,
+                             seconds: float | None, seed: int | None) -> None:
+        """`/sonify image:… | url:… [seconds] [seed]`."""
+        url = (url or "").strip()
+        lang = self._begin(interaction, "attachment" if image is not None else "url")
+        if image is None and not url:
+            raise BadRequest("no image or link given", code="no_image_option")
+        options = GenerationOptions.from_config(self.config.generation, seconds=seconds)
+        if seed is not None:
+            check_seed(seed)
+        if image is not None:
+            self.adapter.check_size(image)
+        await interaction.response.defer(thinking=True)  # before any slow work: 3 s rule
+        decoded = await self.adapter.acquire(image if image is not None else url)
+        await self._interaction_job(interaction, lang, options=options, seed=seed, image=decoded)
+
+    async def sonify_message(self, interaction: discord.Interaction,
+                             message: discord.Message) -> None:
+        """The "Sonify this image" message command: the first image in that message."""
+        sources = self.adapter.sources(message, addressed=True)
+        kind = "url" if sources and isinstance(sources[0], str) else "attachment"
+        lang = self._begin(interaction, kind)
+        if not sources:
+            raise ImageRejected("no image in the message", code="no_image")
+        if isinstance(sources[0], discord.Attachment):
+            self.adapter.check_size(sources[0])
+        await interaction.response.defer(thinking=True)
+        decoded = await self.adapter.acquire(sources[0])
+        options = GenerationOptions.from_config(self.config.generation)
+        await self._interaction_job(interaction, lang, options=options, seed=None, image=decoded)
+
+    async def _interaction_job(self, interaction: discord.Interaction, lang: str, *,
+                               options: GenerationOptions, seed: int | None,
+                               image: DecodedImage | None = None, caption: str | None = None,
+                               prompt: str | None = None) -> None:
+        """Submit a job for a deferred interaction and follow it in the background."""
+        user = interaction.user
+        perms = interaction.permissions if interaction.guild_id else None
+        request = JobRequest(
+            platform=PLATFORM, user_id=str(user.id), chat_id=str(interaction.channel_id),
+            source_kind=interaction.extras["sonify_kind"], options=options, image=image,
+            caption=caption, prompt=prompt, seed=seed, is_admin=self.adapter.is_admin(user, perms),
+            lang=lang,
+            # No interaction token here: it is a credential and rows outlive it. A job
+            # re-run after a crash is answered in the channel, mentioning the user.
+            reply_context={"kind": "interaction", "channel_id": str(interaction.channel_id),
+                           "user_id": str(user.id)})
+        try:
+            handle = await self.services.engine.submit(request)
+        except ShuttingDown:
+            raise  # the one refusal the engine does not log: `report` does
+        except Exception:
+            interaction.extras["sonify_logged"] = True
+            raise
+        interaction.extras["sonify_logged"] = True
+        target = InteractionTarget(interaction, lang)
+        self.adapter.spawn(self.adapter.follow_job(handle, target), handle)
+
+    async def stats(self, interaction: discord.Interaction) -> None:
+        """`/stats`: text and chart, privately, for admins only."""
+        lang = lang_of(interaction)
+        perms = interaction.permissions if interaction.guild_id else None
+        if not self.adapter.is_admin(interaction.user, perms):
+            await interaction.response.send_message(t("stats_denied", lang), ephemeral=True)
+            return
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        text, png = await self.services.stats_report()
+        await interaction.edit_original_response(
+            content=clip(text),
+            attachments=[discord.File(io.BytesIO(png), filename="sonify-stats.png")])
+
+    # ----- buttons and the form -----------------------------------------------------------
+    async def _own_record(self, interaction: discord.Interaction, request_id: str,
+                          lang: str) -> RequestRecord | None:
+        """The request behind a button, if it exists and belongs to whoever pressed it."""
+        record = await self.services.engine.get_request(request_id)
+        refusal = None
+        if record is None or not (record.caption or record.prompt):
+            refusal = "expired"
+        elif record.platform != PLATFORM or record.user_id != str(interaction.user.id):
+            refusal = "not_yours"
+        if refusal is None:
+            return record
+        await interaction.response.send_message(t(refusal, lang), ephemeral=True)
+        await self.adapter.log_refusal(
+            user_id=interaction.user.id, chat_id=interaction.channel_id,
+            kind=interaction.extras["sonify_kind"], lang=lang,
+            error=BadRequest(refusal, code=refusal))
+        return None
+
+    def _options_of(self, record: RequestRecord) -> GenerationOptions:
+        return record.generation_options or GenerationOptions.from_config(self.config.generation)
+
+    async def again(self, interaction: discord.Interaction, request_id: str) -> None:
+        """"Another take": the stored caption (or prompt), a fresh seed."""
+        try:
+            lang = self._begin(interaction, "retake")
+            record = await self._own_record(interaction, request_id, lang)
+            if record is None:
+                return
+            await interaction.response.defer(thinking=True)
+            text = {"caption": record.caption} if record.caption else {"prompt": record.prompt}
+            await self._interaction_job(interaction, lang, options=self._options_of(record),
+                                        seed=None, **text)
+        except Exception as exc:
+            await self.report(interaction, exc)
+
+    async def ask_words(self, interaction: discord.Interaction, request_id: str) -> None:
+        """"Use my words": open the form (only for the requester)."""
+        try:
+            lang = self._begin(interaction, "text")
+            if await self._own_record(interaction, request_id, lang) is None:
+                return
+            modal = words_modal(request_id, lang)
+            await interaction.response.send_modal(modal)
+            # Submissions are handled in on_modal by custom id, so a form opened before a
+            # restart works after it too; the library's per-process copy is not needed.
+            modal.stop()
+        except Exception as exc:
+            await self.report(interaction, exc)
+
+    async def on_modal(self, interaction: discord.Interaction) -> None:
+        """A submitted "Use my words" form: the text becomes the prompt."""
+        match = PROMPT_ID.fullmatch(str((interaction.data or {}).get("custom_id", "")))
+        if match is None:
+            return
+        try:
+            lang = self._begin(interaction, "text")
+            record = await self._own_record(interaction, match["rid"], lang)
+            if record is None:
+                return
+            words = submitted_words(dict(interaction.data or {}))
+            if not words:
+                raise BadRequest("empty description")
+            await interaction.response.defer(thinking=True)
+            await self._interaction_job(interaction, lang, options=self._options_of(record),
+                                        seed=None, prompt=words)
+        except Exception as exc:
+            await self.report(interaction, exc)

@@ -1,0 +1,99 @@
+"""The buttons under an answer and the "Use my words" form.
+
+Buttons are `DynamicItem`s whose custom id carries the request id
+(`sonify:again:<id>`, `sonify:words:<id>`): discord.py rebuilds them from the id
+alone, so they keep working after a restart; the state comes from the request log.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+import discord
+
+from core.i18n import t
+
+if TYPE_CHECKING:
+    from bot.discord.interactions import InteractionHandlers
+
+RID = r"(?P<rid>[A-Za-z0-9_-]{1,40})"
+PROMPT_PREFIX = "sonify:prompt:"
+PROMPT_ID = re.compile(re.escape(PROMPT_PREFIX) + RID)
+MAX_WORDS = 200
+
+
+def handlers_of(interaction: discord.Interaction) -> InteractionHandlers:
+    """The handlers of the adapter that owns this interaction's client."""
+    return interaction.client.sonify.interactions  # type: ignore[attr-defined]
+
+
+class AgainButton(discord.ui.DynamicItem[discord.ui.Button], template=f"sonify:again:{RID}"):
+    """"Another take": the same caption, a new seed."""
+
+    def __init__(self, request_id: str, label: str = "Another take") -> None:
+        super().__init__(discord.ui.Button(label=label, emoji="🔁",
+                                           style=discord.ButtonStyle.primary,
+                                           custom_id=f"sonify:again:{request_id}"))
+        self.request_id = request_id
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item[Any],
+                             match: re.Match[str], /) -> AgainButton:
+        return cls(match["rid"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await handlers_of(interaction).again(interaction, self.request_id)
+
+
+class WordsButton(discord.ui.DynamicItem[discord.ui.Button], template=f"sonify:words:{RID}"):
+    """"Use my words": opens a form; the user's text becomes the sound prompt."""
+
+    def __init__(self, request_id: str, label: str = "Use my words") -> None:
+        super().__init__(discord.ui.Button(label=label, emoji="✏️",
+                                           style=discord.ButtonStyle.secondary,
+                                           custom_id=f"sonify:words:{request_id}"))
+        self.request_id = request_id
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item[Any],
+                             match: re.Match[str], /) -> WordsButton:
+        return cls(match["rid"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await handlers_of(interaction).ask_words(interaction, self.request_id)
+
+
+def result_view(request_id: str, lang: str) -> discord.ui.View:
+    """The two buttons under an answer, labelled in `lang`."""
+    view = discord.ui.View(timeout=None)
+    view.add_item(AgainButton(request_id, t("another_take", lang)))
+    view.add_item(WordsButton(request_id, t("use_my_words", lang)))
+    return view
+
+
+def words_modal(request_id: str, lang: str) -> discord.ui.Modal:
+    """The form behind "Use my words"; its submission is handled by `DiscordAdapter.words`."""
+    modal = discord.ui.Modal(title=t("use_my_words", lang)[:45],
+                             custom_id=f"{PROMPT_PREFIX}{request_id}", timeout=None)
+    modal.add_item(discord.ui.TextInput(
+        label=t("words_label", lang)[:45], placeholder=t("words_placeholder", lang)[:100],
+        custom_id="words", style=discord.TextStyle.paragraph, min_length=2,
+        max_length=MAX_WORDS))
+    return modal
+
+
+def submitted_words(data: dict[str, Any]) -> str:
+    """The text typed into a submitted form (rows of inputs, or labelled inputs)."""
+    found: list[str] = []
+
+    def walk(components: list[dict[str, Any]]) -> None:
+        for comp in components:
+            if isinstance(comp.get("value"), str):
+                found.append(comp["value"])
+            walk(comp.get("components", []))
+            if isinstance(comp.get("component"), dict):
+                walk([comp["component"]])
+
+    walk(data.get("components", []))
+    return " ".join(" ".join(found).split())[:MAX_WORDS]

@@ -1,0 +1,226 @@
+"""The Telegram adapter: python-telegram-bot wired to the shared job engine.
+
+Thin by design: it turns updates into `JobRequest`s (telegram_handlers), mirrors job
+events into replies (telegram_reply), and reads options and images out of messages
+(telegram_parse). It shares the event loop with the other adapters, so it drives PTB's
+`Application` by hand (initialize/start/updater) instead of `run_polling`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import re
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from aiohttp import web
+from telegram import BotCommand, BotCommandScopeChat, Update
+from telegram.error import InvalidToken, NetworkError, TelegramError
+from telegram.ext import (
+    Application,
+    CallbackQueryHandler,
+    CommandHandler,
+    MessageHandler,
+    filters,
+)
+
+from bot.telegram.handlers import PLATFORM, Handlers
+from bot.telegram.replies import Responder, with_retry
+from core.errors import ConfigError
+from core.i18n import CATALOGUE, DEFAULT_LANGUAGE, t
+from core.logs import SecretMaskingFilter
+
+if TYPE_CHECKING:
+    from core.services import Services
+
+log = logging.getLogger(__name__)
+
+ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
+STOP_GRACE_S = 10.0  # time given to answers already being sent when the bot stops
+_SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+
+
+class TelegramAdapter:
+    """`await start()` to connect (polling or webhook), `await stop()` to disconnect."""
+
+    name = PLATFORM
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.cfg = services.config.telegram
+        if not self.cfg.token:
+            raise ConfigError(f"{services.config.source}: [telegram] token is not set "
+                              "(or set SONIFY_TELEGRAM_TOKEN)")
+        if self.cfg.webhook_secret and not _SECRET_RE.match(self.cfg.webhook_secret):
+            raise ConfigError(f"{services.config.source}: [telegram] webhook_secret: use 1-256 "
+                              "characters from A-Z, a-z, 0-9, _ and -")
+        # httpx logs every request URL at INFO, and Bot API URLs carry the token.
+        if logging.getLogger("httpx").level == logging.NOTSET:
+            logging.getLogger("httpx").setLevel(logging.WARNING)
+        mask_secrets(self.cfg.token, self.cfg.webhook_secret)
+        self.app = self._build()
+        self.responder = Responder(self.app.bot, self.cfg)
+        self.handlers = Handlers(services, self.responder)
+        self._register(self.app, self.handlers)
+        self._webhook: web.AppRunner | None = None
+        self._started = False
+
+    def _build(self) -> Application:  # type: ignore[type-arg]
+        builder = (Application.builder()
+                   .token(self.cfg.token)
+                   .base_url(self.cfg.api_base_url)
+                   .base_file_url(self.cfg.file_base_url)
+                   # Intake (downloads, link fetches) must not queue behind one slow user.
+                   .concurrent_updates(True)
+                   .get_updates_read_timeout(self.cfg.poll_timeout_s + 10.0)
+                   .media_write_timeout(60.0))
+        if self.cfg.mode == "webhook":
+            builder = builder.updater(None)
+        return builder.build()
+
+    @staticmethod
+    def _register(app: Application, h: Handlers) -> None:  # type: ignore[type-arg]
+        new = filters.UpdateType.MESSAGE  # edits of old messages are not new requests
+        app.add_handler(CommandHandler(["start", "help"], h.on_help, filters=new))
+        app.add_handler(CommandHandler("stats", h.on_stats, filters=new))
+        app.add_handler(CommandHandler("sonify", h.on_sonify, filters=new))
+        app.add_handler(CallbackQueryHandler(h.on_button, pattern=r"^(again|words):"))
+        app.add_handler(MessageHandler(new & filters.COMMAND & filters.ChatType.PRIVATE,
+                                       h.on_help))
+        app.add_handler(MessageHandler(new & ~filters.COMMAND, h.on_message))
+        app.add_error_handler(h.on_error)
+
+    # -- lifecycle -------------------------------------------------------------------
+    async def start(self) -> None:
+        source = self.services.config.source
+        try:
+            # getMe checks the token; a network blip at start-up is retried, not fatal.
+            await with_retry(self.app.initialize, what="getMe", attempts=3)
+        except (InvalidToken, NetworkError) as exc:
+            await self.app.bot.shutdown()  # its HTTP clients were opened before getMe failed
+            if isinstance(exc, InvalidToken):  # PTB's own message quotes the token
+                raise ConfigError(f"{source}: [telegram] token: Telegram refused it; copy it "
+                                  "again from @BotFather") from None
+            detail = str(exc).replace(self.cfg.token, "***")
+            raise ConfigError(f"{source}: [telegram] api_base_url: cannot reach the Bot API "
+                              f"({detail})") from None
+        try:
+            await self._connect()
+        except BaseException:
+            # Half-started: release the HTTP clients (and the webhook port) before failing.
+            await self._teardown()
+            raise
+        self._started = True
+        log.info("telegram: @%s is listening (%s)", self.app.bot.username, self.cfg.mode)
+
+    async def _connect(self) -> None:
+        bot = self.app.bot
+        self.handlers.bot_id, self.handlers.username = bot.id, bot.username
+        self.services.engine.on_recovered(PLATFORM, self.handlers.on_recovered)
+        await self._register_commands()
+        await self.app.start()
+        if self.cfg.mode == "webhook":
+            await self._start_webhook()
+        else:
+            assert self.app.updater is not None
+            await self.app.updater.start_polling(
+                timeout=self.cfg.poll_timeout_s, allowed_updates=ALLOWED_UPDATES,
+                bootstrap_retries=3, error_callback=self._polling_error)
+
+    async def stop(self) -> None:
+        if not self._started:
+            return
+        self._started = False
+        await self._teardown()
+        log.info("telegram: stopped")
+
+    async def _teardown(self) -> None:
+        if self.app.updater is not None and self.app.updater.running:
+            await self.app.updater.stop()
+        if self._webhook is not None:
+            await self._webhook.cleanup()
+            self._webhook = None
+        await self._drain_answers()
+        if self.app.running:
+            await self.app.stop()
+        await self.app.shutdown()
+
+    async def _drain_answers(self) -> None:
+        """Let answers being sent finish; jobs not done stay in the log for the next start."""
+        tasks = set(self.handlers.tasks)
+        waiting = {task for task in tasks if not self.handlers.delivering(task)}
+        for task in waiting:
+            task.cancel()
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=STOP_GRACE_S)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late, timeout=1.0)
+
+    def _polling_error(self, exc: TelegramError) -> None:
+        log.warning("telegram: polling failed (%s: %s); retrying", type(exc).__name__, exc)
+
+    async def _register_commands(self) -> None:
+        """The command menu, in every catalogue language; /stats only for admins."""
+        bot = self.app.bot
+        for lang in CATALOGUE:
+            code = None if lang == DEFAULT_LANGUAGE else lang
+            public = [BotCommand("sonify", t("telegram.cmd_sonify", lang)),
+                      BotCommand("help", t("telegram.cmd_help", lang))]
+            admin = [*public, BotCommand("stats", t("telegram.cmd_stats", lang))]
+            menus = [(public, None), *((admin, BotCommandScopeChat(a)) for a in self.cfg.admins)]
+            for commands, scope in menus:
+                try:
+                    await with_retry(lambda c=commands, s=scope, code=code: bot.set_my_commands(
+                        c, scope=s, language_code=code), what="setMyCommands", attempts=3)
+                except TelegramError as exc:
+                    # A menu is a convenience; an admin who never opened the chat makes it fail.
+                    log.warning("telegram: could not register a command menu (%s): %s",
+                                lang, exc)
+
+    # -- webhook mode --------------------------------------------------------------------
+    async def _start_webhook(self) -> None:
+        url = self.cfg.webhook_url
+        if not self.cfg.webhook_secret:
+            log.warning("telegram: [telegram] webhook_secret is not set: anyone who learns the "
+                        "webhook URL can send the bot fake updates")
+        path = urlsplit(url).path or "/"
+        server = web.Application(client_max_size=2 * 1024 * 1024)
+        server.router.add_post(path, self._on_webhook)
+        self._webhook = web.AppRunner(server, access_log=None)
+        await self._webhook.setup()
+        await web.TCPSite(self._webhook, self.cfg.webhook_listen, self.cfg.webhook_port).start()
+        await with_retry(lambda: self.app.bot.set_webhook(
+            url=url, secret_token=self.cfg.webhook_secret or None,
+            allowed_updates=ALLOWED_UPDATES), what="setWebhook")
+
+    async def _on_webhook(self, request: web.Request) -> web.Response:
+        secret = self.cfg.webhook_secret
+        given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")
+        if secret and not hmac.compare_digest(given.encode(), secret.encode()):
+            return web.Response(status=403)
+        try:
+            data = await request.json()
+            if not isinstance(data, dict):
+                raise TypeError("an update is a JSON object")
+            update = Update.de_json(data, self.app.bot)
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return web.Response(status=400)
+        await self.app.update_queue.put(update)
+        return web.Response()
+
+
+def mask_secrets(token: str, webhook_secret: str = "") -> None:
+    """Mask the bot's secrets in the loggers that print them, whatever level the host set."""
+    # The filter also masks the percent-encoded token of file download URLs ("123%3AABC")
+    # and the key after the bot id on its own.
+    masking = SecretMaskingFilter([token, webhook_secret])
+    # httpx logs request URLs; PTB's bot logs call parameters (setWebhook's secret) at DEBUG.
+    for name in ("httpx", "telegram.Bot", "telegram.ext.ExtBot"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, SecretMaskingFilter) and f.secrets == masking.secrets
+                   for f in logger.filters):
+            logger.addFilter(masking)

@@ -1,0 +1,1 @@
+"""Image intake: links, SSRF-safe fetching, hardened decoding."""

@@ -1,0 +1,1 @@
+"""The job engine: accepting, queueing, batching and answering jobs."""

@@ -1,0 +1,156 @@
+"""The clip cache: encoded clips on disk under `<data_dir>/cache`, indexed in the request log DB.
+
+Every finished clip is written here once (`<clip_id>.ogg` + `<clip_id>.mp3`), and
+`JobResult.files` points at these files. A clip with a cache key can be served
+again to an identical request; the total size is capped at `[jobs] cache_max_mb`,
+least recently used first. A clip used in the last `keep_recent_s` seconds
+(default 10 min) is never evicted, so the files an adapter was just handed stay
+valid while it uploads them, even with the cache disabled (`cache_max_mb = 0`:
+nothing is served from the cache and clips are removed after that grace time).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.options import GenerationOptions
+from core.storage.request_log import RequestLog
+
+logger = logging.getLogger(__name__)
+
+CLIP_FORMATS = ("ogg", "mp3")
+
+
+@dataclass(frozen=True)
+class CachedClip:
+    """A stored clip, ready to be handed out as a `JobResult`."""
+
+    clip_id: str
+    caption: str
+    prompt: str
+    seed: int
+    duration_s: float
+    files: dict[str, Path]
+
+
+def cache_key(*, model_tag: str, options: GenerationOptions, image_sha256: str | None = None,
+              caption: str | None = None, prompt: str | None = None,
+              seed: int | str = "auto") -> str:
+    """Key of a request's clip: what went in, the options, the seed (or "auto") and the models."""
+    if image_sha256 is not None:
+        source: list[str] = ["image", image_sha256]
+    elif caption is not None:
+        source = ["caption", caption]
+    elif prompt is not None:
+        source = ["prompt", prompt]
+    else:
+        raise ValueError("a cache key needs an image hash, a caption or a prompt")
+    blob = json.dumps({"src": source, "opt": options.to_dict(), "seed": seed, "m": model_tag},
+                      sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+class ClipCache:
+    """Clip files plus their index rows; evicts least recently used beyond the size cap."""
+
+    def __init__(self, log: RequestLog, root: Path, max_bytes: int, *,
+                 keep_recent_s: float = 600.0, clock: Callable[[], float] = time.time) -> None:
+        self.log = log
+        self.root = Path(root)
+        self.max_bytes = max(0, int(max_bytes))
+        self.keep_recent_s = keep_recent_s
+        self._clock = clock
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_bytes > 0
+
+    async def start(self) -> None:
+        """Create the folder, drop files the index does not know (a crash mid-write), evict."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        known = {name for files in await self.log.clip_all_files() for name in files.values()}
+        for path in self.root.iterdir():
+            if path.is_file() and path.name not in known:
+                path.unlink(missing_ok=True)
+        await self.evict()
+
+    async def lookup(self, key: str) -> CachedClip | None:
+        """The clip stored for `key`, if caching is on and its files are still there."""
+        if not self.enabled:
+            return None
+        row = await self.log.clip_lookup(key)
+        if row is None:
+            return None
+        clip = self._clip(row)
+        if not all(p.is_file() for p in clip.files.values()):
+            logger.warning("cached clip %s lost its files; dropping it", clip.clip_id)
+            await self.log.clip_delete([clip.clip_id])
+            return None
+        await self.log.clip_touch(clip.clip_id, self._clock())
+        return clip
+
+    def write(self, clip_id: str, audio: np.ndarray, rate: int) -> tuple[dict[str, Path], float]:
+        """Encode one clip in every served format (blocking: call it in a thread)."""
+        from core.audio.encode import prepare_clip, write_clip
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        clip = prepare_clip(audio, rate)
+        files: dict[str, Path] = {}
+        duration = 0.0
+        for fmt in CLIP_FORMATS:
+            path = self.root / f"{clip_id}.{fmt}"
+            duration = write_clip(clip, rate, path, fmt, prepare=False)
+            files[fmt] = path
+        return files, duration
+
+    async def add(self, *, clip_id: str, key: str | None, caption: str, prompt: str, seed: int,
+                  duration_s: float, files: dict[str, Path]) -> CachedClip:
+        """Index a written clip (servable again under `key` when caching is on), then evict."""
+        now = self._clock()
+        size = sum(p.stat().st_size for p in files.values() if p.exists())
+        await self.log.clip_put({
+            "clip_id": clip_id, "key": key if self.enabled else None, "caption": caption,
+            "prompt": prompt, "seed": seed, "duration_s": duration_s,
+            "files": {fmt: p.name for fmt, p in files.items()}, "size_bytes": size,
+            "created_at": now, "last_used_at": now,
+        })
+        await self.evict()
+        return CachedClip(clip_id, caption, prompt, seed, duration_s, dict(files))
+
+    async def evict(self) -> int:
+        """Remove least recently used clips until under the cap; returns how many went."""
+        total = await self.log.clip_total_bytes()
+        removed = 0
+        cutoff = self._clock() - self.keep_recent_s
+        while total > self.max_bytes:
+            rows = await self.log.clip_oldest(cutoff)
+            if not rows:
+                break  # the rest is protected; it becomes evictable later
+            gone: list[str] = []
+            for row in rows:
+                if total <= self.max_bytes:
+                    break
+                for name in row["files"].values():
+                    (self.root / name).unlink(missing_ok=True)
+                total -= row["size_bytes"]
+                gone.append(row["clip_id"])
+            await self.log.clip_delete(gone)
+            removed += len(gone)
+        return removed
+
+    async def total_bytes(self) -> int:
+        return await self.log.clip_total_bytes()
+
+    def _clip(self, row: dict[str, Any]) -> CachedClip:
+        files = {fmt: self.root / name for fmt, name in row["files"].items()}
+        return CachedClip(row["clip_id"], row["caption"], row["prompt"], row["seed"],
+                          row["duration_s"], files)

@@ -1,0 +1,334 @@
+"""The engine's worker side: the fair queue, micro-batching, and answering finished jobs.
+
+The worker loop takes the job at the head of the fair queue plus the next jobs
+with equal options (up to ``max_batch``, waiting at most ``max_wait_ms`` for more),
+hands them to the `BatchRunner`, then finishes each job in its own task (encode
+the clip into the cache off the loop, update the rows, emit `Done`/`Failed`) so
+the next batch can start while the last one is being encoded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from core.config import JobsConfig
+from core.errors import GenerationFailed, ShuttingDown, UserFacingError
+from core.jobs.cache import ClipCache
+from core.jobs.events import (
+    Done,
+    Failed,
+    JobHandle,
+    JobRequest,
+    JobResult,
+    Progress,
+    Queued,
+    Started,
+)
+from core.jobs.fair_queue import FairQueue
+from core.jobs.model_runner import BatchRunner, Outcome, WorkItem
+from core.jobs.spool import Spool
+from core.options import GenerationOptions
+from core.storage.request_log import RequestLog
+
+if TYPE_CHECKING:
+    from core.models.pipeline import PipelineInput, PipelineResult
+
+logger = logging.getLogger(__name__)
+
+User = tuple[str, str]  # (platform, user id)
+FIRST_BATCH_GUESS_S = 10.0  # wait estimate before any batch has been timed
+
+
+@dataclass(eq=False)
+class Ticket:
+    """One request answered by a job (the job's own, or an identical one riding along)."""
+
+    handle: JobHandle
+    user: User
+    created_at: float
+
+
+@dataclass(eq=False)
+class Job:
+    """One computation: its input and every request waiting for it."""
+
+    id: str
+    user: User
+    options: GenerationOptions
+    request: JobRequest
+    seed: int
+    key: str
+    tickets: list[Ticket] = field(default_factory=list)
+    position: int = 0
+    started_at: float | None = None
+    batch_size: int = 1
+    last_progress: Progress | None = None
+    sealed: bool = False  # answered (or being answered): no more riders
+
+
+def stopping_failure() -> Failed:
+    """For jobs left for the next start: the adapter may say so; the job will be answered."""
+    return Failed(ShuttingDown("the service is stopping", code="shutting_down", resumes=True))
+
+
+class Dispatcher:
+    """Owns the waiting line, the jobs in flight and the worker loop."""
+
+    def __init__(self, jobs: JobsConfig, log: RequestLog, cache: ClipCache, spool: Spool,
+                 runner: BatchRunner, *, release: Callable[[User], None],
+                 clock: Callable[[], float]) -> None:
+        self.jobs = jobs
+        self.log = log
+        self.cache = cache
+        self.spool = spool
+        self.runner = runner
+        self._release = release  # a ticket's user has one job fewer running
+        self._clock = clock
+        self.queue: FairQueue[Job] = FairQueue(lambda j: j.user)
+        self._inflight: dict[str, Job] = {}
+        self._running: list[Job] = []
+        self._batch_started = 0.0
+        self._batch_times: deque[float] = deque(maxlen=20)
+        self._finishing: dict[asyncio.Task[None], Job] = {}
+        self._wakeup = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.batches: deque[int] = deque(maxlen=10_000)  # recent batch sizes (tests, benches)
+
+    # queue side ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._worker = asyncio.create_task(self._worker_loop(), name="sonify-worker")
+
+    def rideable(self, key: str) -> Job | None:
+        """The identical job in flight that a new request can ride along with."""
+        job = self._inflight.get(key)
+        return job if job is not None and not job.sealed else None
+
+    def attach(self, ticket: Ticket, request: JobRequest, seed: int, key: str) -> Job | None:
+        """Join an identical job in flight, or queue a new one (synchronous: no races).
+
+        Returns the job the ticket now waits for (None when stopping: it waits for the
+        next start).
+        """
+        if self._stopping:  # accepted while stopping: its row waits for the next start
+            ticket.handle.emit(stopping_failure())
+            return None
+        job = self.rideable(key)
+        if job is not None:
+            job.tickets.append(ticket)
+            if job.started_at is not None:
+                ticket.handle.emit(Started(job.batch_size))
+                if job.last_progress is not None:
+                    ticket.handle.emit(job.last_progress)
+            else:
+                ticket.handle.emit(Queued(job.position))
+            return job
+        job = Job(id=ticket.handle.id, user=ticket.user, options=request.options,
+                  request=request, seed=seed, key=key, tickets=[ticket])
+        self._inflight[key] = job
+        self.queue.push(job)
+        self._refresh_positions()
+        self._wakeup.set()
+        return job
+
+    def _refresh_positions(self) -> None:
+        for pos, job in enumerate(self.queue.order(), start=1):
+            if job.position != pos:
+                job.position = pos
+                for ticket in job.tickets:
+                    ticket.handle.emit(Queued(pos))
+
+    def estimate(self, batches_ahead: int) -> int:
+        """Seconds until the running batch and `batches_ahead` more are done (at least 1)."""
+        avg = (sum(self._batch_times) / len(self._batch_times) if self._batch_times
+               else FIRST_BATCH_GUESS_S)
+        remaining = 0.0
+        if self._running:
+            remaining = max(0.0, avg - (time.monotonic() - self._batch_started))
+        return max(1, math.ceil(remaining + batches_ahead * avg))
+
+    def estimate_drain(self) -> int:
+        return self.estimate(math.ceil(len(self.queue) / self.jobs.max_batch))
+
+    def estimate_user_wait(self, user: User) -> int:
+        """Roughly when one of `user`'s jobs will be done."""
+        if any(t.user == user for job in self._running for t in job.tickets):
+            return self.estimate(0)
+        for pos, job in enumerate(self.queue.order(), start=1):
+            if any(t.user == user for t in job.tickets):
+                return self.estimate(math.ceil(pos / self.jobs.max_batch))
+        return self.estimate(0)
+
+    async def stop(self, timeout: float) -> None:  # noqa: ASYNC109 (a deadline, not a cancel)
+        """Let the running batch finish within `timeout`; leave everything else queued."""
+        self._stopping = True
+        self._wakeup.set()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        if self._worker is not None:
+            await asyncio.wait({self._worker}, timeout=timeout)
+            if not self._worker.done():
+                logger.warning("shutdown timeout: the running batch is left for the next start")
+                self.runner.cancel_running()
+                self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+        cut_short: list[Job] = []
+        if self._finishing:
+            await asyncio.wait(self._finishing, timeout=max(0.0, deadline - loop.time()))
+            for task, job in list(self._finishing.items()):
+                if not task.done():
+                    task.cancel()
+                    cut_short.append(job)
+        # Their rows stay queued/running (and their images spooled) for the next start.
+        for job in [*self._running, *cut_short, *self.queue.clear()]:
+            for ticket in job.tickets:
+                ticket.handle.emit(stopping_failure())
+        self.runner.close()
+
+    # worker side ---------------------------------------------------------------------------
+
+    async def _worker_loop(self) -> None:
+        while not self._stopping:
+            try:
+                batch = await self._next_batch()
+                if batch:
+                    await self._run_batch(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the worker must outlive any job
+                logger.exception("worker error")
+
+    async def _next_batch(self) -> list[Job]:
+        while not self.queue:
+            if self._stopping:
+                return []
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.jobs.max_wait_ms / 1000
+        while not self._stopping:
+            head = self.queue.first()
+            if head is None:
+                return []
+            batch = self.queue.take(lambda j, o=head.options: j.options == o,
+                                    self.jobs.max_batch)
+            left = deadline - loop.time()
+            if len(batch) >= self.jobs.max_batch or left <= 0:
+                return batch
+            self._wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), left)
+        return []
+
+    async def _run_batch(self, batch: list[Job]) -> None:
+        for job in batch:
+            self.queue.remove(job)
+        self._refresh_positions()
+        now = self._clock()
+        self._running = batch
+        self._batch_started = time.monotonic()
+        self.batches.append(len(batch))
+        for job in batch:
+            job.started_at, job.batch_size = now, len(batch)
+            for ticket in job.tickets:
+                ticket.handle.emit(Started(len(batch)))
+        try:
+            await self.log.mark_started([t.handle.id for job in batch for t in job.tickets],
+                                        now, len(batch))
+            items = [WorkItem(_pipeline_input(job.request, job.seed),
+                              on_progress=lambda s, n, j=job: self._on_progress(j, s, n),
+                              tag=job.id) for job in batch]
+            outcomes = await self.runner.run(items, batch[0].options)
+        except Exception:
+            logger.exception("batch failed outside the model call")
+            outcomes = [Outcome(error=GenerationFailed("generation failed")) for _ in batch]
+        self._batch_times.append(time.monotonic() - self._batch_started)
+        self._running = []
+        for job, outcome in zip(batch, outcomes, strict=True):
+            task = asyncio.create_task(self._finish(job, outcome))
+            self._finishing[task] = job
+            task.add_done_callback(lambda t: self._finishing.pop(t, None))
+
+    def _on_progress(self, job: Job, step: int, total: int) -> None:
+        event = Progress(step, total)
+        job.last_progress = event
+        for ticket in job.tickets:
+            ticket.handle.emit(event)
+
+    async def _finish(self, job: Job, outcome: Outcome) -> None:
+        try:
+            if outcome.result is None:
+                await self._fail(job, outcome.error or GenerationFailed("generation failed"))
+            else:
+                await self._succeed(job, outcome.result, outcome.batch_size)
+        except Exception:
+            logger.exception("finishing job %s failed", job.id)
+            await self._fail(job, GenerationFailed("generation failed"))
+
+    async def _succeed(self, job: Job, result: PipelineResult, batch_size: int) -> None:
+        started = time.perf_counter()
+        files, duration = await asyncio.to_thread(self.cache.write, job.id, result.audio,
+                                                  result.sample_rate)
+        encode_s = time.perf_counter() - started
+        await self.cache.add(clip_id=job.id, key=job.key, caption=result.caption,
+                             prompt=result.prompt, seed=job.seed, duration_s=duration,
+                             files=files)
+        tickets = self._seal(job)  # from here on, identical requests are cache hits
+        now = self._clock()
+        done: list[tuple[Ticket, JobResult]] = []
+        for ticket in tickets:
+            leader = ticket is tickets[0]  # riders were served without a model call
+            timings = {"queue_wait_s": max(0.0, (job.started_at or now) - ticket.created_at),
+                       "caption_s": float(result.timings.get("caption_s", 0.0)),
+                       "sound_s": float(result.timings.get("sound_s", 0.0)),
+                       "encode_s": encode_s, "total_s": max(0.0, now - ticket.created_at)}
+            await self.log.update(
+                ticket.handle.id, status="done", caption=result.caption, prompt=result.prompt,
+                seed=job.seed, cache_hit=not leader, batch_size=batch_size, duration_s=duration,
+                finished_at=now, files={k: str(v) for k, v in files.items()}, **timings)
+            done.append((ticket, JobResult(
+                request_id=ticket.handle.id, caption=result.caption, prompt=result.prompt,
+                seed=job.seed, duration_s=duration, files=dict(files), cache_hit=not leader,
+                batch_size=batch_size, timings=timings)))
+        for ticket, res in done:
+            self.spool.delete(ticket.handle.id)
+            self._release(ticket.user)
+            ticket.handle.emit(Done(res))
+
+    async def _fail(self, job: Job, error: UserFacingError) -> None:
+        tickets = self._seal(job)
+        now = self._clock()
+        for ticket in tickets:
+            try:
+                await self.log.update(ticket.handle.id, status="failed", reason=error.code,
+                                      finished_at=now, total_s=max(0.0, now - ticket.created_at))
+            except Exception:
+                logger.exception("could not log the failure of %s", ticket.handle.id)
+        for ticket in tickets:
+            self.spool.delete(ticket.handle.id)
+            self._release(ticket.user)
+            ticket.handle.emit(Failed(error))
+
+    def _seal(self, job: Job) -> list[Ticket]:
+        job.sealed = True
+        if self._inflight.get(job.key) is job:
+            del self._inflight[job.key]
+        return list(job.tickets)
+
+
+def _pipeline_input(request: JobRequest, seed: int) -> PipelineInput:
+    from core.models.pipeline import PipelineInput
+
+    if request.image is not None:
+        return PipelineInput(image=request.image.image, seed=seed)
+    return PipelineInput(caption=request.caption, prompt=request.prompt, seed=seed)

@@ -1,0 +1,155 @@
+"""What adapters hand to the job engine and what they get back.
+
+An adapter builds a `JobRequest`, calls `JobEngine.submit`, and reads the
+returned `JobHandle`: `async for event in handle.events()` for live updates, or
+`await handle.result()` for the outcome only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from core.errors import GenerationFailed, UserFacingError
+from core.options import GenerationOptions
+
+if TYPE_CHECKING:
+    from core.intake.decode import DecodedImage
+
+
+@dataclass
+class JobRequest:
+    """One request from one user. Exactly one of `image`, `caption` or `prompt` is set.
+
+    - `image`: caption it, then turn the caption into a prompt with the template.
+    - `caption`: skip captioning ("Another take" reuses the stored caption).
+    - `prompt`: use as the sound prompt verbatim ("Use my words").
+    """
+
+    platform: str  # "telegram" | "discord" | "web" | "cli"
+    user_id: str
+    chat_id: str
+    source_kind: str  # "photo" | "document" | "url" | "attachment" | "upload" | "retake" | "text"
+    options: GenerationOptions
+    image: DecodedImage | None = None
+    caption: str | None = None
+    prompt: str | None = None
+    seed: int | None = None  # None: the engine draws one (and logs it)
+    is_admin: bool = False
+    lang: str = "en"
+    # JSON-safe data the adapter needs to answer this job after a restart
+    # (chat/message ids, interaction tokens). Stored with the request row.
+    reply_context: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        given = [x is not None for x in (self.image, self.caption, self.prompt)]
+        if sum(given) != 1:
+            raise ValueError("JobRequest needs exactly one of image, caption or prompt")
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """A finished clip, encoded on disk in every format adapters serve."""
+
+    request_id: str
+    caption: str
+    prompt: str
+    seed: int
+    duration_s: float
+    files: dict[str, Path]  # "ogg" / "mp3" -> path (paths stay valid while cached)
+    cache_hit: bool = False
+    batch_size: int = 1
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def audio_path(self, fmt: str = "ogg") -> Path:
+        return self.files[fmt]
+
+
+@dataclass(frozen=True)
+class Queued:
+    position: int  # 1 = next in line
+
+
+@dataclass(frozen=True)
+class Started:
+    batch_size: int = 1
+
+
+@dataclass(frozen=True)
+class Progress:
+    step: int
+    total: int
+
+
+@dataclass(frozen=True)
+class Done:
+    result: JobResult
+
+
+@dataclass(frozen=True)
+class Failed:
+    error: UserFacingError
+
+
+JobEvent = Queued | Started | Progress | Done | Failed
+
+
+class JobHandle:
+    """A submitted job: its id, its event stream and its final outcome.
+
+    Every consumer of `events()` sees the whole history from the start, so an
+    adapter that subscribes late misses nothing. Producers (the engine) call
+    `emit`; the stream ends after `Done` or `Failed`.
+    """
+
+    def __init__(self, request_id: str, request: JobRequest) -> None:
+        self.id = request_id
+        self.request = request
+        self._history: list[JobEvent] = []
+        self._changed = asyncio.Event()
+        self._future: asyncio.Future[JobResult] = asyncio.get_running_loop().create_future()
+
+    @property
+    def finished(self) -> bool:
+        return self._future.done()
+
+    @property
+    def last_event(self) -> JobEvent | None:
+        return self._history[-1] if self._history else None
+
+    def emit(self, event: JobEvent) -> None:
+        """Record an event (engine side). Events after the final one are ignored."""
+        if self._future.done():
+            return
+        self._history.append(event)
+        if isinstance(event, Done):
+            self._future.set_result(event.result)
+        elif isinstance(event, Failed):
+            self._future.set_exception(event.error)
+            self._future.exception()  # mark retrieved: nobody awaiting is not an error
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def events(self) -> AsyncIterator[JobEvent]:
+        """Yield every event from the first; stop after `Done`/`Failed`."""
+        index = 0
+        while True:
+            while index < len(self._history):
+                event = self._history[index]
+                index += 1
+                yield event
+                if isinstance(event, Done | Failed):
+                    return
+            await self._changed.wait()
+
+    async def result(self) -> JobResult:
+        """The result; raises the job's `UserFacingError` if it failed."""
+        return await asyncio.shield(self._future)
+
+
+def failure(code: str = "failed", message: str = "generation failed") -> Failed:
+    """A `Failed` event for a worker-side failure with a user-facing code."""
+    return Failed(GenerationFailed(message, code=code))

@@ -1,0 +1,1 @@
+"""Image → caption → prompt → sound: the models and how they are loaded."""

@@ -1,0 +1,333 @@
+"""Image captions with CoCa (open_clip), decoded by our own greedy and beam search.
+
+open_clip 3.3.0's `CoCa.generate()` needs `BeamSearchScorer`, which current transformers
+no longer has, so decoding runs here over the CoCa modules: the image is encoded once and
+each step asks the text decoder for the next-token logits of every live row.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from core.config import GenerationConfig, ModelsConfig
+from core.errors import ConfigError, ModelMissingError
+from core.models.quiet import download_problem, first_line, held_logs
+
+log = logging.getLogger(__name__)
+
+SOT_ID = 49406  # open_clip SimpleTokenizer's <start_of_text>
+EOT_ID = 49407  # ... and <end_of_text>
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
+_FIX = ("set [models] caption_path to a local open_clip folder (open_clip_config.json + "
+        "open_clip_model.safetensors), or use the test models with SONIFY_MODELS=tiny.")
+
+_END = re.compile(r"<end_of_text>|<\|endoftext\|>")
+_SPECIAL = re.compile(r"<start_of_text>|<\|startoftext\|>|<pad>|</w>")
+_CONTRACTION = re.compile(r"\s+'(s|t|re|ve|m|ll|d)\b")
+
+
+def clean_caption(text: str) -> str:
+    """Turn decoded CoCa text into a sentence: no special tokens, tidy punctuation, final period."""
+    text = _END.split(text, maxsplit=1)[0]
+    text = " ".join(_SPECIAL.sub(" ", text).split())
+    # SimpleTokenizer decodes every token with a trailing space: "a dog 's toy ." etc.
+    text = re.sub(r"\s+([.,!?;:%)\]}])", r"\1", text)
+    text = re.sub(r"([(\[{])\s+", r"\1", text)
+    text = _CONTRACTION.sub(r"'\1", text)
+    text = re.sub(r"(?<=\w) - (?=\w)", "-", text)
+    text = re.sub(r'"\s*([^"]*?)\s*"', r'"\1"', text)
+    text = re.sub(r"([.,!?;:])\1+", r"\1", text)
+    text = re.sub(r"[,;:]+(?=[.!?])", "", text)
+    text = text.strip(" ,;:-").lstrip(".!?").strip()
+    if not text:
+        return ""
+    text = text[0].upper() + text[1:]
+    return text if text[-1] in ".!?" else text + "."
+
+
+class Captioner:
+    """Caption PIL images with a CoCa model; batched greedy or beam-search decoding."""
+
+    def __init__(self, model: torch.nn.Module, preprocess: Any, tokenizer: Any, *,
+                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                 beams: int = 6, max_tokens: int = 30, min_tokens: int = 4,
+                 length_penalty: float = 1.0) -> None:
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.model = model.to(self.device).eval()
+        self.preprocess = preprocess
+        self.tokenizer = tokenizer
+        self.beams = _positive("beams", beams)
+        self.max_tokens = _positive("max_tokens", max_tokens)
+        # Like open_clip's generate (min_seq_len=5 counting the start token): no empty
+        # or two-word captions; a real CoCa almost never wants to stop that early.
+        self.min_tokens = min_tokens
+        self.length_penalty = length_penalty
+        self.sot_id = int(getattr(tokenizer, "sot_token_id", SOT_ID))
+        self.eot_id = int(getattr(tokenizer, "eot_token_id", EOT_ID))
+        self.context_length = int(getattr(model, "context_length", 76))
+
+    @classmethod
+    def from_config(cls, models: ModelsConfig, generation: GenerationConfig,
+                    device: torch.device, dtype: torch.dtype) -> Captioner:
+        """Load CoCa from `[models] caption_path` or by name + pretrained tag (HF hub cache)."""
+        model, preprocess, tokenizer = _load(models, device)
+        return cls(model, preprocess, tokenizer, device=device, dtype=dtype,
+                   beams=generation.caption_beams, max_tokens=generation.caption_max_tokens)
+
+    # -- public API -------------------------------------------------------------------
+
+    def caption(self, images: Sequence[Image.Image], *, beams: int | None = None,
+                max_tokens: int | None = None) -> list[str]:
+        """Caption all `images` in one batched decode; returns clean sentence-case captions."""
+        if not images:
+            return []
+        pixels = self.pixels(images)
+        width = self.beams if beams is None else _positive("beams", beams)
+        if width == 1:
+            ids = self.decode_greedy(pixels, max_tokens=max_tokens)
+        else:
+            ids = self.decode_beam(pixels, beams=width, max_tokens=max_tokens)
+        return [self.to_text(row) for row in ids]
+
+    def pixels(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """Preprocess images into one float32 batch on the model's device (autocast casts it)."""
+        batch = torch.stack([self.preprocess(img.convert("RGB")) for img in images])
+        return batch.to(self.device, torch.float32)
+
+    def to_text(self, ids: Sequence[int]) -> str:
+        """Decode token ids (no start/end tokens) into a clean caption."""
+        return clean_caption(self.tokenizer.decode(list(ids)))
+
+    def decode_greedy(self, pixels: torch.Tensor, *,
+                      max_tokens: int | None = None) -> list[list[int]]:
+        """Greedy decoding of a batch; returns each image's token ids without start/end tokens."""
+        steps = self._steps(max_tokens)
+        pixels = pixels.to(self.device)
+        n = pixels.shape[0]
+        with self._inference():
+            latent, embs = self.model._encode_image(pixels)
+            seqs = torch.full((n, 1), self.sot_id, dtype=torch.long, device=self.device)
+            finished = torch.zeros(n, dtype=torch.bool, device=self.device)
+            for step in range(steps):
+                live = (~finished).nonzero().squeeze(1)
+                if live.numel() == 0:
+                    break
+                logp = self._next_logprobs(pixels[live], seqs[live], latent[live], embs[live], step)
+                nxt = torch.full((n,), self.eot_id, dtype=torch.long, device=self.device)
+                nxt[live] = logp.argmax(dim=-1)
+                seqs = torch.cat([seqs, nxt[:, None]], dim=1)
+                finished |= nxt == self.eot_id
+        return [self._strip(row) for row in seqs.tolist()]
+
+    def decode_beam(self, pixels: torch.Tensor, *, beams: int | None = None,
+                    max_tokens: int | None = None) -> list[list[int]]:
+        """Beam search over a batch (batch × beams rows); length-normalised, stops at end token."""
+        k = self.beams if beams is None else _positive("beams", beams)
+        steps = self._steps(max_tokens)
+        pixels = pixels.to(self.device)
+        n = pixels.shape[0]
+        with self._inference():
+            latent, embs = self.model._encode_image(pixels)
+            state = _BeamState(n, k, self.sot_id, self.eot_id, self.length_penalty, self.device)
+            for step in range(steps):
+                images = state.live_images()
+                if not images:
+                    break
+                rows = torch.tensor([i * k + b for i in images for b in range(k)],
+                                    dtype=torch.long, device=self.device)
+                src = rows // k
+                logp = self._next_logprobs(pixels[src], state.seqs[rows], latent[src], embs[src],
+                                           step)
+                state.advance(images, rows, logp.double(), step)
+            return state.finish()
+
+    # -- internals --------------------------------------------------------------------
+
+    def _steps(self, max_tokens: int | None) -> int:
+        steps = self.max_tokens if max_tokens is None else _positive("max_tokens", max_tokens)
+        return min(steps, self.context_length)
+
+    def _strip(self, row: list[int]) -> list[int]:
+        out: list[int] = []
+        for tok in row[1:]:
+            if tok == self.eot_id:
+                break
+            out.append(tok)
+        return out
+
+    @contextlib.contextmanager
+    def _inference(self) -> Iterator[None]:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(torch.inference_mode())
+            # Weights and inputs stay fp32 (open_clip's fp16 CoCa mixes dtypes in the decoder);
+            # autocast runs the matmuls in half precision, which is the speed-up on GPUs.
+            # fp16 comes only with CUDA (resolve_device); CPU autocast is how tests reach this.
+            if self.dtype in (torch.float16, torch.bfloat16):
+                stack.enter_context(torch.autocast(self.device.type, dtype=self.dtype))
+            yield
+
+    def _next_logprobs(self, pixels: torch.Tensor, tokens: torch.Tensor, latent: torch.Tensor,
+                       embs: torch.Tensor, step: int) -> torch.Tensor:
+        """Log-probabilities of the next token for each row; `step` tokens generated so far."""
+        out = self.model(pixels, tokens, image_latent=latent, image_embs=embs,
+                         output_labels=False)
+        logp = torch.log_softmax(out["logits"][:, -1].float(), dim=-1)
+        logp[:, self.sot_id] = float("-inf")
+        if step < self.min_tokens:
+            logp[:, self.eot_id] = float("-inf")
+        return logp
+
+
+class _BeamState:
+    """Running beams and finished hypotheses of a batched beam search."""
+
+    def __init__(self, n: int, k: int, sot: int, eot: int, alpha: float,
+                 device: torch.device) -> None:
+        self.n, self.k, self.eot, self.alpha = n, k, eot, alpha
+        self.seqs = torch.full((n * k, 1), sot, dtype=torch.long, device=device)
+        # Only beam 0 is live at first, so the first step does not pick k copies of one token.
+        self.scores = torch.full((n, k), float("-inf"), dtype=torch.float64)
+        self.scores[:, 0] = 0.0
+        self.hyps: list[list[tuple[float, list[int]]]] = [[] for _ in range(n)]
+        self.done = [False] * n
+
+    def live_images(self) -> list[int]:
+        return [i for i in range(self.n) if not self.done[i]]
+
+    def _norm(self, score: float, length: int) -> float:
+        return score / (length ** self.alpha)
+
+    def _add_hyp(self, image: int, score: float, ids: list[int]) -> None:
+        hyps = self.hyps[image]
+        hyps.append((score, ids))
+        hyps.sort(key=lambda h: -h[0])  # stable: equal scores keep the earlier hypothesis
+        del hyps[self.k:]
+
+    def advance(self, images: list[int], rows: torch.Tensor, logp: torch.Tensor,
+                step: int) -> None:
+        """Extend the beams of `images` (whose rows are `rows`) by one token."""
+        k, vocab = self.k, logp.shape[-1]
+        cand = (self.scores[images].to(logp.device).reshape(-1, 1) + logp).view(len(images), -1)
+        top_scores, top_ids = cand.topk(min(2 * k, cand.shape[1]), dim=1)
+        top_scores, top_ids = top_scores.cpu().tolist(), top_ids.cpu().tolist()
+        parents = self.seqs[rows]
+        prev = parents.tolist()
+        src: list[int] = []  # for each new row, its parent's position in `rows`
+        toks: list[int] = []
+        length = step + 1  # tokens after the start token, the end token included
+        for a, image in enumerate(images):
+            picked: list[tuple[int, int, float]] = []
+            for rank, (score, flat) in enumerate(zip(top_scores[a], top_ids[a], strict=True)):
+                if score == float("-inf") or len(picked) == k:
+                    break
+                beam, tok = divmod(flat, vocab)
+                if tok == self.eot:
+                    if rank < k:  # an end token outside the top k would never have been kept
+                        self._add_hyp(image, self._norm(score, length), prev[a * k + beam][1:])
+                    continue
+                picked.append((beam, tok, score))
+            while len(picked) < k:  # tiny vocabularies: park dead beams at -inf
+                picked.append((0, self.eot, float("-inf")))
+            for b, (beam, tok, score) in enumerate(picked):
+                src.append(a * k + beam)
+                toks.append(tok)
+                self.scores[image, b] = score
+            best_running = self._norm(picked[0][2], length)
+            full = len(self.hyps[image]) == k and self.hyps[image][-1][0] >= best_running
+            if full or best_running == float("-inf"):  # or no live beam is left
+                self.done[image] = True
+        device = self.seqs.device
+        grown = torch.cat([parents[torch.tensor(src, device=device)],
+                           torch.tensor(toks, device=device)[:, None]], dim=1)
+        seqs = torch.cat([self.seqs, torch.full_like(self.seqs[:, :1], self.eot)], dim=1)
+        seqs[rows] = grown
+        self.seqs = seqs
+
+    def finish(self) -> list[list[int]]:
+        """Best hypothesis per image; beams still running at the length limit count too."""
+        length = self.seqs.shape[1] - 1
+        rows = self.seqs.tolist()
+        out: list[list[int]] = []
+        for i in range(self.n):
+            if not self.done[i]:
+                for b in range(self.k):
+                    score = float(self.scores[i, b])
+                    if score != float("-inf"):
+                        self._add_hyp(i, self._norm(score, length), rows[i * self.k + b][1:])
+            out.append(list(self.hyps[i][0][1]) if self.hyps[i] else [])
+        return out
+
+
+def _positive(name: str, value: int) -> int:
+    if not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def _local_source(folder: Path) -> str:
+    if not (folder / "open_clip_config.json").is_file():
+        raise ModelMissingError(f"Caption model folder {folder} has no open_clip_config.json: "
+                                f"{_FIX}")
+    if not any(p.suffix in _WEIGHT_SUFFIXES for p in folder.iterdir()):
+        raise ModelMissingError(f"Caption model folder {folder} holds no weights file: {_FIX}")
+    return f"local-dir:{folder}"
+
+
+def _check_name(name: str, tag: str) -> None:
+    import open_clip
+
+    if name.startswith(("hf-hub:", "local-dir:")):
+        return
+    if name not in open_clip.list_models():
+        coca = ", ".join(m for m in open_clip.list_models() if m.startswith("coca"))
+        raise ConfigError(f"[models] caption_model: {name!r} is not an open_clip model; "
+                          f"CoCa models are {coca}")
+    if tag and not open_clip.get_pretrained_cfg(name, tag) and not Path(tag).is_file():
+        tags = ", ".join(open_clip.list_pretrained_tags_by_model(name)) or "none"
+        raise ConfigError(f"[models] caption_pretrained: {tag!r} is not a pretrained tag of "
+                          f"{name}; known tags: {tags}")
+
+
+def _load(models: ModelsConfig, device: torch.device) -> tuple[torch.nn.Module, Any, Any]:
+    """Build the open_clip model, eval transform and tokenizer, or fail with one line."""
+    import open_clip
+    from open_clip.coca_model import CoCa
+
+    cache_dir = models.cache_dir or None
+    tag: str | None = None
+    if models.caption_path:
+        folder = Path(models.caption_path).expanduser()
+        if not folder.is_dir():
+            raise ModelMissingError(f"Caption model folder {folder} does not exist: {_FIX}")
+        name = label = _local_source(folder)
+    else:
+        name, tag = models.caption_model, models.caption_pretrained or None
+        _check_name(name, tag or "")
+        label = f"{name} ({tag})" if tag else name
+    try:
+        # open_clip logs to the root logger: its INFO chatter and, before raising, the failed
+        # download at ERROR, which would only repeat our one-line error below.
+        with held_logs(root_paths=("open_clip",)):
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                name, pretrained=tag, device=device, precision="fp32", cache_dir=cache_dir)
+            tokenizer = open_clip.get_tokenizer(name, cache_dir=cache_dir)
+    except Exception as exc:
+        log.debug("loading caption model %s failed", label, exc_info=True)
+        problem = download_problem(exc)
+        if problem:
+            raise ModelMissingError(f"Caption model {label} {problem}: {_FIX}") from None
+        raise ModelMissingError(f"Caption model {label} could not be loaded "
+                                f"({type(exc).__name__}: {first_line(exc)}): {_FIX}") from None
+    if not isinstance(model, CoCa):
+        raise ConfigError(f"[models] caption_model: {label} is a {type(model).__name__}, "
+                          "not a CoCa captioning model")
+    return model.eval(), preprocess, tokenizer

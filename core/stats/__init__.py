@@ -1,0 +1,1 @@
+"""Usage statistics from the request log."""

@@ -1,0 +1,108 @@
+"""Statistics over a hand-made request log: totals per period, hit rate, percentiles, chart."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from core.stats.report import collect_stats, percentile, render_stats_chart, render_stats_text
+from core.storage.request_log import RequestLog, RequestRecord
+
+NOW = datetime(2026, 11, 20, 15, 0, tzinfo=UTC).timestamp()
+HOUR = 3600.0
+DAY = 86400.0
+
+
+def rec(n: int, age: float, *, platform: str = "telegram", user: str = "u1",
+        status: str = "done", cache_hit: bool = False, wait: float | None = None,
+        total: float | None = None) -> RequestRecord:
+    return RequestRecord(id=f"r{n}", platform=platform, user_id=user, chat_id="c",
+                         source_kind="photo", status=status, created_at=NOW - age,
+                         cache_hit=cache_hit, queue_wait_s=wait, total_s=total)
+
+
+@pytest.fixture
+async def log(tmp_path: Path):
+    log = await RequestLog.open(f"sqlite+aiosqlite:///{tmp_path / 'stats.db'}")
+    records = [
+        # today (15:00 UTC now): 4 requests
+        rec(1, 1 * HOUR, wait=1.0, total=5.0),
+        rec(2, 2 * HOUR, platform="discord", user="d7", wait=3.0, total=9.0),
+        rec(3, 3 * HOUR, cache_hit=True, wait=0.0, total=0.01),
+        rec(4, 4 * HOUR, platform="web", user="w", status="rejected"),
+        # earlier this week: 3 requests
+        rec(5, 2 * DAY, wait=2.0, total=7.0),
+        rec(6, 3 * DAY, platform="discord", user="d7", status="failed"),
+        rec(7, 5 * DAY, platform="discord", user="d8", wait=4.0, total=11.0),
+        # older than a week (still in the 14-day chart) and much older
+        rec(8, 10 * DAY, wait=100.0, total=200.0),
+        rec(9, 400 * DAY, status="interrupted"),
+    ]
+    for r in records:
+        await log.insert(r)
+    yield log
+    await log.close()
+
+
+async def test_totals_hit_rate_percentiles_and_top_users(log: RequestLog) -> None:
+    stats = await collect_stats(log, queue_length=3, now=NOW)
+    assert stats.today.total == 4
+    assert stats.today.by_platform == {"telegram": 2, "discord": 1, "web": 1}
+    assert stats.today.by_status == {"done": 3, "rejected": 1}
+    assert stats.week.total == 7 and stats.week.by_status["failed"] == 1
+    assert stats.all_time.total == 9 and stats.all_time.by_status["interrupted"] == 1
+    assert (stats.cache_hits, stats.done) == (1, 6)
+    assert stats.cache_hit_rate == pytest.approx(1 / 6)
+    # Computed jobs of the last 7 days only: waits 1, 3, 2, 4 and totals 5, 9, 7, 11.
+    assert stats.queue_wait_p50_s == pytest.approx(2.5)
+    assert stats.total_p50_s == pytest.approx(8.0)
+    assert stats.total_p95_s == pytest.approx(10.7)
+    assert stats.queue_length == 3
+    assert stats.top_users[0] == ("telegram", "u1", 3)
+    assert stats.top_users[1] == ("discord", "d7", 2)
+    assert ("web", "w", 1) not in stats.top_users  # rejected requests are not usage
+    assert len(stats.days) == 14 and stats.days[-1].day == "2026-11-20"
+    assert stats.days[-1].by_platform == {"telegram": 2, "discord": 1, "web": 1}
+    assert stats.days[-11].by_platform == {"telegram": 1}
+    assert stats.days[-11].total_p50_s == pytest.approx(200.0)
+
+
+async def test_text_and_chart_render(log: RequestLog) -> None:
+    stats = await collect_stats(log, queue_length=3, now=NOW)
+    text = render_stats_text(stats)
+    assert "Today: 4 requests — telegram 2" in text
+    assert "All time: 9 requests" in text
+    assert "Cache hits (all time): 17% (1 of 6 done)" in text
+    assert "total p50 8.0 s, p95 10.7 s" in text
+    assert "Queue: 3 waiting" in text
+    assert "telegram:u1 (3)" in text
+    assert len(text.splitlines()) <= 10
+    png = render_stats_chart(stats)
+    image = Image.open(io.BytesIO(png))
+    assert image.format == "PNG" and image.size == (800, 550)
+    # Not a blank canvas: the bars and lines put many colours on it.
+    assert len(set(image.convert("RGB").getdata())) > 20
+
+
+async def test_empty_log(tmp_path: Path) -> None:
+    log = await RequestLog.open(f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}")
+    try:
+        stats = await collect_stats(log, now=NOW)
+    finally:
+        await log.close()
+    assert stats.all_time.total == 0 and stats.cache_hit_rate is None
+    assert stats.total_p95_s is None and stats.top_users == []
+    text = render_stats_text(stats)
+    assert "Today: 0 requests" in text and "Cache hits: –" in text
+    assert render_stats_chart(stats).startswith(b"\x89PNG")
+
+
+def test_percentile_interpolates() -> None:
+    assert percentile([], 50) is None
+    assert percentile([3.0], 95) == 3.0
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
+    assert percentile([4.0, 1.0, 3.0, 2.0], 100) == 4.0

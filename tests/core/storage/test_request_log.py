@@ -1,0 +1,195 @@
+"""The request log (schema, migrations, queries) and the clip cache index on disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import text
+
+from core.storage import request_log as store
+from core.jobs.cache import ClipCache, cache_key
+from core.options import GenerationOptions
+from core.storage.request_log import RequestLog, RequestRecord
+
+
+def db_url(tmp_path: Path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path / 'db' / 'sonify.db'}"
+
+
+def row(request_id: str, *, user: str = "u1", status: str = "queued", created: float = 1000.0,
+        **extra: object) -> RequestRecord:
+    return RequestRecord(id=request_id, platform="telegram", user_id=user, chat_id="c1",
+                         source_kind="photo", status=status, created_at=created, **extra)  # type: ignore[arg-type]
+
+
+async def test_fresh_database_is_created_stamped_and_in_wal_mode(tmp_path: Path) -> None:
+    log = await RequestLog.open(db_url(tmp_path))
+    try:
+        assert await log.schema_version() == store.latest_version()
+        async with log.engine.connect() as conn:
+            mode = (await conn.execute(text("PRAGMA journal_mode"))).scalar()
+            timeout = (await conn.execute(text("PRAGMA busy_timeout"))).scalar()
+        assert mode == "wal"
+        assert timeout >= 1000
+        assert (tmp_path / "db" / "sonify.db").exists()
+    finally:
+        await log.close()
+
+
+async def test_migration_steps_run_once_in_order(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    log = await RequestLog.open(db_url(tmp_path))
+    await log.insert(row("keep-me"))
+    await log.close()
+
+    def add_note(conn: object) -> None:
+        conn.exec_driver_sql("ALTER TABLE requests ADD COLUMN note TEXT")  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(store, "MIGRATIONS", [add_note])
+    for _ in range(2):  # the second open must not re-run the step (it would fail: duplicate column)
+        log = await RequestLog.open(db_url(tmp_path))
+        assert await log.schema_version() == store.BASE_VERSION + 1
+        async with log.engine.connect() as conn:
+            cols = [r[1] for r in await conn.execute(text("PRAGMA table_info(requests)"))]
+        assert "note" in cols
+        assert (await log.get("keep-me")) is not None
+        await log.close()
+
+    monkeypatch.setattr(store, "MIGRATIONS", [])
+    with pytest.raises(RuntimeError, match="newer than this code"):
+        await RequestLog.open(db_url(tmp_path))
+
+
+async def test_rows_round_trip_and_user_window_ignores_rejections(tmp_path: Path) -> None:
+    log = await RequestLog.open(db_url(tmp_path))
+    try:
+        await log.insert(row("a", created=100.0, options=GenerationOptions().to_dict(),
+                             reply_context={"message_id": 7, "thread": "x"}, seed=42))
+        await log.insert(row("b", created=200.0, status="rejected", reason="busy"))
+        await log.insert(row("c", created=300.0, status="done"))
+        await log.insert(row("d", user="u2", created=400.0, status="running"))
+        got = await log.get("a")
+        assert got is not None
+        assert got.reply_context == {"message_id": 7, "thread": "x"}
+        assert got.generation_options == GenerationOptions()
+        assert got.seed == 42
+        assert await log.get("missing") is None
+        assert await log.user_window("telegram", "u1", 50.0) == (2, 100.0)
+        assert await log.user_window("telegram", "u1", 150.0) == (1, 300.0)
+        assert [r.id for r in await log.unfinished()] == ["a", "d"]
+        await log.mark_started(["a"], 160.0, 3)
+        got = await log.get("a")
+        assert got is not None
+        assert (got.status, got.batch_size, got.queue_wait_s) == ("running", 3, 60.0)
+        # A late mark never revives a finished row; a request newer than the start waited 0 s.
+        await log.insert(row("e", created=170.0))
+        await log.mark_started(["c", "e"], 160.0, 3)
+        done, late = await log.get("c"), await log.get("e")
+        assert done is not None and (done.status, done.started_at) == ("done", None)
+        assert late is not None and (late.status, late.queue_wait_s) == ("running", 0.0)
+        with pytest.raises(ValueError, match="unknown request columns"):
+            await log.update("a", colour="red")
+    finally:
+        await log.close()
+
+
+class Clock:
+    def __init__(self, now: float = 10_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def write_clip(cache: ClipCache, clip_id: str) -> tuple[dict[str, Path], float]:
+    audio = np.sin(np.linspace(0, 400, 16_000)).astype(np.float32)
+    return cache.write(clip_id, audio, 16_000)
+
+
+async def test_cache_evicts_least_recently_used_but_keeps_recent_files(tmp_path: Path) -> None:
+    log = await RequestLog.open(db_url(tmp_path))
+    clock = Clock()
+    root = tmp_path / "cache"
+    probe = ClipCache(log, root, 10**9, clock=clock)
+    files, _ = write_clip(probe, "probe")
+    size = sum(p.stat().st_size for p in files.values())
+    for p in files.values():
+        p.unlink()
+    # Room for two clips; a clip used in the last minute is never evicted.
+    cache = ClipCache(log, root, int(size * 2.5), keep_recent_s=60, clock=clock)
+    await cache.start()
+    opts = GenerationOptions()
+    keys = [cache_key(model_tag="m", options=opts, prompt=f"p{i}", seed=1) for i in range(5)]
+
+    async def add(i: int) -> None:
+        files, duration = write_clip(cache, f"clip{i}")
+        await cache.add(clip_id=f"clip{i}", key=keys[i], caption="", prompt=f"p{i}", seed=1,
+                        duration_s=duration, files=files)
+
+    await add(0)
+    clock.now += 100
+    await add(1)
+    clock.now += 100
+    assert await cache.lookup(keys[0]) is not None  # clip0 is now the most recently used
+    clock.now += 100
+    await add(2)  # over the cap: the least recently used (clip1) goes, not the oldest
+    assert await cache.lookup(keys[1]) is None and not (root / "clip1.ogg").exists()
+    assert await cache.lookup(keys[0]) is not None
+    assert await cache.total_bytes() <= int(size * 2.5)
+    # Clips used in the last minute are protected even over the cap...
+    clock.now += 1
+    await add(3)
+    clock.now += 1
+    await add(4)
+    assert all((root / f"clip{i}.ogg").exists() for i in (0, 2, 3, 4))
+    assert await cache.total_bytes() > int(size * 2.5)
+    # ...and go (oldest use first) once that minute has passed.
+    clock.now += 61
+    await cache.evict()
+    assert await cache.total_bytes() <= int(size * 2.5)
+    hit = await cache.lookup(keys[4])
+    assert hit is not None and hit.files["ogg"].is_file() and hit.files["mp3"].is_file()
+    assert await cache.lookup(keys[0]) is None and await cache.lookup(keys[2]) is None
+
+    # The index survives a restart; a clip whose files vanished is dropped; strays are removed.
+    (root / "stray.ogg").write_bytes(b"junk")
+    hit.files["mp3"].unlink()
+    await log.close()
+    log = await RequestLog.open(db_url(tmp_path))
+    cache = ClipCache(log, root, int(size * 2.5), keep_recent_s=60, clock=clock)
+    await cache.start()
+    assert not (root / "stray.ogg").exists()
+    assert await cache.lookup(keys[3]) is not None
+    assert await cache.lookup(keys[4]) is None
+    await log.close()
+
+
+async def test_disabled_cache_serves_nothing_and_cleans_up_after_grace(tmp_path: Path) -> None:
+    log = await RequestLog.open(db_url(tmp_path))
+    clock = Clock()
+    cache = ClipCache(log, tmp_path / "cache", 0, keep_recent_s=60, clock=clock)
+    await cache.start()
+    key = cache_key(model_tag="m", options=GenerationOptions(), prompt="x", seed=1)
+    files, duration = write_clip(cache, "only")
+    await cache.add(clip_id="only", key=key, caption="", prompt="x", seed=1,
+                    duration_s=duration, files=files)
+    assert await cache.lookup(key) is None
+    assert files["ogg"].exists()  # the adapter is still sending it
+    clock.now += 61
+    assert await cache.evict() == 1
+    assert not files["ogg"].exists() and not files["mp3"].exists()
+    await log.close()
+
+
+def test_cache_key_separates_sources_options_seeds_and_models() -> None:
+    opts = GenerationOptions()
+    base = cache_key(model_tag="m", options=opts, image_sha256="abc")
+    assert base == cache_key(model_tag="m", options=opts, image_sha256="abc", seed="auto")
+    assert base != cache_key(model_tag="m", options=opts, image_sha256="abc", seed=5)
+    assert base != cache_key(model_tag="n", options=opts, image_sha256="abc")
+    assert base != cache_key(model_tag="m", options=GenerationOptions(seconds=4.0),
+                             image_sha256="abc")
+    assert (cache_key(model_tag="m", options=opts, caption="abc", seed=1)
+            != cache_key(model_tag="m", options=opts, prompt="abc", seed=1))
