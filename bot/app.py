@@ -12,7 +12,7 @@ from core.config import Config
 from core.errors import ConfigError
 from core.services import Services
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 class Adapter(Protocol):
@@ -62,11 +62,11 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
                 raise ConfigError(f"{config.source}: the {adapter.name} adapter cannot start: "
                                   f"{exc.strerror or exc}") from None
             adapters.append(adapter)
-            log.info("%s adapter started", adapter.name)
+            logger.info("%s adapter started", adapter.name)
         # Only now can re-run jobs from before a crash be answered by their adapter.
         await services.engine.resume_recovered()
         await stop.wait()
-        log.info("stopping: finishing the running batch, keeping queued jobs for next start")
+        logger.info("stopping: finishing the running batch, keeping queued jobs for next start")
     finally:
         # The engine stops first so results of the running batch still reach the adapters.
         await services.engine.stop(config.jobs.shutdown_timeout_s)
@@ -74,7 +74,7 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
             try:
                 await adapter.stop()
             except Exception:
-                log.exception("%s adapter failed to stop cleanly", adapter.name)
+                logger.exception("%s adapter failed to stop cleanly", adapter.name)
         await services.close()
 
 
@@ -87,7 +87,7 @@ def run(config: Config) -> int:
         def on_signal() -> None:
             if stop.is_set():
                 # A second Ctrl-C means "now": don't wait for a render that won't end.
-                log.warning("second stop signal: exiting without waiting")
+                logger.warning("second stop signal: exiting without waiting")
                 os._exit(130)
             stop.set()
 

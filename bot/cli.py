@@ -118,11 +118,11 @@ def cmd_stats(args: argparse.Namespace, config: Config) -> int:
     from core.storage.request_log import RequestLog
 
     async def main() -> str:
-        log = await RequestLog.open(config.database_url)
+        request_log = await RequestLog.open(config.database_url)
         try:
-            return render_stats_text(await collect_stats(log))
+            return render_stats_text(await collect_stats(request_log))
         finally:
-            await log.close()
+            await request_log.close()
 
     print(asyncio.run(main()))
     return 0

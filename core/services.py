@@ -25,7 +25,7 @@ class Services:
     """Shared services; adapters take one of these and nothing global."""
 
     config: Config
-    log: RequestLog
+    request_log: RequestLog
     engine: JobEngine
     fetcher: ImageFetcher
 
@@ -42,14 +42,15 @@ class Services:
                 return load_pipeline(config)
 
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        log = await RequestLog.open(config.database_url)
+        request_log = await RequestLog.open(config.database_url)
         try:
-            engine = JobEngine(config, log, pipeline_factory=pipeline_factory)
+            engine = JobEngine(config, request_log, pipeline_factory=pipeline_factory)
             await engine.start()
         except BaseException:
-            await log.close()
+            await request_log.close()
             raise
-        return cls(config=config, log=log, engine=engine, fetcher=ImageFetcher(config.images))
+        return cls(config=config, request_log=request_log, engine=engine,
+                   fetcher=ImageFetcher(config.images))
 
     async def close(self) -> None:
         """Stop the engine (if still running), close the fetcher and the log."""
@@ -57,10 +58,10 @@ class Services:
         try:
             await self.fetcher.close()
         finally:
-            await self.log.close()
+            await self.request_log.close()
 
     async def stats_report(self) -> tuple[str, bytes]:
         """(stats text, PNG chart) for an admin's reply."""
-        stats = await collect_stats(self.log, self.engine.queue_length())
+        stats = await collect_stats(self.request_log, self.engine.queue_length())
         png = await asyncio.to_thread(render_stats_chart, stats)
         return render_stats_text(stats), png

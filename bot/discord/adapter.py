@@ -45,7 +45,7 @@ from core.jobs.events import JobHandle, JobRequest, JobResult
 from core.options import GenerationOptions
 from core.services import Services
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 __all__ = ["DiscordAdapter", "sync_commands"]  # `sonify sync-commands` imports it from here
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
@@ -70,7 +70,7 @@ class SonifyClient(discord.Client):
         await self.sonify.setup(self)
 
     async def on_ready(self) -> None:
-        log.info("connected to Discord as %s (id %s) in %d server(s)", self.user,
+        logger.info("connected to Discord as %s (id %s) in %d server(s)", self.user,
                  self.user.id if self.user else "?", len(self.guilds))
 
     async def on_message(self, message: discord.Message) -> None:
@@ -121,10 +121,10 @@ class DiscordAdapter:
         try:
             await self.client.connect(reconnect=True)
         except discord.PrivilegedIntentsRequired:
-            log.error("Discord refused the connection: enable the Message Content intent for "
+            logger.error("Discord refused the connection: enable the Message Content intent for "
                       "this bot (Developer Portal > your application > Bot)")
         except Exception:
-            log.exception("the Discord connection ended")
+            logger.exception("the Discord connection ended")
 
     async def setup(self, client: SonifyClient) -> None:
         """Shared resources, built once per login: commands, translator, persistent buttons."""
@@ -134,9 +134,9 @@ class DiscordAdapter:
         if self.cfg.sync_commands:
             try:
                 count = await sync_tree(client.tree, self.cfg.guilds)
-                log.info("registered %d Discord commands", count)
+                logger.info("registered %d Discord commands", count)
             except discord.HTTPException as exc:
-                log.warning("could not register Discord commands: %s %s", exc.status, exc.text)
+                logger.warning("could not register Discord commands: %s %s", exc.status, exc.text)
 
     async def stop(self) -> None:
         """Let answers already computed go out (bounded), then disconnect."""
@@ -162,7 +162,7 @@ class DiscordAdapter:
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.pop(task, None)
         if not task.cancelled() and task.exception() is not None:
-            log.error("a Discord delivery task failed", exc_info=task.exception())
+            logger.error("a Discord delivery task failed", exc_info=task.exception())
 
     # ----- who, where, which language ----------------------------------------------------
     def is_admin(self, user: discord.abc.User, permissions: discord.Permissions | None) -> bool:
@@ -232,7 +232,7 @@ class DiscordAdapter:
                                               chat_id=str(chat_id or user_id),
                                               source_kind=kind, error=error, lang=lang)
         except Exception:
-            log.exception("could not log a refused Discord request")
+            logger.exception("could not log a refused Discord request")
 
     # ----- posted images ---------------------------------------------------------------------
     async def on_message(self, message: discord.Message) -> None:
@@ -286,7 +286,7 @@ class DiscordAdapter:
             err = as_user_error(exc) or GenerationFailed("internal error")
             if quiet and kind == "url" and err.code in QUIET_LINK_ERRORS:
                 # A watched channel is also a chat: a link to a web page is not a request.
-                log.debug("ignoring a non-image link in a watched channel (%s)", err.code)
+                logger.debug("ignoring a non-image link in a watched channel (%s)", err.code)
                 return
             await self.log_refusal(user_id=author.id, chat_id=message.channel.id, kind=kind,
                                    error=err, lang=lang)
@@ -314,14 +314,14 @@ class DiscordAdapter:
         try:
             await target.error(text)
         except (Undeliverable, discord.HTTPException) as exc:
-            log.warning("could not tell a Discord user about an error: %s", exc)
+            logger.warning("could not tell a Discord user about an error: %s", exc)
 
     # ----- after a restart ----------------------------------------------------------------
     async def _on_recovered(self, handle: JobHandle) -> None:
         """Answer a job that was re-run (or interrupted) after a crash, where it was asked."""
         target = self._target_from(handle.request.reply_context, handle.request.lang)
         if target is None:
-            log.warning("recovered Discord job %s has no usable reply context", handle.id)
+            logger.warning("recovered Discord job %s has no usable reply context", handle.id)
             return
         self.spawn(self.follow_job(handle, target), handle)
 

@@ -24,7 +24,7 @@ from core.storage.request_log import RequestRecord
 if TYPE_CHECKING:
     from bot.discord.adapter import DiscordAdapter
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 PLATFORM = "discord"
 
 
@@ -51,7 +51,7 @@ class InteractionHandlers:
         try:
             await InteractionTarget(interaction, lang).error(error_text(error, lang))
         except discord.HTTPException as exc:
-            log.warning("could not report an error to a Discord user: %s", exc)
+            logger.warning("could not report an error to a Discord user: %s", exc)
 
     def _begin(self, interaction: discord.Interaction, kind: str) -> str:
         """Note what this interaction asks for, so `report` can log a refusal of it."""

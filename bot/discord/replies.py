@@ -26,7 +26,7 @@ from core.errors import UserFacingError
 from core.i18n import describe_error, t
 from core.jobs.events import Done, Failed, JobHandle, JobResult, Progress, Queued, Started
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 CONTENT_LIMIT = 2000
 
 
@@ -45,7 +45,7 @@ def error_text(exc: BaseException, lang: str) -> str:
     """The text a user sees for `exc` (never a traceback; unknown errors are logged)."""
     err = as_user_error(exc)
     if err is None:
-        log.error("unexpected error while handling a Discord request", exc_info=exc)
+        logger.error("unexpected error while handling a Discord request", exc_info=exc)
         return describe_error(exc, lang)
     return describe_error(err, lang)
 
@@ -179,7 +179,8 @@ class MessageTarget(Target):
 
     async def _move_to_dm(self) -> None:
         """No permission here: tell the user privately and carry on there."""
-        log.warning("missing permissions in Discord channel %s; answering by DM", self.channel.id)
+        logger.warning("missing permissions in Discord channel %s; answering by DM",
+                       self.channel.id)
         self.channel = await self.client.create_dm(discord.Object(self.author_id))
         self.reference, self.status, self.in_dm, self.prefix = None, None, True, ""
         try:
@@ -209,7 +210,7 @@ class MessageTarget(Target):
             except discord.HTTPException as exc:
                 # e.g. no "Send Voice Messages" permission here (code 50173): a plain
                 # file plays everywhere, so the user still gets the clip.
-                log.warning("Discord refused a voice message (%s, code %s); sending a file",
+                logger.warning("Discord refused a voice message (%s, code %s); sending a file",
                             exc.status, exc.code)
                 await self._send_here(file=answer.file())
         else:
@@ -230,7 +231,7 @@ class MessageTarget(Target):
             try:
                 await self.status.delete()
             except discord.HTTPException:
-                log.debug("could not delete a status message", exc_info=True)
+                logger.debug("could not delete a status message", exc_info=True)
             self.status = None
 
 
@@ -249,7 +250,7 @@ class InteractionTarget(Target):
     def _expired(self, exc: discord.HTTPException) -> bool:
         if exc.status not in (401, 404) or self.interaction.channel_id is None:
             return False
-        log.info("interaction token expired; answering in the channel instead")
+        logger.info("interaction token expired; answering in the channel instead")
         self.fallback = MessageTarget(
             self.interaction.client, self.lang, channel_id=self.interaction.channel_id,
             message_id=None, author_id=self.interaction.user.id,
@@ -288,7 +289,7 @@ class InteractionTarget(Target):
             except discord.HTTPException as exc:
                 if exc.status in (401, 404):
                     raise  # the token expired: `finish` answers in the channel instead
-                log.warning("Discord refused a voice message (%s, code %s); sending a file",
+                logger.warning("Discord refused a voice message (%s, code %s); sending a file",
                             exc.status, exc.code)
                 await it.edit_original_response(attachments=[answer.file()])
             return
@@ -306,7 +307,7 @@ class InteractionTarget(Target):
         try:
             await self.interaction.delete_original_response()
         except discord.HTTPException:
-            log.debug("could not delete the original response", exc_info=True)
+            logger.debug("could not delete the original response", exc_info=True)
         await self.interaction.followup.send(text, ephemeral=True)
 
 
@@ -355,7 +356,7 @@ async def follow(handle: JobHandle, target: Target, *, interval: float,
                 await target.show(text)
                 last_text, last_at = text, now
     except Undeliverable as exc:
-        log.warning("could not deliver Discord job %s: %s", handle.id, exc)
+        logger.warning("could not deliver Discord job %s: %s", handle.id, exc)
     except discord.HTTPException as exc:
-        log.warning("Discord refused an update for job %s: %s %s", handle.id, exc.status,
+        logger.warning("Discord refused an update for job %s: %s %s", handle.id, exc.status,
                     exc.text)

@@ -35,7 +35,7 @@ from core.logs import SecretMaskingFilter
 if TYPE_CHECKING:
     from core.services import Services
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
 STOP_GRACE_S = 10.0  # time given to answers already being sent when the bot stops
@@ -113,7 +113,7 @@ class TelegramAdapter:
             await self._teardown()
             raise
         self._started = True
-        log.info("telegram: @%s is listening (%s)", self.app.bot.username, self.cfg.mode)
+        logger.info("telegram: @%s is listening (%s)", self.app.bot.username, self.cfg.mode)
 
     async def _connect(self) -> None:
         bot = self.app.bot
@@ -134,7 +134,7 @@ class TelegramAdapter:
             return
         self._started = False
         await self._teardown()
-        log.info("telegram: stopped")
+        logger.info("telegram: stopped")
 
     async def _teardown(self) -> None:
         if self.app.updater is not None and self.app.updater.running:
@@ -161,7 +161,7 @@ class TelegramAdapter:
                 await asyncio.wait(late, timeout=1.0)
 
     def _polling_error(self, exc: TelegramError) -> None:
-        log.warning("telegram: polling failed (%s: %s); retrying", type(exc).__name__, exc)
+        logger.warning("telegram: polling failed (%s: %s); retrying", type(exc).__name__, exc)
 
     async def _register_commands(self) -> None:
         """The command menu, in every catalogue language; /stats only for admins."""
@@ -178,14 +178,14 @@ class TelegramAdapter:
                         c, scope=s, language_code=code), what="setMyCommands", attempts=3)
                 except TelegramError as exc:
                     # A menu is a convenience; an admin who never opened the chat makes it fail.
-                    log.warning("telegram: could not register a command menu (%s): %s",
+                    logger.warning("telegram: could not register a command menu (%s): %s",
                                 lang, exc)
 
     # -- webhook mode --------------------------------------------------------------------
     async def _start_webhook(self) -> None:
         url = self.cfg.webhook_url
         if not self.cfg.webhook_secret:
-            log.warning("telegram: [telegram] webhook_secret is not set: anyone who learns the "
+            logger.warning("telegram: [telegram] webhook_secret is not set: anyone who learns the "
                         "webhook URL can send the bot fake updates")
         path = urlsplit(url).path or "/"
         server = web.Application(client_max_size=2 * 1024 * 1024)

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from core.services import Services
     from core.storage.request_log import RequestRecord
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 PLATFORM = "telegram"
 Context = ContextTypes.DEFAULT_TYPE
@@ -93,7 +93,7 @@ class Handlers:
                                      chat_id=str(target.chat_id), source_kind=source_kind,
                                      error=error, lang=target.lang)
         except Exception:
-            log.exception("telegram: could not log a rejected request")
+            logger.exception("telegram: could not log a rejected request")
         await self.reply.reply_error(target, error)
 
     # -- messages --------------------------------------------------------------------
@@ -201,7 +201,7 @@ class Handlers:
         """A job re-run after a restart: answer it where the first process would have."""
         target = ReplyTarget.from_context(handle.request.reply_context)
         if target is None or not target.chat_id:
-            log.warning("telegram: recovered request %s has no reply context", handle.id)
+            logger.warning("telegram: recovered request %s has no reply context", handle.id)
             return
         self.spawn(self.reply.follow(handle, target), handle)
 
@@ -304,7 +304,7 @@ class Handlers:
 
     async def on_error(self, update: object, context: Context) -> None:
         """PTB's error handler: log it, and tell the user in plain words (never a traceback)."""
-        log.error("telegram: handling an update failed", exc_info=context.error)
+        logger.error("telegram: handling an update failed", exc_info=context.error)
         if not isinstance(update, Update) or update.effective_user is None:
             return
         lang = pick_language(update.effective_user.language_code)

@@ -27,7 +27,7 @@ from core.config import TelegramConfig
 from core.i18n import describe_error, t
 from core.jobs.events import Done, Failed, JobHandle, JobResult, Progress, Queued, Started
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -89,7 +89,7 @@ async def with_retry(call: Callable[[], Awaitable[T]], *, what: str,
         except NetworkError as exc:
             wait, delay = delay, delay * 2
             reason = f"network error ({type(exc).__name__})"
-        log.warning("telegram %s: %s; retry %d/%d in %.1f s", what, reason, attempt,
+        logger.warning("telegram %s: %s; retry %d/%d in %.1f s", what, reason, attempt,
                     attempts - 1, wait)
         await asyncio.sleep(min(wait, MAX_RETRY_WAIT_S))
     return await call()  # last attempt: let its error propagate
@@ -144,7 +144,7 @@ class StatusMessage:
             self.pending = self.pending or text
             self.next_edit = time.monotonic() + retry_after_seconds(exc)
         except TelegramError as exc:
-            log.info("telegram: status edit skipped (%s)", exc)
+            logger.info("telegram: status edit skipped (%s)", exc)
         if self.pending is not None:  # a newer text arrived during the call
             self._schedule()
 
@@ -204,7 +204,7 @@ class Responder:
         try:
             return await self.send_text(target, text, **kwargs)
         except TelegramError as exc:
-            log.warning("telegram: could not send a reply to chat %s: %s", target.chat_id, exc)
+            logger.warning("telegram: could not send a reply to chat %s: %s", target.chat_id, exc)
             return None
 
     async def action(self, chat_id: int, action: str) -> None:
@@ -212,7 +212,7 @@ class Responder:
         try:
             await self.bot.send_chat_action(chat_id, action)
         except TelegramError as exc:
-            log.debug("telegram: chat action failed: %s", exc)
+            logger.debug("telegram: chat action failed: %s", exc)
 
     async def reply_error(self, target: ReplyTarget, error: BaseException) -> None:
         """THE place where a failure becomes words: the status message, else a new reply."""
@@ -255,7 +255,7 @@ class Responder:
             raise
         except Exception as exc:
             status.cancel()
-            log.exception("telegram: answering request %s failed", handle.id)
+            logger.exception("telegram: answering request %s failed", handle.id)
             await self.reply_error(target, exc)
 
     async def deliver(self, result: JobResult, target: ReplyTarget) -> None:
@@ -281,7 +281,7 @@ class Responder:
                 # Users can refuse voice notes (privacy setting): fall back to an audio file.
                 if "voice" not in str(exc).lower():
                     raise
-                log.info("telegram: voice notes refused in chat %s; sending audio",
+                logger.info("telegram: voice notes refused in chat %s; sending audio",
                          target.chat_id)
                 send_as = "audio"
         if send_as in ("audio", "both"):

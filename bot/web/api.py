@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from core.services import Services
     from core.storage.request_log import RequestRecord
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 SERVICES: web.AppKey[Services] = web.AppKey("services")
 JOBS = web.AppKey("jobs", JobRegistry)
@@ -194,7 +194,7 @@ async def submit_job(request: web.Request) -> web.Response:
             await services.engine.reject(platform="web", user_id=user_id, chat_id=user_id,
                                          source_kind=kind, error=error)
         except Exception:
-            log.exception("could not log a rejected web request")
+            logger.exception("could not log a rejected web request")
         raise
     job_request = JobRequest(platform="web", user_id=user_id, chat_id=user_id,
                              source_kind=intake.source_kind, options=options, image=image,
@@ -288,7 +288,7 @@ async def job_events(request: web.Request) -> web.StreamResponse:
     except Exception:
         # The headers are sent: no JSON error can follow. End the stream (the page
         # reconnects and replays the job from its first event) instead of hanging.
-        log.exception("event stream of %s failed", job.handle.id)
+        logger.exception("event stream of %s failed", job.handle.id)
     finally:
         stop_wait.cancel()
         if next_event is not None:

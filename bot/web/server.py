@@ -39,7 +39,7 @@ from core.jobs.events import JobHandle
 if TYPE_CHECKING:
     from core.services import Services
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).with_name("static")
 STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css",
@@ -113,7 +113,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except (asyncio.CancelledError, ConnectionResetError):
         raise
     except Exception:
-        log.exception("web request %s %s failed", request.method, request.path)
+        logger.exception("web request %s %s failed", request.method, request.path)
         if json_path:
             return json_response(error_body("failed", WEB_MESSAGES["failed"]), status=500)
         return web.Response(status=500, text=WEB_MESSAGES["failed"])
@@ -273,10 +273,10 @@ class WebAdapter:
         if cfg.host in ("0.0.0.0", "::", ""):
             note += " (listening on all interfaces)"
         if not cfg.token and not _is_loopback(cfg.host):
-            log.warning("the web page listens on %s without a token: anyone who can reach this "
+            logger.warning("the web page listens on %s without a token: anyone who can reach this "
                         "machine can use it (set [web] token or SONIFY_WEB_TOKEN)", cfg.host)
         line = f"Sonify web page: {self.url}{note}"
-        log.info(line)
+        logger.info(line)
         print(line, file=sys.stdout, flush=True)
 
     async def _recovered(self, handle: JobHandle) -> None:

@@ -20,7 +20,7 @@ from PIL import Image, UnidentifiedImageError
 from core.config import ImagesConfig
 from core.errors import ImageRejected
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 # Longest side of the working image: the models look at 224 px, so more only costs memory.
 WORKING_SIDE = 1024
@@ -152,7 +152,7 @@ def decode_image(data: bytes, cfg: ImagesConfig) -> DecodedImage:
     except MemoryError:
         raise ImageRejected("too many pixels", code="too_many_pixels") from None
     except Exception as exc:  # Pillow raises many types for damaged files; all mean "corrupt".
-        log.debug("%s decode failed: %s", fmt, type(exc).__name__)
+        logger.debug("%s decode failed: %s", fmt, type(exc).__name__)
         raise ImageRejected("damaged or incomplete image", code="corrupt") from None
 
 

@@ -23,7 +23,7 @@ from core.errors import ImageRejected
 from core.intake.decode import DecodedImage, decode_image_async
 from core.intake.links import AddressBlocked, check_url, is_blocked_address, parse_url
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 USER_AGENT = "Mozilla/5.0 (compatible; Sonify/0.1; +https://github.com/sonify-bot/sonify)"
 _HEADERS = {
@@ -97,7 +97,7 @@ class ImageFetcher:
             raise ImageRejected("malformed link", code="bad_url") from None
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             # `from None`: aiohttp's messages embed the URL, which may hold a token.
-            log.debug("image download failed: %s", type(exc).__name__)
+            logger.debug("image download failed: %s", type(exc).__name__)
             raise ImageRejected("download failed", code="fetch_failed") from None
 
     async def fetch_image(self, url: str) -> DecodedImage:

@@ -62,9 +62,9 @@ def cache_key(*, model_tag: str, options: GenerationOptions, image_sha256: str |
 class ClipCache:
     """Clip files plus their index rows; evicts least recently used beyond the size cap."""
 
-    def __init__(self, log: RequestLog, root: Path, max_bytes: int, *,
+    def __init__(self, request_log: RequestLog, root: Path, max_bytes: int, *,
                  keep_recent_s: float = 600.0, clock: Callable[[], float] = time.time) -> None:
-        self.log = log
+        self.request_log = request_log
         self.root = Path(root)
         self.max_bytes = max(0, int(max_bytes))
         self.keep_recent_s = keep_recent_s
@@ -77,7 +77,8 @@ class ClipCache:
     async def start(self) -> None:
         """Create the folder, drop files the index does not know (a crash mid-write), evict."""
         self.root.mkdir(parents=True, exist_ok=True)
-        known = {name for files in await self.log.clip_all_files() for name in files.values()}
+        indexed = await self.request_log.clip_all_files()
+        known = {name for files in indexed for name in files.values()}
         for path in self.root.iterdir():
             if path.is_file() and path.name not in known:
                 path.unlink(missing_ok=True)
@@ -87,15 +88,15 @@ class ClipCache:
         """The clip stored for `key`, if caching is on and its files are still there."""
         if not self.enabled:
             return None
-        row = await self.log.clip_lookup(key)
+        row = await self.request_log.clip_lookup(key)
         if row is None:
             return None
         clip = self._clip(row)
         if not all(p.is_file() for p in clip.files.values()):
             logger.warning("cached clip %s lost its files; dropping it", clip.clip_id)
-            await self.log.clip_delete([clip.clip_id])
+            await self.request_log.clip_delete([clip.clip_id])
             return None
-        await self.log.clip_touch(clip.clip_id, self._clock())
+        await self.request_log.clip_touch(clip.clip_id, self._clock())
         return clip
 
     def write(self, clip_id: str, audio: np.ndarray, rate: int) -> tuple[dict[str, Path], float]:
@@ -117,7 +118,7 @@ class ClipCache:
         """Index a written clip (servable again under `key` when caching is on), then evict."""
         now = self._clock()
         size = sum(p.stat().st_size for p in files.values() if p.exists())
-        await self.log.clip_put({
+        await self.request_log.clip_put({
             "clip_id": clip_id, "key": key if self.enabled else None, "caption": caption,
             "prompt": prompt, "seed": seed, "duration_s": duration_s,
             "files": {fmt: p.name for fmt, p in files.items()}, "size_bytes": size,
@@ -128,11 +129,11 @@ class ClipCache:
 
     async def evict(self) -> int:
         """Remove least recently used clips until under the cap; returns how many went."""
-        total = await self.log.clip_total_bytes()
+        total = await self.request_log.clip_total_bytes()
         removed = 0
         cutoff = self._clock() - self.keep_recent_s
         while total > self.max_bytes:
-            rows = await self.log.clip_oldest(cutoff)
+            rows = await self.request_log.clip_oldest(cutoff)
             if not rows:
                 break  # the rest is protected; it becomes evictable later
             gone: list[str] = []
@@ -143,12 +144,12 @@ class ClipCache:
                     (self.root / name).unlink(missing_ok=True)
                 total -= row["size_bytes"]
                 gone.append(row["clip_id"])
-            await self.log.clip_delete(gone)
+            await self.request_log.clip_delete(gone)
             removed += len(gone)
         return removed
 
     async def total_bytes(self) -> int:
-        return await self.log.clip_total_bytes()
+        return await self.request_log.clip_total_bytes()
 
     def _clip(self, row: dict[str, Any]) -> CachedClip:
         files = {fmt: self.root / name for fmt, name in row["files"].items()}

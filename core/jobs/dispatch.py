@@ -82,11 +82,11 @@ def stopping_failure() -> Failed:
 class Dispatcher:
     """Owns the waiting line, the jobs in flight and the worker loop."""
 
-    def __init__(self, jobs: JobsConfig, log: RequestLog, cache: ClipCache, spool: Spool,
+    def __init__(self, jobs: JobsConfig, request_log: RequestLog, cache: ClipCache, spool: Spool,
                  runner: BatchRunner, *, release: Callable[[User], None],
                  clock: Callable[[], float]) -> None:
         self.jobs = jobs
-        self.log = log
+        self.request_log = request_log
         self.cache = cache
         self.spool = spool
         self.runner = runner
@@ -243,7 +243,7 @@ class Dispatcher:
             for ticket in job.tickets:
                 ticket.handle.emit(Started(len(batch)))
         try:
-            await self.log.mark_started([t.handle.id for job in batch for t in job.tickets],
+            await self.request_log.mark_started([t.handle.id for job in batch for t in job.tickets],
                                         now, len(batch))
             items = [WorkItem(_pipeline_input(job.request, job.seed),
                               on_progress=lambda s, n, j=job: self._on_progress(j, s, n),
@@ -292,7 +292,7 @@ class Dispatcher:
                        "caption_s": float(result.timings.get("caption_s", 0.0)),
                        "sound_s": float(result.timings.get("sound_s", 0.0)),
                        "encode_s": encode_s, "total_s": max(0.0, now - ticket.created_at)}
-            await self.log.update(
+            await self.request_log.update(
                 ticket.handle.id, status="done", caption=result.caption, prompt=result.prompt,
                 seed=job.seed, cache_hit=not leader, batch_size=batch_size, duration_s=duration,
                 finished_at=now, files={k: str(v) for k, v in files.items()}, **timings)
@@ -310,7 +310,7 @@ class Dispatcher:
         now = self._clock()
         for ticket in tickets:
             try:
-                await self.log.update(ticket.handle.id, status="failed", reason=error.code,
+                await self.request_log.update(ticket.handle.id, status="failed", reason=error.code,
                                       finished_at=now, total_s=max(0.0, now - ticket.created_at))
             except Exception:
                 logger.exception("could not log the failure of %s", ticket.handle.id)

@@ -74,19 +74,19 @@ def new_request_id() -> str:
 class JobEngine:
     """The in-process job engine: one worker, one model thread, a durable request log."""
 
-    def __init__(self, config: Config, log: RequestLog, *,
+    def __init__(self, config: Config, request_log: RequestLog, *,
                  pipeline_factory: Callable[[], Pipeline],
                  clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.jobs = config.jobs
-        self.log = log
+        self.request_log = request_log
         self._clock = clock
-        self.cache = ClipCache(log, config.data_dir / "cache",
+        self.cache = ClipCache(request_log, config.data_dir / "cache",
                                int(self.jobs.cache_max_mb * 1_000_000), clock=clock)
         self.spool = Spool(config.data_dir / "spool")
         self.runner = BatchRunner(pipeline_factory, timeout_s=self.jobs.job_timeout_s)
         self.model_tag = _model_tag(config)
-        self.dispatcher = Dispatcher(self.jobs, log, self.cache, self.spool, self.runner,
+        self.dispatcher = Dispatcher(self.jobs, request_log, self.cache, self.spool, self.runner,
                                      release=self._release, clock=clock)
         self._active: dict[User, int] = {}
         # Weak: a user's lock lives while a submission holds or awaits it.
@@ -113,7 +113,7 @@ class JobEngine:
             return
         self._started = True
         await self.cache.start()
-        self._to_recover = await self.log.unfinished()
+        self._to_recover = await self.request_log.unfinished()
         self.spool.root.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(self.spool.prune, {r.id for r in self._to_recover})
         if self._to_recover:
@@ -183,7 +183,7 @@ class JobEngine:
                     await asyncio.to_thread(self.spool.write, request_id, request.image)
                 record = self._record(request_id, request, seed, key, "queued")
                 created = record.created_at
-                await self.log.insert(record)
+                await self.request_log.insert(record)
             except BaseException:
                 self._release(user)
                 self._reserved -= 0 if rider else 1
@@ -205,7 +205,7 @@ class JobEngine:
         """Log a request refused before it became a job; returns the row's id."""
         now = self._clock()
         request_id = new_request_id()
-        await self.log.insert(RequestRecord(
+        await self.request_log.insert(RequestRecord(
             id=request_id, platform=platform, user_id=user_id, chat_id=chat_id,
             source_kind=source_kind, status="rejected", reason=error.code, lang=lang,
             created_at=now, finished_at=now, total_s=0.0))
@@ -235,7 +235,7 @@ class JobEngine:
             if hit is not None:
                 await self._finish_from_cache(handle, request, seed, hit, record.created_at)
             else:
-                await self.log.update(record.id, status="queued", started_at=None)
+                await self.request_log.update(record.id, status="queued", started_at=None)
                 self._active[user] = self._active.get(user, 0) + 1
                 await self._attach(Ticket(handle, user, record.created_at), request, seed, key)
             self._call_handler(handler, handle)
@@ -245,7 +245,7 @@ class JobEngine:
         return handed
 
     async def get_request(self, request_id: str) -> RequestRecord | None:
-        return await self.log.get(request_id)
+        return await self.request_log.get(request_id)
 
     # submission helpers --------------------------------------------------------------------
 
@@ -256,7 +256,7 @@ class JobEngine:
             return
         started = max(job.started_at, ticket.created_at)
         try:  # its batch was marked before it joined: say it is being computed now
-            await self.log.mark_started([ticket.handle.id], started, job.batch_size)
+            await self.request_log.mark_started([ticket.handle.id], started, job.batch_size)
         except Exception:  # the job runs regardless; only the interim status is stale
             logger.exception("could not mark %s as running", ticket.handle.id)
 
@@ -289,7 +289,7 @@ class JobEngine:
 
     async def _check_hourly(self, user: User) -> None:
         now = self._clock()
-        count, oldest = await self.log.user_window(user[0], user[1], now - HOUR_S)
+        count, oldest = await self.request_log.user_window(user[0], user[1], now - HOUR_S)
         if count >= self.jobs.per_user_per_hour:
             wait = (oldest or now) + HOUR_S - now
             raise RateLimited("hourly limit reached", code="hourly_limit",
@@ -324,7 +324,7 @@ class JobEngine:
             record = self._record(new_request_id(), request, seed, None, "rejected",
                                   reason=error.code, total_s=0.0)
             record.finished_at, record.reply_context = record.created_at, {}
-            await self.log.insert(record)
+            await self.request_log.insert(record)
         except Exception:  # the refusal itself must still reach the user
             logger.exception("could not log a rejected request")
 
@@ -332,7 +332,7 @@ class JobEngine:
                                  hit: CachedClip) -> JobHandle:
         handle = JobHandle(request_id, request)
         now = self._clock()
-        await self.log.insert(self._record(request_id, request, seed, key, "queued"))
+        await self.request_log.insert(self._record(request_id, request, seed, key, "queued"))
         await self._finish_from_cache(handle, request, seed, hit, now)
         return handle
 
@@ -341,7 +341,7 @@ class JobEngine:
         now = self._clock()
         timings = {"queue_wait_s": 0.0, "caption_s": 0.0, "sound_s": 0.0, "encode_s": 0.0,
                    "total_s": max(0.0, now - created_at)}
-        await self.log.update(
+        await self.request_log.update(
             handle.id, status="done", caption=hit.caption, prompt=hit.prompt, seed=hit.seed,
             cache_hit=True, batch_size=0, duration_s=hit.duration_s, started_at=now,
             finished_at=now, files={k: str(v) for k, v in hit.files.items()}, **timings)
@@ -360,7 +360,7 @@ class JobEngine:
 
     async def _interrupt(self, record: RequestRecord, handler: RecoveredHandler | None) -> None:
         now = self._clock()
-        await self.log.update(record.id, status="interrupted", reason="interrupted",
+        await self.request_log.update(record.id, status="interrupted", reason="interrupted",
                               finished_at=now, total_s=max(0.0, now - record.created_at))
         self.spool.delete(record.id)
         if handler is None:

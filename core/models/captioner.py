@@ -21,7 +21,7 @@ from core.config import GenerationConfig, ModelsConfig
 from core.errors import ConfigError, ModelMissingError
 from core.models.quiet import download_problem, first_line, held_logs
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 SOT_ID = 49406  # open_clip SimpleTokenizer's <start_of_text>
 EOT_ID = 49407  # ... and <end_of_text>
@@ -321,7 +321,7 @@ def _load(models: ModelsConfig, device: torch.device) -> tuple[torch.nn.Module, 
                 name, pretrained=tag, device=device, precision="fp32", cache_dir=cache_dir)
             tokenizer = open_clip.get_tokenizer(name, cache_dir=cache_dir)
     except Exception as exc:
-        log.debug("loading caption model %s failed", label, exc_info=True)
+        logger.debug("loading caption model %s failed", label, exc_info=True)
         problem = download_problem(exc)
         if problem:
             raise ModelMissingError(f"Caption model {label} {problem}: {_FIX}") from None

@@ -14,7 +14,7 @@ from core.config import Config, ModelsConfig
 from core.errors import ConfigError
 from core.models.pipeline import Pipeline
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 DEFAULT_CACHE = Path("~/.cache/sonify")
 
@@ -100,7 +100,7 @@ def load_pipeline(config: Config) -> Pipeline:
 
     def build() -> Pipeline:
         if tiny:
-            log.warning("!!! [models] preset = 'tiny': RANDOM-WEIGHT TEST MODELS. Captions are "
+            logger.warning("!!! [models] preset = 'tiny': RANDOM-WEIGHT TEST MODELS. Captions are "
                         "junk and every clip is NOISE. Use preset = 'default' for real output. !!!")
         captioner = _captioner(config, device, dtype)
         generator = _sound(models, device, dtype)

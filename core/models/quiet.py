@@ -11,7 +11,7 @@ import contextlib
 import logging
 from collections.abc import Iterator
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 def first_line(exc: BaseException, limit: int = 160) -> str:
@@ -73,10 +73,10 @@ def held_logs(*libraries: str, root_paths: tuple[str, ...] = ()) -> Iterator[Non
     held = _Hold(())
     targets: list[logging.Filterer] = []
     for name in libraries:
-        logger = logging.getLogger(name)
+        library_logger = logging.getLogger(name)
         # diffusers and transformers log through their own handler on the top logger
         # (propagation off), so a filter on it sees every module's records.
-        targets += [logger, *logger.handlers]
+        targets += [library_logger, *library_logger.handlers]
     from_root = _Hold(root_paths)
     for target in targets:
         target.addFilter(held)
@@ -95,4 +95,4 @@ def held_logs(*libraries: str, root_paths: tuple[str, ...] = ()) -> Iterator[Non
             if loaded and record.levelno >= logging.WARNING:
                 logging.getLogger(record.name).handle(record)
             else:
-                log.debug("%s: %s", record.name, record.getMessage())
+                logger.debug("%s: %s", record.name, record.getMessage())

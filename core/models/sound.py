@@ -16,11 +16,11 @@ import torch
 from core.audio.encode import resample
 from core.config import ModelsConfig
 from core.errors import ConfigError, ModelMissingError
-from core.models.pipeline import longest_fitting
+from core.models.prompt import longest_fitting
 from core.models.quiet import download_problem, first_line, held_logs
 from core.options import GenerationOptions
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 DEFAULT_MODELS = {"audioldm": "cvssp/audioldm-s-full-v2", "audioldm2": "cvssp/audioldm2"}
 PIPELINE_CLASSES = {"audioldm": "AudioLDMPipeline", "audioldm2": "AudioLDM2Pipeline"}
@@ -79,7 +79,7 @@ def load_diffusers_pipeline(backend: str, source: str, *, dtype: torch.dtype,
         with held_logs("diffusers", "transformers"):
             return cls.from_pretrained(source, dtype=dtype, cache_dir=cache_dir)
     except Exception as exc:  # whatever the libraries raise, the user gets one line
-        log.debug("loading %s failed", source, exc_info=True)
+        logger.debug("loading %s failed", source, exc_info=True)
         problem = None if local else download_problem(exc)
         if problem:
             raise _missing(source, problem) from None
@@ -139,7 +139,7 @@ class SoundGenerator:
         source = models.sound_model or DEFAULT_MODELS[models.sound_backend]
         pipe = load_diffusers_pipeline(models.sound_backend, source, dtype=dtype,
                                        cache_dir=models.cache_dir or None)
-        log.info("sound model %s (%s) loaded on %s/%s", source, models.sound_backend, device,
+        logger.info("sound model %s (%s) loaded on %s/%s", source, models.sound_backend, device,
                  str(dtype).removeprefix("torch."))
         return cls(pipe, device=device, dtype=dtype)
 
@@ -180,7 +180,7 @@ class SoundGenerator:
         k = max(1, int(options.waveforms_per_prompt))
         if k > 1 and self.backend != "audioldm2":
             if not self._warned_candidates:
-                log.warning("waveforms_per_prompt=%d needs AudioLDM 2 (CLAP audio ranking); "
+                logger.warning("waveforms_per_prompt=%d needs AudioLDM 2 (CLAP audio ranking); "
                             "AudioLDM renders one waveform per prompt", k)
                 self._warned_candidates = True
             return 1

@@ -88,16 +88,16 @@ def _day_start(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-async def collect_stats(log: RequestLog, queue_length: int = 0, *,
+async def collect_stats(request_log: RequestLog, queue_length: int = 0, *,
                         now: float | None = None) -> Stats:
     """Read the log and summarise it."""
     now = time.time() if now is None else now
     today_start = _day_start(now)
     first_day = today_start - timedelta(days=CHART_DAYS - 1)
     week_since = now - WEEK_DAYS * DAY_S
-    rows = await log.rows_since(min(first_day.timestamp(), week_since), [
+    rows = await request_log.rows_since(min(first_day.timestamp(), week_since), [
         "platform", "user_id", "status", "cache_hit", "queue_wait_s", "total_s", "created_at"])
-    hits, done = await log.cache_hit_counts()
+    hits, done = await request_log.cache_hit_counts()
 
     per_day: dict[str, Counter[str]] = defaultdict(Counter)
     day_latency: dict[str, list[float]] = defaultdict(list)
@@ -126,9 +126,9 @@ async def collect_stats(log: RequestLog, queue_length: int = 0, *,
                              percentile(lat, 95)))
     return Stats(
         generated_at=now,
-        today=_totals(await log.counts(today_start.timestamp())),
-        week=_totals(await log.counts(week_since)),
-        all_time=_totals(await log.counts()),
+        today=_totals(await request_log.counts(today_start.timestamp())),
+        week=_totals(await request_log.counts(week_since)),
+        all_time=_totals(await request_log.counts()),
         cache_hits=hits, done=done,
         queue_wait_p50_s=percentile(waits, 50), queue_wait_p95_s=percentile(waits, 95),
         total_p50_s=percentile(totals, 50), total_p95_s=percentile(totals, 95),

@@ -49,7 +49,7 @@ async def private_note(fake: FakeDiscord, it: Interaction) -> str:
 
 
 async def rejected_reasons(bot: Any) -> list[str]:
-    rows = await bot.services.log.rows_since(0.0, ["status", "reason"])
+    rows = await bot.services.request_log.rows_since(0.0, ["status", "reason"])
     return [r.reason for r in rows if r.status == "rejected"]
 
 
@@ -144,7 +144,7 @@ async def test_generation_failed(fake: FakeDiscord, make_bot: Any) -> None:
     await reply_text(fake, posted, "Sorry, generating the sound failed. Please try again.")
     it = await fake.slash("sonify", upload=Upload("y.png", png_bytes(52)))
     assert await private_note(fake, it) == "Sorry, generating the sound failed. Please try again."
-    rows = await bot.services.log.rows_since(0.0, ["status", "reason"])
+    rows = await bot.services.request_log.rows_since(0.0, ["status", "reason"])
     assert [r.reason for r in rows if r.status == "failed"] == ["failed", "failed"]
 
 

@@ -22,7 +22,8 @@ CARLOS = {"id": 1004, "is_bot": False, "first_name": "Carlos", "language_code": 
 
 async def rows(bot: Harness) -> list[dict[str, Any]]:
     assert bot.services is not None
-    found = await bot.services.log.rows_since(0, ["status", "reason", "source_kind", "user_id"])
+    found = await bot.services.request_log.rows_since(
+        0, ["status", "reason", "source_kind", "user_id"])
     return [dict(r._mapping) for r in found]
 
 

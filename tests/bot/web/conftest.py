@@ -158,11 +158,11 @@ async def expect_error(resp: aiohttp.ClientResponse, status: int, code: str) -> 
 
 async def row(web: Web, request_id: str) -> Any:
     """The request-log row of `request_id` (it must exist)."""
-    record = await web.services.log.get(request_id)
+    record = await web.services.request_log.get(request_id)
     assert record is not None
     return record
 
 
 async def last_rows(web: Web) -> list[Any]:
     """Every request-log row of this test's server."""
-    return await web.services.log.rows_since(0)
+    return await web.services.request_log.rows_since(0)

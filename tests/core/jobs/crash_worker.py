@@ -64,8 +64,8 @@ def requests(cfg: Any) -> list[Any]:
 async def main(data_root: Path) -> None:
     cfg = crash_config(data_root)
     pipeline = SlowAfterFirst(load_pipeline(cfg))
-    log = await RequestLog.open(cfg.database_url)
-    engine = JobEngine(cfg, log, pipeline_factory=lambda: pipeline)
+    request_log = await RequestLog.open(cfg.database_url)
+    engine = JobEngine(cfg, request_log, pipeline_factory=lambda: pipeline)
     await engine.start()
     print("READY", flush=True)
 

@@ -113,9 +113,9 @@ class WrappedPipeline:
 async def running_engine(config: Config, pipeline: Any,
                          clock: Callable[[], float] | None = None) -> AsyncIterator[JobEngine]:
     """A started engine over a fresh log; stopped and closed afterwards."""
-    log = await RequestLog.open(config.database_url)
+    request_log = await RequestLog.open(config.database_url)
     extra = {"clock": clock} if clock is not None else {}
-    engine = JobEngine(config, log, pipeline_factory=lambda: pipeline, **extra)
+    engine = JobEngine(config, request_log, pipeline_factory=lambda: pipeline, **extra)
     await engine.start()
     try:
         yield engine
@@ -124,29 +124,29 @@ async def running_engine(config: Config, pipeline: Any,
         if gate is not None:
             gate.set()  # a failed test must not leave the worker parked
         await engine.stop(10)
-        await log.close()
+        await request_log.close()
 
 
 async def gated_engine(config: Config, pipeline: Any
                        ) -> tuple[RequestLog, JobEngine, threading.Event]:
     """A started engine whose model calls wait at the returned gate (to stop it mid-batch)."""
     gate = threading.Event()
-    log = await RequestLog.open(config.database_url)
-    engine = JobEngine(config, log,
+    request_log = await RequestLog.open(config.database_url)
+    engine = JobEngine(config, request_log,
                        pipeline_factory=lambda: WrappedPipeline(pipeline, gate=gate))
     await engine.start()
-    return log, engine, gate
+    return request_log, engine, gate
 
 
 async def restarted_engine(config: Config, pipeline: Any
                            ) -> tuple[RequestLog, JobEngine, list[JobHandle], int]:
     """A fresh engine on the same log after a stop or crash, with the jobs it resumed.
 
-    Returns the log, the engine, the handles given to platform "test"'s recovery
+    Returns the request_log, the engine, the handles given to platform "test"'s recovery
     handler (after they have run) and the count `resume_recovered` reported.
     """
-    log = await RequestLog.open(config.database_url)
-    engine = JobEngine(config, log, pipeline_factory=lambda: pipeline)
+    request_log = await RequestLog.open(config.database_url)
+    engine = JobEngine(config, request_log, pipeline_factory=lambda: pipeline)
     await engine.start()
     handed: list[JobHandle] = []
 
@@ -156,7 +156,7 @@ async def restarted_engine(config: Config, pipeline: Any
     engine.on_recovered("test", collect)
     resumed = await engine.resume_recovered()
     await asyncio.sleep(0)  # let the handler tasks run
-    return log, engine, handed, resumed
+    return request_log, engine, handed, resumed
 
 
 async def wait_for(handle: JobHandle, kind: type) -> Any:

@@ -71,8 +71,8 @@ async def test_sigkill_mid_batch_then_restart_answers_or_interrupts_every_job(
     accepted, done_before, slow = await kill_mid_batch(proc, tmp_path, submitted)
     assert int(slow) >= 1 and len(accepted) == submitted
 
-    log = await RequestLog.open(cfg.database_url)
-    rows = {r[0]: r[1] for r in await log.rows_since(0, ["id", "status"])}
+    request_log = await RequestLog.open(cfg.database_url)
+    rows = {r[0]: r[1] for r in await request_log.rows_since(0, ["id", "status"])}
     # One row per submission, each written before its submit returned; nothing else.
     assert len(rows) == submitted and set(rows) == set(accepted)
     assert all(rows[i] == "done" for i in done_before)
@@ -89,7 +89,7 @@ async def test_sigkill_mid_batch_then_restart_answers_or_interrupts_every_job(
     async def answer(handle: JobHandle) -> None:
         handed.append(handle)
 
-    engine = JobEngine(cfg, log, pipeline_factory=lambda: tiny_pipeline)
+    engine = JobEngine(cfg, request_log, pipeline_factory=lambda: tiny_pipeline)
     await engine.start()
     engine.on_recovered(PLATFORM, answer)
     try:
@@ -107,10 +107,10 @@ async def test_sigkill_mid_batch_then_restart_answers_or_interrupts_every_job(
                 outcomes[handle.id] = exc.code
         assert outcomes.pop(spooled[0]) == "interrupted"
         assert set(outcomes.values()) <= {"done"}
-        final = {r[0]: r[1] for r in await log.rows_since(0, ["id", "status"])}
+        final = {r[0]: r[1] for r in await request_log.rows_since(0, ["id", "status"])}
     finally:
         await engine.stop(5)
-        await log.close()
+        await request_log.close()
     # No row went missing, none is left hanging; the log agrees with what was accepted.
     assert set(final) == set(rows)
     assert final[spooled[0]] == "interrupted"

@@ -158,8 +158,8 @@ async def test_models_that_fail_to_load_fail_the_batch_and_load_again_later(
             raise ModelMissingError("weights missing; run `sonify download`")
         return tiny_pipeline
 
-    log = await RequestLog.open(cfg.database_url)
-    engine = JobEngine(cfg, log, pipeline_factory=factory)
+    request_log = await RequestLog.open(cfg.database_url)
+    engine = JobEngine(cfg, request_log, pipeline_factory=factory)
     await engine.start()
     try:
         first = await engine.submit(text_request(cfg, "u", "a"))
@@ -173,13 +173,13 @@ async def test_models_that_fail_to_load_fail_the_batch_and_load_again_later(
         assert all(name.startswith("sonify-model") for name in attempts)
     finally:
         await engine.stop(5)
-        await log.close()
+        await request_log.close()
 
 
 async def test_shutdown_finishes_the_batch_and_keeps_the_rest_for_next_start(
         tmp_path: Path, tiny_pipeline: Any) -> None:
     cfg = make_config(tmp_path, jobs={"max_batch": 1})
-    log, engine, gate = await gated_engine(cfg, tiny_pipeline)
+    request_log, engine, gate = await gated_engine(cfg, tiny_pipeline)
     running = await engine.submit(image_request(cfg, "a", picture(1)))
     await wait_for(running, Started)
     waiting = [await engine.submit(image_request(cfg, "b", picture(2), reply_context={"m": 5})),
@@ -195,12 +195,12 @@ async def test_shutdown_finishes_the_batch_and_keeps_the_rest_for_next_start(
         event = events_of(handle)[-1]
         assert isinstance(event, Failed) and event.error.code == "shutting_down"
         assert event.error.params["resumes"] is True
-        record = await log.get(handle.id)
+        record = await request_log.get(handle.id)
         assert record is not None and record.status == "queued"
     assert (cfg.data_dir / "spool" / f"{waiting[0].id}.png").exists()
-    await log.close()
+    await request_log.close()
 
-    log, engine, got, _ = await restarted_engine(cfg, tiny_pipeline)
+    request_log, engine, got, _ = await restarted_engine(cfg, tiny_pipeline)
     try:
         assert sorted(h.id for h in got) == sorted(h.id for h in waiting)
         results = {h.id: await asyncio.wait_for(h.result(), 30) for h in got}
@@ -208,50 +208,50 @@ async def test_shutdown_finishes_the_batch_and_keeps_the_rest_for_next_start(
         by_id = {h.id: h for h in got}
         assert by_id[waiting[0].id].request.reply_context == {"m": 5}
         assert results[waiting[1].id].prompt == "waves"
-        assert {(await log.get(i)).status for i in results} == {"done"}  # type: ignore[union-attr]
+        assert {(await request_log.get(i)).status for i in results} == {"done"}  # type: ignore[union-attr]
         assert not any((cfg.data_dir / "spool").iterdir())
     finally:
         await engine.stop(5)
-        await log.close()
+        await request_log.close()
 
 
 async def test_shutdown_timeout_leaves_the_running_batch_for_the_next_start(
         tmp_path: Path, tiny_pipeline: Any) -> None:
     cfg = make_config(tmp_path)
-    log, engine, gate = await gated_engine(cfg, tiny_pipeline)
+    request_log, engine, gate = await gated_engine(cfg, tiny_pipeline)
     running = await engine.submit(text_request(cfg, "a", "slow"))
     await wait_for(running, Started)
     await engine.stop(0.2)
     event = events_of(running)[-1]
     assert isinstance(event, Failed) and event.error.code == "shutting_down"
-    assert (await log.get(running.id)).status == "running"  # type: ignore[union-attr]
+    assert (await request_log.get(running.id)).status == "running"  # type: ignore[union-attr]
     gate.set()
-    await log.close()
+    await request_log.close()
 
-    log, engine, got, _ = await restarted_engine(cfg, tiny_pipeline)
+    request_log, engine, got, _ = await restarted_engine(cfg, tiny_pipeline)
     try:
         [again] = got
         assert again.id == running.id
         assert (await asyncio.wait_for(again.result(), 30)).prompt == "slow"
     finally:
         await engine.stop(5)
-        await log.close()
+        await request_log.close()
 
 
 async def test_recovery_interrupts_what_cannot_be_rerun(tmp_path: Path,
                                                         tiny_pipeline: Any) -> None:
     cfg = make_config(tmp_path, jobs={"max_batch": 1})
-    log, engine, gate = await gated_engine(cfg, tiny_pipeline)
+    request_log, engine, gate = await gated_engine(cfg, tiny_pipeline)
     busy = await engine.submit(text_request(cfg, "z", "busy"))
     await wait_for(busy, Started)
     lost = await engine.submit(image_request(cfg, "a", picture(5), reply_context={"chat": 1}))
     orphan = await engine.submit(text_request(cfg, "b", "owls", platform="gone"))
-    await engine.stop(0.1)  # all three stay unfinished in the log
+    await engine.stop(0.1)  # all three stay unfinished in the request log
     gate.set()
-    await log.close()
+    await request_log.close()
     (cfg.data_dir / "spool" / f"{lost.id}.png").unlink()
 
-    log, engine, got, _ = await restarted_engine(cfg, tiny_pipeline)
+    request_log, engine, got, _ = await restarted_engine(cfg, tiny_pipeline)
     try:
         handles = {h.id: h for h in got}
         assert set(handles) == {busy.id, lost.id}
@@ -262,9 +262,9 @@ async def test_recovery_interrupts_what_cannot_be_rerun(tmp_path: Path,
             await handle.result()
         assert caught.value.code == "interrupted"
         assert "restarted" in describe_error(caught.value)
-        assert (await log.get(lost.id)).status == "interrupted"  # type: ignore[union-attr]
-        assert (await log.get(orphan.id)).status == "interrupted"  # type: ignore[union-attr]
-        assert await log.unfinished() == []
+        assert (await request_log.get(lost.id)).status == "interrupted"  # type: ignore[union-attr]
+        assert (await request_log.get(orphan.id)).status == "interrupted"  # type: ignore[union-attr]
+        assert await request_log.unfinished() == []
     finally:
         await engine.stop(5)
-        await log.close()
+        await request_log.close()

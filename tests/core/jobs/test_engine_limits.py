@@ -50,7 +50,7 @@ async def test_concurrent_limit_per_user_with_admin_exemption(tmp_path: Path,
         # A finished job frees the slot.
         later = await engine.submit(text_request(cfg, "ann", "p3"))
         await later.result()
-        record = await engine.log.unfinished()
+        record = await engine.request_log.unfinished()
     assert record == []
 
 
@@ -61,11 +61,11 @@ async def test_hourly_limit_counts_the_log_and_says_when_to_retry(tmp_path: Path
     async with running_engine(cfg, tiny_pipeline) as engine:
         # Three earlier requests of this user in the log (say, before a restart)...
         for i, age in enumerate((1800.0, 1000.0, 10.0)):
-            await engine.log.insert(RequestRecord(
+            await engine.request_log.insert(RequestRecord(
                 id=f"old{i}", platform="test", user_id="cat", chat_id="c", source_kind="photo",
                 status="done", created_at=now - age))
         # ...one older than an hour and one rejected, which do not count.
-        await engine.log.insert(RequestRecord(id="ancient", platform="test", user_id="cat",
+        await engine.request_log.insert(RequestRecord(id="ancient", platform="test", user_id="cat",
                                               chat_id="c", source_kind="photo", status="done",
                                               created_at=now - 4000))
         with pytest.raises(RateLimited) as caught:
@@ -74,11 +74,11 @@ async def test_hourly_limit_counts_the_log_and_says_when_to_retry(tmp_path: Path
         assert 1795 <= caught.value.params["retry_after_s"] <= 1802  # when the oldest ages out
         assert "Try again in 30 min" in describe_error(caught.value)
         # The refusal is logged as rejected, and does not count towards the limit itself.
-        assert (await engine.log.user_window("test", "cat", now - 3600))[0] == 3
+        assert (await engine.request_log.user_window("test", "cat", now - 3600))[0] == 3
         # Same user on another platform is another user; admins are exempt.
         await (await engine.submit(text_request(cfg, "cat", "meow", platform="other"))).result()
         await (await engine.submit(text_request(cfg, "cat", "meow", admin=True))).result()
-        rejected = [r for r in await engine.log.rows_since(now - 60, ["status", "reason"])
+        rejected = [r for r in await engine.request_log.rows_since(now - 60, ["status", "reason"])
                     if r[0] == "rejected"]
     assert rejected == [("rejected", "hourly_limit")]
 
@@ -160,5 +160,5 @@ async def test_bad_requests_and_shutdown_are_refused(tmp_path: Path, tiny_pipeli
         with pytest.raises(ShuttingDown) as stopped:
             await engine.submit(text_request(cfg, "u", "x"))
         assert stopped.value.code == "shutting_down"
-        statuses = [r[0] for r in await engine.log.rows_since(0, ["status"])]
+        statuses = [r[0] for r in await engine.request_log.rows_since(0, ["status"])]
     assert statuses == ["rejected"] * 3

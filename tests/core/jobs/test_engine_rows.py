@@ -75,7 +75,7 @@ async def test_every_outcome_leaves_a_complete_row(tmp_path: Path, tiny_pipeline
                                               source_kind="url", lang="es",
                                               error=ImageRejected("no", code="bad_url"))
         rows = {r.user_id: r for r in
-                [RequestRecord.from_row(x) for x in await engine.log.rows_since(0)]
+                [RequestRecord.from_row(x) for x in await engine.request_log.rows_since(0)]
                 if r.status in ("rejected",)}
         done, failed, cached = (await row(engine, good.id), await row(engine, bad.id),
                                 await row(engine, hit.request_id))
@@ -116,21 +116,21 @@ async def test_every_outcome_leaves_a_complete_row(tmp_path: Path, tiny_pipeline
 
 async def test_interrupted_row_after_a_restart(tmp_path: Path, tiny_pipeline: Any) -> None:
     cfg = make_config(tmp_path, jobs={"max_batch": 1})
-    log, engine, gate = await gated_engine(cfg, tiny_pipeline)
+    request_log, engine, gate = await gated_engine(cfg, tiny_pipeline)
     running = await engine.submit(image_request(cfg, "ann", picture(1)))
     await wait_for(running, Started)
     await engine.stop(0.1)  # the "crash": the row stays running
     gate.set()
-    await log.close()
+    await request_log.close()
     (cfg.data_dir / "spool" / f"{running.id}.png").unlink()
 
-    log, engine, told, resumed = await restarted_engine(cfg, tiny_pipeline)
+    request_log, engine, told, resumed = await restarted_engine(cfg, tiny_pipeline)
     try:
         assert resumed == 1
         record = await row(engine, running.id)
     finally:
         await engine.stop(5)
-        await log.close()
+        await request_log.close()
     assert_identity(record, "ann")
     assert (record.status, record.reason, record.batch_size) == ("interrupted", "interrupted", 1)
     assert record.queue_wait_s is not None and record.total_s is not None
@@ -166,16 +166,16 @@ async def test_a_rider_whose_job_ends_while_it_is_logged_gets_the_cached_clip(
     pipe = WrappedPipeline(tiny_pipeline)
     async with running_engine(cfg, pipe) as engine:
         leader = await engine.submit(image_request(cfg, "ann", picture(5)))
-        insert = engine.log.insert
+        insert = engine.request_log.insert
 
         async def slow_insert(record: RequestRecord) -> None:
             if record.id != leader.id:  # the rider's row: the leader finishes meanwhile
                 await leader.result()
             await insert(record)
 
-        engine.log.insert = slow_insert  # type: ignore[method-assign]
+        engine.request_log.insert = slow_insert  # type: ignore[method-assign]
         rider = await engine.submit(image_request(cfg, "bob", picture(5)))
-        engine.log.insert = insert  # type: ignore[method-assign]
+        engine.request_log.insert = insert  # type: ignore[method-assign]
         assert rider.finished
         result = await rider.result()
         record = await row(engine, rider.id)
@@ -196,7 +196,7 @@ async def test_credential_like_reply_context_is_not_stored(tmp_path: Path,
             "channel_id": "42", "interaction_token": secret, "Authorization": secret}))
         await handle.result()
         record = await row(engine, handle.id)
-        raw = await engine.log.rows_since(0)
+        raw = await engine.request_log.rows_since(0)
     assert record.reply_context == {"channel_id": "42"}
     assert secret not in repr(raw) and secret not in caplog.text
     assert handle.request.reply_context["interaction_token"] == secret  # the adapter keeps it
@@ -218,15 +218,15 @@ async def test_a_slow_first_load_does_not_time_the_job_out(tmp_path: Path,
                                                            tiny_pipeline: Any) -> None:
     cfg = make_config(tmp_path, jobs={"job_timeout_s": 1.5})
     factory = SlowToLoad(tiny_pipeline, load_s=1.8)
-    log = await RequestLog.open(cfg.database_url)
-    engine = JobEngine(cfg, log, pipeline_factory=factory)
+    request_log = await RequestLog.open(cfg.database_url)
+    engine = JobEngine(cfg, request_log, pipeline_factory=factory)
     await engine.start()
     try:
         handle = await engine.submit(text_request(cfg, "u", "first of the day"))
         result = await asyncio.wait_for(handle.result(), 30)
     finally:
         await engine.stop(5)
-        await log.close()
+        await request_log.close()
     assert result.files["ogg"].is_file() and result.prompt == "first of the day"
     assert factory.loads == 1
 
@@ -234,17 +234,17 @@ async def test_a_slow_first_load_does_not_time_the_job_out(tmp_path: Path,
 async def test_a_job_and_its_rider_cut_short_are_both_answered_after_restart(
         tmp_path: Path, tiny_pipeline: Any) -> None:
     cfg = make_config(tmp_path)
-    log, engine, gate = await gated_engine(cfg, tiny_pipeline)
+    request_log, engine, gate = await gated_engine(cfg, tiny_pipeline)
     leader = await engine.submit(image_request(cfg, "ann", picture(6), reply_context={"n": 1}))
     await wait_for(leader, Started)
     rider = await engine.submit(image_request(cfg, "bob", picture(6), reply_context={"n": 2}))
     await engine.stop(0.1)
     gate.set()
-    assert {(await log.get(h.id)).status for h in (leader, rider)} == {"running"}  # type: ignore[union-attr]
-    await log.close()
+    assert {(await request_log.get(h.id)).status for h in (leader, rider)} == {"running"}  # type: ignore[union-attr]
+    await request_log.close()
 
     pipe = WrappedPipeline(tiny_pipeline)
-    log, engine, handed, resumed = await restarted_engine(cfg, pipe)
+    request_log, engine, handed, resumed = await restarted_engine(cfg, pipe)
     try:
         assert resumed == 2
         results = {h.request.reply_context["n"]: await asyncio.wait_for(h.result(), 30)
@@ -252,7 +252,7 @@ async def test_a_job_and_its_rider_cut_short_are_both_answered_after_restart(
         records = [await row(engine, h.id) for h in (leader, rider)]
     finally:
         await engine.stop(5)
-        await log.close()
+        await request_log.close()
     assert pipe.calls == [1]  # still computed once
     assert sorted(r.cache_hit for r in results.values()) == [False, True]
     assert results[1].files == results[2].files

@@ -7,7 +7,8 @@ import pytest
 from PIL import Image, ImageDraw
 
 from core.errors import BadRequest, ConfigError
-from core.models.pipeline import EMPTY_CAPTION, Pipeline, PipelineInput, prompt_from_caption
+from core.models.pipeline import Pipeline, PipelineInput
+from core.models.prompt import EMPTY_CAPTION, prompt_from_caption
 from core.options import GenerationOptions
 
 TEMPLATE = "The sound of {caption}, as heard in real life"

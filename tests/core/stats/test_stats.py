@@ -26,8 +26,8 @@ def rec(n: int, age: float, *, platform: str = "telegram", user: str = "u1",
 
 
 @pytest.fixture
-async def log(tmp_path: Path):
-    log = await RequestLog.open(f"sqlite+aiosqlite:///{tmp_path / 'stats.db'}")
+async def request_log(tmp_path: Path):
+    request_log = await RequestLog.open(f"sqlite+aiosqlite:///{tmp_path / 'stats.db'}")
     records = [
         # today (15:00 UTC now): 4 requests
         rec(1, 1 * HOUR, wait=1.0, total=5.0),
@@ -43,13 +43,13 @@ async def log(tmp_path: Path):
         rec(9, 400 * DAY, status="interrupted"),
     ]
     for r in records:
-        await log.insert(r)
-    yield log
-    await log.close()
+        await request_log.insert(r)
+    yield request_log
+    await request_log.close()
 
 
-async def test_totals_hit_rate_percentiles_and_top_users(log: RequestLog) -> None:
-    stats = await collect_stats(log, queue_length=3, now=NOW)
+async def test_totals_hit_rate_percentiles_and_top_users(request_log: RequestLog) -> None:
+    stats = await collect_stats(request_log, queue_length=3, now=NOW)
     assert stats.today.total == 4
     assert stats.today.by_platform == {"telegram": 2, "discord": 1, "web": 1}
     assert stats.today.by_status == {"done": 3, "rejected": 1}
@@ -71,8 +71,8 @@ async def test_totals_hit_rate_percentiles_and_top_users(log: RequestLog) -> Non
     assert stats.days[-11].total_p50_s == pytest.approx(200.0)
 
 
-async def test_text_and_chart_render(log: RequestLog) -> None:
-    stats = await collect_stats(log, queue_length=3, now=NOW)
+async def test_text_and_chart_render(request_log: RequestLog) -> None:
+    stats = await collect_stats(request_log, queue_length=3, now=NOW)
     text = render_stats_text(stats)
     assert "Today: 4 requests — telegram 2" in text
     assert "All time: 9 requests" in text
@@ -89,11 +89,11 @@ async def test_text_and_chart_render(log: RequestLog) -> None:
 
 
 async def test_empty_log(tmp_path: Path) -> None:
-    log = await RequestLog.open(f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}")
+    request_log = await RequestLog.open(f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}")
     try:
-        stats = await collect_stats(log, now=NOW)
+        stats = await collect_stats(request_log, now=NOW)
     finally:
-        await log.close()
+        await request_log.close()
     assert stats.all_time.total == 0 and stats.cache_hit_rate is None
     assert stats.total_p95_s is None and stats.top_users == []
     text = render_stats_text(stats)

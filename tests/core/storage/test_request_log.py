@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from sqlalchemy import text
 
-from core.storage import request_log as store
 from core.jobs.cache import ClipCache, cache_key
 from core.options import GenerationOptions
+from core.storage import request_log as store
 from core.storage.request_log import RequestLog, RequestRecord
 
 
@@ -25,37 +25,37 @@ def row(request_id: str, *, user: str = "u1", status: str = "queued", created: f
 
 
 async def test_fresh_database_is_created_stamped_and_in_wal_mode(tmp_path: Path) -> None:
-    log = await RequestLog.open(db_url(tmp_path))
+    request_log = await RequestLog.open(db_url(tmp_path))
     try:
-        assert await log.schema_version() == store.latest_version()
-        async with log.engine.connect() as conn:
+        assert await request_log.schema_version() == store.latest_version()
+        async with request_log.engine.connect() as conn:
             mode = (await conn.execute(text("PRAGMA journal_mode"))).scalar()
             timeout = (await conn.execute(text("PRAGMA busy_timeout"))).scalar()
         assert mode == "wal"
         assert timeout >= 1000
         assert (tmp_path / "db" / "sonify.db").exists()
     finally:
-        await log.close()
+        await request_log.close()
 
 
 async def test_migration_steps_run_once_in_order(tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    log = await RequestLog.open(db_url(tmp_path))
-    await log.insert(row("keep-me"))
-    await log.close()
+    request_log = await RequestLog.open(db_url(tmp_path))
+    await request_log.insert(row("keep-me"))
+    await request_log.close()
 
     def add_note(conn: object) -> None:
         conn.exec_driver_sql("ALTER TABLE requests ADD COLUMN note TEXT")  # type: ignore[attr-defined]
 
     monkeypatch.setattr(store, "MIGRATIONS", [add_note])
     for _ in range(2):  # the second open must not re-run the step (it would fail: duplicate column)
-        log = await RequestLog.open(db_url(tmp_path))
-        assert await log.schema_version() == store.BASE_VERSION + 1
-        async with log.engine.connect() as conn:
+        request_log = await RequestLog.open(db_url(tmp_path))
+        assert await request_log.schema_version() == store.BASE_VERSION + 1
+        async with request_log.engine.connect() as conn:
             cols = [r[1] for r in await conn.execute(text("PRAGMA table_info(requests)"))]
         assert "note" in cols
-        assert (await log.get("keep-me")) is not None
-        await log.close()
+        assert (await request_log.get("keep-me")) is not None
+        await request_log.close()
 
     monkeypatch.setattr(store, "MIGRATIONS", [])
     with pytest.raises(RuntimeError, match="newer than this code"):
@@ -63,36 +63,36 @@ async def test_migration_steps_run_once_in_order(tmp_path: Path,
 
 
 async def test_rows_round_trip_and_user_window_ignores_rejections(tmp_path: Path) -> None:
-    log = await RequestLog.open(db_url(tmp_path))
+    request_log = await RequestLog.open(db_url(tmp_path))
     try:
-        await log.insert(row("a", created=100.0, options=GenerationOptions().to_dict(),
+        await request_log.insert(row("a", created=100.0, options=GenerationOptions().to_dict(),
                              reply_context={"message_id": 7, "thread": "x"}, seed=42))
-        await log.insert(row("b", created=200.0, status="rejected", reason="busy"))
-        await log.insert(row("c", created=300.0, status="done"))
-        await log.insert(row("d", user="u2", created=400.0, status="running"))
-        got = await log.get("a")
+        await request_log.insert(row("b", created=200.0, status="rejected", reason="busy"))
+        await request_log.insert(row("c", created=300.0, status="done"))
+        await request_log.insert(row("d", user="u2", created=400.0, status="running"))
+        got = await request_log.get("a")
         assert got is not None
         assert got.reply_context == {"message_id": 7, "thread": "x"}
         assert got.generation_options == GenerationOptions()
         assert got.seed == 42
-        assert await log.get("missing") is None
-        assert await log.user_window("telegram", "u1", 50.0) == (2, 100.0)
-        assert await log.user_window("telegram", "u1", 150.0) == (1, 300.0)
-        assert [r.id for r in await log.unfinished()] == ["a", "d"]
-        await log.mark_started(["a"], 160.0, 3)
-        got = await log.get("a")
+        assert await request_log.get("missing") is None
+        assert await request_log.user_window("telegram", "u1", 50.0) == (2, 100.0)
+        assert await request_log.user_window("telegram", "u1", 150.0) == (1, 300.0)
+        assert [r.id for r in await request_log.unfinished()] == ["a", "d"]
+        await request_log.mark_started(["a"], 160.0, 3)
+        got = await request_log.get("a")
         assert got is not None
         assert (got.status, got.batch_size, got.queue_wait_s) == ("running", 3, 60.0)
         # A late mark never revives a finished row; a request newer than the start waited 0 s.
-        await log.insert(row("e", created=170.0))
-        await log.mark_started(["c", "e"], 160.0, 3)
-        done, late = await log.get("c"), await log.get("e")
+        await request_log.insert(row("e", created=170.0))
+        await request_log.mark_started(["c", "e"], 160.0, 3)
+        done, late = await request_log.get("c"), await request_log.get("e")
         assert done is not None and (done.status, done.started_at) == ("done", None)
         assert late is not None and (late.status, late.queue_wait_s) == ("running", 0.0)
         with pytest.raises(ValueError, match="unknown request columns"):
-            await log.update("a", colour="red")
+            await request_log.update("a", colour="red")
     finally:
-        await log.close()
+        await request_log.close()
 
 
 class Clock:
@@ -109,16 +109,16 @@ def write_clip(cache: ClipCache, clip_id: str) -> tuple[dict[str, Path], float]:
 
 
 async def test_cache_evicts_least_recently_used_but_keeps_recent_files(tmp_path: Path) -> None:
-    log = await RequestLog.open(db_url(tmp_path))
+    request_log = await RequestLog.open(db_url(tmp_path))
     clock = Clock()
     root = tmp_path / "cache"
-    probe = ClipCache(log, root, 10**9, clock=clock)
+    probe = ClipCache(request_log, root, 10**9, clock=clock)
     files, _ = write_clip(probe, "probe")
     size = sum(p.stat().st_size for p in files.values())
     for p in files.values():
         p.unlink()
     # Room for two clips; a clip used in the last minute is never evicted.
-    cache = ClipCache(log, root, int(size * 2.5), keep_recent_s=60, clock=clock)
+    cache = ClipCache(request_log, root, int(size * 2.5), keep_recent_s=60, clock=clock)
     await cache.start()
     opts = GenerationOptions()
     keys = [cache_key(model_tag="m", options=opts, prompt=f"p{i}", seed=1) for i in range(5)]
@@ -156,20 +156,20 @@ async def test_cache_evicts_least_recently_used_but_keeps_recent_files(tmp_path:
     # The index survives a restart; a clip whose files vanished is dropped; strays are removed.
     (root / "stray.ogg").write_bytes(b"junk")
     hit.files["mp3"].unlink()
-    await log.close()
-    log = await RequestLog.open(db_url(tmp_path))
-    cache = ClipCache(log, root, int(size * 2.5), keep_recent_s=60, clock=clock)
+    await request_log.close()
+    request_log = await RequestLog.open(db_url(tmp_path))
+    cache = ClipCache(request_log, root, int(size * 2.5), keep_recent_s=60, clock=clock)
     await cache.start()
     assert not (root / "stray.ogg").exists()
     assert await cache.lookup(keys[3]) is not None
     assert await cache.lookup(keys[4]) is None
-    await log.close()
+    await request_log.close()
 
 
 async def test_disabled_cache_serves_nothing_and_cleans_up_after_grace(tmp_path: Path) -> None:
-    log = await RequestLog.open(db_url(tmp_path))
+    request_log = await RequestLog.open(db_url(tmp_path))
     clock = Clock()
-    cache = ClipCache(log, tmp_path / "cache", 0, keep_recent_s=60, clock=clock)
+    cache = ClipCache(request_log, tmp_path / "cache", 0, keep_recent_s=60, clock=clock)
     await cache.start()
     key = cache_key(model_tag="m", options=GenerationOptions(), prompt="x", seed=1)
     files, duration = write_clip(cache, "only")
@@ -180,7 +180,7 @@ async def test_disabled_cache_serves_nothing_and_cleans_up_after_grace(tmp_path:
     clock.now += 61
     assert await cache.evict() == 1
     assert not files["ogg"].exists() and not files["mp3"].exists()
-    await log.close()
+    await request_log.close()
 
 
 def test_cache_key_separates_sources_options_seeds_and_models() -> None:
