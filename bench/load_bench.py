@@ -32,9 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from core.config import Config, ImagesConfig, parse_config
 from core.intake.decode import DecodedImage, decode_image
 from core.jobs.engine import JobEngine
-from core.jobs.events import JobRequest
+from core.jobs.request import JobRequest
 from core.options import GenerationOptions
-from core.stats.report import percentile
+from core.stats.collect import percentile
 from core.storage.request_log import RequestLog
 
 
@@ -97,14 +97,14 @@ async def run_once(pipeline: object, args: argparse.Namespace, max_batch: int,
 
 
 async def main(args: argparse.Namespace) -> None:
-    from core.models.loading import load_pipeline
+    from core.models.loading import ModelLoader
     from core.models.pipeline import PipelineInput
 
     with tempfile.TemporaryDirectory(prefix="sonify-bench-") as tmp:
         root = Path(tmp)
         cfg = make_config(root / "load", args, 1)
         t0 = time.perf_counter()
-        pipeline = load_pipeline(cfg)
+        pipeline = ModelLoader(cfg).pipeline()
         warm = GenerationOptions.from_config(cfg.generation)
         for n in (1, max(2, args.max_batch)):  # first calls pay one-off setup costs
             pipeline.run([PipelineInput(image=picture(999_999 - i).image, seed=i)

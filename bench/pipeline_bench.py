@@ -3,7 +3,7 @@
 Usage: .venv/bin/python bench/pipeline_bench.py --preset tiny|real-random [--n N]
        [--device auto|cpu|cuda] [--seconds S] [--steps K] [--beams B] [--max-tokens T]
 
-`tiny` loads the tiny random test models through the real loading code (core.models.loading).
+`tiny` loads the tiny random test models through the real loading code (ModelLoader).
 `real-random` builds the real ARCHITECTURES at full size with random weights (no download):
 CoCa from open_clip's shipped coca_ViT-L-14.json and AudioLDM s-full-v2 from the component
 configs below, so its timings are honest for the real models' size (not their output).
@@ -24,13 +24,24 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
+import open_clip
 import torch
+from diffusers import AudioLDMPipeline, AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from PIL import Image, ImageDraw
+from transformers import (
+    ClapTextConfig,
+    ClapTextModelWithProjection,
+    SpeechT5HifiGan,
+    SpeechT5HifiGanConfig,
+)
 
 from core.audio.encode import encode_clip
 from core.config import GenerationConfig, parse_config
-from core.models.loading import load_pipeline, resolve_device
+from core.models.captioner import Captioner
+from core.models.loading import ModelLoader, resolve_device
 from core.models.pipeline import Pipeline, PipelineInput, PipelineResult
+from core.models.sound import SoundGenerator
+from core.models.tiny.audioldm import offline_roberta_tokenizer
 from core.options import GenerationOptions
 
 SEED = 0
@@ -43,16 +54,6 @@ SEED = 0
 
 def real_size_audioldm_components() -> dict[str, Any]:
     """AudioLDM s-full(-v2) components at full size, random weights (seeded), eval mode."""
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-    from transformers import (
-        ClapTextConfig,
-        ClapTextModelWithProjection,
-        SpeechT5HifiGan,
-        SpeechT5HifiGanConfig,
-    )
-
-    from core.models.tiny.audioldm import offline_roberta_tokenizer
-
     torch.manual_seed(SEED)
     # unet_config.params: model_channels 128 × channel_mult [1, 2, 3, 5] → block_out_channels;
     # attention_resolutions [8, 4, 2] → cross-attention blocks at resolutions 2, 4, 8 (all but
@@ -116,12 +117,6 @@ def real_size_audioldm_components() -> dict[str, Any]:
 def real_random_pipeline(device: torch.device, dtype: torch.dtype, beams: int,
                          max_tokens: int) -> Pipeline:
     """Full-size CoCa ViT-L/14 + AudioLDM s-full-v2 with random weights, no files."""
-    import open_clip
-    from diffusers import AudioLDMPipeline
-
-    from core.models.captioner import Captioner
-    from core.models.sound import SoundGenerator
-
     torch.manual_seed(SEED)
     model, _, preprocess = open_clip.create_model_and_transforms(
         "coca_ViT-L-14", pretrained=None, precision="fp32")
@@ -140,7 +135,7 @@ def tiny_pipeline(device: str, beams: int, max_tokens: int) -> Pipeline:
     config = parse_config({"models": {"preset": "tiny", "device": device},
                            "generation": {"caption_beams": beams,
                                           "caption_max_tokens": max_tokens}}, environ={})
-    return load_pipeline(config)
+    return ModelLoader(config).pipeline()
 
 
 # -- measuring ---------------------------------------------------------------------------------

@@ -68,10 +68,10 @@ def tiny_config(tmp_path: Path) -> Config:
 @pytest.fixture(scope="session")
 def tiny_pipeline(tmp_path_factory: pytest.TempPathFactory):
     """The tiny CoCa + AudioLDM pipeline, built (or loaded from disk) once per session."""
-    from core.models.loading import load_pipeline
+    from core.models.loading import ModelLoader
 
     cfg = make_config(tmp_path_factory.mktemp("pipeline"))
-    return load_pipeline(cfg)
+    return ModelLoader(cfg).pipeline()
 
 
 @pytest.fixture

@@ -44,7 +44,7 @@ FORMATS: dict[str, AudioFormat] = {
 _SUFFIXES = {".ogg": "ogg", ".opus": "ogg", ".oga": "ogg", ".mp3": "mp3", ".wav": "wav"}
 
 
-def _mono(audio: np.ndarray) -> np.ndarray:
+def _to_mono(audio: np.ndarray) -> np.ndarray:
     x = np.asarray(audio, dtype=np.float32)
     if x.ndim == 2:
         # Channels are the short axis whichever way round the array is.
@@ -61,7 +61,7 @@ def prepare_clip(audio: np.ndarray, rate: int, *, peak: float = TARGET_PEAK,
     """Mono float32 clip peak-normalised to `peak` with short linear fades in and out."""
     if not 0.0 < peak <= 1.0:
         raise ValueError(f"peak must be in (0, 1], got {peak}")
-    x = _mono(audio).copy()
+    x = _to_mono(audio).copy()
     top = float(np.max(np.abs(x)))
     if top > 1e-9:  # silence stays silence instead of becoming amplified rounding noise (or NaN)
         x *= peak / top
@@ -72,12 +72,13 @@ def prepare_clip(audio: np.ndarray, rate: int, *, peak: float = TARGET_PEAK,
         ramp = np.linspace(0.0, 1.0, n + 1, dtype=np.float32)[1:]
         x[:n] *= ramp
         x[-n:] *= ramp[::-1]
-    return np.clip(x, -1.0, 1.0)
+    clipped: np.ndarray = np.clip(x, -1.0, 1.0)
+    return clipped
 
 
 def encodable_rate(rate: int, fmt: str) -> int:
     """The rate a clip at `rate` is written at in `fmt` (the next supported rate up, or the top)."""
-    rates = _format(fmt).rates
+    rates = _format_spec(fmt).rates
     if rates is None or rate in rates:
         return rate
     return next((r for r in rates if r >= rate), rates[-1])
@@ -87,21 +88,23 @@ def resample(audio: np.ndarray, rate: int, new_rate: int) -> np.ndarray:
     """Polyphase resampling (band-limited), float32."""
     if rate == new_rate:
         return np.asarray(audio, dtype=np.float32)
+    # scipy is heavy: imported only when a clip needs another rate, not by every importer.
     from scipy.signal import resample_poly
 
     g = gcd(int(rate), int(new_rate))
     out = resample_poly(np.asarray(audio, dtype=np.float64), new_rate // g, rate // g)
-    return np.clip(out, -1.0, 1.0).astype(np.float32)
+    clipped: np.ndarray = np.clip(out, -1.0, 1.0).astype(np.float32)
+    return clipped
 
 
-def _format(fmt: str) -> AudioFormat:
+def _format_spec(fmt: str) -> AudioFormat:
     try:
         return FORMATS[fmt.lower()]
     except KeyError:
         raise ValueError(f"unknown audio format {fmt!r}; use one of {', '.join(FORMATS)}") from None
 
 
-def _encode(x: np.ndarray, rate: int, spec: AudioFormat) -> bytes:
+def _encode_bytes(x: np.ndarray, rate: int, spec: AudioFormat) -> bytes:
     buf = io.BytesIO()
     sf.write(buf, x, rate, format=spec.container, subtype=spec.subtype,
              compression_level=spec.compression_level)
@@ -115,11 +118,11 @@ def _decoded_peak(data: bytes) -> float:
 
 def encode_clip(audio: np.ndarray, rate: int, fmt: str, *, prepare: bool = True) -> bytes:
     """Encode a mono clip as `fmt` ("ogg" = OGG/Opus, "mp3", "wav"), resampling if needed."""
-    spec = _format(fmt)
-    x = prepare_clip(audio, rate) if prepare else np.clip(_mono(audio), -1.0, 1.0)
+    spec = _format_spec(fmt)
+    x = prepare_clip(audio, rate) if prepare else np.clip(_to_mono(audio), -1.0, 1.0)
     out_rate = encodable_rate(rate, spec.name)
     x = resample(x, rate, out_rate)
-    data = _encode(x, out_rate, spec)
+    data = _encode_bytes(x, out_rate, spec)
     if not spec.lossy:
         return data
     # Lossy codecs ring around transients and can decode above the input's peak: scale and retry.
@@ -128,7 +131,7 @@ def encode_clip(audio: np.ndarray, rate: int, fmt: str, *, prepare: bool = True)
         if top <= MAX_DECODED_PEAK:
             return data
         x = x * (0.97 * MAX_DECODED_PEAK / top)
-        data = _encode(x, out_rate, spec)
+        data = _encode_bytes(x, out_rate, spec)
     return data
 
 

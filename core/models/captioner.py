@@ -14,11 +14,14 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import open_clip
 import torch
+from open_clip.coca_model import CoCa
 from PIL import Image
 
 from core.config import GenerationConfig, ModelsConfig
 from core.errors import ConfigError, ModelMissingError
+from core.models.beam_search import BeamSearchState
 from core.models.quiet import download_problem, first_line, held_logs
 
 logger = logging.getLogger(__name__)
@@ -56,7 +59,7 @@ def clean_caption(text: str) -> str:
 class Captioner:
     """Caption PIL images with a CoCa model; batched greedy or beam-search decoding."""
 
-    def __init__(self, model: torch.nn.Module, preprocess: Any, tokenizer: Any, *,
+    def __init__(self, model: CoCa, preprocess: Any, tokenizer: Any, *,
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
                  beams: int = 6, max_tokens: int = 30, min_tokens: int = 4,
                  length_penalty: float = 1.0) -> None:
@@ -65,8 +68,8 @@ class Captioner:
         self.model = model.to(self.device).eval()
         self.preprocess = preprocess
         self.tokenizer = tokenizer
-        self.beams = _positive("beams", beams)
-        self.max_tokens = _positive("max_tokens", max_tokens)
+        self.beams = _positive_int("beams", beams)
+        self.max_tokens = _positive_int("max_tokens", max_tokens)
         # Like open_clip's generate (min_seq_len=5 counting the start token): no empty
         # or two-word captions; a real CoCa almost never wants to stop that early.
         self.min_tokens = min_tokens
@@ -79,7 +82,7 @@ class Captioner:
     def from_config(cls, models: ModelsConfig, generation: GenerationConfig,
                     device: torch.device, dtype: torch.dtype) -> Captioner:
         """Load CoCa from `[models] caption_path` or by name + pretrained tag (HF hub cache)."""
-        model, preprocess, tokenizer = _load(models, device)
+        model, preprocess, tokenizer = _load_open_clip(models, device)
         return cls(model, preprocess, tokenizer, device=device, dtype=dtype,
                    beams=generation.caption_beams, max_tokens=generation.caption_max_tokens)
 
@@ -91,7 +94,7 @@ class Captioner:
         if not images:
             return []
         pixels = self.pixels(images)
-        width = self.beams if beams is None else _positive("beams", beams)
+        width = self.beams if beams is None else _positive_int("beams", beams)
         if width == 1:
             ids = self.decode_greedy(pixels, max_tokens=max_tokens)
         else:
@@ -110,7 +113,7 @@ class Captioner:
     def decode_greedy(self, pixels: torch.Tensor, *,
                       max_tokens: int | None = None) -> list[list[int]]:
         """Greedy decoding of a batch; returns each image's token ids without start/end tokens."""
-        steps = self._steps(max_tokens)
+        steps = self._step_limit(max_tokens)
         pixels = pixels.to(self.device)
         n = pixels.shape[0]
         with self._inference():
@@ -126,18 +129,19 @@ class Captioner:
                 nxt[live] = logp.argmax(dim=-1)
                 seqs = torch.cat([seqs, nxt[:, None]], dim=1)
                 finished |= nxt == self.eot_id
-        return [self._strip(row) for row in seqs.tolist()]
+        return [self._without_special_tokens(row) for row in seqs.tolist()]
 
     def decode_beam(self, pixels: torch.Tensor, *, beams: int | None = None,
                     max_tokens: int | None = None) -> list[list[int]]:
         """Beam search over a batch (batch × beams rows); length-normalised, stops at end token."""
-        k = self.beams if beams is None else _positive("beams", beams)
-        steps = self._steps(max_tokens)
+        k = self.beams if beams is None else _positive_int("beams", beams)
+        steps = self._step_limit(max_tokens)
         pixels = pixels.to(self.device)
         n = pixels.shape[0]
         with self._inference():
             latent, embs = self.model._encode_image(pixels)
-            state = _BeamState(n, k, self.sot_id, self.eot_id, self.length_penalty, self.device)
+            state = BeamSearchState(n, k, start_id=self.sot_id, end_id=self.eot_id,
+                                    length_penalty=self.length_penalty, device=self.device)
             for step in range(steps):
                 images = state.live_images()
                 if not images:
@@ -152,11 +156,11 @@ class Captioner:
 
     # -- internals --------------------------------------------------------------------
 
-    def _steps(self, max_tokens: int | None) -> int:
-        steps = self.max_tokens if max_tokens is None else _positive("max_tokens", max_tokens)
+    def _step_limit(self, max_tokens: int | None) -> int:
+        steps = self.max_tokens if max_tokens is None else _positive_int("max_tokens", max_tokens)
         return min(steps, self.context_length)
 
-    def _strip(self, row: list[int]) -> list[int]:
+    def _without_special_tokens(self, row: list[int]) -> list[int]:
         out: list[int] = []
         for tok in row[1:]:
             if tok == self.eot_id:
@@ -187,93 +191,13 @@ class Captioner:
         return logp
 
 
-class _BeamState:
-    """Running beams and finished hypotheses of a batched beam search."""
-
-    def __init__(self, n: int, k: int, sot: int, eot: int, alpha: float,
-                 device: torch.device) -> None:
-        self.n, self.k, self.eot, self.alpha = n, k, eot, alpha
-        self.seqs = torch.full((n * k, 1), sot, dtype=torch.long, device=device)
-        # Only beam 0 is live at first, so the first step does not pick k copies of one token.
-        self.scores = torch.full((n, k), float("-inf"), dtype=torch.float64)
-        self.scores[:, 0] = 0.0
-        self.hyps: list[list[tuple[float, list[int]]]] = [[] for _ in range(n)]
-        self.done = [False] * n
-
-    def live_images(self) -> list[int]:
-        return [i for i in range(self.n) if not self.done[i]]
-
-    def _norm(self, score: float, length: int) -> float:
-        return score / (length ** self.alpha)
-
-    def _add_hyp(self, image: int, score: float, ids: list[int]) -> None:
-        hyps = self.hyps[image]
-        hyps.append((score, ids))
-        hyps.sort(key=lambda h: -h[0])  # stable: equal scores keep the earlier hypothesis
-        del hyps[self.k:]
-
-    def advance(self, images: list[int], rows: torch.Tensor, logp: torch.Tensor,
-                step: int) -> None:
-        """Extend the beams of `images` (whose rows are `rows`) by one token."""
-        k, vocab = self.k, logp.shape[-1]
-        cand = (self.scores[images].to(logp.device).reshape(-1, 1) + logp).view(len(images), -1)
-        top_scores, top_ids = cand.topk(min(2 * k, cand.shape[1]), dim=1)
-        top_scores, top_ids = top_scores.cpu().tolist(), top_ids.cpu().tolist()
-        parents = self.seqs[rows]
-        prev = parents.tolist()
-        src: list[int] = []  # for each new row, its parent's position in `rows`
-        toks: list[int] = []
-        length = step + 1  # tokens after the start token, the end token included
-        for a, image in enumerate(images):
-            picked: list[tuple[int, int, float]] = []
-            for rank, (score, flat) in enumerate(zip(top_scores[a], top_ids[a], strict=True)):
-                if score == float("-inf") or len(picked) == k:
-                    break
-                beam, tok = divmod(flat, vocab)
-                if tok == self.eot:
-                    if rank < k:  # an end token outside the top k would never have been kept
-                        self._add_hyp(image, self._norm(score, length), prev[a * k + beam][1:])
-                    continue
-                picked.append((beam, tok, score))
-            while len(picked) < k:  # tiny vocabularies: park dead beams at -inf
-                picked.append((0, self.eot, float("-inf")))
-            for b, (beam, tok, score) in enumerate(picked):
-                src.append(a * k + beam)
-                toks.append(tok)
-                self.scores[image, b] = score
-            best_running = self._norm(picked[0][2], length)
-            full = len(self.hyps[image]) == k and self.hyps[image][-1][0] >= best_running
-            if full or best_running == float("-inf"):  # or no live beam is left
-                self.done[image] = True
-        device = self.seqs.device
-        grown = torch.cat([parents[torch.tensor(src, device=device)],
-                           torch.tensor(toks, device=device)[:, None]], dim=1)
-        seqs = torch.cat([self.seqs, torch.full_like(self.seqs[:, :1], self.eot)], dim=1)
-        seqs[rows] = grown
-        self.seqs = seqs
-
-    def finish(self) -> list[list[int]]:
-        """Best hypothesis per image; beams still running at the length limit count too."""
-        length = self.seqs.shape[1] - 1
-        rows = self.seqs.tolist()
-        out: list[list[int]] = []
-        for i in range(self.n):
-            if not self.done[i]:
-                for b in range(self.k):
-                    score = float(self.scores[i, b])
-                    if score != float("-inf"):
-                        self._add_hyp(i, self._norm(score, length), rows[i * self.k + b][1:])
-            out.append(list(self.hyps[i][0][1]) if self.hyps[i] else [])
-        return out
-
-
-def _positive(name: str, value: int) -> int:
+def _positive_int(name: str, value: object) -> int:
     if not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return value
 
 
-def _local_source(folder: Path) -> str:
+def _local_dir_source(folder: Path) -> str:
     if not (folder / "open_clip_config.json").is_file():
         raise ModelMissingError(f"Caption model folder {folder} has no open_clip_config.json: "
                                 f"{_FIX}")
@@ -282,9 +206,7 @@ def _local_source(folder: Path) -> str:
     return f"local-dir:{folder}"
 
 
-def _check_name(name: str, tag: str) -> None:
-    import open_clip
-
+def _check_model_name(name: str, tag: str) -> None:
     if name.startswith(("hf-hub:", "local-dir:")):
         return
     if name not in open_clip.list_models():
@@ -297,21 +219,18 @@ def _check_name(name: str, tag: str) -> None:
                           f"{name}; known tags: {tags}")
 
 
-def _load(models: ModelsConfig, device: torch.device) -> tuple[torch.nn.Module, Any, Any]:
+def _load_open_clip(models: ModelsConfig, device: torch.device) -> tuple[CoCa, Any, Any]:
     """Build the open_clip model, eval transform and tokenizer, or fail with one line."""
-    import open_clip
-    from open_clip.coca_model import CoCa
-
     cache_dir = models.cache_dir or None
     tag: str | None = None
     if models.caption_path:
         folder = Path(models.caption_path).expanduser()
         if not folder.is_dir():
             raise ModelMissingError(f"Caption model folder {folder} does not exist: {_FIX}")
-        name = label = _local_source(folder)
+        name = label = _local_dir_source(folder)
     else:
         name, tag = models.caption_model, models.caption_pretrained or None
-        _check_name(name, tag or "")
+        _check_model_name(name, tag or "")
         label = f"{name} ({tag})" if tag else name
     try:
         # open_clip logs to the root logger: its INFO chatter and, before raising, the failed

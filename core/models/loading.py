@@ -1,4 +1,4 @@
-"""Model loading: pick the device, load each model once per process, build tiny test models."""
+"""Model loading: pick the device, load each model once per loader, build tiny test models."""
 
 from __future__ import annotations
 
@@ -6,22 +6,20 @@ import logging
 import threading
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from core.config import Config, ModelsConfig
+from core.config import Config, GenerationConfig, ModelsConfig
 from core.errors import ConfigError
+from core.models.captioner import Captioner
 from core.models.pipeline import Pipeline
+from core.models.sound import SoundGenerator, disable_progress_bars
+from core.models.tiny.audioldm import build_tiny_audioldm, build_tiny_audioldm2
+from core.models.tiny.coca import build_tiny_coca
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CACHE = Path("~/.cache/sonify")
-
-# The process-wide model cache: loading takes seconds to minutes and gigabytes, so every
-# Pipeline built in this process shares the loaded modules.
-_lock = threading.RLock()
-_loaded: dict[tuple[Any, ...], Any] = {}
 
 
 def resolve_device(name: str) -> tuple[torch.device, torch.dtype]:
@@ -45,71 +43,82 @@ def cache_root(models: ModelsConfig) -> Path:
 
 def tiny_models(models: ModelsConfig) -> ModelsConfig:
     """Build (once) the tiny random models and point `models` at their folders."""
-    from core.models.tiny.audioldm import build_tiny_audioldm, build_tiny_audioldm2
-    from core.models.tiny.coca import build_tiny_coca
-
     root = cache_root(models) / "tiny"
     build = build_tiny_audioldm2 if models.sound_backend == "audioldm2" else build_tiny_audioldm
     coca, sound = build_tiny_coca(root), build(root)
     return replace(models, caption_path=str(coca), sound_model=str(sound))
 
 
-def _once(key: tuple[Any, ...], load: Any) -> Any:
-    with _lock:
-        if key not in _loaded:
-            _loaded[key] = load()
-        return _loaded[key]
+class ModelLoader:
+    """Loads the models one `Config` names, each on first use, and keeps them.
 
+    Loading takes seconds to minutes and gigabytes: whoever wants to share loaded models
+    keeps this loader (or the Pipeline it returns). Nothing is cached at module level: two
+    loaders never share a model, and the models go once no loader or Pipeline holds them.
+    """
 
-def _captioner(config: Config, device: torch.device, dtype: torch.dtype) -> Any:
-    from core.models.captioner import Captioner
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.device, self.dtype = resolve_device(config.models.device)
+        # The model thread and a caller may ask at once; loading twice would double the memory.
+        self._lock = threading.RLock()
+        self._models: ModelsConfig | None = None
+        self._captioner: Captioner | None = None
+        self._sound_generator: SoundGenerator | None = None
+        self._pipelines: dict[tuple[int, int, str], Pipeline] = {}
 
-    m, gen = config.models, config.generation
-    key = ("caption", m.caption_model, m.caption_pretrained, m.caption_path, m.cache_dir,
-           str(device), dtype)
-    base = _once(key, lambda: Captioner.from_config(m, gen, device, dtype))
-    if (base.beams, base.max_tokens) == (gen.caption_beams, gen.caption_max_tokens):
-        return base
-    # Decoding settings live on the wrapper: share the loaded model, don't load it again.
-    return Captioner(base.model, base.preprocess, base.tokenizer, device=device, dtype=dtype,
-                     beams=gen.caption_beams, max_tokens=gen.caption_max_tokens)
-
-
-def _sound(models: ModelsConfig, device: torch.device, dtype: torch.dtype) -> Any:
-    from core.models.sound import SoundGenerator
-
-    key = ("sound", models.sound_backend, models.sound_model, models.cache_dir, str(device),
-           dtype)
-    return _once(key, lambda: SoundGenerator.from_config(models, device, dtype))
-
-
-def load_pipeline(config: Config) -> Pipeline:
-    """The Pipeline for `config`; models load once per process (ModelMissingError if absent)."""
-    from core.models.sound import disable_progress_bars
-
-    device, dtype = resolve_device(config.models.device)
-    disable_progress_bars()  # a bot's log is no terminal: no tqdm bars while building/loading
-    models = config.models
-    tiny = models.preset == "tiny"
-    if tiny:
-        models = tiny_models(models)
-    config = replace(config, models=models)
-    key = ("pipeline", models, config.generation.caption_beams,
-           config.generation.caption_max_tokens, config.generation.prompt_template,
-           str(device), dtype)
-
-    def build() -> Pipeline:
-        if tiny:
-            logger.warning("!!! [models] preset = 'tiny': RANDOM-WEIGHT TEST MODELS. Captions are "
+    def models(self) -> ModelsConfig:
+        """`[models]` as loaded: under preset 'tiny', pointed at the tiny models (built once)."""
+        with self._lock:
+            if self._models is None:
+                disable_progress_bars()  # a bot's log is no terminal: no bars while loading
+                models = self.config.models
+                if models.preset == "tiny":
+                    models = tiny_models(models)
+                    logger.warning(
+                        "!!! [models] preset = 'tiny': RANDOM-WEIGHT TEST MODELS. Captions are "
                         "junk and every clip is NOISE. Use preset = 'default' for real output. !!!")
-        captioner = _captioner(config, device, dtype)
-        generator = _sound(models, device, dtype)
-        return Pipeline(captioner, generator, prompt_template=config.generation.prompt_template)
+                self._models = models
+            return self._models
 
-    return _once(key, build)
+    def captioner(self, generation: GenerationConfig | None = None) -> Captioner:
+        """The CoCa captioner with `generation`'s decoding settings (default: the config's)."""
+        if generation is None:
+            generation = self.config.generation
+        with self._lock:
+            if self._captioner is None:
+                self._captioner = Captioner.from_config(self.models(), generation, self.device,
+                                                        self.dtype)
+            loaded = self._captioner
+        if (loaded.beams, loaded.max_tokens) == (generation.caption_beams,
+                                                 generation.caption_max_tokens):
+            return loaded
+        # Decoding settings live on the wrapper: share the loaded model, don't load it again.
+        return Captioner(loaded.model, loaded.preprocess, loaded.tokenizer, device=self.device,
+                         dtype=self.dtype, beams=generation.caption_beams,
+                         max_tokens=generation.caption_max_tokens)
 
+    def sound_generator(self) -> SoundGenerator:
+        """The AudioLDM (or AudioLDM 2) sound generator."""
+        with self._lock:
+            if self._sound_generator is None:
+                self._sound_generator = SoundGenerator.from_config(self.models(), self.device,
+                                                                   self.dtype)
+            return self._sound_generator
 
-def clear_model_cache() -> None:
-    """Forget every loaded model (tests; a reload after changing weights on disk)."""
-    with _lock:
-        _loaded.clear()
+    def pipeline(self, generation: GenerationConfig | None = None) -> Pipeline:
+        """The Pipeline for `generation` (default: the config's); ModelMissingError if absent.
+
+        The same settings give the same Pipeline object; other decoding settings or another
+        prompt template give another Pipeline over the same loaded models.
+        """
+        if generation is None:
+            generation = self.config.generation
+        key = (generation.caption_beams, generation.caption_max_tokens,
+               generation.prompt_template)
+        with self._lock:
+            if key not in self._pipelines:
+                captioner = self.captioner(generation)
+                self._pipelines[key] = Pipeline(captioner, self.sound_generator(),
+                                                prompt_template=generation.prompt_template)
+            return self._pipelines[key]

@@ -14,9 +14,10 @@ from core.errors import BadRequest, ConfigError
 from core.models.prompt import PLACEHOLDER, longest_fitting, prompt_from_caption
 from core.options import GenerationOptions
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # both import torch: the job engine imports this module without it
     from core.models.captioner import Captioner
     from core.models.sound import SoundGenerator
+
 
 @dataclass
 class PipelineInput:
@@ -91,14 +92,17 @@ class Pipeline:
                     and not (item.prompt or "").strip():
                 raise BadRequest(f"input {i} has no image, caption or prompt", code="bad_option")
         started = time.perf_counter()
-        to_caption = [i for i, item in enumerate(inputs)
-                      if not (item.prompt or "").strip() and not (item.caption or "").strip()]
+        # (index, image) of the inputs with neither prompt nor caption: checked above to have
+        # an image, which the `is not None` test only tells the type checker.
+        to_caption = [(i, item.image) for i, item in enumerate(inputs)
+                      if item.image is not None and not (item.prompt or "").strip()
+                      and not (item.caption or "").strip()]
         captions = [(item.caption or "").strip() for item in inputs]
-        for i, text in zip(to_caption, self.captions([inputs[i].image for i in to_caption]),
-                           strict=True):
+        for (i, _), text in zip(to_caption, self.captions([image for _, image in to_caption]),
+                                strict=True):
             captions[i] = text
         caption_s = time.perf_counter() - started
-        prompts = [self.generator.fit_prompt(item.prompt) if (item.prompt or "").strip()
+        prompts = [self.generator.fit_prompt(item.prompt) if item.prompt and item.prompt.strip()
                    else self.prompt_for(captions[i]) for i, item in enumerate(inputs)]
         started = time.perf_counter()
         audios = self.generator.generate(prompts, [item.seed for item in inputs], options,

@@ -5,13 +5,19 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import diffusers
 import numpy as np
 import torch
+import transformers
+from huggingface_hub import constants as hub_constants
+from huggingface_hub import try_to_load_from_cache
+from huggingface_hub import utils as hub_utils
 
 from core.audio.encode import resample
 from core.config import ModelsConfig
@@ -30,21 +36,19 @@ _CANDIDATE_STRIDE = 2**32
 
 Progress = Callable[[int, int], None]
 
-
-def _is_offline() -> bool:
-    from huggingface_hub import constants
-
-    check = getattr(constants, "is_offline_mode", None)
-    return bool(check() if callable(check) else constants.HF_HUB_OFFLINE)
+_FIX = ("set [models] sound_model to a local diffusers folder, or run with SONIFY_MODELS=tiny "
+        "(random test models: noise only)")
 
 
-def _fix_hint() -> str:
-    return ("set [models] sound_model to a local diffusers folder, or run with SONIFY_MODELS=tiny "
-            "(random test models: noise only)")
+def _hub_is_offline() -> bool:
+    # Recent huggingface_hub releases answer through is_offline_mode(); older ones only
+    # have the HF_HUB_OFFLINE constant.
+    check = getattr(hub_constants, "is_offline_mode", None)
+    return bool(check() if callable(check) else hub_constants.HF_HUB_OFFLINE)
 
 
-def _missing(source: str, why: str) -> ModelMissingError:
-    return ModelMissingError(f"Sound model {source!r} {why}: {_fix_hint()}")
+def _missing_model_error(source: str, why: str) -> ModelMissingError:
+    return ModelMissingError(f"Sound model {source!r} {why}: {_FIX}")
 
 
 def load_diffusers_pipeline(backend: str, source: str, *, dtype: torch.dtype,
@@ -53,27 +57,24 @@ def load_diffusers_pipeline(backend: str, source: str, *, dtype: torch.dtype,
 
     Raises `ModelMissingError` (one line, with the fix) when the weights are not available.
     """
-    import diffusers
-
     cls = getattr(diffusers, PIPELINE_CLASSES[backend])
     path = Path(source).expanduser()
     local = path.is_dir() or source.startswith((".", "/", "~")) or source.count("/") > 1
     if local:
         index = path / "model_index.json"
         if not index.is_file():
-            raise _missing(source, "is not a diffusers pipeline folder (no model_index.json)")
+            raise _missing_model_error(
+                source, "is not a diffusers pipeline folder (no model_index.json)")
         found = json.loads(index.read_text(encoding="utf-8")).get("_class_name")
         if found != cls.__name__:
             raise ConfigError(f"[models] sound_model: {source} holds a {found}, but "
                               f"sound_backend = {backend!r} needs a {cls.__name__}")
         source = str(path)
-    elif _is_offline():
-        from huggingface_hub import try_to_load_from_cache
-
+    elif _hub_is_offline():
         if not isinstance(try_to_load_from_cache(source, "model_index.json", cache_dir=cache_dir),
                           str):
-            raise _missing(source, "is not in the Hugging Face cache and downloads are off "
-                                   "(HF_HUB_OFFLINE)")
+            raise _missing_model_error(source, "is not in the Hugging Face cache and downloads "
+                                               "are off (HF_HUB_OFFLINE)")
     try:
         # On a failed load diffusers first warns that it cannot reach the Hub, in two lines.
         with held_logs("diffusers", "transformers"):
@@ -82,9 +83,9 @@ def load_diffusers_pipeline(backend: str, source: str, *, dtype: torch.dtype,
         logger.debug("loading %s failed", source, exc_info=True)
         problem = None if local else download_problem(exc)
         if problem:
-            raise _missing(source, problem) from None
-        raise _missing(source, f"could not be loaded ({type(exc).__name__}: "
-                               f"{first_line(exc)})") from None
+            raise _missing_model_error(source, problem) from None
+        raise _missing_model_error(source, f"could not be loaded ({type(exc).__name__}: "
+                                           f"{first_line(exc)})") from None
 
 
 def disable_progress_bars() -> None:
@@ -94,12 +95,6 @@ def disable_progress_bars() -> None:
     readable. The Hub's download bars stay: a first real run fetches gigabytes and should
     show it. transformers switches those off along with its own, so they are switched back.
     """
-    import warnings
-
-    import diffusers
-    import transformers
-    from huggingface_hub import utils as hub_utils
-
     downloads_shown = not hub_utils.are_progress_bars_disabled()
     diffusers.utils.logging.disable_progress_bar()
     with warnings.catch_warnings():  # HF_HUB_DISABLE_PROGRESS_BARS=0 makes the hub warn here
@@ -167,8 +162,6 @@ class SoundGenerator:
         return words[0][:n]
 
     def _use_scheduler(self, name: str) -> None:
-        import diffusers
-
         if name not in SCHEDULERS:
             raise ValueError(f"unknown scheduler {name!r}; use one of {', '.join(SCHEDULERS)}")
         if name not in self._schedulers:
@@ -176,7 +169,7 @@ class SoundGenerator:
             self._schedulers[name] = scheduler_cls.from_config(self._base_scheduler_config)
         self.pipe.scheduler = self._schedulers[name]
 
-    def _candidates(self, options: GenerationOptions) -> int:
+    def _candidate_count(self, options: GenerationOptions) -> int:
         k = max(1, int(options.waveforms_per_prompt))
         if k > 1 and self.backend != "audioldm2":
             if not self._warned_candidates:
@@ -195,7 +188,7 @@ class SoundGenerator:
         if not prompts:
             return []
         options = replace(options, negative_prompt=self.fit_prompt(options.negative_prompt))
-        k = self._candidates(options)
+        k = self._candidate_count(options)
         # Prompt-major order, one seeded CPU generator per waveform: a prompt's noise does not
         # depend on its neighbours in the batch, and CPU generators give it on any device.
         batch = [p for p in prompts for _ in range(k)]
@@ -223,10 +216,11 @@ class SoundGenerator:
                             callback=on_step, callback_steps=1, output_type="np")
             audios = np.asarray(out.audios, dtype=np.float32).reshape(len(batch), -1)
             if k > 1:
-                audios = np.stack([audios[i * k + self._best(p, audios[i * k:(i + 1) * k])]
-                                   for i, p in enumerate(prompts)])
+                audios = np.stack([
+                    audios[i * k + self._best_candidate(p, audios[i * k:(i + 1) * k])]
+                    for i, p in enumerate(prompts)])
         n = round(float(options.seconds) * self.sample_rate)
-        return [_fit(a, n) for a in audios]
+        return [_fit_length(a, n) for a in audios]
 
     def _audioldm2_inputs(self, prompts: list[str], k: int,
                           options: GenerationOptions) -> dict[str, Any]:
@@ -254,8 +248,9 @@ class SoundGenerator:
                 embeds.append(torch.nn.functional.pad(e, (0, 0, 0, pad)))
                 masks.append(torch.nn.functional.pad(m, (0, pad)))
                 generated.append(g[index:index + 1])
-            return tuple(torch.cat(t).repeat_interleave(k, dim=0)  # type: ignore[return-value]
-                         for t in (embeds, masks, generated))
+            embeds_t, masks_t, generated_t = (torch.cat(t).repeat_interleave(k, dim=0)
+                                              for t in (embeds, masks, generated))
+            return embeds_t, masks_t, generated_t
 
         pos = 1 if cfg else 0  # encode_prompt returns cat([negative, positive]) under guidance
         inputs: dict[str, Any] = dict(zip(("prompt_embeds", "attention_mask",
@@ -265,7 +260,7 @@ class SoundGenerator:
                                "negative_generated_prompt_embeds"), rows(0), strict=True))
         return inputs
 
-    def _best(self, prompt: str, candidates: np.ndarray) -> int:
+    def _best_candidate(self, prompt: str, candidates: np.ndarray) -> int:
         """Index of the candidate CLAP scores highest for `prompt` (AudioLDM 2's ranking)."""
         pipe = self.pipe
         fe = pipe.feature_extractor
@@ -279,7 +274,7 @@ class SoundGenerator:
         return int(torch.argmax(logits.float()).item())
 
 
-def _fit(audio: np.ndarray, n: int) -> np.ndarray:
+def _fit_length(audio: np.ndarray, n: int) -> np.ndarray:
     """Trim or zero-pad to exactly `n` samples (the pipeline rounds lengths down)."""
     audio = np.ascontiguousarray(audio, dtype=np.float32)
     if audio.shape[0] >= n:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -10,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from open_clip.coca_model import CoCa
+from safetensors.torch import save_file
 
 # The folder name carries a version so a changed recipe never reuses a stale build.
 FOLDER = "coca-v1"
@@ -73,16 +76,14 @@ def _init_std(name: str, shape: torch.Size) -> float:
     if len(shape) < 2:
         return 0.02  # Linear biases
     if name.endswith(("text_projection", "visual.proj")):
-        return shape[0] ** -0.5  # used as x @ P
-    return float(torch.Size(shape[1:]).numel()) ** -0.5  # (out, in, ...) weights
+        return math.pow(shape[0], -0.5)  # used as x @ P
+    return math.pow(torch.Size(shape[1:]).numel(), -0.5)  # (out, in, ...) weights
 
 
 def _build_model() -> torch.nn.Module:
     """Build the CoCa and draw every random weight from a private seeded generator."""
-    from open_clip.coca_model import CoCa
-
     cfg = {k: v for k, v in MODEL_CFG.items() if k != "custom_text"}
-    model = CoCa(**cfg)
+    model: torch.nn.Module = CoCa(**cfg)
     # Redraw from our own generator rather than seeding torch's global RNG, which other
     # threads may use meanwhile. It also covers the decoder's output projection, which
     # open_clip leaves as torch.empty (whatever was in memory). Constant tensors
@@ -96,9 +97,7 @@ def _build_model() -> torch.nn.Module:
     return model.eval()
 
 
-def _write(folder: Path) -> None:
-    from safetensors.torch import save_file
-
+def _write_model_files(folder: Path) -> None:
     model = _build_model()
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(folder / WEIGHTS_FILE))
@@ -119,7 +118,7 @@ def build_tiny_coca(root: Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{FOLDER}-", dir=root))
     os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache may be shared read-only
     try:
-        _write(tmp)
+        _write_model_files(tmp)
         if target.exists() and not _is_complete(target):
             shutil.rmtree(target, ignore_errors=True)  # debris from a crash before atomic builds
         try:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from core.jobs.engine import JobEngine
-from core.models.loading import load_pipeline
+from core.models.loading import ModelLoader
 from core.storage.request_log import RequestLog
 from tests.conftest import make_config
 from tests.core.jobs.engine_support import image_request, picture, text_request
@@ -63,7 +63,7 @@ def requests(cfg: Any) -> list[Any]:
 
 async def main(data_root: Path) -> None:
     cfg = crash_config(data_root)
-    pipeline = SlowAfterFirst(load_pipeline(cfg))
+    pipeline = SlowAfterFirst(ModelLoader(cfg).pipeline())
     request_log = await RequestLog.open(cfg.database_url)
     engine = JobEngine(cfg, request_log, pipeline_factory=lambda: pipeline)
     await engine.start()

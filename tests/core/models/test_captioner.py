@@ -7,7 +7,9 @@ import logging
 import time
 from pathlib import Path
 
+import huggingface_hub.constants
 import numpy as np
+import open_clip
 import pytest
 import torch
 from PIL import Image
@@ -110,8 +112,6 @@ def test_caption_is_batched_and_deterministic(tiny_dir: Path, captioner: Caption
 def test_name_and_pretrained_file(tmp_path: Path, tiny_dir: Path, captioner: Captioner,
                                   images: list[Image.Image]) -> None:
     # The model-name path (as for coca_ViT-L-14) with a registered config and a weights file.
-    import open_clip
-
     config = json.loads((tiny_dir / "open_clip_config.json").read_text())["model_cfg"]
     (tmp_path / "sonify-test-coca.json").write_text(json.dumps(config))
     open_clip.add_model_config(tmp_path / "sonify-test-coca.json")
@@ -267,8 +267,6 @@ def assert_one_line(exc: BaseException, *needles: str) -> None:
 def test_missing_default_weights_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                          no_network: list[object],
                                          caplog: pytest.LogCaptureFixture) -> None:
-    import huggingface_hub.constants
-
     caplog.set_level(logging.DEBUG)
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
@@ -291,8 +289,6 @@ def test_missing_default_weights_offline(tmp_path: Path, monkeypatch: pytest.Mon
 
 def test_missing_weights_without_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                          no_network: list[object]) -> None:
-    import huggingface_hub.constants
-
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     # The hub client retries refused connections with back-off (~24 s a file): skip the waits.
     monkeypatch.setattr(time, "sleep", lambda seconds: None)

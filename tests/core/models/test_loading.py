@@ -1,4 +1,4 @@
-"""Model loading: device choice, load-once cache, tiny preset, missing weights."""
+"""Model loading: device choice, models loaded once per loader, tiny preset, missing weights."""
 
 from __future__ import annotations
 
@@ -6,12 +6,14 @@ import logging
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import torch
+from huggingface_hub.errors import RepositoryNotFoundError
 
 from core.errors import ConfigError, ModelMissingError
-from core.models.loading import load_pipeline, resolve_device
+from core.models.loading import ModelLoader, resolve_device
 from core.models.pipeline import Pipeline, PipelineInput
 from core.models.quiet import download_problem, first_line
 from core.models.sound import SoundGenerator
@@ -38,11 +40,13 @@ def test_cuda_without_gpu_is_a_config_error() -> None:
         resolve_device("cuda")
 
 
-def test_loaded_once(tiny_pipeline: Pipeline, tmp_path: Path) -> None:
+def test_loaded_once(tmp_path: Path) -> None:
     config = make_config(tmp_path)
-    assert load_pipeline(config) is tiny_pipeline
+    loader = ModelLoader(config)
+    tiny_pipeline = loader.pipeline()
+    assert loader.pipeline() is tiny_pipeline
     # Other decoding settings give another Pipeline over the same loaded models.
-    other = load_pipeline(make_config(tmp_path, generation={"caption_beams": 1}))
+    other = loader.pipeline(make_config(tmp_path, generation={"caption_beams": 1}).generation)
     assert other is not tiny_pipeline
     assert other.generator is tiny_pipeline.generator
     assert other.captioner is not None and tiny_pipeline.captioner is not None
@@ -50,12 +54,21 @@ def test_loaded_once(tiny_pipeline: Pipeline, tmp_path: Path) -> None:
     assert other.captioner.beams == 1
 
 
+def test_loaders_share_nothing(tiny_pipeline: Pipeline, tmp_path: Path) -> None:
+    """No module-level cache: another loader loads its own models."""
+    fresh = ModelLoader(make_config(tmp_path)).pipeline()
+    assert fresh is not tiny_pipeline
+    assert fresh.generator is not tiny_pipeline.generator
+    assert fresh.captioner is not None and tiny_pipeline.captioner is not None
+    assert fresh.captioner.model is not tiny_pipeline.captioner.model
+
+
 def test_tiny_preset_builds_under_cache_dir(tmp_path: Path,
                                             caplog: pytest.LogCaptureFixture) -> None:
     cache = tmp_path / "models"
     config = make_config(tmp_path, models={"cache_dir": str(cache)})
     with caplog.at_level(logging.WARNING, logger="core.models.loading"):
-        pipeline = load_pipeline(config)
+        pipeline = ModelLoader(config).pipeline()
     assert (cache / "tiny" / "audioldm-v1" / "model_index.json").is_file()
     assert any(p.name.startswith("coca") for p in (cache / "tiny").iterdir())
     assert not [p for p in (cache / "tiny").iterdir() if p.name.startswith(".")]  # no temp dirs
@@ -90,7 +103,7 @@ def test_missing_weights_is_one_line(tmp_path: Path, caption_present: bool,
     capfd.readouterr()
     started = time.monotonic()
     with pytest.raises(ModelMissingError) as info:
-        load_pipeline(config)
+        ModelLoader(config).pipeline()
     assert time.monotonic() - started < 10
     message = str(info.value)
     assert "\n" not in message and "SONIFY_MODELS=tiny" in message
@@ -104,9 +117,6 @@ def test_missing_weights_is_one_line(tmp_path: Path, caption_present: bool,
 
 def test_load_error_helpers_keep_one_short_line() -> None:
     """The pieces of the one-line error: the cause's first line, cut at a word; the reason."""
-    import httpx
-    from huggingface_hub.errors import RepositoryNotFoundError
-
     long = OSError("Cannot load model x: the model is not fully cached locally " * 8 + "\nmore")
     line = first_line(long)
     assert "\n" not in line and len(line) <= 165 and line.endswith(" ...")

@@ -14,10 +14,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import huggingface_hub.constants
 import numpy as np
 import pytest
 import torch
 from aiohttp import web
+from huggingface_hub import hf_hub_download
+from huggingface_hub import utils as hub_utils
 
 from core.config import ModelsConfig
 from core.errors import ConfigError, ModelMissingError
@@ -271,8 +274,6 @@ def test_missing_weights_without_network(tmp_path: Path, monkeypatch: pytest.Mon
                                          caplog: pytest.LogCaptureFixture,
                                          no_network: list[object]) -> None:
     """Online but no network: one line, and the libraries' own lines do not repeat it."""
-    import huggingface_hub.constants
-
     attempts = no_network
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(time, "sleep", lambda seconds: None)  # the hub's retry back-off
@@ -303,10 +304,6 @@ def test_corrupt_local_weights_are_one_line(tmp_path: Path) -> None:
 def test_download_bars_stay_on_while_loading_bars_go(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
     """A first real run fetches gigabytes: the Hub's download bar must survive our bar muting."""
-    import huggingface_hub.constants
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub import utils as hub_utils
-
     if huggingface_hub.constants.HF_HUB_DISABLE_PROGRESS_BARS:
         pytest.skip("HF_HUB_DISABLE_PROGRESS_BARS is set in this environment")
     models = ModelsConfig(sound_model=str(build_tiny_audioldm(TINY_CACHE / "tiny")))
