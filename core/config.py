@@ -27,6 +27,13 @@ ENV_SECRETS: dict[tuple[str, str], str] = {
 }
 ENV_PRESET = "SONIFY_MODELS"
 
+# Bounds shared by the configuration and every request (adapters, engine, commands).
+MIN_SECONDS = 0.5
+MAX_SECONDS = 30.0
+MAX_STEPS = 500
+MAX_CANDIDATES = 8
+MAX_SEED = 2**31 - 1
+
 
 def _opt(default: Any, *, lo: float | None = None, hi: float | None = None,
          choices: tuple[Any, ...] | None = None, secret: bool = False) -> Any:
@@ -50,13 +57,13 @@ class ModelsConfig:
 
 @dataclass(frozen=True)
 class GenerationConfig:
-    seconds: float = _opt(5.0, lo=0.5, hi=30.0)
-    max_seconds: float = _opt(10.0, lo=0.5, hi=30.0)
-    steps: int = _opt(20, lo=1, hi=500)
+    seconds: float = _opt(5.0, lo=MIN_SECONDS, hi=MAX_SECONDS)
+    max_seconds: float = _opt(10.0, lo=MIN_SECONDS, hi=MAX_SECONDS)
+    steps: int = _opt(20, lo=1, hi=MAX_STEPS)
     guidance_scale: float = _opt(2.5, lo=0.0, hi=20.0)
     negative_prompt: str = _opt("low quality, average quality, noise, distortion")
     scheduler: str = _opt("dpm", choices=("ddim", "dpm"))
-    waveforms_per_prompt: int = _opt(1, lo=1, hi=8)
+    waveforms_per_prompt: int = _opt(1, lo=1, hi=MAX_CANDIDATES)
     prompt_template: str = _opt("The sound of {caption}, as heard in real life")
     caption_beams: int = _opt(6, lo=1, hi=16)
     caption_max_tokens: int = _opt(30, lo=4, hi=76)

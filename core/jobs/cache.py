@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from core.audio.encode import prepare_clip, write_clip
 from core.options import GenerationOptions
 from core.storage.request_log import RequestLog
 
@@ -101,8 +102,6 @@ class ClipCache:
 
     def write(self, clip_id: str, audio: np.ndarray, rate: int) -> tuple[dict[str, Path], float]:
         """Encode one clip in every served format (blocking: call it in a thread)."""
-        from core.audio.encode import prepare_clip, write_clip
-
         self.root.mkdir(parents=True, exist_ok=True)
         clip = prepare_clip(audio, rate)
         files: dict[str, Path] = {}

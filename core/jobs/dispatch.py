@@ -1,8 +1,8 @@
-"""The engine's worker side: the fair queue, micro-batching, and answering finished jobs.
+"""The dispatch loop: the fair queue, micro-batching, and answering finished jobs.
 
-The worker loop takes the job at the head of the fair queue plus the next jobs
+The dispatch loop takes the job at the head of the fair queue plus the next jobs
 with equal options (up to ``max_batch``, waiting at most ``max_wait_ms`` for more),
-hands them to the `BatchRunner`, then finishes each job in its own task (encode
+hands them to the `ModelRunner`, then finishes each job in its own task (encode
 the clip into the cache off the loop, update the rows, emit `Done`/`Failed`) so
 the next batch can start while the last one is being encoded.
 """
@@ -17,7 +17,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from core.config import JobsConfig
 from core.errors import GenerationFailed, ShuttingDown, UserFacingError
@@ -33,13 +32,11 @@ from core.jobs.events import (
     Started,
 )
 from core.jobs.fair_queue import FairQueue
-from core.jobs.model_runner import BatchRunner, Outcome, WorkItem
+from core.jobs.model_runner import ModelRunner, Outcome, WorkItem
 from core.jobs.spool import Spool
+from core.models.pipeline import PipelineInput, PipelineResult
 from core.options import GenerationOptions
 from core.storage.request_log import RequestLog
-
-if TYPE_CHECKING:
-    from core.models.pipeline import PipelineInput, PipelineResult
 
 logger = logging.getLogger(__name__)
 
@@ -80,10 +77,10 @@ def stopping_failure() -> Failed:
 
 
 class Dispatcher:
-    """Owns the waiting line, the jobs in flight and the worker loop."""
+    """Owns the waiting line, the jobs in flight and the dispatch loop."""
 
     def __init__(self, jobs: JobsConfig, request_log: RequestLog, cache: ClipCache, spool: Spool,
-                 runner: BatchRunner, *, release: Callable[[User], None],
+                 runner: ModelRunner, *, release: Callable[[User], None],
                  clock: Callable[[], float]) -> None:
         self.jobs = jobs
         self.request_log = request_log
@@ -99,14 +96,14 @@ class Dispatcher:
         self._batch_times: deque[float] = deque(maxlen=20)
         self._finishing: dict[asyncio.Task[None], Job] = {}
         self._wakeup = asyncio.Event()
-        self._worker: asyncio.Task[None] | None = None
+        self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
         self.batches: deque[int] = deque(maxlen=10_000)  # recent batch sizes (tests, benches)
 
     # queue side ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._worker = asyncio.create_task(self._worker_loop(), name="sonify-worker")
+        self._loop_task = asyncio.create_task(self._dispatch_loop(), name="sonify-dispatch")
 
     def rideable(self, key: str) -> Job | None:
         """The identical job in flight that a new request can ride along with."""
@@ -174,14 +171,14 @@ class Dispatcher:
         self._wakeup.set()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        if self._worker is not None:
-            await asyncio.wait({self._worker}, timeout=timeout)
-            if not self._worker.done():
+        if self._loop_task is not None:
+            await asyncio.wait({self._loop_task}, timeout=timeout)
+            if not self._loop_task.done():
                 logger.warning("shutdown timeout: the running batch is left for the next start")
                 self.runner.cancel_running()
-                self._worker.cancel()
+                self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
+                await self._loop_task
         cut_short: list[Job] = []
         if self._finishing:
             await asyncio.wait(self._finishing, timeout=max(0.0, deadline - loop.time()))
@@ -195,9 +192,9 @@ class Dispatcher:
                 ticket.handle.emit(stopping_failure())
         self.runner.close()
 
-    # worker side ---------------------------------------------------------------------------
+    # dispatch loop ---------------------------------------------------------------------------
 
-    async def _worker_loop(self) -> None:
+    async def _dispatch_loop(self) -> None:
         while not self._stopping:
             try:
                 batch = await self._next_batch()
@@ -205,8 +202,8 @@ class Dispatcher:
                     await self._run_batch(batch)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # the worker must outlive any job
-                logger.exception("worker error")
+            except Exception:  # the loop must outlive any job
+                logger.exception("dispatch loop error")
 
     async def _next_batch(self) -> list[Job]:
         while not self.queue:
@@ -327,8 +324,6 @@ class Dispatcher:
 
 
 def _pipeline_input(request: JobRequest, seed: int) -> PipelineInput:
-    from core.models.pipeline import PipelineInput
-
     if request.image is not None:
         return PipelineInput(image=request.image.image, seed=seed)
     return PipelineInput(caption=request.caption, prompt=request.prompt, seed=seed)

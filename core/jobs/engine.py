@@ -4,11 +4,12 @@ Life of a job: `submit` checks the per-user limits and the queue bound, serves a
 cached clip at once if there is one, else spools the image, writes the request
 row (status ``queued``) and hands the job to the `Dispatcher` — which queues it
 fairly, or attaches it to an identical job already in flight so both are answered
-from one computation — and batches it for the model worker (core/dispatch.py).
+from one computation — and batches it for the model runner (core/jobs/dispatch.py).
 
 Semantics adapters can rely on:
-- Refusals raised by `submit` (BadRequest, RateLimited, QueueFull) are already
-  logged as ``rejected`` rows; call `reject` only for refusals of your own.
+- Every refusal `submit` raises (BadRequest, RateLimited, QueueFull, ShuttingDown) is
+  already logged as a ``rejected`` row; call `reject` only for refusals of your own
+  (an image that cannot be read, a command without a picture).
 - Cache key: picture hash (or caption/prompt text) + options + models + seed. For a
   picture without an explicit seed the seed part is "auto", so the same picture
   again is a cache hit (it gets the stored clip and its seed); text jobs always key
@@ -37,7 +38,6 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
-from typing import TYPE_CHECKING
 
 from core.config import Config
 from core.errors import (
@@ -50,14 +50,13 @@ from core.errors import (
 )
 from core.jobs.cache import CachedClip, ClipCache, cache_key
 from core.jobs.dispatch import Dispatcher, Ticket, User
-from core.jobs.events import Done, Failed, JobHandle, JobRequest, JobResult
-from core.jobs.model_runner import BatchRunner
+from core.jobs.events import Done, Failed, JobHandle, JobResult
+from core.jobs.model_runner import ModelRunner
+from core.jobs.request import JobRequest
 from core.jobs.spool import Spool, placeholder_request, rebuild_request
+from core.models.pipeline import Pipeline
 from core.options import check_seed
 from core.storage.request_log import RequestLog, RequestRecord
-
-if TYPE_CHECKING:
-    from core.models.pipeline import Pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +71,7 @@ def new_request_id() -> str:
 
 
 class JobEngine:
-    """The in-process job engine: one worker, one model thread, a durable request log."""
+    """The in-process job engine: one dispatch loop, one model thread, a durable request log."""
 
     def __init__(self, config: Config, request_log: RequestLog, *,
                  pipeline_factory: Callable[[], Pipeline],
@@ -84,7 +83,7 @@ class JobEngine:
         self.cache = ClipCache(request_log, config.data_dir / "cache",
                                int(self.jobs.cache_max_mb * 1_000_000), clock=clock)
         self.spool = Spool(config.data_dir / "spool")
-        self.runner = BatchRunner(pipeline_factory, timeout_s=self.jobs.job_timeout_s)
+        self.runner = ModelRunner(pipeline_factory, timeout_s=self.jobs.job_timeout_s)
         self.model_tag = _model_tag(config)
         self.dispatcher = Dispatcher(self.jobs, request_log, self.cache, self.spool, self.runner,
                                      release=self._release, clock=clock)
@@ -108,7 +107,7 @@ class JobEngine:
     # lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Prepare the cache and spool, remember unfinished jobs, start the worker."""
+        """Prepare the cache and spool, remember unfinished jobs, start the dispatch loop."""
         if self._started:
             return
         self._started = True
@@ -140,21 +139,21 @@ class JobEngine:
         return self._accepting
 
     def queue_length(self) -> int:
-        """Jobs waiting for the worker (not counting the batch that is running)."""
+        """Jobs waiting for the model runner (not counting the batch that is running)."""
         return len(self.dispatcher.queue)
 
     # adapter API ---------------------------------------------------------------------------
 
     async def submit(self, request: JobRequest) -> JobHandle:
         """Accept a job (its row is written first) or raise a `UserFacingError`."""
-        if not self._accepting:
-            raise ShuttingDown("the service is stopping")
         user: User = (request.platform, request.user_id)
         seed: int | None = None
         try:
+            if not self._accepting:
+                raise ShuttingDown("the service is stopping")
             seed = check_seed(request.seed)
             self._validate(request)
-        except BadRequest as exc:
+        except (ShuttingDown, BadRequest) as exc:
             await self._log_rejection(request, exc, seed)
             raise
         key = self._key_for(request, seed)
@@ -261,12 +260,7 @@ class JobEngine:
             logger.exception("could not mark %s as running", ticket.handle.id)
 
     def _validate(self, request: JobRequest) -> None:
-        opts, gen = request.options, self.config.generation
-        if not 0.5 <= opts.seconds <= gen.max_seconds:
-            raise BadRequest("seconds out of range", code="bad_seconds",
-                             max_seconds=gen.max_seconds)
-        if not (1 <= opts.steps <= 500 and 1 <= opts.waveforms_per_prompt <= 8):
-            raise BadRequest("option out of range")
+        request.options.check(self.config.generation)
         text = request.caption if request.caption is not None else request.prompt
         if request.image is None and (not text or not text.strip() or len(text) > MAX_TEXT_CHARS):
             raise BadRequest("text must be 1 to 1000 characters")

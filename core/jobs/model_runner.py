@@ -14,18 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from core.errors import GenerationFailed, UserFacingError
+from core.models.pipeline import Pipeline, PipelineInput, PipelineResult
 from core.options import GenerationOptions
-
-if TYPE_CHECKING:
-    from core.models.pipeline import Pipeline, PipelineInput, PipelineResult
 
 logger = logging.getLogger(__name__)
 
@@ -64,27 +63,22 @@ class Outcome:
 
 def is_oom(exc: BaseException) -> bool:
     """True for CUDA out-of-memory errors (typed or the older RuntimeError text)."""
-    try:
-        import torch
-
-        if isinstance(exc, torch.cuda.OutOfMemoryError):
-            return True
-    except (ImportError, AttributeError):
-        pass
+    torch = sys.modules.get("torch")  # without torch loaded there is no torch error either
+    if torch is not None and isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
 def _free_cuda() -> None:
+    torch = sys.modules.get("torch")
     try:
-        import torch
-
-        if torch.cuda.is_available():
+        if torch is not None and torch.cuda.is_available():
             torch.cuda.empty_cache()
     except Exception:  # freeing memory is best effort
         logger.debug("could not empty the CUDA cache", exc_info=True)
 
 
-class BatchRunner:
+class ModelRunner:
     """Runs `Pipeline.run` for a list of work items in the model thread, never raising."""
 
     def __init__(self, factory: Callable[[], Pipeline], *, timeout_s: float,

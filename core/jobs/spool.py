@@ -11,14 +11,13 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from core.jobs.events import JobRequest
+from PIL import Image
+
+from core.intake.decode import DecodedImage
+from core.jobs.request import JobRequest
 from core.options import GenerationOptions
 from core.storage.request_log import RequestRecord
-
-if TYPE_CHECKING:
-    from core.intake.decode import DecodedImage
 
 logger = logging.getLogger(__name__)
 
@@ -50,10 +49,6 @@ class Spool:
 
     def read(self, record: RequestRecord) -> DecodedImage | None:
         """The spooled image of a request, or None if it is gone or unreadable."""
-        from PIL import Image
-
-        from core.intake.decode import DecodedImage
-
         path = self.path(record.id)
         try:
             with Image.open(path) as img:

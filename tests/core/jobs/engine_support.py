@@ -22,7 +22,8 @@ from PIL import Image
 from core.config import Config
 from core.intake.decode import DecodedImage, decode_image
 from core.jobs.engine import JobEngine
-from core.jobs.events import JobHandle, JobRequest
+from core.jobs.events import JobHandle
+from core.jobs.request import JobRequest
 from core.options import GenerationOptions
 from core.storage.request_log import RequestLog
 

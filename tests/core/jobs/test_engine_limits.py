@@ -160,5 +160,8 @@ async def test_bad_requests_and_shutdown_are_refused(tmp_path: Path, tiny_pipeli
         with pytest.raises(ShuttingDown) as stopped:
             await engine.submit(text_request(cfg, "u", "x"))
         assert stopped.value.code == "shutting_down"
-        statuses = [r[0] for r in await engine.request_log.rows_since(0, ["status"])]
-    assert statuses == ["rejected"] * 3
+        rows = await engine.request_log.rows_since(0, ["status", "reason"])
+    # Every refusal the engine raises is a row, the one during shutdown included.
+    assert [tuple(r) for r in rows] == [("rejected", "bad_seed"), ("rejected", "bad_seconds"),
+                                        ("rejected", "bad_option"),
+                                        ("rejected", "shutting_down")]
