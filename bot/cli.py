@@ -89,7 +89,7 @@ def _load_source(source: str, config: Config) -> DecodedImage:
 def cmd_image(args: argparse.Namespace, config: Config) -> int:
     """Caption one image, render its sound, write the clip, print the caption."""
     from core.audio.encode import write_clip
-    from core.models.loading import load_pipeline
+    from core.models.loading import ModelLoader
     from core.models.pipeline import PipelineInput
     from core.options import GenerationOptions, check_seed
 
@@ -97,7 +97,7 @@ def cmd_image(args: argparse.Namespace, config: Config) -> int:
                                             steps=args.steps)
     seed = check_seed(args.seed)
     decoded = _load_source(args.source, config)
-    pipeline = load_pipeline(config)
+    pipeline = ModelLoader(config).pipeline()
     (result,) = pipeline.run([PipelineInput(image=decoded.image, seed=seed)], options)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -114,7 +114,8 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_stats(args: argparse.Namespace, config: Config) -> int:
-    from core.stats.report import collect_stats, render_stats_text
+    from core.stats.collect import collect_stats
+    from core.stats.render import render_stats_text
     from core.storage.request_log import RequestLog
 
     async def main() -> str:
@@ -129,21 +130,10 @@ def cmd_stats(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_sync_commands(args: argparse.Namespace, config: Config) -> int:
-    from bot.discord.adapter import sync_commands
-    from core.services import Services
+    """Register the Discord commands: reads the config and talks to Discord, nothing else."""
+    from bot.discord.commands import sync_commands  # discord.py is heavy: only for this command
 
-    if not config.discord.token:
-        raise ConfigError(f"{config.source}: [discord] token is not set "
-                          "(or set SONIFY_DISCORD_TOKEN)")
-
-    async def main() -> int:
-        services = await Services.create(config)
-        try:
-            return await sync_commands(services)
-        finally:
-            await services.close()
-
-    print(f"registered {asyncio.run(main())} commands")
+    print(f"registered {asyncio.run(sync_commands(config))} commands")
     return 0
 
 

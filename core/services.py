@@ -1,4 +1,4 @@
-"""The one object built at start-up and handed to every adapter: config, log, engine, fetcher."""
+"""The one object built at start-up and handed to every adapter (`Services`)."""
 
 from __future__ import annotations
 
@@ -6,16 +6,14 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from core.config import Config
+from core.intake.fetch import ImageFetcher
 from core.jobs.engine import JobEngine
-from core.stats.report import collect_stats, render_stats_chart, render_stats_text
+from core.models.pipeline import Pipeline
+from core.stats.collect import collect_stats
+from core.stats.render import render_stats_chart, render_stats_text
 from core.storage.request_log import RequestLog
-
-if TYPE_CHECKING:
-    from core.intake.fetch import ImageFetcher
-    from core.models.pipeline import Pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -33,13 +31,11 @@ class Services:
     async def create(cls, config: Config, *,
                      pipeline_factory: Callable[[], Pipeline] | None = None) -> Services:
         """Open the request log (migrating it), start the engine; models load on first use."""
-        from core.intake.fetch import ImageFetcher
-
         if pipeline_factory is None:
             def pipeline_factory() -> Pipeline:
-                from core.models.loading import load_pipeline
+                from core.models.loading import ModelLoader
 
-                return load_pipeline(config)
+                return ModelLoader(config).pipeline()
 
         config.data_dir.mkdir(parents=True, exist_ok=True)
         request_log = await RequestLog.open(config.database_url)
@@ -60,8 +56,8 @@ class Services:
         finally:
             await self.request_log.close()
 
-    async def stats_report(self) -> tuple[str, bytes]:
-        """(stats text, PNG chart) for an admin's reply."""
+    async def stats_report(self, lang: str = "en") -> tuple[str, bytes]:
+        """(stats text, PNG chart) for an admin's reply, in `lang`."""
         stats = await collect_stats(self.request_log, self.engine.queue_length())
-        png = await asyncio.to_thread(render_stats_chart, stats)
-        return render_stats_text(stats), png
+        png = await asyncio.to_thread(render_stats_chart, stats, lang)
+        return render_stats_text(stats, lang), png

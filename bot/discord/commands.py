@@ -1,7 +1,7 @@
 """The application commands (`/sonify`, "Sonify this image", `/stats`) and their registration.
 
 Descriptions come from the shared catalogue (`cmd.*` keys), so Discord shows them in
-Spanish to Spanish-speaking users; the commands themselves only route to the adapter.
+Spanish to Spanish-speaking users; the commands themselves only route to the handlers.
 The library set-up shared by the bot and `sonify sync-commands` lives here too.
 """
 
@@ -10,18 +10,15 @@ The library set-up shared by the bot and `sonify sync-commands` lives here too.
 import logging
 import re
 from collections.abc import Callable
-from typing import Optional
+from typing import Optional, Protocol
 
 import discord
 import yarl
 from discord import app_commands
 
-from bot.discord.views import handlers_of
-from core.config import Config
+from core.config import MAX_SEED, MIN_SECONDS, Config
 from core.errors import ConfigError
 from core.i18n import DEFAULT_LANGUAGE, pick_language, t
-from core.options import MAX_SEED
-from core.services import Services
 
 CONTEXT_MENU_KEY = "cmd.context"
 # Interaction tokens sit in webhook and callback URLs, which discord.py logs (at DEBUG, and
@@ -66,9 +63,32 @@ class CatalogueTranslator(app_commands.Translator):
         return t(key, lang)
 
 
-def build_commands(tree: app_commands.CommandTree, config: Config) -> None:
-    """Add Sonify's commands to `tree` (global; `sync_tree` copies them to guilds if asked)."""
-    seconds_type = app_commands.Range[float, 0.5, config.generation.max_seconds]
+class CommandActions(Protocol):
+    """What the commands do (implemented by the interaction handlers)."""
+
+    async def sonify_command(self, interaction: discord.Interaction, *,
+                             image: Optional[discord.Attachment], url: Optional[str],  # noqa: UP045
+                             seconds: Optional[float], seed: Optional[int]) -> None: ...  # noqa: UP045
+
+    async def sonify_message(self, interaction: discord.Interaction,
+                             message: discord.Message) -> None: ...
+
+    async def stats(self, interaction: discord.Interaction) -> None: ...
+
+
+def build_commands(tree: app_commands.CommandTree, config: Config,
+                   actions: CommandActions | None) -> None:
+    """Add Sonify's commands to `tree` (global; `sync_tree` copies them to guilds if asked).
+
+    `actions` is None where the commands are only registered, never run.
+    """
+
+    def act() -> CommandActions:
+        if actions is None:
+            raise RuntimeError("these commands were built only to be registered")
+        return actions
+
+    seconds_type = app_commands.Range[float, MIN_SECONDS, config.generation.max_seconds]
     seed_type = app_commands.Range[int, 0, MAX_SEED]
 
     @tree.command(name="sonify", description=text("cmd.sonify"))
@@ -82,20 +102,20 @@ def build_commands(tree: app_commands.CommandTree, config: Config) -> None:
                      seconds: Optional[seconds_type] = None,  # type: ignore[valid-type] # noqa: UP045
                      seed: Optional[seed_type] = None,  # type: ignore[valid-type] # noqa: UP045
                      ) -> None:
-        await handlers_of(interaction).sonify_command(interaction, image=image, url=url,
-                                                     seconds=seconds, seed=seed)
+        await act().sonify_command(interaction, image=image, url=url, seconds=seconds,
+                                   seed=seed)
 
     @tree.context_menu(name=text(CONTEXT_MENU_KEY))
     @app_commands.allowed_contexts(guilds=True, dms=True)
     @app_commands.allowed_installs(guilds=True)
     async def sonify_message(interaction: discord.Interaction, message: discord.Message) -> None:
-        await handlers_of(interaction).sonify_message(interaction, message)
+        await act().sonify_message(interaction, message)
 
     @tree.command(name="stats", description=text("cmd.stats"))
     @app_commands.allowed_contexts(guilds=True, dms=True)
     @app_commands.allowed_installs(guilds=True)
     async def stats(interaction: discord.Interaction) -> None:
-        await handlers_of(interaction).stats(interaction)
+        await act().stats(interaction)
 
 
 async def sync_tree(tree: app_commands.CommandTree, guild_ids: list[int]) -> int:
@@ -131,24 +151,29 @@ def quiet_voice_warnings() -> None:
     discord.VoiceClient.warn_dave = False
 
 
-async def sync_commands(services: Services) -> int:
-    """Register the commands with Discord (per guild in `[discord] guilds`, else globally)."""
-    cfg = services.config.discord
-    if not cfg.token:
-        raise ConfigError(f"{services.config.source}: [discord] token is not set")
-    restore = patch_endpoints(cfg.api_base_url, cfg.gateway_url)
+async def sync_commands(config: Config) -> int:
+    """Register the commands with Discord (per guild in `[discord] guilds`, else globally).
+
+    Needs only the configuration and Discord's REST API: no database, no models.
+    """
+    settings = config.discord
+    if not settings.token:
+        raise ConfigError(f"{config.source}: [discord] token is not set "
+                          "(or set SONIFY_DISCORD_TOKEN)")
+    guard_token_logs()
+    restore = patch_endpoints(settings.api_base_url, settings.gateway_url)
     quiet_voice_warnings()
     client = discord.Client(intents=discord.Intents.default())  # REST only: never connects
-    tree = app_commands.CommandTree(client)
+    tree: app_commands.CommandTree[discord.Client] = app_commands.CommandTree(client)
     try:
         await tree.set_translator(CatalogueTranslator())
-        build_commands(tree, services.config)
+        build_commands(tree, config, None)
         try:
-            await client.login(cfg.token)
+            await client.login(settings.token)
         except discord.LoginFailure:
-            raise ConfigError(f"{services.config.source}: [discord] token was refused by "
+            raise ConfigError(f"{config.source}: [discord] token was refused by "
                               "Discord") from None
-        return await sync_tree(tree, cfg.guilds)
+        return await sync_tree(tree, settings.guilds)
     finally:
         await client.close()
         restore()

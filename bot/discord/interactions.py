@@ -8,24 +8,20 @@ from __future__ import annotations
 
 import io
 import logging
-from typing import TYPE_CHECKING
 
 import discord
 
+from bot.common.requests import Requester, refuse
 from bot.discord.replies import InteractionTarget, as_user_error, clip, error_text
+from bot.discord.requests import PLATFORM, DiscordRequests
 from bot.discord.views import PROMPT_ID, submitted_words, words_modal
-from core.errors import BadRequest, GenerationFailed, ImageRejected, ShuttingDown
+from core.errors import BadRequest, GenerationFailed, ImageRejected
 from core.i18n import pick_language, t
 from core.intake.decode import DecodedImage
-from core.jobs.events import JobRequest
 from core.options import GenerationOptions, check_seed
 from core.storage.request_log import RequestRecord
 
-if TYPE_CHECKING:
-    from bot.discord.adapter import DiscordAdapter
-
 logger = logging.getLogger(__name__)
-PLATFORM = "discord"
 
 
 def lang_of(interaction: discord.Interaction) -> str:
@@ -33,21 +29,24 @@ def lang_of(interaction: discord.Interaction) -> str:
 
 
 class InteractionHandlers:
-    """What the bot does for each kind of interaction; shared plumbing lives in the adapter."""
+    """What the bot does for each kind of interaction (the request path: `DiscordRequests`)."""
 
-    def __init__(self, adapter: DiscordAdapter) -> None:
-        self.adapter = adapter
-        self.services = adapter.services
-        self.config = adapter.config
+    def __init__(self, requests: DiscordRequests) -> None:
+        self.requests = requests
+        self.services = requests.services
+        self.config = requests.config
+
+    def _requester_of(self, interaction: discord.Interaction, lang: str) -> Requester:
+        perms = interaction.permissions if interaction.guild_id else None
+        return self.requests.requester(interaction.user, interaction.channel_id, lang, perms)
 
     async def report(self, interaction: discord.Interaction, error: BaseException) -> None:
         """The one error path for interactions (also the command tree's `on_error`)."""
         lang = interaction.extras.get("sonify_lang") or lang_of(interaction)
         kind = interaction.extras.get("sonify_kind")
         if kind is not None and not interaction.extras.get("sonify_logged"):
-            await self.adapter.log_refusal(
-                user_id=interaction.user.id, chat_id=interaction.channel_id, kind=kind,
-                lang=lang, error=as_user_error(error) or GenerationFailed("internal"))
+            await refuse(self.services.engine, self._requester_of(interaction, lang), kind,
+                         as_user_error(error) or GenerationFailed("internal"))
         try:
             await InteractionTarget(interaction, lang).error(error_text(error, lang))
         except discord.HTTPException as exc:
@@ -71,23 +70,23 @@ class InteractionHandlers:
         if seed is not None:
             check_seed(seed)
         if image is not None:
-            self.adapter.check_size(image)
+            self.requests.check_size(image)
         await interaction.response.defer(thinking=True)  # before any slow work: 3 s rule
-        decoded = await self.adapter.acquire(image if image is not None else url)
+        decoded = await self.requests.acquire(image if image is not None else url)
         await self._interaction_job(interaction, lang, options=options, seed=seed, image=decoded)
 
     async def sonify_message(self, interaction: discord.Interaction,
                              message: discord.Message) -> None:
         """The "Sonify this image" message command: the first image in that message."""
-        sources = self.adapter.sources(message, addressed=True)
+        sources = self.requests.sources(message, addressed=True)
         kind = "url" if sources and isinstance(sources[0], str) else "attachment"
         lang = self._begin(interaction, kind)
         if not sources:
             raise ImageRejected("no image in the message", code="no_image")
         if isinstance(sources[0], discord.Attachment):
-            self.adapter.check_size(sources[0])
+            self.requests.check_size(sources[0])
         await interaction.response.defer(thinking=True)
-        decoded = await self.adapter.acquire(sources[0])
+        decoded = await self.requests.acquire(sources[0])
         options = GenerationOptions.from_config(self.config.generation)
         await self._interaction_job(interaction, lang, options=options, seed=None, image=decoded)
 
@@ -96,37 +95,28 @@ class InteractionHandlers:
                                image: DecodedImage | None = None, caption: str | None = None,
                                prompt: str | None = None) -> None:
         """Submit a job for a deferred interaction and follow it in the background."""
-        user = interaction.user
-        perms = interaction.permissions if interaction.guild_id else None
-        request = JobRequest(
-            platform=PLATFORM, user_id=str(user.id), chat_id=str(interaction.channel_id),
+        request = self._requester_of(interaction, lang).job(
             source_kind=interaction.extras["sonify_kind"], options=options, image=image,
-            caption=caption, prompt=prompt, seed=seed, is_admin=self.adapter.is_admin(user, perms),
-            lang=lang,
+            caption=caption, prompt=prompt, seed=seed,
             # No interaction token here: it is a credential and rows outlive it. A job
             # re-run after a crash is answered in the channel, mentioning the user.
             reply_context={"kind": "interaction", "channel_id": str(interaction.channel_id),
-                           "user_id": str(user.id)})
-        try:
-            handle = await self.services.engine.submit(request)
-        except ShuttingDown:
-            raise  # the one refusal the engine does not log: `report` does
-        except Exception:
-            interaction.extras["sonify_logged"] = True
-            raise
+                           "user_id": str(interaction.user.id)})
+        # From here on the engine logs every refusal itself; `report` must not log it again.
         interaction.extras["sonify_logged"] = True
+        handle = await self.services.engine.submit(request)
         target = InteractionTarget(interaction, lang)
-        self.adapter.spawn(self.adapter.follow_job(handle, target), handle)
+        self.requests.tasks.spawn(self.requests.follow_job(handle, target), handle)
 
     async def stats(self, interaction: discord.Interaction) -> None:
         """`/stats`: text and chart, privately, for admins only."""
         lang = lang_of(interaction)
         perms = interaction.permissions if interaction.guild_id else None
-        if not self.adapter.is_admin(interaction.user, perms):
+        if not self.requests.is_admin(interaction.user, perms):
             await interaction.response.send_message(t("stats_denied", lang), ephemeral=True)
             return
         await interaction.response.defer(ephemeral=True, thinking=True)
-        text, png = await self.services.stats_report()
+        text, png = await self.services.stats_report(lang)
         await interaction.edit_original_response(
             content=clip(text),
             attachments=[discord.File(io.BytesIO(png), filename="sonify-stats.png")])
@@ -144,10 +134,8 @@ class InteractionHandlers:
         if refusal is None:
             return record
         await interaction.response.send_message(t(refusal, lang), ephemeral=True)
-        await self.adapter.log_refusal(
-            user_id=interaction.user.id, chat_id=interaction.channel_id,
-            kind=interaction.extras["sonify_kind"], lang=lang,
-            error=BadRequest(refusal, code=refusal))
+        await refuse(self.services.engine, self._requester_of(interaction, lang),
+                     interaction.extras["sonify_kind"], BadRequest(refusal, code=refusal))
         return None
 
     def _options_of(self, record: RequestRecord) -> GenerationOptions:

@@ -10,8 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import math
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,8 @@ from discord import app_commands
 from discord.http import Route, handle_message_parameters
 
 from core.errors import UserFacingError
-from core.i18n import describe_error, t
-from core.jobs.events import Done, Failed, JobHandle, JobResult, Progress, Queued, Started
+from core.i18n import describe_error
+from core.jobs.events import JobResult
 
 logger = logging.getLogger(__name__)
 CONTENT_LIMIT = 2000
@@ -311,52 +310,21 @@ class InteractionTarget(Target):
         await self.interaction.followup.send(text, ephemeral=True)
 
 
-async def _finish(handle: JobHandle, target: Target, make_answer: Any,
-                  result: JobResult) -> None:
-    """Send the answer; if that breaks on our side (not Discord's), say so instead of nothing."""
-    try:
-        await target.finish(make_answer(result))
-    except (Undeliverable, discord.HTTPException):
-        raise
-    except Exception as exc:
-        await target.error(error_text(exc, target.lang))
+class DiscordSink:
+    """One job's status and answer on Discord (see `bot.common.following.JobSink`)."""
 
+    def __init__(self, target: Target, make_answer: Callable[[JobResult], Answer]) -> None:
+        self.target, self.make_answer, self.lang = target, make_answer, target.lang
 
-async def follow(handle: JobHandle, target: Target, *, interval: float,
-                 make_answer: Any) -> None:
-    """Show `handle`'s progress on `target` (at most one edit per `interval`), then its outcome.
+    async def show(self, text: str) -> None:
+        await self.target.show(text)
 
-    `make_answer(result) -> Answer` builds the final message (text, buttons, file format).
-    """
-    lang = target.lang
-    last_text, last_at = "", -math.inf
-    try:
-        async for event in handle.events():
-            if isinstance(event, Done):
-                await _finish(handle, target, make_answer, event.result)
-                return
-            if isinstance(event, Failed):
-                if event.error.params.get("resumes"):
-                    # Stopping with the job still queued: it is re-run and answered after
-                    # the restart, so "try again" would be wrong here.
-                    return
-                await target.error(error_text(event.error, lang))
-                return
-            if isinstance(event, Queued):
-                text = t("queued", lang, position=event.position)
-            elif isinstance(event, Started):
-                text = t("started", lang)
-            elif isinstance(event, Progress):
-                percent = int(100 * event.step / max(event.total, 1))
-                text = t("progress", lang, percent=percent)
-            else:
-                continue
-            now = time.monotonic()
-            if text != last_text and now - last_at >= interval:
-                await target.show(text)
-                last_text, last_at = text, now
-    except Undeliverable as exc:
-        logger.warning("could not deliver Discord job %s: %s", handle.id, exc)
-    except discord.HTTPException as exc:
-        logger.warning("Discord refused an update for job %s: %s %s", handle.id, exc.status,
-                    exc.text)
+    async def deliver(self, result: JobResult) -> None:
+        await self.target.finish(self.make_answer(result))
+
+    async def apologise(self, error: BaseException) -> None:
+        await self.target.error(error_text(error, self.lang))
+
+    def gave_up(self, error: BaseException) -> bool:
+        # Discord refused the post itself, or there is nowhere left to post.
+        return isinstance(error, Undeliverable | discord.HTTPException)

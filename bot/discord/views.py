@@ -8,14 +8,11 @@ alone, so they keep working after a restart; the state comes from the request lo
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, runtime_checkable
 
 import discord
 
 from core.i18n import t
-
-if TYPE_CHECKING:
-    from bot.discord.interactions import InteractionHandlers
 
 RID = r"(?P<rid>[A-Za-z0-9_-]{1,40})"
 PROMPT_PREFIX = "sonify:prompt:"
@@ -23,9 +20,27 @@ PROMPT_ID = re.compile(re.escape(PROMPT_PREFIX) + RID)
 MAX_WORDS = 200
 
 
-def handlers_of(interaction: discord.Interaction) -> InteractionHandlers:
-    """The handlers of the adapter that owns this interaction's client."""
-    return interaction.client.sonify.interactions  # type: ignore[attr-defined]
+class ButtonActions(Protocol):
+    """What the buttons under an answer do (implemented by the interaction handlers)."""
+
+    async def again(self, interaction: discord.Interaction, request_id: str) -> None: ...
+
+    async def ask_words(self, interaction: discord.Interaction, request_id: str) -> None: ...
+
+
+@runtime_checkable
+class RoutesButtons(Protocol):
+    """A client that knows Sonify's button actions (the adapter's client)."""
+
+    button_actions: ButtonActions
+
+
+def actions_of(interaction: discord.Interaction) -> ButtonActions:
+    """The button actions of the client that received this interaction."""
+    client = interaction.client
+    if not isinstance(client, RoutesButtons):
+        raise TypeError("this Discord client does not route Sonify's buttons")
+    return client.button_actions
 
 
 class AgainButton(discord.ui.DynamicItem[discord.ui.Button], template=f"sonify:again:{RID}"):
@@ -43,7 +58,7 @@ class AgainButton(discord.ui.DynamicItem[discord.ui.Button], template=f"sonify:a
         return cls(match["rid"])
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        await handlers_of(interaction).again(interaction, self.request_id)
+        await actions_of(interaction).again(interaction, self.request_id)
 
 
 class WordsButton(discord.ui.DynamicItem[discord.ui.Button], template=f"sonify:words:{RID}"):
@@ -61,7 +76,7 @@ class WordsButton(discord.ui.DynamicItem[discord.ui.Button], template=f"sonify:w
         return cls(match["rid"])
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        await handlers_of(interaction).ask_words(interaction, self.request_id)
+        await actions_of(interaction).ask_words(interaction, self.request_id)
 
 
 def result_view(request_id: str, lang: str) -> discord.ui.View:
@@ -73,7 +88,7 @@ def result_view(request_id: str, lang: str) -> discord.ui.View:
 
 
 def words_modal(request_id: str, lang: str) -> discord.ui.Modal:
-    """The form behind "Use my words"; its submission is handled by `DiscordAdapter.words`."""
+    """The form behind "Use my words" (`InteractionHandlers.on_modal` takes its answer)."""
     modal = discord.ui.Modal(title=t("use_my_words", lang)[:45],
                              custom_id=f"{PROMPT_PREFIX}{request_id}", timeout=None)
     modal.add_item(discord.ui.TextInput(

@@ -8,11 +8,9 @@ events into replies (telegram_reply), and reads options and images out of messag
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import logging
 import re
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -31,14 +29,11 @@ from bot.telegram.replies import Responder, with_retry
 from core.errors import ConfigError
 from core.i18n import CATALOGUE, DEFAULT_LANGUAGE, t
 from core.logs import SecretMaskingFilter
-
-if TYPE_CHECKING:
-    from core.services import Services
+from core.services import Services
 
 logger = logging.getLogger(__name__)
 
 ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
-STOP_GRACE_S = 10.0  # time given to answers already being sent when the bot stops
 _SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 
 
@@ -142,23 +137,11 @@ class TelegramAdapter:
         if self._webhook is not None:
             await self._webhook.cleanup()
             self._webhook = None
-        await self._drain_answers()
+        # Answers being sent may finish; jobs not done stay in the log for the next start.
+        await self.handlers.tasks.drain()
         if self.app.running:
             await self.app.stop()
         await self.app.shutdown()
-
-    async def _drain_answers(self) -> None:
-        """Let answers being sent finish; jobs not done stay in the log for the next start."""
-        tasks = set(self.handlers.tasks)
-        waiting = {task for task in tasks if not self.handlers.delivering(task)}
-        for task in waiting:
-            task.cancel()
-        if tasks:
-            _, late = await asyncio.wait(tasks, timeout=STOP_GRACE_S)
-            for task in late:
-                task.cancel()
-            if late:
-                await asyncio.wait(late, timeout=1.0)
 
     def _polling_error(self, exc: TelegramError) -> None:
         logger.warning("telegram: polling failed (%s: %s); retrying", type(exc).__name__, exc)

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
 
 from telegram import Chat, ForceReply, InputFile, Message, Update, User
 from telegram.constants import ChatAction, ChatType
@@ -14,6 +11,9 @@ from telegram.error import BadRequest as TgBadRequest
 from telegram.error import TelegramError
 from telegram.ext import ContextTypes
 
+from bot.common.options import options_from_words
+from bot.common.requests import Requester, refuse
+from bot.common.tasks import BackgroundTasks
 from bot.telegram.parse import (
     WORDS_REF,
     ImageRef,
@@ -21,19 +21,17 @@ from bot.telegram.parse import (
     command_words,
     find_image,
     mentions,
-    parse_options,
     words_ref,
 )
 from bot.telegram.replies import ReplyTarget, Responder, with_retry
 from core.errors import GenerationFailed, ImageRejected, UserFacingError
 from core.i18n import describe_error, pick_language, t
 from core.intake.decode import DecodedImage, decode_image_async
-from core.jobs.events import JobHandle, JobRequest
+from core.jobs.events import JobHandle
+from core.jobs.request import JobRequest
 from core.options import GenerationOptions
-
-if TYPE_CHECKING:
-    from core.services import Services
-    from core.storage.request_log import RequestRecord
+from core.services import Services
+from core.storage.request_log import RequestRecord
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +51,7 @@ class Handlers:
         self.reply = responder
         self.bot_id = 0
         self.username = ""
-        # Background answers, each with the job it follows (None: not waiting on a job).
-        self.tasks: dict[asyncio.Task[Any], JobHandle | None] = {}
+        self.tasks = BackgroundTasks(PLATFORM)
 
     # -- helpers ---------------------------------------------------------------------
     @property
@@ -64,17 +61,6 @@ class Handlers:
     def allowed(self, chat: Chat | None) -> bool:
         allow = self.cfg.allowed_chats
         return chat is not None and (not allow or chat.id in allow)
-
-    def spawn(self, coro: Coroutine[Any, Any, None], handle: JobHandle | None = None) -> None:
-        """Run a follow-up in the background (kept referenced; cancelled on stop)."""
-        task = asyncio.create_task(coro)
-        self.tasks[task] = handle
-        task.add_done_callback(lambda done: self.tasks.pop(done, None))
-
-    def delivering(self, task: asyncio.Task[Any]) -> bool:
-        """True when the task is sending an answer rather than waiting for its job."""
-        handle = self.tasks.get(task)
-        return handle is None or handle.finished
 
     @staticmethod
     def target_for(message: Message, user: User, lang: str) -> ReplyTarget:
@@ -86,14 +72,13 @@ class Handlers:
         reply = message.reply_to_message
         return bool(reply and reply.from_user and reply.from_user.id == self.bot_id)
 
+    def requester(self, target: ReplyTarget) -> Requester:
+        return Requester(PLATFORM, user_id=str(target.user_id), chat_id=str(target.chat_id),
+                         lang=target.lang, is_admin=target.user_id in self.cfg.admins)
+
     async def reject(self, target: ReplyTarget, source_kind: str, error: UserFacingError) -> None:
         """Log a refused request, then tell the user why."""
-        try:
-            await self.engine.reject(platform=PLATFORM, user_id=str(target.user_id),
-                                     chat_id=str(target.chat_id), source_kind=source_kind,
-                                     error=error, lang=target.lang)
-        except Exception:
-            logger.exception("telegram: could not log a rejected request")
+        await refuse(self.engine, self.requester(target), source_kind, error)
         await self.reply.reply_error(target, error)
 
     # -- messages --------------------------------------------------------------------
@@ -149,15 +134,13 @@ class Handlers:
         target = self.target_for(message, user, lang)
         await self.reply.action(target.chat_id, ChatAction.RECORD_VOICE)
         try:
-            asked = parse_options(words, self.config.generation, strict=strict)
+            asked = options_from_words(words, self.config.generation, strict=strict)
             decoded = await self.load(image)
         except UserFacingError as exc:
             await self.reject(target, image.kind, exc)
             return
-        await self.submit(target, JobRequest(
-            platform=PLATFORM, user_id=str(user.id), chat_id=str(target.chat_id),
-            source_kind=image.kind, options=asked.options, image=decoded, seed=asked.seed,
-            is_admin=user.id in self.cfg.admins, lang=lang))
+        await self.submit(target, self.requester(target).job(
+            source_kind=image.kind, options=asked.options, image=decoded, seed=asked.seed))
 
     async def load(self, image: ImageRef) -> DecodedImage:
         """Fetch a link through the SSRF-safe fetcher, or download a Telegram file."""
@@ -195,7 +178,7 @@ class Handlers:
         except UserFacingError as exc:
             await self.reply.reply_error(target, exc)  # the engine has logged the refusal
             return
-        self.spawn(self.reply.follow(handle, target, shown), handle)
+        self.tasks.spawn(self.reply.follow(handle, target, shown), handle)
 
     async def on_recovered(self, handle: JobHandle) -> None:
         """A job re-run after a restart: answer it where the first process would have."""
@@ -203,7 +186,7 @@ class Handlers:
         if target is None or not target.chat_id:
             logger.warning("telegram: recovered request %s has no reply context", handle.id)
             return
-        self.spawn(self.reply.follow(handle, target), handle)
+        self.tasks.spawn(self.reply.follow(handle, target), handle)
 
     # -- buttons and "Use my words" --------------------------------------------------
     async def owned_record(self, request_id: str, user_id: int) -> tuple[RequestRecord | None,
@@ -250,11 +233,10 @@ class Handlers:
         options = record.generation_options or GenerationOptions.from_config(
             self.config.generation)
         words = record.reply_context.get("mode") == "prompt" or not record.caption
-        source = {"prompt": record.prompt} if words else {"caption": record.caption}
         await self.reply.action(chat_id, ChatAction.RECORD_VOICE)
-        await self.submit(target, JobRequest(
-            platform=PLATFORM, user_id=str(user.id), chat_id=str(chat_id), source_kind="retake",
-            options=options, is_admin=user.id in self.cfg.admins, lang=lang, **source))
+        await self.submit(target, self.requester(target).job(
+            source_kind="retake", options=options,
+            caption=None if words else record.caption, prompt=record.prompt if words else None))
 
     async def on_words(self, message: Message, user: User, lang: str, request_id: str) -> None:
         """The user's own description, sent as a reply to the "Use my words" question."""
@@ -270,10 +252,8 @@ class Handlers:
         options = record.generation_options or GenerationOptions.from_config(
             self.config.generation)
         await self.reply.action(target.chat_id, ChatAction.RECORD_VOICE)
-        await self.submit(target, JobRequest(
-            platform=PLATFORM, user_id=str(user.id), chat_id=str(target.chat_id),
-            source_kind="text", options=options, prompt=prompt,
-            is_admin=user.id in self.cfg.admins, lang=lang))
+        await self.submit(target, self.requester(target).job(
+            source_kind="text", options=options, prompt=prompt))
 
     # -- commands --------------------------------------------------------------------
     async def on_help(self, update: Update, context: Context) -> None:
@@ -296,7 +276,7 @@ class Handlers:
         if user.id not in self.cfg.admins:
             await self.reply.try_send_text(target, t("stats_denied", lang))
             return
-        text, png = await self.services.stats_report()
+        text, png = await self.services.stats_report(lang)
         await self.reply.send_text(target, text)
         await with_retry(lambda: self.reply.bot.send_photo(
             target.chat_id, InputFile(png, filename="stats.png"), reply_parameters=target.reply,

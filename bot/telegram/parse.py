@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from telegram import Message, MessageEntity
 
-from core.config import GenerationConfig
-from core.errors import BadRequest, ImageRejected
+from core.errors import ImageRejected
 from core.intake.links import first_url
-from core.options import MAX_SEED, GenerationOptions, check_seed
 
-_SECONDS_RE = re.compile(r"^(\d+(?:[.,]\d+)?)\s*(?:s|sec|secs|seconds?|seg|segundos?)$", re.I)
-_SECONDS_KEYS = {"s", "sec", "secs", "second", "seconds", "len", "length", "duration", "dur",
-                 "seg", "segundos", "duracion", "duración"}
-_SEED_KEYS = {"seed", "semilla"}
 # Marks the "Use my words" question with the request it belongs to; language-neutral,
 # so the ask can be matched to its request from the reply alone, even after a restart.
 WORDS_REF = "🔖"
@@ -35,14 +28,6 @@ class ImageRef:
     url: str = ""
     mime_type: str | None = None
     file_name: str | None = None
-
-
-@dataclass(frozen=True)
-class Asked:
-    """The options of one request: clip options and an optional fixed seed."""
-
-    options: GenerationOptions
-    seed: int | None = None
 
 
 def find_image(message: Message | None) -> ImageRef | None:
@@ -79,51 +64,6 @@ def check_file(ref: ImageRef, limit_bytes: int) -> None:
     suffix = PurePosixPath(ref.file_name or "").suffix.lstrip(".")
     fmt = (suffix or mime.rsplit("/", 1)[-1].split("+")[0] or "?").upper()[:12]
     raise ImageRejected(f"document of type {mime}", code="unsupported_format", format=fmt)
-
-
-def parse_options(words: Sequence[str], gen: GenerationConfig, *, strict: bool = True) -> Asked:
-    """Options like `8s`, `seconds=8`, `seed=42` among the words; links and other words pass.
-
-    Unknown `key=value` words are refused when `strict` (a command), ignored otherwise (free
-    text). Raises `BadRequest` (codes ``bad_seconds``, ``bad_seed``, ``bad_option``).
-    """
-    seconds: float | None = None
-    seed: int | None = None
-    for word in words:
-        if word.lower().startswith(("http://", "https://")):
-            continue
-        if match := _SECONDS_RE.match(word):
-            seconds = _number(match.group(1), gen)
-            continue
-        if "=" not in word:
-            continue
-        key, _, value = word.partition("=")
-        key = key.strip().lower()
-        if key in _SEED_KEYS:
-            seed = _seed(value)
-        elif key in _SECONDS_KEYS:
-            seconds = _number(re.sub(r"\s*s(ec(onds?)?)?$", "", value.strip(), flags=re.I), gen)
-        elif strict:
-            raise BadRequest(f"unknown option {key!r}", code="bad_option")
-    options = GenerationOptions.from_config(gen, seconds=seconds)
-    return Asked(options, seed)
-
-
-def _number(text: str, gen: GenerationConfig) -> float:
-    try:
-        return float(text.replace(",", "."))
-    except ValueError:
-        raise BadRequest("seconds is not a number", code="bad_seconds",
-                         max_seconds=gen.max_seconds) from None
-
-
-def _seed(text: str) -> int:
-    try:
-        value = int(text.strip())
-    except ValueError:
-        raise BadRequest("seed is not a whole number", code="bad_seed",
-                         max_seed=MAX_SEED) from None
-    return check_seed(value)
 
 
 def command_words(text: str | None) -> tuple[str | None, str | None, list[str]]:

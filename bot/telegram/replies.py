@@ -23,9 +23,10 @@ from telegram.constants import ChatAction
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
 from telegram.warnings import PTBDeprecationWarning
 
+from bot.common.following import SlowDown, follow_job
 from core.config import TelegramConfig
 from core.i18n import describe_error, t
-from core.jobs.events import Done, Failed, JobHandle, JobResult, Progress, Queued, Started
+from core.jobs.events import JobEvent, JobHandle, JobResult, Progress, Started
 
 logger = logging.getLogger(__name__)
 
@@ -96,65 +97,24 @@ async def with_retry(call: Callable[[], Awaitable[T]], *, what: str,
 
 
 class StatusMessage:
-    """The "Queued / Rendering…" message: edited when its text changes, at most once per interval.
+    """The "Queued / Rendering…" message of one request: edited, then removed or replaced."""
 
-    A text that arrives too soon is kept and shown when the interval has passed, so the
-    last state is never lost; a 429 pushes the next edit past its retry_after.
-    """
+    def __init__(self, bot: Bot, target: ReplyTarget) -> None:
+        self.bot, self.target = bot, target
 
-    def __init__(self, bot: Bot, target: ReplyTarget, interval: float, shown: str = "") -> None:
-        self.bot, self.target, self.interval = bot, target, interval
-        self.shown = shown
-        self.pending: str | None = None
-        # The message was just sent with `shown`; an unknown text may be replaced at once.
-        self.next_edit = time.monotonic() + (interval if shown else 0.0)
-        self._flush: asyncio.Task[None] | None = None
-
-    async def show(self, text: str) -> None:
+    async def edit(self, text: str) -> None:
+        """One edit (ThrottledStatus paces them); a 429 asks it to slow down."""
         if self.target.status_message_id is None:
             return
-        self.pending = None if text == self.shown else text
-        if self.pending is None or (self._flush is not None and not self._flush.done()):
-            return  # nothing new, or an edit is already due and will show the newest text
-        if time.monotonic() >= self.next_edit:
-            await self._edit()
-        else:
-            self._schedule()
-
-    def _schedule(self) -> None:
-        if self._flush is None or self._flush.done() or self._flush is asyncio.current_task():
-            self._flush = asyncio.create_task(self._later())
-
-    async def _later(self) -> None:
-        await asyncio.sleep(max(0.0, self.next_edit - time.monotonic()))
-        await self._edit()
-
-    async def _edit(self) -> None:
-        text = self.pending
-        if text is None or self.target.status_message_id is None:
-            return
-        self.pending = None
         try:
             await self.bot.edit_message_text(text, chat_id=self.target.chat_id,
                                              message_id=self.target.status_message_id)
-            self.shown = text
-            self.next_edit = time.monotonic() + self.interval
         except RetryAfter as exc:
             # Progress is best-effort: wait it out instead of queueing more calls.
-            self.pending = self.pending or text
-            self.next_edit = time.monotonic() + retry_after_seconds(exc)
-        except TelegramError as exc:
-            logger.info("telegram: status edit skipped (%s)", exc)
-        if self.pending is not None:  # a newer text arrived during the call
-            self._schedule()
-
-    def cancel(self) -> None:
-        if self._flush is not None and self._flush is not asyncio.current_task():
-            self._flush.cancel()
+            raise SlowDown(retry_after_seconds(exc)) from None
 
     async def finish(self, final_text: str) -> None:
         """Remove the status message; if that is refused, turn it into `final_text`."""
-        self.cancel()
         mid = self.target.status_message_id
         if mid is None:
             return
@@ -166,7 +126,6 @@ class StatusMessage:
 
     async def replace(self, text: str) -> bool:
         """Turn the status message into a final text; False if it cannot be edited."""
-        self.cancel()
         mid = self.target.status_message_id
         if mid is None:
             return False
@@ -177,7 +136,6 @@ class StatusMessage:
             return "not modified" in str(exc).lower()
         except TelegramError:
             return False
-        self.shown = text
         return True
 
 
@@ -217,46 +175,14 @@ class Responder:
     async def reply_error(self, target: ReplyTarget, error: BaseException) -> None:
         """THE place where a failure becomes words: the status message, else a new reply."""
         text = describe_error(error, target.lang)
-        status = StatusMessage(self.bot, target, 0.0)
-        if not await status.replace(text):
+        if not await StatusMessage(self.bot, target).replace(text):
             await self.try_send_text(target, text)
 
     async def follow(self, handle: JobHandle, target: ReplyTarget, shown: str = "") -> None:
         """Mirror a job's events into the status message (now showing `shown`), then answer."""
-        lang = target.lang
-        status = StatusMessage(self.bot, target, self.cfg.progress_interval_s, shown=shown)
-        last_action = time.monotonic()
-        try:
-            async for event in handle.events():
-                if isinstance(event, Started | Progress) and \
-                        time.monotonic() - last_action >= ACTION_RENEW_S:
-                    # Telegram shows "recording voice…" for about 5 s: renew it while rendering.
-                    last_action = time.monotonic()
-                    await self.action(target.chat_id, ChatAction.RECORD_VOICE)
-                if isinstance(event, Queued):
-                    await status.show(t("queued", lang, position=event.position))
-                elif isinstance(event, Started):
-                    await status.show(t("started", lang))
-                elif isinstance(event, Progress) and event.total > 0:
-                    percent = int(100 * event.step / event.total)
-                    await status.show(t("progress", lang, percent=percent))
-                elif isinstance(event, Done):
-                    status.cancel()
-                    await self.deliver(event.result, target)
-                    await status.finish(t("done", lang, caption=event.result.caption))
-                elif isinstance(event, Failed):
-                    status.cancel()
-                    if event.error.params.get("resumes"):
-                        # Stopping, not failing: the next start re-runs it and answers then.
-                        return
-                    await self.reply_error(target, event.error)
-        except asyncio.CancelledError:
-            status.cancel()
-            raise
-        except Exception as exc:
-            status.cancel()
-            logger.exception("telegram: answering request %s failed", handle.id)
-            await self.reply_error(target, exc)
+        await follow_job(handle, TelegramSink(self, target),
+                         interval=self.cfg.progress_interval_s, shown=shown,
+                         on_event=RecordingAction(self, target.chat_id).renew)
 
     async def deliver(self, result: JobResult, target: ReplyTarget) -> None:
         """The clip as a voice note (and/or MP3), captioned, with the two buttons."""
@@ -291,3 +217,38 @@ class Responder:
                 caption=caption, title=(result.caption or result.prompt)[:64],
                 performer="Sonify", reply_parameters=target.reply, reply_markup=markup,
                 message_thread_id=target.thread_id), what="sendAudio")
+
+
+class RecordingAction:
+    """Telegram shows "recording voice…" for about 5 s: renewed while a job renders."""
+
+    def __init__(self, responder: Responder, chat_id: int) -> None:
+        self.responder, self.chat_id = responder, chat_id
+        self.last = time.monotonic()
+
+    async def renew(self, event: JobEvent) -> None:
+        if isinstance(event, Started | Progress) and \
+                time.monotonic() - self.last >= ACTION_RENEW_S:
+            self.last = time.monotonic()
+            await self.responder.action(self.chat_id, ChatAction.RECORD_VOICE)
+
+
+class TelegramSink:
+    """One request's answer in a Telegram chat (see `bot.common.following.JobSink`)."""
+
+    def __init__(self, responder: Responder, target: ReplyTarget) -> None:
+        self.responder, self.target, self.lang = responder, target, target.lang
+        self.status = StatusMessage(responder.bot, target)
+
+    async def show(self, text: str) -> None:
+        await self.status.edit(text)
+
+    async def deliver(self, result: JobResult) -> None:
+        await self.responder.deliver(result, self.target)
+        await self.status.finish(t("done", self.lang, caption=result.caption))
+
+    async def apologise(self, error: BaseException) -> None:
+        await self.responder.reply_error(self.target, error)
+
+    def gave_up(self, error: BaseException) -> bool:
+        return False  # reply_error tries the status message, then a new message

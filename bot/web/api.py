@@ -6,13 +6,15 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import BodyPartReader, web
 
+from bot.common.following import resumes
+from bot.common.options import requested_options
+from bot.common.requests import Requester, refuse
 from bot.web.jobs import (
     AUDIO_TYPES,
     JobRegistry,
@@ -25,19 +27,18 @@ from bot.web.jobs import (
     preview_of,
     record_view,
 )
-from core.errors import BadRequest, ImageRejected, ShuttingDown, UserFacingError
-from core.intake.decode import decode_image_async
-from core.jobs.events import Done, Failed, JobRequest
-from core.options import MAX_SEED, GenerationOptions, check_seed
-
-if TYPE_CHECKING:
-    from core.intake.decode import DecodedImage
-    from core.services import Services
-    from core.storage.request_log import RequestRecord
+from bot.web.texts import request_language
+from core.config import MAX_SEED
+from core.errors import BadRequest, ImageRejected, UserFacingError
+from core.intake.decode import DecodedImage, decode_image_async
+from core.jobs.events import Done, Failed
+from core.services import Services
+from core.storage.request_log import RequestRecord
 
 logger = logging.getLogger(__name__)
 
-SERVICES: web.AppKey[Services] = web.AppKey("services")
+PLATFORM = "web"
+SERVICES = web.AppKey("services", Services)
 JOBS = web.AppKey("jobs", JobRegistry)
 STOPPING = web.AppKey("stopping", asyncio.Event)
 USER_ID = web.RequestKey("user_id", str)  # set by the guard middleware
@@ -134,39 +135,6 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def parse_options(services: Services, intake: Intake) -> tuple[GenerationOptions, int | None]:
-    """Check `seconds` and `seed` against the configuration (raises BadRequest)."""
-    gen = services.config.generation
-    seconds: float | None = None
-    raw = intake.seconds
-    if isinstance(raw, str):
-        raw = raw.strip().rstrip("sS").strip() or None
-    if raw is not None:
-        try:
-            if isinstance(raw, bool):
-                raise ValueError
-            seconds = float(raw)
-        except (TypeError, ValueError):
-            seconds = math.nan
-        if not math.isfinite(seconds):
-            raise BadRequest("seconds is not a number", code="bad_seconds",
-                             max_seconds=gen.max_seconds)
-    options = GenerationOptions.from_config(gen, seconds=seconds)
-    seed: int | None = None
-    raw = intake.seed
-    if isinstance(raw, str):
-        raw = raw.strip() or None
-    if raw is not None:
-        try:
-            if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
-                raise ValueError
-            seed = int(raw)
-        except (TypeError, ValueError, OverflowError):
-            seed = -1
-        seed = check_seed(seed)
-    return options, seed
-
-
 async def load_image(services: Services, intake: Intake) -> DecodedImage:
     """Decode the upload, or fetch the link through the SSRF-safe fetcher."""
     if intake.data is not None:
@@ -181,27 +149,23 @@ async def submit_job(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     user_id: str = request[USER_ID]
     intake = Intake()
+    requester = Requester(PLATFORM, user_id=user_id, chat_id=user_id)
     try:
         intake = await read_intake(request, services.config.web.max_upload_bytes)
-        options, seed = parse_options(services, intake)
+        asked = requested_options(services.config.generation, seconds=intake.seconds,
+                                  seed=intake.seed)
         image = await load_image(services, intake)
     except (ImageRejected, BadRequest) as error:
         # Logged like every refused request, so the stats see intake failures too.
-        try:
-            kind = intake.source_kind
-            if request.content_type == "multipart/form-data" and intake.url is None:
-                kind = "upload"  # the upload itself was refused before it was read whole
-            await services.engine.reject(platform="web", user_id=user_id, chat_id=user_id,
-                                         source_kind=kind, error=error)
-        except Exception:
-            logger.exception("could not log a rejected web request")
+        kind = intake.source_kind
+        if request.content_type == "multipart/form-data" and intake.url is None:
+            kind = "upload"  # the upload itself was refused before it was read whole
+        await refuse(services.engine, requester, kind, error)
         raise
-    job_request = JobRequest(platform="web", user_id=user_id, chat_id=user_id,
-                             source_kind=intake.source_kind, options=options, image=image,
-                             seed=seed)
-    handle = await services.engine.submit(job_request)
+    handle = await services.engine.submit(requester.job(
+        source_kind=intake.source_kind, options=asked.options, image=image, seed=asked.seed))
     job = request.app[JOBS].add(handle, await preview_of(image.image))
-    view = job_view(job)
+    view = job_view(job, request_language(request))
     return json_response({"id": handle.id, "status": view["status"],
                           "position": view["position"]}, status=202,
                          headers={"Location": f"/api/jobs/{handle.id}"})
@@ -218,7 +182,7 @@ def _job(request: web.Request) -> WebJob | None:
 async def _record(request: web.Request, job_id: str) -> RequestRecord | None:
     """The request-log row of a web job this browser submitted (after a restart), or None."""
     record = await request.app[SERVICES].engine.get_request(job_id)
-    if record is None or record.platform != "web" or record.user_id != request[USER_ID]:
+    if record is None or record.platform != PLATFORM or record.user_id != request[USER_ID]:
         return None  # someone else's job looks exactly like an unknown one
     return record
 
@@ -231,11 +195,11 @@ async def get_job(request: web.Request) -> web.Response:
     """GET /api/jobs/{id}: status, position, progress, caption, prompt, audio URLs, error."""
     job = _job(request)
     if job is not None:
-        return json_response(job_view(job))
+        return json_response(job_view(job, request_language(request)))
     record = await _record(request, request.match_info["id"])
     if record is None:
         raise _unknown_job()
-    return json_response(record_view(record))
+    return json_response(record_view(record, request_language(request)))
 
 
 async def job_image(request: web.Request) -> web.Response:
@@ -256,6 +220,7 @@ async def job_events(request: web.Request) -> web.StreamResponse:
                                            "X-Accel-Buffering": "no"})
     await response.prepare(request)
     stopping = request.app[STOPPING]
+    lang = request_language(request)
     events = job.handle.events()
     stop_wait = asyncio.ensure_future(stopping.wait())
     next_event: asyncio.Future[Any] | None = None
@@ -275,11 +240,11 @@ async def job_events(request: web.Request) -> web.StreamResponse:
             except StopAsyncIteration:
                 break
             next_event = None
-            if _resumes(event):
+            if resumes(event):
                 # The job stays queued for the next start: let the browser reconnect then.
                 await response.write(b"retry: 3000\n\n")
                 break
-            payload = json.dumps(event_data(job, event))
+            payload = json.dumps(event_data(job, event, lang))
             await response.write(f"event: {event_name(event)}\ndata: {payload}\n\n".encode())
             if isinstance(event, Done | Failed):
                 break
@@ -299,12 +264,6 @@ async def job_events(request: web.Request) -> web.StreamResponse:
     with contextlib.suppress(ConnectionResetError):
         await response.write_eof()
     return response
-
-
-def _resumes(event: Any) -> bool:
-    """A shutdown that keeps the job for the next start (not a failure to show)."""
-    return (isinstance(event, Failed) and isinstance(event.error, ShuttingDown)
-            and bool(event.error.params.get("resumes")))
 
 
 async def _audio_path(request: web.Request, job_id: str, fmt: str) -> Path | None:
@@ -359,4 +318,3 @@ def add_api_routes(app: web.Application) -> None:
     app.router.add_get(r"/audio/{id:[A-Za-z0-9_-]+}.{fmt:[A-Za-z0-9]+}", get_audio)
 
 
-__all__ = ["JOBS", "SERVICES", "STOPPING", "USER_ID", "add_api_routes"]

@@ -13,57 +13,26 @@ from typing import Any
 
 from aiohttp import web
 
+from bot.web.texts import describe, web_message
 from core.errors import ImageRejected, QueueFull, RateLimited, ShuttingDown, UserFacingError
-from core.i18n import describe_error
 from core.jobs.events import Done, Failed, JobEvent, JobHandle, Progress, Queued, Started
+from core.storage.request_log import RequestRecord
 
 AUDIO_TYPES = {"ogg": "audio/ogg", "mp3": "audio/mpeg"}
 PREVIEW_SIDE = 512
 
-# Web-only texts for failures that are not UserFacingErrors of the core (HTTP-level ones),
-# and clearer wording for codes whose chat text does not fit a form.
-WEB_MESSAGES: dict[str, str] = {
-    "no_image": "Choose an image file or paste a link to an image.",
-    "bad_json": "The request body is not valid JSON.",
-    "bad_content_type": "Send the image as multipart/form-data (field 'image') "
-                        "or JSON {\"url\": ...}.",
-    "not_found": "Nothing is served at this address.",
-    "unknown_job": "There is no request with that id (it may have expired).",
-    "audio_gone": "That clip is no longer available.",
-    "method_not_allowed": "That method is not allowed here.",
-    "unauthorized": "A valid access token is required.",
-    "cross_origin": "Requests from other sites are not allowed.",
-    "bad_host": "This server only answers to its local address.",
-    "bad_request": "The request could not be understood.",
-    "failed": "Sorry, something went wrong. Please try again.",
-    "bad_form": "The upload could not be read (a broken form). Please try again.",
-}
-
 
 class WebError(Exception):
-    """An HTTP-level refusal (404, 401, 403…) with a code from `WEB_MESSAGES`."""
+    """An HTTP-level refusal (404, 401, 403…) whose text is the catalogue's `web.error.<code>`."""
 
     def __init__(self, status: int, code: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(code)
         self.status, self.code, self.headers = status, code, headers or {}
 
-    @property
-    def message(self) -> str:
-        return WEB_MESSAGES.get(self.code, WEB_MESSAGES["bad_request"])
 
-
-def error_body(code: str, message: str) -> dict[str, Any]:
-    """The JSON error shape every /api and /audio failure uses."""
-    return {"error": {"code": code, "message": message}}
-
-
-def describe(error: BaseException) -> dict[str, str]:
-    """`{"code", "message"}` for a user-facing error (anything else: the generic failure)."""
-    if isinstance(error, UserFacingError):
-        if error.code in WEB_MESSAGES and error.code not in ("failed",):
-            return {"code": error.code, "message": WEB_MESSAGES[error.code]}
-        return {"code": error.code, "message": describe_error(error)}
-    return {"code": "failed", "message": describe_error(error)}
+def error_body(code: str, lang: str) -> dict[str, Any]:
+    """The JSON error shape every /api and /audio failure uses, for a web-only code."""
+    return {"error": {"code": code, "message": web_message(code, lang)}}
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None
@@ -92,13 +61,14 @@ def retry_after(error: UserFacingError) -> int | None:
     return None
 
 
-def error_response(error: UserFacingError) -> web.Response:
+def error_response(error: UserFacingError, lang: str) -> web.Response:
     """A JSON error response for a user-facing error, with Retry-After where it helps."""
     headers = {}
     wait = retry_after(error)
     if wait is not None:
         headers["Retry-After"] = str(wait)
-    return json_response({"error": describe(error)}, status=status_for(error), headers=headers)
+    return json_response({"error": describe(error, lang)}, status=status_for(error),
+                         headers=headers)
 
 
 def make_preview(image: Any) -> bytes:
@@ -161,7 +131,7 @@ def event_name(event: JobEvent) -> str:
             Done: "done", Failed: "failed"}[type(event)]
 
 
-def job_view(job: WebJob) -> dict[str, Any]:
+def job_view(job: WebJob, lang: str) -> dict[str, Any]:
     """What GET /api/jobs/{id} answers (and the `done`/`failed` events carry)."""
     handle = job.handle
     view: dict[str, Any] = {
@@ -186,11 +156,11 @@ def job_view(job: WebJob) -> dict[str, Any]:
                     duration=round(result.duration_s, 3), cache_hit=result.cache_hit,
                     audio={f: u for f, u in audio_urls(handle.id).items() if f in result.files})
     elif isinstance(event, Failed):
-        view.update(status="failed", error=describe(event.error))
+        view.update(status="failed", error=describe(event.error, lang))
     return view
 
 
-def event_data(job: WebJob, event: JobEvent) -> dict[str, Any]:
+def event_data(job: WebJob, event: JobEvent, lang: str) -> dict[str, Any]:
     """The JSON payload of one server-sent event."""
     if isinstance(event, Queued):
         return {"id": job.handle.id, "position": event.position}
@@ -200,10 +170,10 @@ def event_data(job: WebJob, event: JobEvent) -> dict[str, Any]:
         share = event.step / event.total if event.total else 0.0
         return {"id": job.handle.id, "step": event.step, "total": event.total,
                 "progress": round(share, 4)}
-    return job_view(job)
+    return job_view(job, lang)
 
 
-def record_view(record: Any) -> dict[str, Any]:
+def record_view(record: RequestRecord, lang: str) -> dict[str, Any]:
     """GET /api/jobs/{id} for a job this process no longer holds (from the request log)."""
     status = {"done": "done", "queued": "queued", "running": "running"}.get(record.status,
                                                                             "failed")
@@ -218,7 +188,7 @@ def record_view(record: Any) -> dict[str, Any]:
     }
     if status == "failed":
         code = str(record.reason or "failed")
-        view["error"] = describe(UserFacingError(code, code=code))
+        view["error"] = describe(UserFacingError(code, code=code), lang)
     elif status == "done" and not view["audio"]:
-        view["error"] = {"code": "audio_gone", "message": WEB_MESSAGES["audio_gone"]}
+        view["error"] = error_body("audio_gone", lang)["error"]
     return view

@@ -18,30 +18,25 @@ import re
 import secrets
 import sys
 from collections.abc import Awaitable, Callable
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from bot.web.api import JOBS, SERVICES, STOPPING, USER_ID, add_api_routes
+from bot.web.api import JOBS, PLATFORM, SERVICES, STOPPING, USER_ID, add_api_routes
 from bot.web.jobs import (
-    WEB_MESSAGES,
     JobRegistry,
     WebError,
     error_body,
     error_response,
     json_response,
 )
+from bot.web.texts import STATIC_DIR, render_page, request_language, web_message
 from core.errors import ImageRejected, UserFacingError
 from core.jobs.events import JobHandle
-
-if TYPE_CHECKING:
-    from core.services import Services
+from core.services import Services
 
 logger = logging.getLogger(__name__)
 
-STATIC_DIR = Path(__file__).with_name("static")
 STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css",
                 "favicon.svg": "image/svg+xml"}
 UID_COOKIE = "sonify_uid"
@@ -87,17 +82,19 @@ def _is_loopback(host: str) -> bool:
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Turn every failure on /api and /audio into a JSON error; never show a traceback."""
     json_path = _is_json_path(request.path)
+    lang = request_language(request)
     try:
         return await handler(request)
     except UserFacingError as error:
         if json_path:
-            return error_response(error)
-        return web.Response(status=400, text=WEB_MESSAGES["bad_request"])
+            return error_response(error, lang)
+        return web.Response(status=400, text=web_message("bad_request", lang))
     except WebError as error:
         if json_path:
-            return json_response(error_body(error.code, error.message), status=error.status,
+            return json_response(error_body(error.code, lang), status=error.status,
                                  headers=error.headers)
-        return web.Response(status=error.status, text=error.message, headers=error.headers)
+        return web.Response(status=error.status, text=web_message(error.code, lang),
+                            headers=error.headers)
     except web.HTTPException as exc:
         # aiohttp's own refusals: unknown route, wrong method, body over client_max_size.
         if not json_path or exc.status < 400:
@@ -105,18 +102,17 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         if exc.status == 413:
             limit = request.app[SERVICES].config.web.max_upload_bytes
             return error_response(ImageRejected("upload too large", code="too_large",
-                                                max_bytes=limit))
+                                                max_bytes=limit), lang)
         code = HTTP_CODES.get(exc.status, "bad_request")
         headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
-        return json_response(error_body(code, WEB_MESSAGES[code]), status=exc.status,
-                             headers=headers)
+        return json_response(error_body(code, lang), status=exc.status, headers=headers)
     except (asyncio.CancelledError, ConnectionResetError):
         raise
     except Exception:
         logger.exception("web request %s %s failed", request.method, request.path)
         if json_path:
-            return json_response(error_body("failed", WEB_MESSAGES["failed"]), status=500)
-        return web.Response(status=500, text=WEB_MESSAGES["failed"])
+            return json_response(error_body("failed", lang), status=500)
+        return web.Response(status=500, text=web_message("failed", lang))
 
 
 def guard_middleware(config_host: str, token: str) -> Callable[..., Awaitable[web.StreamResponse]]:
@@ -189,9 +185,10 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
 
 
 async def index(request: web.Request) -> web.StreamResponse:
-    """GET /: the page; gives a new browser its id cookie for per-user limits."""
-    response = web.FileResponse(STATIC_DIR / "index.html",
-                                headers={"Content-Type": "text/html; charset=utf-8"})
+    """GET /: the page, in the browser's language; gives a new browser its id cookie."""
+    page = render_page(request_language(request), request.app[SERVICES].config.generation)
+    response = web.Response(text=page, content_type="text/html", charset="utf-8",
+                            headers={"Vary": "Accept-Language"})
     if not request[USER_ID].startswith("browser:"):
         response.set_cookie(UID_COOKIE, secrets.token_urlsafe(16), httponly=True,
                             samesite="Strict", secure=request.secure, path="/",
@@ -241,7 +238,7 @@ class _AccessLogger(AbstractAccessLogger):
 class WebAdapter:
     """Serves the page on `[web] host`:`port` for `sonify run`."""
 
-    name = "web"
+    name = PLATFORM
 
     def __init__(self, services: Services) -> None:
         self.services = services
@@ -252,7 +249,7 @@ class WebAdapter:
     async def start(self) -> None:
         """Bind, print the address, and take back web jobs the engine recovers."""
         cfg = self.services.config.web
-        self.services.engine.on_recovered("web", self._recovered)
+        self.services.engine.on_recovered(PLATFORM, self._recovered)
         self._runner = web.AppRunner(self.app, access_log_class=_AccessLogger,
                                      access_log=logging.getLogger("sonify.web.access"),
                                      shutdown_timeout=5.0)

@@ -15,6 +15,14 @@
   const noResults = document.getElementById("no-results");
   const template = document.getElementById("result-template");
   let maxUpload = 0;
+  // Every text comes from the server's catalogue, in the language the page was served in.
+  const TEXTS = JSON.parse(document.getElementById("sonify-texts").textContent);
+
+  function tr(key, params) {
+    const template = TEXTS[key] || key;
+    return template.replace(/\{(\w+)(?::[^}]*)?\}/g, (m, name) =>
+      params && name in params ? String(params[name]) : m);
+  }
 
   function showFormError(message) {
     formError.textContent = message || "";
@@ -22,7 +30,7 @@
 
   function describeFailure(body, status) {
     if (body && body.error && body.error.message) return body.error.message;
-    return "Something went wrong (HTTP " + status + "). Please try again.";
+    return tr("web.http_error", { status });
   }
 
   // Limits come from the server's configuration, so the form never disagrees with it.
@@ -40,7 +48,7 @@
 
   function showFile() {
     const file = fileInput.files && fileInput.files[0];
-    fileName.textContent = file ? "Selected: " + file.name : "";
+    fileName.textContent = file ? tr("web.selected", { name: file.name }) : "";
     dropZone.classList.toggle("has-file", Boolean(file));
     if (file) urlInput.value = "";
   }
@@ -75,12 +83,12 @@
     const file = fileInput.files && fileInput.files[0];
     const url = urlInput.value.trim();
     if (!file && !url) {
-      showFormError("Choose an image file or paste a link to an image.");
+      showFormError(tr("web.error.no_image"));
       return;
     }
     if (file && maxUpload && file.size > maxUpload) {
       const mb = Math.round((maxUpload / 1e6) * 10) / 10;
-      showFormError("That file is too large — the limit is " + mb + " MB.");
+      showFormError(tr("error.too_large", { max_mb: mb }));
       return;
     }
     const body = new FormData();
@@ -90,7 +98,7 @@
     if (seedInput.value) body.append("seed", seedInput.value);
 
     submitButton.disabled = true;
-    submitButton.textContent = "Sending…";
+    submitButton.textContent = tr("web.sending");
     try {
       const response = await fetch("/api/jobs", {
         method: "POST", body, credentials: "same-origin",
@@ -107,17 +115,17 @@
       showFile();
       if (data && data.id) followJob(data);
     } catch (err) {
-      showFormError("Could not reach the server. Check that Sonify is still running.");
+      showFormError(tr("web.unreachable"));
     } finally {
       submitButton.disabled = false;
-      submitButton.textContent = "Make a sound";
+      submitButton.textContent = tr("web.submit");
     }
   });
 
   function newCard(id) {
     const node = template.content.firstElementChild.cloneNode(true);
     node.dataset.jobId = id;
-    node.setAttribute("aria-label", "Request " + id);
+    node.setAttribute("aria-label", tr("web.request_label", { id }));
     results.prepend(node); // newest first
     noResults.hidden = true;
     return {
@@ -137,23 +145,22 @@
 
   function setQueued(card, position) {
     card.root.dataset.status = "queued";
-    card.status.textContent = position > 1 ? "Queued — #" + position + " in line" :
-      "Queued — next in line";
+    card.status.textContent = position > 1 ? tr("queued", { position }) : tr("web.queued_next");
   }
 
   function setProgress(card, share) {
     const percent = Math.max(0, Math.min(100, Math.round(share * 100)));
     card.root.dataset.status = "running";
     card.bar.value = percent;
-    card.status.textContent = "Rendering sound… " + percent + "%";
+    card.status.textContent = tr("progress", { percent });
   }
 
   function setDone(card, view) {
     card.root.dataset.status = "done";
     card.bar.value = 100;
-    card.status.textContent = view.cache_hit ? "Done (from cache)" : "Done";
+    card.status.textContent = tr(view.cache_hit ? "web.done_cached" : "web.done");
     card.caption.textContent = view.caption || "";
-    card.prompt.textContent = view.prompt ? "Sound prompt: " + view.prompt : "";
+    card.prompt.textContent = view.prompt ? tr("web.prompt", { prompt: view.prompt }) : "";
     if (view.audio) {
       // Per-job URLs: a new result can never pick up an older clip from the cache.
       const audio = card.audio;
@@ -167,7 +174,8 @@
         card[fmt].href = url;
         card[fmt].download = "sonify-" + view.id + "." + fmt;
       }
-      audio.setAttribute("aria-label", "Sound of: " + (view.caption || "your picture"));
+      audio.setAttribute("aria-label",
+        tr("web.sound_of", { caption: view.caption || tr("web.your_picture") }));
       audio.hidden = false;
       card.downloads.hidden = false;
       audio.load();
@@ -178,10 +186,9 @@
 
   function setFailed(card, error) {
     card.root.dataset.status = "failed";
-    card.status.textContent = "Failed";
+    card.status.textContent = tr("web.failed");
     card.bar.hidden = true;
-    card.error.textContent = (error && error.message) ||
-      "Sorry, generating the sound failed. Please try again.";
+    card.error.textContent = (error && error.message) || tr("error.failed");
   }
 
   function apply(card, view) {
@@ -202,7 +209,7 @@
     source.addEventListener("queued", (e) => setQueued(card, JSON.parse(e.data).position));
     source.addEventListener("started", () => {
       card.root.dataset.status = "running";
-      card.status.textContent = "Listening to your picture…";
+      card.status.textContent = tr("started");
     });
     source.addEventListener("progress", (e) => setProgress(card, JSON.parse(e.data).progress));
     source.addEventListener("done", (e) => {
@@ -239,7 +246,7 @@
       })
       .catch(() => {
         if (attempt < 30) setTimeout(() => poll(card, id, attempt + 1), 3000);
-        else setFailed(card, { message: "Lost contact with the server." });
+        else setFailed(card, { message: tr("web.lost_contact") });
       });
   }
 })();

@@ -11,10 +11,9 @@ from typing import Any
 
 import pytest
 
-from bot.discord.adapter import sync_commands
+from bot.discord.commands import sync_commands
 from core.errors import ConfigError
 from core.i18n import t
-from core.services import Services
 from tests.bot.discord.conftest import (
     TOKEN,
     GatedPipeline,
@@ -38,11 +37,8 @@ async def test_sync_commands_per_guild_and_on_start(fake: FakeDiscord, tmp_path:
                                                    make_bot: Any) -> None:
     cfg = bot_config(fake, tmp_path / "sync", {"guilds": [GUILD_ID]},
                      generation={"max_seconds": 8.0})
-    services = await Services.create(cfg, pipeline_factory=lambda: None)  # type: ignore[arg-type]
-    try:
-        assert await sync_commands(services) == 3
-    finally:
-        await services.close()
+    assert await sync_commands(cfg) == 3
+    assert not (tmp_path / "sync").exists()  # config and Discord only: no database was made
     (call,) = fake.find("PUT", rf"/applications/{BOT_ID}/guilds/{GUILD_ID}/commands")
     commands = {c["name"]: c for c in call.json}
     assert set(commands) == {"sonify", "stats", "Sonify this image"}

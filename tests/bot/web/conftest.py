@@ -72,12 +72,12 @@ async def start_web(tmp_path: Path) -> AsyncIterator[WebFactory]:
         holder: dict[str, GatedPipeline] = {}
         factory = None
         if gated:
-            from core.models.loading import load_pipeline
+            from core.models.loading import ModelLoader
 
             holder["p"] = GatedPipeline(None)
 
             def factory() -> Any:
-                holder["p"].inner = load_pipeline(config)
+                holder["p"].inner = ModelLoader(config).pipeline()
                 return holder["p"]
 
         services = await Services.create(config, pipeline_factory=factory)

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from core.stats.report import collect_stats, percentile, render_stats_chart, render_stats_text
+from core.stats.collect import collect_stats, percentile
+from core.stats.render import render_stats_chart, render_stats_text
 from core.storage.request_log import RequestLog, RequestRecord
 
 NOW = datetime(2026, 11, 20, 15, 0, tzinfo=UTC).timestamp()

@@ -1,0 +1,158 @@
+"""Following a job: its events become status texts, then one answer — a clip or an apology.
+
+`follow_job` is the one loop every platform uses. The platform supplies a `JobSink`
+(where the status line is shown, how a clip and an apology are sent); this module
+decides what the user reads and when: the status line changes at most once per
+interval (the newest text is never lost, only delayed), a job kept for the next start
+is not reported as a failure, and whatever breaks while answering ends in the
+catalogue's apology, never in a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from core.errors import GenerationFailed, ShuttingDown, UserFacingError
+from core.i18n import t
+from core.jobs.events import Done, Failed, JobEvent, JobHandle, JobResult, Progress, Queued, Started
+
+logger = logging.getLogger(__name__)
+
+
+def status_text(event: JobEvent, lang: str) -> str | None:
+    """The status line a user reads for a live event (None for the final ones)."""
+    if isinstance(event, Queued):
+        return t("queued", lang, position=event.position)
+    if isinstance(event, Started):
+        return t("started", lang)
+    if isinstance(event, Progress):
+        percent = int(100 * event.step / event.total) if event.total > 0 else 0
+        return t("progress", lang, percent=percent)
+    return None
+
+
+def resumes(event: JobEvent) -> bool:
+    """True for the failure that only means "stopping; the next start answers this job"."""
+    return (isinstance(event, Failed) and isinstance(event.error, ShuttingDown)
+            and bool(event.error.params.get("resumes")))
+
+
+class SlowDown(Exception):
+    """Raised by a status edit the platform refused for now (flood control)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"slow down for {seconds:g} s")
+        self.seconds = seconds
+
+
+class ThrottledStatus:
+    """A status line shown through `edit`, changed at most once per `interval` seconds.
+
+    A text that arrives too soon is kept and shown when the interval has passed, so the
+    last state is never lost; `SlowDown` from `edit` pushes the next change past it.
+    Status edits are best effort: any other failure is logged and skipped.
+    """
+
+    def __init__(self, edit: Callable[[str], Awaitable[None]], interval: float,
+                 shown: str = "") -> None:
+        self._edit_text, self.interval = edit, interval
+        self.shown = shown
+        self.pending: str | None = None
+        # A text just shown counts as a change; none shown yet may be replaced at once.
+        self.next_edit = time.monotonic() + (interval if shown else 0.0)
+        self._flush: asyncio.Task[None] | None = None
+
+    async def show(self, text: str) -> None:
+        self.pending = None if text == self.shown else text
+        if self.pending is None or (self._flush is not None and not self._flush.done()):
+            return  # nothing new, or a change is already due and will show the newest text
+        if time.monotonic() >= self.next_edit:
+            await self._edit()
+        else:
+            self._schedule()
+
+    def cancel(self) -> None:
+        if self._flush is not None and self._flush is not asyncio.current_task():
+            self._flush.cancel()
+
+    def _schedule(self) -> None:
+        if self._flush is None or self._flush.done() or self._flush is asyncio.current_task():
+            self._flush = asyncio.create_task(self._later())
+
+    async def _later(self) -> None:
+        await asyncio.sleep(max(0.0, self.next_edit - time.monotonic()))
+        await self._edit()
+
+    async def _edit(self) -> None:
+        text = self.pending
+        if text is None:
+            return
+        self.pending = None
+        try:
+            await self._edit_text(text)
+            self.shown = text
+            self.next_edit = time.monotonic() + self.interval
+        except SlowDown as exc:
+            self.pending = self.pending or text
+            self.next_edit = time.monotonic() + exc.seconds
+        except Exception as exc:  # a status line is a nicety; the answer still comes
+            logger.info("status edit skipped (%s: %s)", type(exc).__name__, exc)
+        if self.pending is not None:  # a newer text arrived during the call
+            self._schedule()
+
+
+class JobSink(Protocol):
+    """Where one job's status and answer go, on one platform."""
+
+    lang: str
+
+    async def show(self, text: str) -> None:
+        """Show (or change) the status line; may raise `SlowDown`."""
+
+    async def deliver(self, result: JobResult) -> None:
+        """Send the finished clip with its caption."""
+
+    async def apologise(self, error: BaseException) -> None:
+        """Tell the user in the catalogue's words why there is no clip."""
+
+    def gave_up(self, error: BaseException) -> bool:
+        """True when `error` means nothing can be posted any more (no point apologising)."""
+
+
+async def follow_job(handle: JobHandle, sink: JobSink, *, interval: float, shown: str = "",
+                     on_event: Callable[[JobEvent], Awaitable[None]] | None = None) -> None:
+    """Mirror `handle`'s events on `sink` (the status line now reads `shown`), then answer.
+
+    `on_event` sees every event first (e.g. to renew a "recording…" indicator).
+    """
+    status = ThrottledStatus(sink.show, interval, shown)
+    try:
+        async for event in handle.events():
+            if on_event is not None:
+                await on_event(event)
+            text = status_text(event, sink.lang)
+            if text is not None:
+                await status.show(text)
+                continue
+            status.cancel()
+            if isinstance(event, Done):
+                await sink.deliver(event.result)
+            elif isinstance(event, Failed) and not resumes(event):
+                await sink.apologise(event.error)
+    except asyncio.CancelledError:
+        status.cancel()
+        raise
+    except Exception as exc:
+        status.cancel()
+        if sink.gave_up(exc):
+            logger.warning("could not answer request %s: %s", handle.id, exc)
+            return
+        logger.exception("answering request %s failed", handle.id)
+        with contextlib.suppress(Exception):
+            await sink.apologise(exc if isinstance(exc, UserFacingError)
+                                 else GenerationFailed("answering failed"))

@@ -1,0 +1,54 @@
+"""Who is asking, and the one rule for refusing a request.
+
+Every request — accepted or refused — is a row in the request log. The engine writes
+the row for every refusal it raises itself (bad options, limits, a full queue, a
+stop); `refuse` writes it for the refusals an adapter makes before there is a job (a
+picture that cannot be read, a command without a picture). Either way the adapter
+then shows the catalogue's text for the error, in the user's language.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from core.errors import UserFacingError
+from core.intake.decode import DecodedImage
+from core.jobs.engine import JobEngine
+from core.jobs.request import JobRequest
+from core.options import GenerationOptions
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Requester:
+    """One user of one platform, in one chat, in one language."""
+
+    platform: str
+    user_id: str
+    chat_id: str
+    lang: str = "en"
+    is_admin: bool = False
+
+    def job(self, *, source_kind: str, options: GenerationOptions,
+            image: DecodedImage | None = None, caption: str | None = None,
+            prompt: str | None = None, seed: int | None = None,
+            reply_context: dict[str, Any] | None = None) -> JobRequest:
+        """A `JobRequest` from this user (exactly one of image, caption, prompt)."""
+        return JobRequest(platform=self.platform, user_id=self.user_id, chat_id=self.chat_id,
+                          source_kind=source_kind, options=options, image=image,
+                          caption=caption, prompt=prompt, seed=seed, is_admin=self.is_admin,
+                          lang=self.lang, reply_context=dict(reply_context or {}))
+
+
+async def refuse(engine: JobEngine, requester: Requester, source_kind: str,
+                 error: UserFacingError) -> None:
+    """Log a request the adapter refused before it became a job (never raises)."""
+    try:
+        await engine.reject(platform=requester.platform, user_id=requester.user_id,
+                            chat_id=requester.chat_id, source_kind=source_kind, error=error,
+                            lang=requester.lang)
+    except Exception:  # the refusal itself must still reach the user
+        logger.exception("%s: could not log a refused request", requester.platform)

@@ -1,0 +1,136 @@
+"""Usage statistics from the request log: totals, cache hit rate, latency, top users.
+
+Days are UTC days. Latency percentiles cover the last 7 days of jobs the models
+actually computed (cache hits answer in milliseconds and would hide the real wait);
+the cache hit rate covers every finished job in the log.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from core.storage.request_log import RequestLog
+
+DAY_S = 86_400.0
+WEEK_DAYS = 7
+CHART_DAYS = 14
+TOP_USERS = 5
+
+
+@dataclass(frozen=True)
+class Totals:
+    """Request counts over one period."""
+
+    total: int = 0
+    by_platform: dict[str, int] = field(default_factory=dict)
+    by_status: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DayStats:
+    """One UTC day: requests per platform and total-latency percentiles of computed jobs."""
+
+    day: str  # YYYY-MM-DD
+    by_platform: dict[str, int]
+    total_p50_s: float | None
+    total_p95_s: float | None
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Everything an admin's stats reply shows."""
+
+    generated_at: float
+    today: Totals
+    week: Totals
+    all_time: Totals
+    cache_hits: int
+    done: int
+    queue_wait_p50_s: float | None
+    queue_wait_p95_s: float | None
+    total_p50_s: float | None
+    total_p95_s: float | None
+    queue_length: int
+    top_users: list[tuple[str, str, int]]  # (platform, user id, requests in 7 days)
+    days: list[DayStats]  # oldest first, CHART_DAYS of them
+
+    @property
+    def cache_hit_rate(self) -> float | None:
+        return self.cache_hits / self.done if self.done else None
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The q-th percentile (0..100) with linear interpolation; None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low, high = math.floor(rank), math.ceil(rank)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def _totals(groups: list[tuple[str, str, int]]) -> Totals:
+    by_platform: Counter[str] = Counter()
+    by_status: Counter[str] = Counter()
+    for platform, status, n in groups:
+        by_platform[platform] += n
+        by_status[status] += n
+    return Totals(sum(by_platform.values()), dict(by_platform), dict(by_status))
+
+
+def _day_start(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+async def collect_stats(request_log: RequestLog, queue_length: int = 0, *,
+                        now: float | None = None) -> Stats:
+    """Read the log and summarise it."""
+    now = time.time() if now is None else now
+    today_start = _day_start(now)
+    first_day = today_start - timedelta(days=CHART_DAYS - 1)
+    week_since = now - WEEK_DAYS * DAY_S
+    rows = await request_log.rows_since(min(first_day.timestamp(), week_since), [
+        "platform", "user_id", "status", "cache_hit", "queue_wait_s", "total_s", "created_at"])
+    hits, done = await request_log.cache_hit_counts()
+
+    per_day: dict[str, Counter[str]] = defaultdict(Counter)
+    day_latency: dict[str, list[float]] = defaultdict(list)
+    waits: list[float] = []
+    totals: list[float] = []
+    users: Counter[tuple[str, str]] = Counter()
+    for platform, user_id, status, cache_hit, wait, total, created in rows:
+        day = datetime.fromtimestamp(created, UTC).strftime("%Y-%m-%d")
+        per_day[day][platform] += 1
+        computed = status == "done" and not cache_hit
+        if computed and total is not None:
+            day_latency[day].append(total)
+        if created > week_since:
+            if status != "rejected":
+                users[(platform, user_id)] += 1
+            if computed:
+                if wait is not None:
+                    waits.append(wait)
+                if total is not None:
+                    totals.append(total)
+    days = []
+    for i in range(CHART_DAYS):
+        day = (first_day + timedelta(days=i)).strftime("%Y-%m-%d")
+        lat = day_latency.get(day, [])
+        days.append(DayStats(day, dict(per_day.get(day, {})), percentile(lat, 50),
+                             percentile(lat, 95)))
+    return Stats(
+        generated_at=now,
+        today=_totals(await request_log.counts(today_start.timestamp())),
+        week=_totals(await request_log.counts(week_since)),
+        all_time=_totals(await request_log.counts()),
+        cache_hits=hits, done=done,
+        queue_wait_p50_s=percentile(waits, 50), queue_wait_p95_s=percentile(waits, 95),
+        total_p50_s=percentile(totals, 50), total_p95_s=percentile(totals, 95),
+        queue_length=queue_length,
+        top_users=[(p, u, n) for (p, u), n in users.most_common(TOP_USERS)],
+        days=days)

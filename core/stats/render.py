@@ -1,0 +1,111 @@
+"""Statistics as an admin reads them: a few lines of text and a PNG chart, in their language."""
+
+from __future__ import annotations
+
+import io
+import math
+from datetime import UTC, datetime
+
+from core.i18n import t
+from core.stats.collect import Stats, Totals
+
+
+def _counts(counts: dict[str, int], lang: str, *, statuses: bool = False) -> str:
+    ordered = sorted(counts.items(), key=lambda kv: -kv[1])
+    return ", ".join(f"{t('stats.status.' + k, lang) if statuses else k} {v}"
+                     for k, v in ordered)
+
+
+def _totals(label_key: str, totals: Totals, lang: str) -> str:
+    label = t(label_key, lang)
+    if not totals.total:
+        return t("stats.totals_none", lang, label=label)
+    return t("stats.totals", lang, label=label, total=totals.total,
+             platforms=_counts(totals.by_platform, lang),
+             statuses=_counts(totals.by_status, lang, statuses=True))
+
+
+def _seconds(value: float | None, lang: str) -> str:
+    return t("stats.none", lang) if value is None else t("seconds", lang, n=f"{value:.1f}")
+
+
+def render_stats_text(stats: Stats, lang: str = "en") -> str:
+    """A few short lines for a chat reply or a terminal."""
+    rate = stats.cache_hit_rate
+    cache = (t("stats.cache_none", lang) if rate is None else
+             t("stats.cache", lang, rate=f"{rate:.0%}", hits=stats.cache_hits, done=stats.done))
+    top = ", ".join(f"{p}:{u} ({n})" for p, u, n in stats.top_users) or t("stats.none", lang)
+    when = f"{datetime.fromtimestamp(stats.generated_at, UTC):%Y-%m-%d %H:%M}"
+    return "\n".join([
+        t("stats.title", lang, when=when),
+        _totals("stats.today", stats.today, lang),
+        _totals("stats.week", stats.week, lang),
+        _totals("stats.all_time", stats.all_time, lang),
+        cache,
+        t("stats.latency", lang, wait_p50=_seconds(stats.queue_wait_p50_s, lang),
+          wait_p95=_seconds(stats.queue_wait_p95_s, lang),
+          total_p50=_seconds(stats.total_p50_s, lang),
+          total_p95=_seconds(stats.total_p95_s, lang)),
+        t("stats.queue", lang, count=stats.queue_length),
+        t("stats.top_users", lang, users=top),
+    ])
+
+
+def render_stats_chart(stats: Stats, lang: str = "en") -> bytes:
+    """A PNG: requests per day by platform (stacked bars) and latency percentiles per day."""
+    # matplotlib is heavy (and only admins ask for charts): imported when one is drawn.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    fig = Figure(figsize=(8, 5.5), dpi=100)
+    FigureCanvasAgg(fig)
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    labels = [d.day[5:] for d in stats.days]
+    xs = list(range(len(labels)))
+    platforms = sorted({p for d in stats.days for p in d.by_platform})
+    base = [0] * len(xs)
+    for platform in platforms:
+        counts = [d.by_platform.get(platform, 0) for d in stats.days]
+        top.bar(xs, counts, bottom=base, label=platform)
+        base = [b + c for b, c in zip(base, counts, strict=True)]
+    top.set_ylabel(t("stats.chart.requests", lang))
+    top.set_title(t("stats.chart.requests_title", lang, days=len(xs)))
+    top.yaxis.set_major_locator(MaxNLocator(integer=True))  # no "0.4 requests"
+    # Headroom so the one-row legend never covers a bar.
+    top.set_ylim(0, max(max(base, default=0), 1) * 1.3)
+    if platforms:
+        top.legend(loc="upper left", fontsize="small", ncols=len(platforms), frameon=False)
+    else:
+        top.text(0.5, 0.5, t("stats.chart.no_requests", lang), transform=top.transAxes,
+                 ha="center", va="center", color="grey")
+    # p95 first and bigger, so a day where both are equal still shows both markers.
+    lines = (("total_p95_s", "p95", "^", "-", 8), ("total_p50_s", "p50", "o", "--", 5))
+    highest = 0.0
+    for attr, name, marker, style, size in lines:
+        values = [getattr(d, attr) for d in stats.days]
+        highest = max([highest, *(v for v in values if v is not None)])
+        bottom.plot(xs, [math.nan if v is None else v for v in values], marker=marker,
+                    markersize=size, linestyle=style, label=name)
+    bottom.set_ylabel(t("stats.chart.seconds", lang))
+    bottom.set_title(t("stats.chart.latency_title", lang))
+    # From zero: a wobble of a few tenths of a second must not look like a spike.
+    bottom.set_ylim(0, highest * 1.3 if highest > 0 else 1)
+    if highest > 0:
+        handles, names = bottom.get_legend_handles_labels()
+        bottom.legend(handles[::-1], names[::-1], loc="upper left", fontsize="small", ncols=2,
+                      frameon=False)
+    else:
+        bottom.set_yticks([])
+        bottom.text(0.5, 0.5, t("stats.chart.no_jobs", lang), transform=bottom.transAxes,
+                    ha="center", va="center", color="grey")
+    for ax in (top, bottom):
+        ax.grid(axis="y", alpha=0.3)
+        ax.set_axisbelow(True)
+        ax.set_xlim(-0.6, len(xs) - 0.4)
+    bottom.set_xticks(xs, labels, rotation=45, ha="right", rotation_mode="anchor",
+                      fontsize="small")
+    fig.tight_layout()
+    out = io.BytesIO()
+    fig.savefig(out, format="png")
+    return out.getvalue()
