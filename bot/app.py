@@ -26,18 +26,22 @@ class Adapter(Protocol):
 
 
 def build_adapters(services: Services) -> list[Adapter]:
-    """One adapter per configured platform; imported lazily so unused libraries stay unloaded."""
-    cfg = services.config
+    """One adapter per configured platform.
+
+    Each platform's package is imported here, when it is configured: discord.py and
+    python-telegram-bot are heavy, and a web-only run should not load them.
+    """
+    config = services.config
     adapters: list[Adapter] = []
-    if cfg.telegram.token:
+    if config.telegram.token:
         from bot.telegram.adapter import TelegramAdapter
 
         adapters.append(TelegramAdapter(services))
-    if cfg.discord.token:
+    if config.discord.token:
         from bot.discord.adapter import DiscordAdapter
 
         adapters.append(DiscordAdapter(services))
-    if cfg.web_enabled:
+    if config.web_enabled:
         from bot.web.server import WebAdapter
 
         adapters.append(WebAdapter(services))

@@ -11,8 +11,9 @@ import asyncio
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from bot.app import run
+from core.audio.encode import write_clip
 from core.config import Config, load_config, secret_values
 from core.errors import (
     ConfigError,
@@ -22,10 +23,14 @@ from core.errors import (
     UserFacingError,
 )
 from core.i18n import describe_error
+from core.intake.decode import DecodedImage, decode_image
+from core.intake.fetch import ImageFetcher
 from core.logs import setup_logging
-
-if TYPE_CHECKING:
-    from core.intake.decode import DecodedImage
+from core.models.pipeline import PipelineInput
+from core.options import GenerationOptions, check_seed
+from core.stats.collect import collect_stats
+from core.stats.render import render_stats_text
+from core.storage.request_log import RequestLog
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -65,8 +70,6 @@ def _output_format(args: argparse.Namespace) -> str:
 
 def _load_source(source: str, config: Config) -> DecodedImage:
     """Decode a local file, or fetch a link through the hardened image intake."""
-    from core.intake.decode import decode_image
-    from core.intake.fetch import ImageFetcher
 
     if source.lower().startswith(("http://", "https://")):
         async def fetch() -> DecodedImage:
@@ -88,10 +91,7 @@ def _load_source(source: str, config: Config) -> DecodedImage:
 
 def cmd_image(args: argparse.Namespace, config: Config) -> int:
     """Caption one image, render its sound, write the clip, print the caption."""
-    from core.audio.encode import write_clip
-    from core.models.loading import ModelLoader
-    from core.models.pipeline import PipelineInput
-    from core.options import GenerationOptions, check_seed
+    from core.models.loading import ModelLoader  # torch is heavy: only for this command
 
     options = GenerationOptions.from_config(config.generation, seconds=args.seconds,
                                             steps=args.steps)
@@ -108,15 +108,11 @@ def cmd_image(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_run(args: argparse.Namespace, config: Config) -> int:
-    from bot.app import run
 
     return run(config)
 
 
 def cmd_stats(args: argparse.Namespace, config: Config) -> int:
-    from core.stats.collect import collect_stats
-    from core.stats.render import render_stats_text
-    from core.storage.request_log import RequestLog
 
     async def main() -> str:
         request_log = await RequestLog.open(config.database_url)

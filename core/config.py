@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import MISSING, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
@@ -177,8 +177,8 @@ class Config:
         return replace(self, **{name: replace(getattr(self, name), **changes)})
 
 
-SECTIONS: dict[str, type] = {f.name: f.default_factory for f in fields(Config)  # type: ignore[misc]
-                             if f.default_factory is not MISSING}
+SECTIONS: dict[str, type] = {name: hint for name, hint in get_type_hints(Config).items()
+                             if name != "source"}
 
 
 _NAMES = {bool: ("true or false", "booleans"), int: ("an integer", "integers"),
@@ -238,21 +238,21 @@ def parse_config(data: dict[str, Any], source: str = "built-in defaults",
             raise ConfigError(f"{source}: unknown section [{name}]; known sections are "
                               f"{', '.join('[' + s + ']' for s in SECTIONS)}")
         sections[name] = _build_section(source, name, SECTIONS[name], raw)
-    cfg = Config(**sections, source=source)
+    config = Config(**sections, source=source)
     for (section, key), var in ENV_SECRETS.items():
         if env.get(var):
-            cfg = cfg.with_section(section, **{key: env[var]})
+            config = config.with_section(section, **{key: env[var]})
     if env.get(ENV_PRESET):
         preset = env[ENV_PRESET]
         _check_value(f"environment variable {ENV_PRESET}", str,
                      dict(fields(ModelsConfig)[0].metadata), preset)
-        cfg = cfg.with_section("models", preset=preset)
-    if cfg.generation.seconds > cfg.generation.max_seconds:
-        raise ConfigError(f"{source}: [generation] seconds: {cfg.generation.seconds} is above "
-                          f"max_seconds ({cfg.generation.max_seconds})")
-    if cfg.telegram.mode == "webhook" and not cfg.telegram.webhook_url:
+        config = config.with_section("models", preset=preset)
+    if config.generation.seconds > config.generation.max_seconds:
+        raise ConfigError(f"{source}: [generation] seconds: {config.generation.seconds} is above "
+                          f"max_seconds ({config.generation.max_seconds})")
+    if config.telegram.mode == "webhook" and not config.telegram.webhook_url:
         raise ConfigError(f"{source}: [telegram] webhook_url: required when mode = 'webhook'")
-    return cfg
+    return config
 
 
 def load_config(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Config:
@@ -273,11 +273,11 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
     return parse_config(data, source=str(path), environ=environ)
 
 
-def secret_values(cfg: Config) -> list[str]:
-    """Every secret in `cfg`, so log filters can mask them."""
+def secret_values(config: Config) -> list[str]:
+    """Every secret in `config`, so log filters can mask them."""
     out: list[str] = []
     for name in SECTIONS:
-        section = getattr(cfg, name)
+        section = getattr(config, name)
         for f in fields(section):
             value = getattr(section, f.name)
             if f.metadata.get("secret") and isinstance(value, str) and value:

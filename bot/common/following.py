@@ -66,6 +66,7 @@ class ThrottledStatus:
         # A text just shown counts as a change; none shown yet may be replaced at once.
         self.next_edit = time.monotonic() + (interval if shown else 0.0)
         self._flush: asyncio.Task[None] | None = None
+        self._editing = False  # the flush task is inside an edit (not waiting for its turn)
 
     async def show(self, text: str) -> None:
         self.pending = None if text == self.shown else text
@@ -77,8 +78,24 @@ class ThrottledStatus:
             self._schedule()
 
     def cancel(self) -> None:
+        """Stop at once (the follower itself is being cancelled)."""
         if self._flush is not None and self._flush is not asyncio.current_task():
             self._flush.cancel()
+
+    async def close(self) -> None:
+        """No more changes: drop one still waiting for its turn, let one in flight land.
+
+        Cancelling an edit in flight could leave a message the platform already posted but
+        we never learnt about (an orphan status line beside the answer).
+        """
+        self.pending = None
+        flush, self._flush = self._flush, None
+        if flush is None or flush.done() or flush is asyncio.current_task():
+            return
+        if self._editing:
+            await asyncio.wait({flush})
+        else:
+            flush.cancel()
 
     def _schedule(self) -> None:
         if self._flush is None or self._flush.done() or self._flush is asyncio.current_task():
@@ -86,7 +103,11 @@ class ThrottledStatus:
 
     async def _later(self) -> None:
         await asyncio.sleep(max(0.0, self.next_edit - time.monotonic()))
-        await self._edit()
+        self._editing = True
+        try:
+            await self._edit()
+        finally:
+            self._editing = False
 
     async def _edit(self) -> None:
         text = self.pending
@@ -98,7 +119,8 @@ class ThrottledStatus:
             self.shown = text
             self.next_edit = time.monotonic() + self.interval
         except SlowDown as exc:
-            self.pending = self.pending or text
+            if self.pending is None:  # keep a newer text that arrived during the call
+                self.pending = text
             self.next_edit = time.monotonic() + exc.seconds
         except Exception as exc:  # a status line is a nicety; the answer still comes
             logger.info("status edit skipped (%s: %s)", type(exc).__name__, exc)
@@ -139,7 +161,7 @@ async def follow_job(handle: JobHandle, sink: JobSink, *, interval: float, shown
             if text is not None:
                 await status.show(text)
                 continue
-            status.cancel()
+            await status.close()
             if isinstance(event, Done):
                 await sink.deliver(event.result)
             elif isinstance(event, Failed) and not resumes(event):
@@ -148,7 +170,7 @@ async def follow_job(handle: JobHandle, sink: JobSink, *, interval: float, shown
         status.cancel()
         raise
     except Exception as exc:
-        status.cancel()
+        await status.close()
         if sink.gave_up(exc):
             logger.warning("could not answer request %s: %s", handle.id, exc)
             return

@@ -28,7 +28,7 @@ from bot.discord.commands import (
 from bot.discord.interactions import InteractionHandlers
 from bot.discord.messages import MessageHandlers
 from bot.discord.requests import PLATFORM, DiscordRequests
-from bot.discord.views import AgainButton, ButtonActions, WordsButton
+from bot.discord.views import ButtonActions, ResultButton
 from core.errors import ConfigError
 from core.jobs.events import JobHandle
 from core.services import Services
@@ -125,7 +125,7 @@ class DiscordAdapter:
         settings = self.config.discord
         await client.tree.set_translator(CatalogueTranslator())
         build_commands(client.tree, self.config, self.interactions)
-        client.add_dynamic_items(AgainButton, WordsButton)
+        client.add_dynamic_items(ResultButton)
         if settings.sync_commands:
             try:
                 count = await sync_tree(client.tree, settings.guilds)

@@ -99,8 +99,8 @@ def build_commands(tree: app_commands.CommandTree, config: Config,
     async def sonify(interaction: discord.Interaction,
                      image: Optional[discord.Attachment] = None,  # noqa: UP045
                      url: Optional[str] = None,  # noqa: UP045
-                     seconds: Optional[seconds_type] = None,  # type: ignore[valid-type] # noqa: UP045
-                     seed: Optional[seed_type] = None,  # type: ignore[valid-type] # noqa: UP045
+                     seconds: Optional[seconds_type] = None,  # noqa: UP045
+                     seed: Optional[seed_type] = None,  # noqa: UP045
                      ) -> None:
         await act().sonify_command(interaction, image=image, url=url, seconds=seconds,
                                    seed=seed)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import logging
+from typing import Any
 
 import discord
 
@@ -171,7 +172,8 @@ class InteractionHandlers:
 
     async def on_modal(self, interaction: discord.Interaction) -> None:
         """A submitted "Use my words" form: the text becomes the prompt."""
-        match = PROMPT_ID.fullmatch(str((interaction.data or {}).get("custom_id", "")))
+        data: dict[str, Any] = dict(interaction.data or {})
+        match = PROMPT_ID.fullmatch(str(data.get("custom_id", "")))
         if match is None:
             return
         try:

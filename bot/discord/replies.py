@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,7 +67,7 @@ class Answer:
         path = self.result.files[self.fmt]
         return discord.File(path, filename=f"sonify-{self.result.request_id}.{self.fmt}")
 
-    async def voice_file(self) -> discord.File:
+    async def voice_file(self) -> VoiceFile:
         path = self.result.files["ogg"]
         waveform = await asyncio.to_thread(waveform_of, path)
         return VoiceFile(path, waveform, self.result.duration_s)
@@ -102,10 +102,13 @@ def waveform_of(path: Path, max_points: int = 256) -> str:
 
 async def send_voice(http: discord.http.HTTPClient, file: VoiceFile, *,
                      channel_id: int | None = None, webhook: tuple[int, str] | None = None,
-                     reference: dict[str, Any] | None = None) -> None:
+                     reference: Mapping[str, object] | None = None) -> None:
     """Post a voice message (flag IS_VOICE_MESSAGE; no text allowed) to a channel or webhook."""
+    # discord.py sends message_reference as the JSON dict its own Messageable.send builds
+    # (its parameter's annotation names the object instead).
+    reference_field: Any = reference or discord.utils.MISSING
     params = handle_message_parameters(file=file, flags=discord.MessageFlags(voice=True),
-                                       message_reference=reference or discord.utils.MISSING)
+                                       message_reference=reference_field)
     try:
         if channel_id is not None:
             await http.send_message(channel_id, params=params)
@@ -145,8 +148,8 @@ class MessageTarget(Target):
                  message_id: int | None, author_id: int, guild_id: int | None = None) -> None:
         super().__init__(lang)
         self.client, self.author_id = client, author_id
-        self.channel: discord.abc.Messageable = client.get_partial_messageable(
-            channel_id, guild_id=guild_id)
+        self.channel: discord.PartialMessageable | discord.DMChannel = \
+            client.get_partial_messageable(channel_id, guild_id=guild_id)
         self.reference: discord.MessageReference | None = None
         if message_id is not None:
             self.reference = discord.MessageReference(
@@ -168,8 +171,11 @@ class MessageTarget(Target):
 
     async def _send_here(self, **kwargs: Any) -> discord.Message:
         try:
-            return await self.channel.send(reference=self.reference, mention_author=False,
-                                           **kwargs)
+            # Per attempt: after a move to DMs there is no message to reply to any more.
+            call: dict[str, Any] = dict(kwargs)
+            if self.reference is not None:
+                call["reference"] = self.reference
+            return await self.channel.send(mention_author=False, **call)
         except discord.Forbidden:
             if self.in_dm:
                 raise Undeliverable("the user's DMs are closed") from None

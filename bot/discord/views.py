@@ -1,6 +1,6 @@
 """The buttons under an answer and the "Use my words" form.
 
-Buttons are `DynamicItem`s whose custom id carries the request id
+The buttons are one `DynamicItem` whose custom id carries the action and the request id
 (`sonify:again:<id>`, `sonify:words:<id>`): discord.py rebuilds them from the id
 alone, so they keep working after a restart; the state comes from the request log.
 """
@@ -43,47 +43,40 @@ def actions_of(interaction: discord.Interaction) -> ButtonActions:
     return client.button_actions
 
 
-class AgainButton(discord.ui.DynamicItem[discord.ui.Button], template=f"sonify:again:{RID}"):
-    """"Another take": the same caption, a new seed."""
-
-    def __init__(self, request_id: str, label: str = "Another take") -> None:
-        super().__init__(discord.ui.Button(label=label, emoji="🔁",
-                                           style=discord.ButtonStyle.primary,
-                                           custom_id=f"sonify:again:{request_id}"))
-        self.request_id = request_id
-
-    @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item[Any],
-                             match: re.Match[str], /) -> AgainButton:
-        return cls(match["rid"])
-
-    async def callback(self, interaction: discord.Interaction) -> None:
-        await actions_of(interaction).again(interaction, self.request_id)
+# What each button does, and how it looks: (catalogue label key, emoji, style).
+_BUTTONS = {"again": ("another_take", "🔁", discord.ButtonStyle.primary),
+            "words": ("use_my_words", "✏️", discord.ButtonStyle.secondary)}
 
 
-class WordsButton(discord.ui.DynamicItem[discord.ui.Button], template=f"sonify:words:{RID}"):
-    """"Use my words": opens a form; the user's text becomes the sound prompt."""
+class ResultButton(discord.ui.DynamicItem[discord.ui.Button],
+                   template=f"sonify:(?P<action>again|words):{RID}"):
+    """ "Another take" (the same caption, a new seed) or "Use my words" (a form; the user's
+    text becomes the sound prompt), for one request."""
 
-    def __init__(self, request_id: str, label: str = "Use my words") -> None:
-        super().__init__(discord.ui.Button(label=label, emoji="✏️",
-                                           style=discord.ButtonStyle.secondary,
-                                           custom_id=f"sonify:words:{request_id}"))
-        self.request_id = request_id
+    def __init__(self, action: str, request_id: str, lang: str = "en") -> None:
+        label_key, emoji, style = _BUTTONS[action]
+        super().__init__(discord.ui.Button(label=t(label_key, lang), emoji=emoji, style=style,
+                                           custom_id=f"sonify:{action}:{request_id}"))
+        self.action, self.request_id = action, request_id
 
     @classmethod
     async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item[Any],
-                             match: re.Match[str], /) -> WordsButton:
-        return cls(match["rid"])
+                             match: re.Match[str], /) -> ResultButton:
+        return cls(match["action"], match["rid"])
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        await actions_of(interaction).ask_words(interaction, self.request_id)
+        actions = actions_of(interaction)
+        if self.action == "again":
+            await actions.again(interaction, self.request_id)
+        else:
+            await actions.ask_words(interaction, self.request_id)
 
 
 def result_view(request_id: str, lang: str) -> discord.ui.View:
     """The two buttons under an answer, labelled in `lang`."""
     view = discord.ui.View(timeout=None)
-    view.add_item(AgainButton(request_id, t("another_take", lang)))
-    view.add_item(WordsButton(request_id, t("use_my_words", lang)))
+    for action in _BUTTONS:
+        view.add_item(ResultButton(action, request_id, lang))
     return view
 
 

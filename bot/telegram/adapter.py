@@ -11,6 +11,9 @@ from __future__ import annotations
 import hmac
 import logging
 import re
+from datetime import timedelta
+from functools import partial
+from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -33,6 +36,9 @@ from core.services import Services
 
 logger = logging.getLogger(__name__)
 
+# PTB's Application is generic in six context types; Sonify uses the defaults throughout.
+TelegramApp = Application[Any, Any, Any, Any, Any, Any]
+
 ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
 _SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 
@@ -44,39 +50,40 @@ class TelegramAdapter:
 
     def __init__(self, services: Services) -> None:
         self.services = services
-        self.cfg = services.config.telegram
-        if not self.cfg.token:
+        self.config = services.config
+        if not self.config.telegram.token:
             raise ConfigError(f"{services.config.source}: [telegram] token is not set "
                               "(or set SONIFY_TELEGRAM_TOKEN)")
-        if self.cfg.webhook_secret and not _SECRET_RE.match(self.cfg.webhook_secret):
+        secret = self.config.telegram.webhook_secret
+        if secret and not _SECRET_RE.match(secret):
             raise ConfigError(f"{services.config.source}: [telegram] webhook_secret: use 1-256 "
                               "characters from A-Z, a-z, 0-9, _ and -")
         # httpx logs every request URL at INFO, and Bot API URLs carry the token.
         if logging.getLogger("httpx").level == logging.NOTSET:
             logging.getLogger("httpx").setLevel(logging.WARNING)
-        mask_secrets(self.cfg.token, self.cfg.webhook_secret)
+        mask_secrets(self.config.telegram.token, self.config.telegram.webhook_secret)
         self.app = self._build()
-        self.responder = Responder(self.app.bot, self.cfg)
+        self.responder = Responder(self.app.bot, self.config.telegram)
         self.handlers = Handlers(services, self.responder)
         self._register(self.app, self.handlers)
         self._webhook: web.AppRunner | None = None
         self._started = False
 
-    def _build(self) -> Application:  # type: ignore[type-arg]
+    def _build(self) -> TelegramApp:
         builder = (Application.builder()
-                   .token(self.cfg.token)
-                   .base_url(self.cfg.api_base_url)
-                   .base_file_url(self.cfg.file_base_url)
+                   .token(self.config.telegram.token)
+                   .base_url(self.config.telegram.api_base_url)
+                   .base_file_url(self.config.telegram.file_base_url)
                    # Intake (downloads, link fetches) must not queue behind one slow user.
                    .concurrent_updates(True)
-                   .get_updates_read_timeout(self.cfg.poll_timeout_s + 10.0)
+                   .get_updates_read_timeout(self.config.telegram.poll_timeout_s + 10.0)
                    .media_write_timeout(60.0))
-        if self.cfg.mode == "webhook":
+        if self.config.telegram.mode == "webhook":
             builder = builder.updater(None)
         return builder.build()
 
     @staticmethod
-    def _register(app: Application, h: Handlers) -> None:  # type: ignore[type-arg]
+    def _register(app: TelegramApp, h: Handlers) -> None:
         new = filters.UpdateType.MESSAGE  # edits of old messages are not new requests
         app.add_handler(CommandHandler(["start", "help"], h.on_help, filters=new))
         app.add_handler(CommandHandler("stats", h.on_stats, filters=new))
@@ -98,7 +105,7 @@ class TelegramAdapter:
             if isinstance(exc, InvalidToken):  # PTB's own message quotes the token
                 raise ConfigError(f"{source}: [telegram] token: Telegram refused it; copy it "
                                   "again from @BotFather") from None
-            detail = str(exc).replace(self.cfg.token, "***")
+            detail = str(exc).replace(self.config.telegram.token, "***")
             raise ConfigError(f"{source}: [telegram] api_base_url: cannot reach the Bot API "
                               f"({detail})") from None
         try:
@@ -108,7 +115,8 @@ class TelegramAdapter:
             await self._teardown()
             raise
         self._started = True
-        logger.info("telegram: @%s is listening (%s)", self.app.bot.username, self.cfg.mode)
+        logger.info("telegram: @%s is listening (%s)", self.app.bot.username,
+                    self.config.telegram.mode)
 
     async def _connect(self) -> None:
         bot = self.app.bot
@@ -116,12 +124,13 @@ class TelegramAdapter:
         self.services.engine.on_recovered(PLATFORM, self.handlers.on_recovered)
         await self._register_commands()
         await self.app.start()
-        if self.cfg.mode == "webhook":
+        if self.config.telegram.mode == "webhook":
             await self._start_webhook()
         else:
             assert self.app.updater is not None
             await self.app.updater.start_polling(
-                timeout=self.cfg.poll_timeout_s, allowed_updates=ALLOWED_UPDATES,
+                timeout=timedelta(seconds=self.config.telegram.poll_timeout_s),
+                allowed_updates=ALLOWED_UPDATES,
                 bootstrap_retries=3, error_callback=self._polling_error)
 
     async def stop(self) -> None:
@@ -154,11 +163,13 @@ class TelegramAdapter:
             public = [BotCommand("sonify", t("telegram.cmd_sonify", lang)),
                       BotCommand("help", t("telegram.cmd_help", lang))]
             admin = [*public, BotCommand("stats", t("telegram.cmd_stats", lang))]
-            menus = [(public, None), *((admin, BotCommandScopeChat(a)) for a in self.cfg.admins)]
+            admins = self.config.telegram.admins
+            menus = [(public, None), *((admin, BotCommandScopeChat(a)) for a in admins)]
             for commands, scope in menus:
                 try:
-                    await with_retry(lambda c=commands, s=scope, code=code: bot.set_my_commands(
-                        c, scope=s, language_code=code), what="setMyCommands", attempts=3)
+                    await with_retry(partial(bot.set_my_commands, commands, scope=scope,
+                                             language_code=code),
+                                     what="setMyCommands", attempts=3)
                 except TelegramError as exc:
                     # A menu is a convenience; an admin who never opened the chat makes it fail.
                     logger.warning("telegram: could not register a command menu (%s): %s",
@@ -166,8 +177,8 @@ class TelegramAdapter:
 
     # -- webhook mode --------------------------------------------------------------------
     async def _start_webhook(self) -> None:
-        url = self.cfg.webhook_url
-        if not self.cfg.webhook_secret:
+        url = self.config.telegram.webhook_url
+        if not self.config.telegram.webhook_secret:
             logger.warning("telegram: [telegram] webhook_secret is not set: anyone who learns the "
                         "webhook URL can send the bot fake updates")
         path = urlsplit(url).path or "/"
@@ -175,13 +186,14 @@ class TelegramAdapter:
         server.router.add_post(path, self._on_webhook)
         self._webhook = web.AppRunner(server, access_log=None)
         await self._webhook.setup()
-        await web.TCPSite(self._webhook, self.cfg.webhook_listen, self.cfg.webhook_port).start()
+        settings = self.config.telegram
+        await web.TCPSite(self._webhook, settings.webhook_listen, settings.webhook_port).start()
         await with_retry(lambda: self.app.bot.set_webhook(
-            url=url, secret_token=self.cfg.webhook_secret or None,
+            url=url, secret_token=self.config.telegram.webhook_secret or None,
             allowed_updates=ALLOWED_UPDATES), what="setWebhook")
 
     async def _on_webhook(self, request: web.Request) -> web.Response:
-        secret = self.cfg.webhook_secret
+        secret = self.config.telegram.webhook_secret
         given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")
         if secret and not hmac.compare_digest(given.encode(), secret.encode()):
             return web.Response(status=403)

@@ -46,7 +46,6 @@ class Handlers:
     def __init__(self, services: Services, responder: Responder) -> None:
         self.services = services
         self.engine = services.engine
-        self.cfg = services.config.telegram
         self.config = services.config
         self.reply = responder
         self.bot_id = 0
@@ -56,10 +55,11 @@ class Handlers:
     # -- helpers ---------------------------------------------------------------------
     @property
     def download_limit(self) -> int:
-        return min(int(self.cfg.download_limit_mb * 1_000_000), self.config.images.max_bytes)
+        telegram_limit = int(self.config.telegram.download_limit_mb * 1_000_000)
+        return min(telegram_limit, self.config.images.max_bytes)
 
     def allowed(self, chat: Chat | None) -> bool:
-        allow = self.cfg.allowed_chats
+        allow = self.config.telegram.allowed_chats
         return chat is not None and (not allow or chat.id in allow)
 
     @staticmethod
@@ -74,7 +74,7 @@ class Handlers:
 
     def requester(self, target: ReplyTarget) -> Requester:
         return Requester(PLATFORM, user_id=str(target.user_id), chat_id=str(target.chat_id),
-                         lang=target.lang, is_admin=target.user_id in self.cfg.admins)
+                         lang=target.lang, is_admin=target.user_id in self.config.telegram.admins)
 
     async def reject(self, target: ReplyTarget, source_kind: str, error: UserFacingError) -> None:
         """Log a refused request, then tell the user why."""
@@ -88,8 +88,9 @@ class Handlers:
         if message is None or user is None or not self.allowed(update.effective_chat):
             return
         lang = pick_language(user.language_code)
-        if message.text and self.replies_to_bot(message):
-            ref = words_ref(message.reply_to_message.text)  # type: ignore[union-attr]
+        asked = message.reply_to_message
+        if message.text and asked is not None and self.replies_to_bot(message):
+            ref = words_ref(asked.text)
             if ref is not None:
                 await self.on_words(message, user, lang, ref)
                 return
@@ -100,7 +101,8 @@ class Handlers:
         addressed = private or caption_cmd or mentioned or self.replies_to_bot(message)
         image = find_image(message)
         if not addressed:
-            if not (self.cfg.group_photos and image is not None and image.kind != "url"):
+            answers_all = self.config.telegram.group_photos
+            if not (answers_all and image is not None and image.kind != "url"):
                 return  # a busy group: only answer when asked
         if image is None and not self.replies_to_bot(message):
             image = find_image(message.reply_to_message)  # "@bot 8s" as a reply to a picture
@@ -273,7 +275,7 @@ class Handlers:
             return
         lang = pick_language(user.language_code)
         target = self.target_for(message, user, lang)
-        if user.id not in self.cfg.admins:
+        if user.id not in self.config.telegram.admins:
             await self.reply.try_send_text(target, t("stats_denied", lang))
             return
         text, png = await self.services.stats_report(lang)

@@ -150,8 +150,8 @@ def answer_keyboard(request_id: str, lang: str) -> InlineKeyboardMarkup:
 class Responder:
     """Sends replies for one bot; no method here raises to its caller except `send_text`."""
 
-    def __init__(self, bot: Bot, cfg: TelegramConfig) -> None:
-        self.bot, self.cfg = bot, cfg
+    def __init__(self, bot: Bot, settings: TelegramConfig) -> None:
+        self.bot, self.settings = bot, settings
 
     async def send_text(self, target: ReplyTarget, text: str, **kwargs: Any) -> Message:
         return await with_retry(lambda: self.bot.send_message(
@@ -181,7 +181,7 @@ class Responder:
     async def follow(self, handle: JobHandle, target: ReplyTarget, shown: str = "") -> None:
         """Mirror a job's events into the status message (now showing `shown`), then answer."""
         await follow_job(handle, TelegramSink(self, target),
-                         interval=self.cfg.progress_interval_s, shown=shown,
+                         interval=self.settings.progress_interval_s, shown=shown,
                          on_event=RecordingAction(self, target.chat_id).renew)
 
     async def deliver(self, result: JobResult, target: ReplyTarget) -> None:
@@ -191,10 +191,10 @@ class Responder:
         if result.cache_hit:
             caption = f"{caption} {t('cached', lang)}"
         caption = caption[:CAPTION_LIMIT]
-        markup = answer_keyboard(result.request_id, lang)
+        markup: InlineKeyboardMarkup | None = answer_keyboard(result.request_id, lang)
         duration = max(1, round(result.duration_s))
         await self.action(target.chat_id, ChatAction.UPLOAD_VOICE)
-        send_as = self.cfg.send_as
+        send_as = self.settings.send_as
         if send_as in ("voice", "both"):
             ogg = result.audio_path("ogg").read_bytes()
             try:

@@ -301,10 +301,10 @@ async def get_audio(request: web.Request) -> web.StreamResponse:
 async def page_config(request: web.Request) -> web.Response:
     """GET /api/config: the limits the form shows (length bounds, upload size)."""
     services = request.app[SERVICES]
-    cfg = services.config
-    return json_response({"seconds": cfg.generation.seconds,
-                          "max_seconds": cfg.generation.max_seconds,
-                          "max_upload_bytes": cfg.web.max_upload_bytes,
+    config = services.config
+    return json_response({"seconds": config.generation.seconds,
+                          "max_seconds": config.generation.max_seconds,
+                          "max_upload_bytes": config.web.max_upload_bytes,
                           "max_seed": MAX_SEED})
 
 

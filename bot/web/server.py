@@ -210,11 +210,11 @@ async def _on_shutdown(app: web.Application) -> None:
 
 def create_app(services: Services) -> web.Application:
     """The aiohttp application of the web page and its API (tests use it directly)."""
-    cfg = services.config.web
-    token = cfg.token
+    settings = services.config.web
+    token = settings.token
     app = web.Application(
-        middlewares=[errors_middleware, guard_middleware(cfg.host, token)],
-        client_max_size=cfg.max_upload_bytes + 64 * 1024,  # multipart framing on top
+        middlewares=[errors_middleware, guard_middleware(settings.host, token)],
+        client_max_size=settings.max_upload_bytes + 64 * 1024,  # multipart framing on top
     )
     app[SERVICES] = services
     app[JOBS] = JobRegistry()
@@ -248,30 +248,30 @@ class WebAdapter:
 
     async def start(self) -> None:
         """Bind, print the address, and take back web jobs the engine recovers."""
-        cfg = self.services.config.web
+        settings = self.services.config.web
         self.services.engine.on_recovered(PLATFORM, self._recovered)
         self._runner = web.AppRunner(self.app, access_log_class=_AccessLogger,
                                      access_log=logging.getLogger("sonify.web.access"),
                                      shutdown_timeout=5.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, cfg.host, cfg.port)
+        site = web.TCPSite(self._runner, settings.host, settings.port)
         await site.start()
-        port = cfg.port
+        port = settings.port
         server = getattr(site, "_server", None)
         if server is not None and server.sockets:
             port = server.sockets[0].getsockname()[1]
-        shown = cfg.host
+        shown = settings.host
         if shown in ("0.0.0.0", "::", ""):
             shown = "127.0.0.1"  # reachable from this machine; other hosts use its address
         if ":" in shown:
             shown = f"[{shown}]"
         self.url = f"http://{shown}:{port}/"
-        note = " (token required: open it once with ?token=YOUR_TOKEN)" if cfg.token else ""
-        if cfg.host in ("0.0.0.0", "::", ""):
+        note = " (token required: open it once with ?token=YOUR_TOKEN)" if settings.token else ""
+        if settings.host in ("0.0.0.0", "::", ""):
             note += " (listening on all interfaces)"
-        if not cfg.token and not _is_loopback(cfg.host):
+        if not settings.token and not _is_loopback(settings.host):
             logger.warning("the web page listens on %s without a token: anyone who can reach this "
-                        "machine can use it (set [web] token or SONIFY_WEB_TOKEN)", cfg.host)
+                        "machine can use it (set [web] token or SONIFY_WEB_TOKEN)", settings.host)
         line = f"Sonify web page: {self.url}{note}"
         logger.info(line)
         print(line, file=sys.stdout, flush=True)

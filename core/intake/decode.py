@@ -138,13 +138,13 @@ def _markup_name(head: bytes) -> str | None:
     return None
 
 
-def decode_image(data: bytes, cfg: ImagesConfig) -> DecodedImage:
+def decode_image(data: bytes, settings: ImagesConfig) -> DecodedImage:
     """Validate and decode untrusted bytes; raises ImageRejected for anything unusable."""
-    if len(data) > cfg.max_bytes:
-        raise ImageRejected("file too large", code="too_large", max_bytes=cfg.max_bytes)
+    if len(data) > settings.max_bytes:
+        raise ImageRejected("file too large", code="too_large", max_bytes=settings.max_bytes)
     fmt = sniff_format(data)
     try:
-        return _decode(data, fmt, cfg)
+        return _decode(data, fmt, settings)
     except ImageRejected:
         raise
     except Image.DecompressionBombError:
@@ -156,12 +156,12 @@ def decode_image(data: bytes, cfg: ImagesConfig) -> DecodedImage:
         raise ImageRejected("damaged or incomplete image", code="corrupt") from None
 
 
-async def decode_image_async(data: bytes, cfg: ImagesConfig) -> DecodedImage:
+async def decode_image_async(data: bytes, settings: ImagesConfig) -> DecodedImage:
     """`decode_image` in a worker thread, so the event loop keeps serving chats."""
-    return await asyncio.to_thread(decode_image, data, cfg)
+    return await asyncio.to_thread(decode_image, data, settings)
 
 
-def _decode(data: bytes, fmt: str, cfg: ImagesConfig) -> DecodedImage:
+def _decode(data: bytes, fmt: str, settings: ImagesConfig) -> DecodedImage:
     # Only the sniffed format's plugin may parse the bytes; Image.open reads the header only.
     try:
         opened = Image.open(io.BytesIO(data), formats=[fmt])
@@ -176,7 +176,7 @@ def _decode(data: bytes, fmt: str, cfg: ImagesConfig) -> DecodedImage:
         # Our limit comes from the config and is checked before any pixel is decoded.
         # Pillow's global MAX_IMAGE_PIXELS stays as the host process set it (a second,
         # looser net: its DecompressionBombError maps to too_many_pixels as well).
-        _check_size(original, cfg)
+        _check_size(original, settings)
         if fmt == "JPEG":
             # libjpeg can decode at 1/2, 1/4 or 1/8 scale: far less memory for big photos.
             opened.draft(None, _fit(original, WORKING_SIDE))
@@ -194,13 +194,13 @@ def _decode(data: bytes, fmt: str, cfg: ImagesConfig) -> DecodedImage:
                         height=image.height, original_size=original)
 
 
-def _check_size(size: tuple[int, int], cfg: ImagesConfig) -> None:
+def _check_size(size: tuple[int, int], settings: ImagesConfig) -> None:
     width, height = size
     if width <= 0 or height <= 0:
         raise ImageRejected("zero-sized image", code="bad_dimensions")
-    if width * height > cfg.max_pixels:
+    if width * height > settings.max_pixels:
         raise ImageRejected("too many pixels", code="too_many_pixels")
-    if width > cfg.max_side or height > cfg.max_side:
+    if width > settings.max_side or height > settings.max_side:
         raise ImageRejected("image side too long", code="bad_dimensions")
 
 

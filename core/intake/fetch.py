@@ -73,11 +73,11 @@ class ImageFetcher:
     names never reach it: the fetcher checks those itself, before connecting.
     """
 
-    def __init__(self, cfg: ImagesConfig, *, resolver: AbstractResolver | None = None) -> None:
-        self._cfg = cfg
+    def __init__(self, settings: ImagesConfig, *, resolver: AbstractResolver | None = None) -> None:
+        self._cfg = settings
         self._owns_resolver = resolver is None
         self._resolver = resolver if resolver is not None else SafeResolver(
-            allow_private=cfg.allow_private_networks)
+            allow_private=settings.allow_private_networks)
         self._session: aiohttp.ClientSession | None = None
 
     async def fetch(self, url: str) -> bytes:

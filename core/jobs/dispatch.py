@@ -17,6 +17,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from core.config import JobsConfig
 from core.errors import GenerationFailed, ShuttingDown, UserFacingError
@@ -217,8 +218,7 @@ class Dispatcher:
             head = self.queue.first()
             if head is None:
                 return []
-            batch = self.queue.take(lambda j, o=head.options: j.options == o,
-                                    self.jobs.max_batch)
+            batch = self.queue.take(partial(_same_options, head.options), self.jobs.max_batch)
             left = deadline - loop.time()
             if len(batch) >= self.jobs.max_batch or left <= 0:
                 return batch
@@ -240,11 +240,11 @@ class Dispatcher:
             for ticket in job.tickets:
                 ticket.handle.emit(Started(len(batch)))
         try:
-            await self.request_log.mark_started([t.handle.id for job in batch for t in job.tickets],
-                                        now, len(batch))
+            await self.request_log.mark_started(
+                [t.handle.id for job in batch for t in job.tickets], now, len(batch))
             items = [WorkItem(_pipeline_input(job.request, job.seed),
-                              on_progress=lambda s, n, j=job: self._on_progress(j, s, n),
-                              tag=job.id) for job in batch]
+                              on_progress=partial(self._on_progress, job), tag=job.id)
+                     for job in batch]
             outcomes = await self.runner.run(items, batch[0].options)
         except Exception:
             logger.exception("batch failed outside the model call")
@@ -321,6 +321,10 @@ class Dispatcher:
         if self._inflight.get(job.key) is job:
             del self._inflight[job.key]
         return list(job.tickets)
+
+
+def _same_options(options: GenerationOptions, job: Job) -> bool:
+    return job.options == options
 
 
 def _pipeline_input(request: JobRequest, seed: int) -> PipelineInput:

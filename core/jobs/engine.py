@@ -300,7 +300,7 @@ class JobEngine:
                             retry_after_s=self.dispatcher.estimate_drain())
 
     def _record(self, request_id: str, request: JobRequest, seed: int | None, key: str | None,
-                status: str, **extra: object) -> RequestRecord:
+                status: str, *, reason: str | None = None) -> RequestRecord:
         return RequestRecord(
             id=request_id, platform=request.platform, user_id=request.user_id,
             chat_id=request.chat_id, source_kind=request.source_kind, status=status,
@@ -308,16 +308,16 @@ class JobEngine:
             image_sha256=request.image.sha256 if request.image is not None else None,
             caption=request.caption, prompt=request.prompt,
             options=request.options.to_dict(), seed=seed, lang=request.lang,
-            reply_context=dict(request.reply_context), cache_key=key,
-            **extra)  # type: ignore[arg-type]
+            reply_context=dict(request.reply_context), cache_key=key, reason=reason)
 
     async def _log_rejection(self, request: JobRequest, error: UserFacingError,
                              seed: int | None) -> None:
         """A refused submission's row: everything known about the request, no answer data."""
         try:
             record = self._record(new_request_id(), request, seed, None, "rejected",
-                                  reason=error.code, total_s=0.0)
-            record.finished_at, record.reply_context = record.created_at, {}
+                                  reason=error.code)
+            record.finished_at, record.total_s = record.created_at, 0.0
+            record.reply_context = {}
             await self.request_log.insert(record)
         except Exception:  # the refusal itself must still reach the user
             logger.exception("could not log a rejected request")

@@ -8,7 +8,7 @@ An adapter calls `JobEngine.submit` with a `JobRequest` and reads the returned
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,7 +99,7 @@ class JobHandle:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    async def events(self) -> AsyncIterator[JobEvent]:
+    async def events(self) -> AsyncGenerator[JobEvent, None]:
         """Yield every event from the first; stop after `Done`/`Failed`."""
         index = 0
         while True:

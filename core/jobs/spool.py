@@ -80,18 +80,23 @@ def rebuild_request(record: RequestRecord, spool: Spool) -> JobRequest | None:
     options = record.generation_options
     if options is None:
         return None
-    common = {"platform": record.platform, "user_id": record.user_id, "chat_id": record.chat_id,
-              "source_kind": record.source_kind, "options": options, "seed": record.seed,
-              "is_admin": record.is_admin, "lang": record.lang,
-              "reply_context": dict(record.reply_context or {})}
+    image: DecodedImage | None = None
+    caption = prompt = None
     if record.image_sha256:
         image = spool.read(record)
-        return JobRequest(image=image, **common) if image is not None else None
-    if record.prompt and not record.caption:
-        return JobRequest(prompt=record.prompt, **common)
-    if record.caption:
-        return JobRequest(caption=record.caption, **common)
-    return None
+        if image is None:
+            return None
+    elif record.caption:
+        caption = record.caption
+    elif record.prompt:
+        prompt = record.prompt
+    else:
+        return None
+    return JobRequest(platform=record.platform, user_id=record.user_id, chat_id=record.chat_id,
+                      source_kind=record.source_kind, options=options, image=image,
+                      caption=caption, prompt=prompt, seed=record.seed,
+                      is_admin=record.is_admin, lang=record.lang,
+                      reply_context=dict(record.reply_context or {}))
 
 
 def placeholder_request(record: RequestRecord) -> JobRequest:

@@ -172,3 +172,15 @@ async def test_expired_interaction_token_answers_in_channel(fake: FakeDiscord,
                                        if m["attachments"]])
     assert answer[0]["content"].startswith(f"<@{ALICE}> 🔊 ")
     assert it.callbacks[0].json["type"] == 5
+
+
+async def test_requests_refused_during_shutdown_are_rejected_rows(fake: FakeDiscord,
+                                                                  make_bot: Any) -> None:
+    """The engine stops first on shutdown; a posted image and a /sonify then are refused."""
+    bot = await make_bot()
+    await bot.services.engine.stop(1.0)
+    posted = await fake.send_message(WATCHED, ALICE, "", [Upload("a.png", png_bytes(61))])
+    await reply_text(fake, posted, "The bot is restarting. Please try again in a minute.")
+    it = await fake.slash("sonify", upload=Upload("b.png", png_bytes(62)), author=BOB)
+    assert await private_note(fake, it) == "The bot is restarting. Please try again in a minute."
+    assert await rejected_reasons(bot) == ["shutting_down", "shutting_down"]

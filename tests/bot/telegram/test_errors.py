@@ -144,3 +144,14 @@ async def test_too_large_when_only_telegram_knows_the_size(bot: Harness, how: st
     assert await bot.text_for(msg) == "Ese archivo es demasiado grande: el límite es 20 MB."
     assert bot.fake.downloads == []
     assert (await rows(bot))[0]["reason"] == "too_large"
+
+
+async def test_a_photo_refused_during_shutdown_is_a_rejected_row(bot: Harness) -> None:
+    """The engine stops first on shutdown; a photo arriving then is refused, told and logged."""
+    assert bot.services is not None
+    await bot.services.engine.stop(1.0)
+    msg = await bot.send_photo(ELENA)
+    text = await bot.text_for(msg, contains="reiniciando")
+    assert text == "El bot se está reiniciando. Inténtalo de nuevo en un minuto."
+    assert await rows(bot) == [{"status": "rejected", "reason": "shutting_down",
+                                "source_kind": "photo", "user_id": str(ELENA["id"])}]

@@ -332,3 +332,15 @@ async def expect_error_resp(client: TestClient, path: str, status: int) -> Any:
     resp = await client.get(path)
     await expect_error(resp, status, "failed")
     return resp
+
+
+async def test_a_job_refused_during_shutdown_is_a_rejected_row(start_web: WebFactory) -> None:
+    """The engine stops first on shutdown; an upload arriving then is a 503 and a row."""
+    web = await start_web()
+    await web.services.engine.stop(1.0)
+    resp = await web.client.post("/api/jobs", data=upload_form(png_bytes()),
+                                 headers={"Accept-Language": "es-ES,es;q=0.9"})
+    error = await expect_error(resp, 503, "shutting_down")
+    assert error["message"] == "El bot se está reiniciando. Inténtalo de nuevo en un minuto."
+    assert [(r.status, r.reason, r.source_kind) for r in await last_rows(web)] == [
+        ("rejected", "shutting_down", "upload")]
