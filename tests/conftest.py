@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
+from collections.abc import Iterator
 
 # Before any Hugging Face import: tests never touch the network.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -72,6 +74,34 @@ def tiny_pipeline(tmp_path_factory: pytest.TempPathFactory):
 
     cfg = make_config(tmp_path_factory.mktemp("pipeline"))
     return ModelLoader(cfg).pipeline()
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """Logging set-up (ours, the libraries') never leaks from one test into the next.
+
+    `setup_logging` adds a handler on the root logger bound to that test's stderr; adapters
+    add masking filters and levels. Left in place, the next test logs to a closed stream.
+    """
+    manager = logging.Logger.manager
+    root = logging.getLogger()
+    root_state = (list(root.handlers), root.level, list(root.filters))
+    named = {name: (lg.level, list(lg.filters), list(lg.handlers), lg.propagate)
+             for name, lg in manager.loggerDict.items() if isinstance(lg, logging.Logger)}
+    yield
+    handlers, level, filters = root_state
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)
+    root.filters[:] = filters
+    for name, (lvl, flt, hnd, prop) in named.items():  # loggers made meanwhile stay as made
+        lg = logging.getLogger(name)
+        lg.setLevel(lvl)
+        lg.filters[:] = flt
+        lg.handlers[:] = hnd
+        lg.propagate = prop
+    logging.captureWarnings(False)
 
 
 @pytest.fixture
