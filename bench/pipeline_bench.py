@@ -1,17 +1,21 @@
-"""Pipeline benchmark: N images one by one vs. as one batch, per stage (caption, sound, encode).
+"""Pipeline benchmark: N images one by one vs. as one batch, per stage, per sound backend.
 
 Usage: .venv/bin/python bench/pipeline_bench.py --preset tiny|real-random [--n N]
+       [--backend audioldm|audioldm2|stable-audio-3 ...] [--candidates K]
        [--device auto|cpu|cuda] [--seconds S] [--steps K] [--beams B] [--max-tokens T]
 
 `tiny` loads the tiny random test models through the real loading code (ModelLoader).
 `real-random` builds the real ARCHITECTURES at full size with random weights (no download):
-CoCa from open_clip's shipped coca_ViT-L-14.json and AudioLDM s-full-v2 from the component
-configs below, so its timings are honest for the real models' size (not their output).
+CoCa from open_clip's shipped coca_ViT-L-14.json, AudioLDM s-full-v2 and Stable Audio 3
+small-sfx from the component configs below, so its timings are honest for the real models'
+size (not their output). Each backend runs with its own defaults (steps, guidance) unless
+--steps is given; one table per backend, then a summary side by side.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 import time
@@ -26,22 +30,40 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 import open_clip
 import torch
-from diffusers import AudioLDMPipeline, AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from diffusers import (
+    AudioLDMPipeline,
+    AutoencoderKL,
+    AutoencoderSAME,
+    DDIMScheduler,
+    FlowMatchEulerDiscreteScheduler,
+    StableAudio3DiTModel,
+    StableAudio3DurationEmbedder,
+    StableAudio3Pipeline,
+    UNet2DConditionModel,
+)
 from PIL import Image, ImageDraw
 from transformers import (
+    ClapConfig,
+    ClapFeatureExtractor,
+    ClapModel,
     ClapTextConfig,
     ClapTextModelWithProjection,
     SpeechT5HifiGan,
     SpeechT5HifiGanConfig,
+    T5GemmaConfig,
+    T5GemmaEncoderModel,
 )
 
 from core.audio.encode import encode_clip
-from core.config import GenerationConfig, parse_config
+from core.config import Config, parse_config
 from core.models.captioner import Captioner
+from core.models.clap import ClapScorer, Scorer
+from core.models.hub import quiet_construction
 from core.models.loading import ModelLoader, resolve_device
 from core.models.pipeline import Pipeline, PipelineInput, PipelineResult
-from core.models.sound import SoundGenerator
+from core.models.sound import SoundGenerator, auto_candidates, sound_dtype
 from core.models.tiny.audioldm import offline_roberta_tokenizer
+from core.models.tiny.stable_audio3 import tiny_gemma_tokenizer
 from core.options import GenerationOptions
 
 SEED = 0
@@ -114,9 +136,66 @@ def real_size_audioldm_components() -> dict[str, Any]:
             "scheduler": scheduler, "vocoder": vocoder}
 
 
-def real_random_pipeline(device: torch.device, dtype: torch.dtype, beams: int,
-                         max_tokens: int) -> Pipeline:
-    """Full-size CoCa ViT-L/14 + AudioLDM s-full-v2 with random weights, no files."""
+# -- real-size Stable Audio 3 small-sfx with random weights ---------------------------------
+# stabilityai/stable-audio-3-small-sfx is published in Stability's own layout (model_config.json
+# + model.safetensors, gated), so its numbers were gathered from public sources instead:
+# - DiT: the layer map Stability ships for small-sfx LoRA engines (stable-audio-3 repository,
+#   optimized/tensorRT/scripts/lora/branch_map_sm_sfx_lora.json): 20 blocks (layers.0-19),
+#   width 1024, fused self-attention qkv 1024 -> 3072 (plain, not differential, attention),
+#   SwiGLU 1024 -> 8192 / 4096 -> 1024 (ff_mult 4), text tokens 768 -> 1024, duration 768 ->
+#   1024, timestep features 256, latents 256 in and out, local (inpainting) input 257, AdaLN
+#   1024 -> 6144. About 433 M parameters, as Stability's model table says. Not in that map,
+#   so diffusers' defaults (those of its converter): head width 64 (16 heads), 64 memory tokens.
+# - SAME-S autoencoder: AutoencoderSAME's defaults, which diffusers documents as SAME-S
+#   (patch 256 x stride 16 = 4096 samples per latent, 256-d latents, stereo 44.1 kHz).
+# - Text encoder: the T5Gemma b-b (UL2) encoder, as Stability's CPU build dumps it
+#   (optimized/cpu-amx/build/t5gemma/dump_weights.py): 12 layers, width 768, q/k/v 768 -> 768
+#   (12 heads of 64), MLP 2048, vocabulary 256000. The pipeline always pads to 256 tokens.
+# - Duration embedder: 256 Fourier features -> 768 (the same LoRA map); sampler: the
+#   stochastic flow-matching Euler sampler of the distilled checkpoints, 8 steps.
+
+def real_size_stable_audio3_components() -> dict[str, Any]:
+    """Stable Audio 3 small-sfx components at full size, random weights (seeded), eval mode."""
+    encoder = {"vocab_size": 256_000, "hidden_size": 768, "intermediate_size": 2048,
+               "num_hidden_layers": 12, "num_attention_heads": 12, "num_key_value_heads": 12,
+               "head_dim": 64}
+    torch.manual_seed(SEED)
+    text_encoder = T5GemmaEncoderModel(T5GemmaConfig(encoder=encoder, decoder=encoder,
+                                                     vocab_size=256_000,
+                                                     is_encoder_decoder=False))
+    torch.manual_seed(SEED)
+    vae = AutoencoderSAME()
+    torch.manual_seed(SEED)
+    transformer = StableAudio3DiTModel(
+        io_channels=256, embed_dim=1024, depth=20, num_heads=16, cond_token_dim=768,
+        global_cond_dim=768, local_add_cond_dim=257, timestep_features_dim=256, ff_mult=4.0,
+        num_memory_tokens=64, use_differential_attention=False)
+    torch.manual_seed(SEED)
+    duration_embedder = StableAudio3DurationEmbedder(output_dim=768, fourier_dim=256)
+    for module in (text_encoder, vae, transformer, duration_embedder):
+        module.eval()
+    # A character-level stand-in for the Gemma tokenizer (no download); the pipeline pads every
+    # prompt to 256 tokens whatever the tokenizer, so the encoder's work is the real one.
+    return {"text_encoder": text_encoder, "vae": vae, "transformer": transformer,
+            "duration_embedder": duration_embedder,
+            "tokenizer": tiny_gemma_tokenizer(model_max_length=256),
+            "scheduler": FlowMatchEulerDiscreteScheduler(stochastic_sampling=True)}
+
+
+def real_size_clap(device: torch.device, dtype: torch.dtype) -> ClapScorer:
+    """laion/clap-htsat-unfused's architecture (transformers' ClapConfig defaults), random."""
+    torch.manual_seed(SEED)
+    return ClapScorer(ClapModel(ClapConfig()).eval(), offline_roberta_tokenizer(77),
+                      ClapFeatureExtractor(truncation="rand_trunc"), device=device, dtype=dtype)
+
+
+REAL_SIZE = {"audioldm": (AudioLDMPipeline, real_size_audioldm_components),
+             "stable-audio-3": (StableAudio3Pipeline, real_size_stable_audio3_components)}
+
+
+def real_size_captioner(device: torch.device, dtype: torch.dtype, beams: int,
+                        max_tokens: int) -> Captioner:
+    """Full-size CoCa ViT-L/14 with random weights, no files."""
     torch.manual_seed(SEED)
     model, _, preprocess = open_clip.create_model_and_transforms(
         "coca_ViT-L-14", pretrained=None, precision="fp32")
@@ -124,18 +203,43 @@ def real_random_pipeline(device: torch.device, dtype: torch.dtype, beams: int,
     width = model.text_decoder.text_projection.shape[0]
     torch.nn.init.normal_(model.text_decoder.text_projection, std=width**-0.5)
     tokenizer = open_clip.get_tokenizer("coca_ViT-L-14")
-    captioner = Captioner(model.eval(), preprocess, tokenizer, device=device, dtype=dtype,
-                          beams=beams, max_tokens=max_tokens)
-    pipe = AudioLDMPipeline(**real_size_audioldm_components())
-    generator = SoundGenerator(pipe, device=device, dtype=dtype)
-    return Pipeline(captioner, generator, prompt_template=GenerationConfig().prompt_template)
+    return Captioner(model.eval(), preprocess, tokenizer, device=device, dtype=dtype,
+                     beams=beams, max_tokens=max_tokens)
 
 
-def tiny_pipeline(device: str, beams: int, max_tokens: int) -> Pipeline:
-    config = parse_config({"models": {"preset": "tiny", "device": device},
-                           "generation": {"caption_beams": beams,
-                                          "caption_max_tokens": max_tokens}}, environ={})
-    return ModelLoader(config).pipeline()
+def bench_config(backend: str, args: argparse.Namespace) -> Config:
+    """The configuration a backend runs under here: its own step and guidance defaults."""
+    generation: dict[str, Any] = {
+        "caption_beams": args.beams, "caption_max_tokens": args.max_tokens,
+        "seconds": args.seconds, "scheduler": args.scheduler, "negative_prompt": "low quality",
+        "candidates": args.candidates}
+    if args.steps:
+        generation["steps"] = args.steps
+    return parse_config({"models": {"preset": "tiny", "device": args.device,
+                                    "sound_backend": backend},
+                         "generation": generation}, environ={})
+
+
+def build_pipeline(backend: str, args: argparse.Namespace, config: Config,
+                   captioner: Captioner | None, device: torch.device,
+                   dtype: torch.dtype) -> Pipeline:
+    template = config.generation.prompt_template
+    if args.preset == "tiny":
+        loader = ModelLoader(config)
+        if captioner is None:
+            return loader.pipeline()
+        return Pipeline(captioner, loader.sound_generator(), prompt_template=template)
+    if backend not in REAL_SIZE:
+        raise SystemExit(f"--preset real-random has no {backend} build; use "
+                         f"{' or '.join(REAL_SIZE)}")
+    pipeline_cls, components = REAL_SIZE[backend]
+    dtype = sound_dtype(backend, device, dtype)
+    with quiet_construction():
+        pipe = pipeline_cls(**components())
+    needs_clap = (args.candidates or auto_candidates(device)) > 1
+    scorer: Scorer | None = real_size_clap(device, dtype) if needs_clap else None
+    generator = SoundGenerator(pipe, device=device, dtype=dtype, scorer=scorer)
+    return Pipeline(captioner, generator, prompt_template=template)
 
 
 # -- measuring ---------------------------------------------------------------------------------
@@ -176,26 +280,78 @@ def add(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
     return {k: a.get(k, 0.0) + v for k, v in b.items()}
 
 
-def params(module: Any) -> str:
-    count = sum(p.numel() for p in module.parameters())
-    return f"{count / 1e6:.1f} M" if count >= 1e6 else f"{count / 1e3:.0f} k"
+def count(module: Any) -> int:
+    return sum(p.numel() for p in module.parameters())
 
 
-def describe(pipeline: Pipeline) -> str:
+def params(n: int) -> str:
+    return f"{n / 1e6:.1f} M" if n >= 1e6 else f"{n / 1e3:.0f} k"
+
+
+SOUND_PARTS = ("unet", "transformer", "vae", "text_encoder", "vocoder", "duration_embedder")
+
+
+def describe(pipeline: Pipeline) -> tuple[str, int]:
+    """The parts and their sizes, and the sound model's total parameter count."""
     pipe = pipeline.generator.pipe
-    parts = [f"CoCa {params(pipeline.captioner.model)}"] if pipeline.captioner else []
-    parts += [f"{name} {params(getattr(pipe, name))}"
-              for name in ("unet", "vae", "text_encoder", "vocoder")]
-    return ", ".join(parts)
+    parts = [(name, count(getattr(pipe, name))) for name in SOUND_PARTS
+             if isinstance(getattr(pipe, name, None), torch.nn.Module)]
+    text = ", ".join(f"{name} {params(n)}" for name, n in parts)
+    if pipeline.captioner:
+        text = f"CoCa {params(count(pipeline.captioner.model))}, " + text
+    return text, sum(n for _, n in parts)
+
+
+def run_backend(backend: str, args: argparse.Namespace, captioner: Captioner | None,
+                device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
+    """Build one backend's pipeline, time it one by one and as one batch, print its table."""
+    config = bench_config(backend, args)
+    started = time.perf_counter()
+    pipeline = build_pipeline(backend, args, config, captioner, device, dtype)
+    build_s = time.perf_counter() - started
+    options = GenerationOptions.from_config(config.generation)
+    inputs = [PipelineInput(image=img, seed=i) for i, img in enumerate(pictures(args.n))]
+
+    pipeline.run(inputs[:1], options)  # warm-up: first-call allocations and lazy set-up
+    sequential: dict[str, float] = {}
+    for item in inputs:
+        sequential = add(sequential, measure(lambda item=item: pipeline.run([item], options)))
+    batch = measure(lambda: pipeline.run(inputs, options))
+
+    parts, sound_params = describe(pipeline)
+    generator = pipeline.generator
+    takes = generator.candidate_count(options)
+    dtype_name = str(generator.dtype).removeprefix("torch.")
+    print(f"== {backend}: {args.seconds:g} s clips at {generator.sample_rate} Hz x "
+          f"{generator.channels} ch, {options.steps} steps, guidance {options.guidance_scale:g}, "
+          f"{takes} take(s) per image, {dtype_name}; built/loaded in {build_s:.1f} s")
+    print(f"   parameters: {parts}")
+    n = args.n
+    print(f"   {'stage':<8} {f'sequential ({n}x1)':>18} {f'batch (1x{n})':>14} {'batch/seq':>10}")
+    for stage in ("caption", "sound", "encode", "total"):
+        seq, bat = sequential[stage], batch[stage]
+        ratio = bat / seq if seq > 0 else float("nan")
+        print(f"   {stage:<8} {seq:>16.2f} s {bat:>12.2f} s {ratio:>10.2f}")
+    print(f"   {'per image':<8} {sequential['total'] / n:>16.2f} s {batch['total'] / n:>12.2f} s")
+    print()
+    return {"backend": backend, "params": sound_params, "steps": options.steps, "takes": takes,
+            "sound_seq": sequential["sound"] / n, "sound_batch": batch["sound"] / n,
+            "total_batch": batch["total"] / n}
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--preset", choices=("tiny", "real-random"), default="tiny")
+    ap.add_argument("--backend", action="append", choices=("audioldm", "audioldm2",
+                                                           "stable-audio-3"),
+                    help="sound backend (repeat for several; default audioldm and stable-audio-3)")
     ap.add_argument("--n", type=int, default=4, help="images (default 4)")
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     ap.add_argument("--seconds", type=float, default=1.0)
-    ap.add_argument("--steps", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=0,
+                    help="diffusion steps (0: each backend's default: AudioLDM 20, SA3 8)")
+    ap.add_argument("--candidates", type=int, default=1,
+                    help="takes per image, best kept by CLAP (0: auto for the device)")
     ap.add_argument("--scheduler", choices=("ddim", "dpm"), default="dpm")
     ap.add_argument("--beams", type=int, default=2, help="caption beams (bot default 6)")
     ap.add_argument("--max-tokens", type=int, default=8, help="caption tokens (bot default 30)")
@@ -205,39 +361,29 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--n must be at least 1")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    backends = args.backend or ["audioldm", "stable-audio-3"]
 
     device, dtype = resolve_device(args.device)
-    started = time.perf_counter()
-    if args.preset == "tiny":
-        pipeline = tiny_pipeline(args.device, args.beams, args.max_tokens)
-    else:
-        pipeline = real_random_pipeline(device, dtype, args.beams, args.max_tokens)
-    build_s = time.perf_counter() - started
-    options = GenerationOptions(seconds=args.seconds, steps=args.steps, scheduler=args.scheduler,
-                                guidance_scale=2.5, negative_prompt="low quality")
-    inputs = [PipelineInput(image=img, seed=i) for i, img in enumerate(pictures(args.n))]
-
-    pipeline.run(inputs[:1], options)  # warm-up: first-call allocations and lazy set-up
-    sequential: dict[str, float] = {}
-    for item in inputs:
-        sequential = add(sequential, measure(lambda item=item: pipeline.run([item], options)))
-    batch = measure(lambda: pipeline.run(inputs, options))
-
     print(f"Sonify pipeline benchmark: preset {args.preset}, {device.type} "
           f"({str(dtype).removeprefix('torch.')}), torch threads {torch.get_num_threads()}, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
-    print(f"N={args.n} images, {args.seconds:g} s clips, {args.steps} steps ({args.scheduler}), "
-          f"guidance 2.5, captions {args.beams} beams x {args.max_tokens} tokens; "
-          f"models built/loaded in {build_s:.1f} s")
-    print(f"parameters: {describe(pipeline)}")
+    print(f"N={args.n} images, captions {args.beams} beams x {args.max_tokens} tokens")
     print()
-    n = args.n
-    print(f"{'stage':<8} {f'sequential ({n}x1)':>18} {f'batch (1x{n})':>14} {'batch/seq':>10}")
-    for stage in ("caption", "sound", "encode", "total"):
-        seq, bat = sequential[stage], batch[stage]
-        ratio = bat / seq if seq > 0 else float("nan")
-        print(f"{stage:<8} {seq:>16.2f} s {bat:>12.2f} s {ratio:>10.2f}")
-    print(f"{'per image':<8} {sequential['total'] / n:>16.2f} s {batch['total'] / n:>12.2f} s")
+    captioner = None
+    if args.preset == "real-random":  # one CoCa for every backend: building it takes a while
+        captioner = real_size_captioner(device, dtype, args.beams, args.max_tokens)
+    rows = []
+    for backend in backends:
+        rows.append(run_backend(backend, args, captioner, device, dtype))
+        gc.collect()  # the previous backend's weights go before the next one is built
+
+    print("side by side (per image; sound = the sound stage alone, total = caption + sound + "
+          "encode, batched)")
+    print(f"{'backend':<16} {'sound params':>12} {'steps':>5} {'takes':>5} "
+          f"{'sound 1x1':>10} {f'sound 1x{args.n}':>10} {'total':>8}")
+    for r in rows:
+        print(f"{r['backend']:<16} {params(r['params']):>12} {r['steps']:>5} {r['takes']:>5} "
+              f"{r['sound_seq']:>8.2f} s {r['sound_batch']:>8.2f} s {r['total_batch']:>6.2f} s")
     return 0
 
 

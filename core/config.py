@@ -33,6 +33,11 @@ MAX_SECONDS = 30.0
 MAX_STEPS = 500
 MAX_CANDIDATES = 8
 MAX_SEED = 2**31 - 1
+# Stable Audio 3's released checkpoints are distilled for 8 steps with guidance baked in; the
+# [generation] defaults (20 steps, guidance 2.5) are AudioLDM's.
+BACKEND_DEFAULTS: dict[str, dict[str, Any]] = {
+    "stable-audio-3": {"steps": 8, "guidance_scale": 1.0},
+}
 
 
 def _opt(default: Any, *, lo: float | None = None, hi: float | None = None,
@@ -51,8 +56,9 @@ class ModelsConfig:
     caption_model: str = _opt("coca_ViT-L-14")
     caption_pretrained: str = _opt("mscoco_finetuned_laion2b_s13b_b90k")
     caption_path: str = _opt("")
-    sound_backend: str = _opt("audioldm", choices=("audioldm", "audioldm2"))
+    sound_backend: str = _opt("audioldm", choices=("audioldm", "audioldm2", "stable-audio-3"))
     sound_model: str = _opt("")
+    clap_model: str = _opt("")
 
 
 @dataclass(frozen=True)
@@ -63,7 +69,7 @@ class GenerationConfig:
     guidance_scale: float = _opt(2.5, lo=0.0, hi=20.0)
     negative_prompt: str = _opt("low quality, average quality, noise, distortion")
     scheduler: str = _opt("dpm", choices=("ddim", "dpm"))
-    waveforms_per_prompt: int = _opt(1, lo=1, hi=MAX_CANDIDATES)
+    candidates: int = _opt(0, lo=0, hi=MAX_CANDIDATES)  # 0: auto (device-dependent)
     prompt_template: str = _opt("The sound of {caption}, as heard in real life")
     caption_beams: int = _opt(6, lo=1, hi=16)
     caption_max_tokens: int = _opt(30, lo=4, hi=76)
@@ -247,6 +253,12 @@ def parse_config(data: dict[str, Any], source: str = "built-in defaults",
         _check_value(f"environment variable {ENV_PRESET}", str,
                      dict(fields(ModelsConfig)[0].metadata), preset)
         config = config.with_section("models", preset=preset)
+    # A backend's own defaults for the [generation] keys the file leaves unset.
+    unset = {key: value for key, value in BACKEND_DEFAULTS.get(config.models.sound_backend,
+                                                               {}).items()
+             if key not in data.get("generation", {})}
+    if unset:
+        config = config.with_section("generation", **unset)
     if config.generation.seconds > config.generation.max_seconds:
         raise ConfigError(f"{source}: [generation] seconds: {config.generation.seconds} is above "
                           f"max_seconds ({config.generation.max_seconds})")

@@ -37,7 +37,8 @@ class GenerationOptions:
     guidance_scale: float = 2.5
     negative_prompt: str = ""
     scheduler: str = "dpm"
-    waveforms_per_prompt: int = 1
+    # Takes rendered per prompt; the one CLAP scores highest is kept. 0 = auto (per device).
+    candidates: int = 0
 
     @classmethod
     def from_config(cls, generation: GenerationConfig, *, seconds: float | None = None,
@@ -48,7 +49,7 @@ class GenerationOptions:
                       guidance_scale=generation.guidance_scale,
                       negative_prompt=generation.negative_prompt,
                       scheduler=generation.scheduler,
-                      waveforms_per_prompt=generation.waveforms_per_prompt)
+                      candidates=generation.candidates)
         options.check(generation)
         return options
 
@@ -60,8 +61,8 @@ class GenerationOptions:
                              min_seconds=MIN_SECONDS, max_seconds=generation.max_seconds)
         if not 1 <= self.steps <= MAX_STEPS:
             raise BadRequest(f"steps must be between 1 and {MAX_STEPS}", code="bad_option")
-        if not 1 <= self.waveforms_per_prompt <= MAX_CANDIDATES:
-            raise BadRequest(f"candidates must be between 1 and {MAX_CANDIDATES}",
+        if not 0 <= self.candidates <= MAX_CANDIDATES:
+            raise BadRequest(f"candidates must be between 0 (auto) and {MAX_CANDIDATES}",
                              code="bad_option")
 
     def to_dict(self) -> dict[str, Any]:
@@ -69,6 +70,11 @@ class GenerationOptions:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GenerationOptions:
+        """Options as `to_dict` wrote them, including rows written before `candidates` existed."""
+        data = dict(data)
+        if "waveforms_per_prompt" in data:  # the old name, still in stored request rows
+            old = data.pop("waveforms_per_prompt")
+            data.setdefault("candidates", old)
         return cls(**data)
 
 

@@ -196,7 +196,8 @@ class Responder:
         await self.action(target.chat_id, ChatAction.UPLOAD_VOICE)
         send_as = self.settings.send_as
         if send_as in ("voice", "both"):
-            ogg = result.audio_path("ogg").read_bytes()
+            # Voice notes are mono: a stereo clip comes with a mono OGG/Opus of its own.
+            ogg = result.files.get("voice", result.audio_path("ogg")).read_bytes()
             try:
                 await with_retry(lambda: self.bot.send_voice(
                     target.chat_id, InputFile(ogg, filename="sonify.ogg"), duration=duration,

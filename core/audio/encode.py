@@ -1,4 +1,8 @@
-"""Clip encoding (OGG/Opus, MP3, WAV) through soundfile's bundled libsndfile; no ffmpeg."""
+"""Clip encoding (OGG/Opus, MP3, WAV) through soundfile's bundled libsndfile; no ffmpeg.
+
+A clip is a float32 array: 1-D for mono, 2-D for stereo (either way round: the channels are
+the short axis). Every format here keeps stereo; `mono=True` downmixes (Telegram voice notes).
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ FADE_S = 0.015
 # Lossy decoders can overshoot the input's peak; what soundfile reads back must stay below this.
 MAX_DECODED_PEAK = 0.999
 _MAX_TRIES = 6
+MAX_CHANNELS = 2  # more (surround) is downmixed to mono: no format here maps it portably
 
 
 @dataclass(frozen=True)
@@ -44,36 +49,61 @@ FORMATS: dict[str, AudioFormat] = {
 _SUFFIXES = {".ogg": "ogg", ".opus": "ogg", ".oga": "ogg", ".mp3": "mp3", ".wav": "wav"}
 
 
-def _to_mono(audio: np.ndarray) -> np.ndarray:
+def _channels(audio: np.ndarray, *, mono: bool = False) -> np.ndarray:
+    """The clip as a finite float32 (channels, samples) array, 1 or 2 channels."""
     x = np.asarray(audio, dtype=np.float32)
-    if x.ndim == 2:
-        # Channels are the short axis whichever way round the array is.
-        x = x.mean(axis=0 if x.shape[0] < x.shape[1] else 1)
-    elif x.ndim != 1:
+    if x.ndim == 1:
+        x = x[np.newaxis]
+    elif x.ndim == 2:
+        if x.shape[0] > x.shape[1]:
+            x = x.T  # (samples, channels), as soundfile reads it
+    else:
         raise ValueError(f"audio must be 1-D (mono) or 2-D, got shape {x.shape}")
     if x.size == 0:
         raise ValueError("audio is empty")
+    if mono or x.shape[0] > MAX_CHANNELS:
+        x = x.mean(axis=0, keepdims=True)
     return np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32, copy=False)
 
 
+def _as_clip(x: np.ndarray) -> np.ndarray:
+    """(channels, samples) back to the clip layout: 1-D when mono."""
+    return x[0] if x.shape[0] == 1 else x
+
+
+def to_mono(audio: np.ndarray) -> np.ndarray:
+    """The clip downmixed to one channel (1-D float32)."""
+    mono: np.ndarray = _channels(audio, mono=True)[0]
+    return mono
+
+
+def channel_count(audio: np.ndarray) -> int:
+    """1 (mono) or 2 (stereo): what the clip is written with."""
+    return int(_channels(audio).shape[0])
+
+
 def prepare_clip(audio: np.ndarray, rate: int, *, peak: float = TARGET_PEAK,
-                 fade_s: float = FADE_S) -> np.ndarray:
-    """Mono float32 clip peak-normalised to `peak` with short linear fades in and out."""
+                 fade_s: float = FADE_S, mono: bool = False) -> np.ndarray:
+    """Float32 clip peak-normalised to `peak`, with short linear fades in and out.
+
+    Stereo stays stereo, as (2, samples), unless `mono`; one gain for both channels keeps the
+    balance between them.
+    """
     if not 0.0 < peak <= 1.0:
         raise ValueError(f"peak must be in (0, 1], got {peak}")
-    x = _to_mono(audio).copy()
+    x = _channels(audio, mono=mono).copy()
     top = float(np.max(np.abs(x)))
     if top > 1e-9:  # silence stays silence instead of becoming amplified rounding noise (or NaN)
         x *= peak / top
     else:
         x[:] = 0.0
-    n = min(round(rate * fade_s), x.size // 2)
+    n = min(round(rate * fade_s), x.shape[1] // 2)
     if n > 0:
         ramp = np.linspace(0.0, 1.0, n + 1, dtype=np.float32)[1:]
-        x[:n] *= ramp
-        x[-n:] *= ramp[::-1]
+        x[:, :n] *= ramp
+        x[:, -n:] *= ramp[::-1]
     clipped: np.ndarray = np.clip(x, -1.0, 1.0)
-    return clipped
+    return _as_clip(clipped)
 
 
 def encodable_rate(rate: int, fmt: str) -> int:
@@ -85,14 +115,14 @@ def encodable_rate(rate: int, fmt: str) -> int:
 
 
 def resample(audio: np.ndarray, rate: int, new_rate: int) -> np.ndarray:
-    """Polyphase resampling (band-limited), float32."""
+    """Polyphase resampling (band-limited) along the last axis (time), float32."""
     if rate == new_rate:
         return np.asarray(audio, dtype=np.float32)
     # scipy is heavy: imported only when a clip needs another rate, not by every importer.
     from scipy.signal import resample_poly
 
     g = gcd(int(rate), int(new_rate))
-    out = resample_poly(np.asarray(audio, dtype=np.float64), new_rate // g, rate // g)
+    out = resample_poly(np.asarray(audio, dtype=np.float64), new_rate // g, rate // g, axis=-1)
     clipped: np.ndarray = np.clip(out, -1.0, 1.0).astype(np.float32)
     return clipped
 
@@ -105,8 +135,9 @@ def _format_spec(fmt: str) -> AudioFormat:
 
 
 def _encode_bytes(x: np.ndarray, rate: int, spec: AudioFormat) -> bytes:
+    """Write (channels, samples) `x`; soundfile wants (samples, channels)."""
     buf = io.BytesIO()
-    sf.write(buf, x, rate, format=spec.container, subtype=spec.subtype,
+    sf.write(buf, x.T, rate, format=spec.container, subtype=spec.subtype,
              compression_level=spec.compression_level)
     return buf.getvalue()
 
@@ -116,10 +147,15 @@ def _decoded_peak(data: bytes) -> float:
     return float(np.max(np.abs(decoded))) if decoded.size else 0.0
 
 
-def encode_clip(audio: np.ndarray, rate: int, fmt: str, *, prepare: bool = True) -> bytes:
-    """Encode a mono clip as `fmt` ("ogg" = OGG/Opus, "mp3", "wav"), resampling if needed."""
+def encode_clip(audio: np.ndarray, rate: int, fmt: str, *, prepare: bool = True,
+                mono: bool = False) -> bytes:
+    """Encode a clip as `fmt` ("ogg" = OGG/Opus, "mp3", "wav"), resampling if needed.
+
+    Mono stays mono and stereo stereo, unless `mono` asks for a downmix.
+    """
     spec = _format_spec(fmt)
-    x = prepare_clip(audio, rate) if prepare else np.clip(_to_mono(audio), -1.0, 1.0)
+    x = _channels(prepare_clip(audio, rate, mono=mono) if prepare else
+                  np.clip(_channels(audio, mono=mono), -1.0, 1.0))
     out_rate = encodable_rate(rate, spec.name)
     x = resample(x, rate, out_rate)
     data = _encode_bytes(x, out_rate, spec)
@@ -151,11 +187,11 @@ def format_for_path(path: Path) -> str:
 
 
 def write_clip(audio: np.ndarray, rate: int, path: Path, fmt: str | None = None, *,
-               prepare: bool = True) -> float:
+               prepare: bool = True, mono: bool = False) -> float:
     """Encode and write a clip atomically (temp file, then rename); returns its duration in s."""
     path = Path(path)
     fmt = fmt or format_for_path(path)
-    data = encode_clip(audio, rate, fmt, prepare=prepare)
+    data = encode_clip(audio, rate, fmt, prepare=prepare, mono=mono)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
     try:

@@ -22,13 +22,15 @@ from typing import Any
 
 import numpy as np
 
-from core.audio.encode import prepare_clip, write_clip
+from core.audio.encode import channel_count, prepare_clip, write_clip
 from core.options import GenerationOptions
 from core.storage.request_log import RequestLog
 
 logger = logging.getLogger(__name__)
 
 CLIP_FORMATS = ("ogg", "mp3")
+# Telegram voice notes are mono: a stereo clip also gets a mono OGG/Opus under this key.
+VOICE_FORMAT = "voice"
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,12 @@ class ClipCache:
             path = self.root / f"{clip_id}.{fmt}"
             duration = write_clip(clip, rate, path, fmt, prepare=False)
             files[fmt] = path
+        if channel_count(clip) > 1:
+            path = self.root / f"{clip_id}.{VOICE_FORMAT}.ogg"
+            # Downmixed from the source, then normalised: a mono sum of a prepared stereo clip
+            # would lose level wherever the channels differ.
+            write_clip(audio, rate, path, "ogg", mono=True)
+            files[VOICE_FORMAT] = path
         return files, duration
 
     async def add(self, *, clip_id: str, key: str | None, caption: str, prompt: str, seed: int,

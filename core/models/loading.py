@@ -11,15 +11,22 @@ import torch
 
 from core.config import Config, GenerationConfig, ModelsConfig
 from core.errors import ConfigError
+from core.models.backends import BACKENDS
 from core.models.captioner import Captioner
+from core.models.clap import DEFAULT_CLAP, ClapScorer, LazyScorer
+from core.models.hub import disable_progress_bars
 from core.models.pipeline import Pipeline
-from core.models.sound import SoundGenerator, disable_progress_bars
+from core.models.sound import SoundGenerator, auto_candidates
 from core.models.tiny.audioldm import build_tiny_audioldm, build_tiny_audioldm2
+from core.models.tiny.clap import build_tiny_clap
 from core.models.tiny.coca import build_tiny_coca
+from core.models.tiny.stable_audio3 import build_tiny_stable_audio3
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CACHE = Path("~/.cache/sonify")
+TINY_SOUND_BUILDS = {"audioldm": build_tiny_audioldm, "audioldm2": build_tiny_audioldm2,
+                     "stable-audio-3": build_tiny_stable_audio3}
 
 
 def resolve_device(name: str) -> tuple[torch.device, torch.dtype]:
@@ -44,9 +51,9 @@ def cache_root(models: ModelsConfig) -> Path:
 def tiny_models(models: ModelsConfig) -> ModelsConfig:
     """Build (once) the tiny random models and point `models` at their folders."""
     root = cache_root(models) / "tiny"
-    build = build_tiny_audioldm2 if models.sound_backend == "audioldm2" else build_tiny_audioldm
-    coca, sound = build_tiny_coca(root), build(root)
-    return replace(models, caption_path=str(coca), sound_model=str(sound))
+    coca, sound = build_tiny_coca(root), TINY_SOUND_BUILDS[models.sound_backend](root)
+    return replace(models, caption_path=str(coca), sound_model=str(sound),
+                   clap_model=str(build_tiny_clap(root)))
 
 
 class ModelLoader:
@@ -65,6 +72,7 @@ class ModelLoader:
         self._models: ModelsConfig | None = None
         self._captioner: Captioner | None = None
         self._sound_generator: SoundGenerator | None = None
+        self._clap: ClapScorer | None = None
         self._pipelines: dict[tuple[int, int, str], Pipeline] = {}
 
     def models(self) -> ModelsConfig:
@@ -98,12 +106,34 @@ class ModelLoader:
                          dtype=self.dtype, beams=generation.caption_beams,
                          max_tokens=generation.caption_max_tokens)
 
+    def clap_scorer(self) -> ClapScorer:
+        """The CLAP model of `[models] clap_model` (ranks takes, measures fit), loaded once."""
+        with self._lock:
+            if self._clap is None:
+                models = self.models()
+                self._clap = ClapScorer.from_pretrained(
+                    models.clap_model or DEFAULT_CLAP, device=self.device, dtype=self.dtype,
+                    cache_dir=models.cache_dir or None)
+            return self._clap
+
     def sound_generator(self) -> SoundGenerator:
-        """The AudioLDM (or AudioLDM 2) sound generator."""
+        """The sound generator of `[models] sound_backend`, with a CLAP to pick the best take.
+
+        Backends without their own CLAP audio tower get `[models] clap_model`: at start-up when
+        the configured `candidates` renders several takes here (a missing CLAP is then a
+        start-up error), else on the first request that asks for several.
+        """
         with self._lock:
             if self._sound_generator is None:
-                self._sound_generator = SoundGenerator.from_config(self.models(), self.device,
-                                                                   self.dtype)
+                models = self.models()
+                scorer = None if BACKENDS[models.sound_backend].has_own_clap else \
+                    LazyScorer(self.clap_scorer)
+                generator = SoundGenerator.from_config(models, self.device, self.dtype,
+                                                       scorer=scorer)
+                if scorer is not None and (self.config.generation.candidates
+                                           or auto_candidates(self.device)) > 1:
+                    scorer.get()
+                self._sound_generator = generator
             return self._sound_generator
 
     def pipeline(self, generation: GenerationConfig | None = None) -> Pipeline:

@@ -31,13 +31,19 @@ class PipelineInput:
 
 @dataclass
 class PipelineResult:
-    """What one input became. `timings` are the batch's stage wall times (shared by its inputs)."""
+    """What one input became. `timings` are the batch's stage wall times (shared by its inputs).
+
+    `audio` is float32, 1-D (mono) or (channels, samples) (stereo models). `score` is the CLAP
+    cosine similarity (-1..1) between the kept take and `prompt` when several takes were
+    rendered and ranked (`candidates` > 1); None when only one take was made.
+    """
 
     caption: str
     prompt: str
     audio: np.ndarray
     sample_rate: int
     timings: dict[str, float] = field(default_factory=dict)
+    score: float | None = None
 
 
 class Pipeline:
@@ -68,9 +74,9 @@ class Pipeline:
     def prompt_for(self, caption: str) -> str:
         """The template around `caption`, shortened word by word to what the sound model reads.
 
-        AudioLDM's text encoder reads 77 tokens; diffusers would cut a longer prompt mid-word,
-        template ending included, and log a warning every time. Cutting the caption keeps the
-        template whole, and the prompt recorded is the one rendered.
+        AudioLDM's text encoder reads 77 tokens, Stable Audio 3's 256; diffusers would cut a
+        longer prompt mid-word, template ending included, and log a warning every time. Cutting
+        the caption keeps the template whole, and the prompt recorded is the one rendered.
         """
         prompt = prompt_from_caption(caption, self.prompt_template)
         fits = self.generator.prompt_fits
@@ -105,10 +111,11 @@ class Pipeline:
         prompts = [self.generator.fit_prompt(item.prompt) if item.prompt and item.prompt.strip()
                    else self.prompt_for(captions[i]) for i, item in enumerate(inputs)]
         started = time.perf_counter()
-        audios = self.generator.generate(prompts, [item.seed for item in inputs], options,
-                                         progress=progress)
+        takes = self.generator.render(prompts, [item.seed for item in inputs], options,
+                                      progress=progress)
         sound_s = time.perf_counter() - started
         timings = {"caption_s": caption_s, "sound_s": sound_s, "batch_size": float(len(inputs))}
-        return [PipelineResult(caption=captions[i], prompt=prompts[i], audio=audios[i],
-                               sample_rate=self.generator.sample_rate, timings=dict(timings))
+        return [PipelineResult(caption=captions[i], prompt=prompts[i], audio=takes[i].audio,
+                               sample_rate=self.generator.sample_rate, timings=dict(timings),
+                               score=takes[i].score)
                 for i in range(len(inputs))]

@@ -35,7 +35,9 @@ def download_problem(exc: BaseException) -> str | None:
     while cur is not None and id(cur) not in seen:
         seen.add(id(cur))
         name = type(cur).__name__
-        if name in ("RepositoryNotFoundError", "GatedRepoError", "RevisionNotFoundError"):
+        if name == "GatedRepoError":
+            return "is gated on the Hugging Face Hub (its licence must be accepted there)"
+        if name in ("RepositoryNotFoundError", "RevisionNotFoundError"):
             return "is not on the Hugging Face Hub, or needs a login there (check the name)"
         module = type(cur).__module__ or ""
         if module.startswith(("huggingface_hub", "requests", "httpx", "httpcore", "urllib3")) \
@@ -61,7 +63,8 @@ class _Hold(logging.Filter):
 
 
 @contextlib.contextmanager
-def held_logs(*libraries: str, root_paths: tuple[str, ...] = ()) -> Iterator[None]:
+def held_logs(*libraries: str, root_paths: tuple[str, ...] = (),
+              drop: tuple[str, ...] = ()) -> Iterator[None]:
     """Hold what model libraries log while a model loads; replay warnings only if it loads.
 
     A failed load ends in our one-line ModelMissingError, and the libraries' own lines would
@@ -69,6 +72,7 @@ def held_logs(*libraries: str, root_paths: tuple[str, ...] = ()) -> Iterator[Non
     that it cannot reach the Hub): those go to our DEBUG log. INFO chatter always does.
     `libraries` are top-level logger names ("diffusers"); `root_paths` picks the records logged
     straight to the root logger (open_clip does that) from files whose path holds one of them.
+    Records whose message holds one of `drop` (known chatter) go to DEBUG even after a load.
     """
     held = _Hold(())
     targets: list[logging.Filterer] = []
@@ -92,7 +96,8 @@ def held_logs(*libraries: str, root_paths: tuple[str, ...] = ()) -> Iterator[Non
         logging.getLogger().removeFilter(from_root)
         records = {id(r): r for r in held.records + from_root.records}  # one per record
         for record in records.values():
-            if loaded and record.levelno >= logging.WARNING:
+            if loaded and record.levelno >= logging.WARNING and not any(
+                    text in record.getMessage() for text in drop):
                 logging.getLogger(record.name).handle(record)
             else:
                 logger.debug("%s: %s", record.name, record.getMessage())

@@ -38,6 +38,8 @@ from transformers import (
     T5Tokenizer,
 )
 
+from core.models.hub import quiet_construction
+
 # Folder names carry a version so a changed recipe never reuses a stale build.
 AUDIOLDM_DIR = "audioldm-v1"
 AUDIOLDM2_DIR = "audioldm2-v1"
@@ -119,6 +121,28 @@ def tiny_audioldm_components() -> dict[str, Any]:
                           "tokenizer": offline_roberta_tokenizer(77), "vocoder": vocoder})
 
 
+def tiny_clap_model() -> ClapModel:
+    """A small whole CLAP model (text and audio towers, 16-d projection); seed before calling."""
+    text_config = ClapTextConfig(
+        bos_token_id=0, eos_token_id=2, pad_token_id=1, hidden_size=16, intermediate_size=37,
+        layer_norm_eps=1e-05, num_attention_heads=2, num_hidden_layers=2, vocab_size=1000,
+        projection_dim=16)
+    audio_config = ClapAudioConfig(
+        spec_size=64, window_size=4, num_mel_bins=64, layer_norm_eps=1e-05,
+        depths=[2, 2], num_attention_heads=[2, 2], num_hidden_layers=2, hidden_size=192,
+        projection_dim=16, patch_size=2, patch_stride=2, patch_embed_input_channels=4)
+    # ClapConfig.from_text_audio_configs is gone in transformers 5.x.
+    return ClapModel(ClapConfig(text_config=text_config.to_dict(),
+                                audio_config=audio_config.to_dict(), projection_dim=16))
+
+
+def tiny_clap_feature_extractor() -> ClapFeatureExtractor:
+    """CLAP's 48 kHz mel front end with a long hop, so a 10 s window is 61 frames, not 1001."""
+    return ClapFeatureExtractor(
+        feature_size=64, sampling_rate=48000, hop_length=7900, max_length_s=10,
+        fft_window_size=1024, truncation="fusion", padding="repeatpad")
+
+
 def tiny_audioldm2_components() -> dict[str, Any]:
     """Components of a tiny `AudioLDM2Pipeline` (CLAP, T5, GPT-2, UNet, VAE, vocoder)."""
     torch.manual_seed(SEED)
@@ -131,20 +155,8 @@ def tiny_audioldm2_components() -> dict[str, Any]:
     torch.manual_seed(SEED)
     vae = _tiny_vae()
     torch.manual_seed(SEED)
-    text_config = ClapTextConfig(
-        bos_token_id=0, eos_token_id=2, pad_token_id=1, hidden_size=16, intermediate_size=37,
-        layer_norm_eps=1e-05, num_attention_heads=2, num_hidden_layers=2, vocab_size=1000,
-        projection_dim=16)
-    audio_config = ClapAudioConfig(
-        spec_size=64, window_size=4, num_mel_bins=64, layer_norm_eps=1e-05,
-        depths=[2, 2], num_attention_heads=[2, 2], num_hidden_layers=2, hidden_size=192,
-        projection_dim=16, patch_size=2, patch_stride=2, patch_embed_input_channels=4)
-    # ClapConfig.from_text_audio_configs is gone in transformers 5.x.
-    clap = ClapModel(ClapConfig(text_config=text_config.to_dict(),
-                                audio_config=audio_config.to_dict(), projection_dim=16))
-    feature_extractor = ClapFeatureExtractor(
-        feature_size=64, sampling_rate=48000, hop_length=7900, max_length_s=10,
-        fft_window_size=1024, truncation="fusion", padding="repeatpad")
+    clap = tiny_clap_model()
+    feature_extractor = tiny_clap_feature_extractor()
     torch.manual_seed(SEED)
     t5 = T5EncoderModel(T5Config(vocab_size=128, d_model=32, d_ff=37, d_kv=8, num_heads=2,
                                  num_layers=2))
@@ -168,34 +180,45 @@ def tiny_audioldm2_components() -> dict[str, Any]:
                           "feature_extractor": feature_extractor, "vocoder": vocoder})
 
 
-def save_once(target: Path, build: Callable[[], Any]) -> Path:
-    """Build a pipeline and `save_pretrained` it to `target` atomically, unless already there."""
-    if (target / "model_index.json").is_file():
+def save_once(target: Path, build: Callable[[], Any], marker: str = "model_index.json") -> Path:
+    """Build a pipeline and `save_pretrained` it to `target` atomically, unless already there.
+
+    `marker` is the file whose presence says a finished build is there.
+    """
+    if (target / marker).is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache may be shared read-only
     try:
         build().save_pretrained(tmp)
-        if target.exists() and not (target / "model_index.json").is_file():
+        if target.exists() and not (target / marker).is_file():
             shutil.rmtree(target, ignore_errors=True)  # debris of a build killed mid-way
         try:
             os.rename(tmp, target)
         except OSError:
-            if not (target / "model_index.json").is_file():
+            if not (target / marker).is_file():
                 raise  # not a concurrent builder winning the race: a real failure
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
+def quietly(build: Callable[[], Any]) -> Callable[[], Any]:
+    """`build`, minus the deprecation chatter (AudioLDM announces it on every construction)."""
+    def run() -> Any:
+        with quiet_construction():
+            return build()
+    return run
+
+
 def build_tiny_audioldm(root: Path) -> Path:
     """Build (once) a tiny random `AudioLDMPipeline` under `root` and return its folder."""
     return save_once(Path(root) / AUDIOLDM_DIR,
-                     lambda: AudioLDMPipeline(**tiny_audioldm_components()))
+                     quietly(lambda: AudioLDMPipeline(**tiny_audioldm_components())))
 
 
 def build_tiny_audioldm2(root: Path) -> Path:
     """Build (once) a tiny random `AudioLDM2Pipeline` under `root` and return its folder."""
     return save_once(Path(root) / AUDIOLDM2_DIR,
-                     lambda: AudioLDM2Pipeline(**tiny_audioldm2_components()))
+                     quietly(lambda: AudioLDM2Pipeline(**tiny_audioldm2_components())))

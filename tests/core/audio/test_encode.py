@@ -16,10 +16,12 @@ from core.audio.encode import (
     FADE_S,
     FORMATS,
     TARGET_PEAK,
+    channel_count,
     clip_duration,
     encodable_rate,
     encode_clip,
     prepare_clip,
+    to_mono,
     write_clip,
 )
 
@@ -98,10 +100,38 @@ def test_fades_fit_very_short_clips() -> None:
     assert out.shape == (10,) and float(out.max()) <= TARGET_PEAK
 
 
-def test_stereo_and_column_inputs_become_mono() -> None:
-    stereo = np.stack([noise(0.5), noise(0.5, seed=1)])
-    assert prepare_clip(stereo, RATE).shape == (RATE // 2,)
-    assert prepare_clip(stereo.T, RATE).shape == (RATE // 2,)
+def test_stereo_stays_stereo_either_way_round_unless_mono_is_asked() -> None:
+    stereo = np.stack([noise(0.5), noise(0.5, seed=1, scale=0.5)])
+    for layout in (stereo, stereo.T):  # (channels, samples) or (samples, channels)
+        out = prepare_clip(layout, RATE)
+        assert out.shape == (2, RATE // 2)
+        assert abs(float(np.abs(out).max()) - TARGET_PEAK) < 1e-6
+        # One gain for both channels (between the fades): their balance survives.
+        n = round(RATE * FADE_S)
+        np.testing.assert_allclose(out[:, n:-n] / stereo[:, n:-n],
+                                   float(out[0, n] / stereo[0, n]), rtol=1e-4)
+    assert prepare_clip(stereo, RATE, mono=True).shape == (RATE // 2,)
+    assert prepare_clip(stereo[:1], RATE).shape == (RATE // 2,)  # one channel is mono
+    surround = np.stack([noise(0.5, seed=i) for i in range(6)])
+    assert prepare_clip(surround, RATE).shape == (RATE // 2,)
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+def test_every_format_keeps_stereo(fmt: str) -> None:
+    left, right = noise(1.0, 44_100), noise(1.0, 44_100, seed=7)
+    audio, rate = read(encode_clip(np.stack([left, right]), 44_100, fmt))
+    assert audio.ndim == 2 and audio.shape[1] == 2
+    assert abs(audio.shape[0] / rate - 1.0) <= 0.1
+    assert float(np.abs(audio[:, 0] - audio[:, 1]).max()) > 0.1  # two channels, not one twice
+    mono, _ = read(encode_clip(np.stack([left, right]), 44_100, fmt, mono=True))
+    assert mono.ndim == 1
+
+
+def test_to_mono_and_channel_count() -> None:
+    stereo = np.stack([np.ones(100, dtype=np.float32), -np.ones(100, dtype=np.float32) * 0.5])
+    np.testing.assert_allclose(to_mono(stereo), 0.25)
+    assert channel_count(stereo) == 2 and channel_count(stereo.T) == 2
+    assert channel_count(np.zeros(100, dtype=np.float32)) == 1
 
 
 @settings(max_examples=40, deadline=None)

@@ -1,6 +1,7 @@
-"""SoundGenerator on tiny AudioLDM / AudioLDM 2 pipelines (the real diffusers classes).
+"""SoundGenerator on tiny AudioLDM / AudioLDM 2 / Stable Audio 3 pipelines (the real classes).
 
 diffusers no longer tests its deprecated AudioLDMPipeline: these tests are its guard here.
+Tests parametrized over `ALL` run on every backend.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import logging
 import shutil
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,52 +26,31 @@ from huggingface_hub import utils as hub_utils
 
 from core.config import ModelsConfig
 from core.errors import ConfigError, ModelMissingError
-from core.models.sound import SoundGenerator
+from core.models.sound import SoundGenerator, take_seed
 from core.models.tiny.audioldm import build_tiny_audioldm, build_tiny_audioldm2
-from core.options import GenerationOptions
 from tests.conftest import TINY_CACHE
+from tests.core.models.conftest import (
+    ALL,
+    BUILDS,
+    CPU,
+    FIXTURES,
+    assert_clip,
+    generator,
+    opts,
+)
 
-CPU = torch.device("cpu")
 PROMPTS = ["a dog barking in a large empty hall far away", "rain", "a church bell ringing"]
 SEEDS = [11, 22, 33]
 
 
-def opts(**changes: object) -> GenerationOptions:
-    base: dict[str, object] = {"seconds": 1.0, "steps": 2, "guidance_scale": 2.5,
-                               "negative_prompt": "low quality", "scheduler": "ddim"}
-    base.update(changes)
-    return GenerationOptions(**base)  # type: ignore[arg-type]
-
-
-@pytest.fixture(scope="module")
-def v1() -> SoundGenerator:
-    folder = build_tiny_audioldm(TINY_CACHE / "tiny")
-    models = ModelsConfig(sound_backend="audioldm", sound_model=str(folder))
-    return SoundGenerator.from_config(models, CPU, torch.float32)
-
-
-@pytest.fixture(scope="module")
-def v2() -> SoundGenerator:
-    folder = build_tiny_audioldm2(TINY_CACHE / "tiny")
-    models = ModelsConfig(sound_backend="audioldm2", sound_model=str(folder))
-    return SoundGenerator.from_config(models, CPU, torch.float32)
-
-
-def assert_clip(audio: np.ndarray, seconds: float, rate: int) -> None:
-    assert audio.dtype == np.float32 and audio.ndim == 1
-    assert audio.shape[0] == round(seconds * rate)
-    assert np.isfinite(audio).all()
-    assert float(np.abs(audio).max()) > 1e-3  # a real render, not silence
-
-
-@pytest.mark.parametrize("backend", ["v1", "v2"])
+@pytest.mark.parametrize("backend", ALL)
 def test_batch_in_one_call_equals_single_calls(backend: str,
                                                request: pytest.FixtureRequest) -> None:
     gen: SoundGenerator = request.getfixturevalue(backend)
     batch = gen.generate(PROMPTS, SEEDS, opts())
     assert len(batch) == 3
     for audio in batch:
-        assert_clip(audio, 1.0, gen.sample_rate)
+        assert_clip(audio, 1.0, gen.sample_rate, gen.channels)
     singles = [gen.generate([p], [s], opts())[0] for p, s in zip(PROMPTS, SEEDS, strict=True)]
     for got, alone in zip(batch, singles, strict=True):
         np.testing.assert_allclose(got, alone, atol=1e-5, rtol=0)
@@ -85,13 +66,16 @@ def test_audioldm2_matches_a_plain_diffusers_call(v2: SoundGenerator) -> None:
     np.testing.assert_allclose(ours, ref, atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("backend", ALL)
 @pytest.mark.parametrize("seconds", [0.73, 1.5, 2.0])
-def test_output_has_exactly_the_requested_length(v1: SoundGenerator, seconds: float) -> None:
-    (audio,) = v1.generate(["wind"], [1], opts(seconds=seconds))
-    assert_clip(audio, seconds, 16000)
+def test_output_has_exactly_the_requested_length(backend: str, seconds: float,
+                                                 request: pytest.FixtureRequest) -> None:
+    gen: SoundGenerator = request.getfixturevalue(backend)
+    (audio,) = gen.generate(["wind"], [1], opts(seconds=seconds))
+    assert_clip(audio, seconds, gen.sample_rate, gen.channels)
 
 
-@pytest.mark.parametrize("backend", ["v1", "v2"])
+@pytest.mark.parametrize("backend", ["v1", "v2"])  # Stable Audio 3 keeps its own sampler
 def test_schedulers_switch_without_reloading(backend: str,
                                              request: pytest.FixtureRequest) -> None:
     gen: SoundGenerator = request.getfixturevalue(backend)
@@ -101,12 +85,12 @@ def test_schedulers_switch_without_reloading(backend: str,
     again = gen.generate(["a bell"], [3], opts(scheduler="ddim", steps=3))[0]
     assert type(gen.pipe.scheduler).__name__ == "DDIMScheduler"
     assert gen.pipe.unet is unet
-    assert_clip(dpm, 1.0, gen.sample_rate)
+    assert_clip(dpm, 1.0, gen.sample_rate, gen.channels)
     assert float(np.abs(ddim - dpm).max()) > 1e-4
     np.testing.assert_array_equal(ddim, again)
 
 
-@pytest.mark.parametrize("backend", ["v1", "v2"])
+@pytest.mark.parametrize("backend", ALL)
 @pytest.mark.parametrize("scheduler", ["ddim", "dpm"])
 def test_progress_reports_each_step_up_to_total(backend: str, scheduler: str,
                                                 request: pytest.FixtureRequest) -> None:
@@ -117,50 +101,77 @@ def test_progress_reports_each_step_up_to_total(backend: str, scheduler: str,
     assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
 
 
-@pytest.mark.parametrize("backend", ["v1", "v2"])
+@pytest.mark.parametrize("backend", ALL)
 def test_negative_prompt_is_used(backend: str, request: pytest.FixtureRequest) -> None:
+    """Under guidance (Stable Audio 3 uses a negative prompt only then, as diffusers does)."""
     gen: SoundGenerator = request.getfixturevalue(backend)
     plain = gen.generate(["a car"], [4], opts(negative_prompt=""))[0]
     negative = gen.generate(["a car"], [4], opts(negative_prompt="people talking, music"))[0]
-    assert_clip(negative, 1.0, gen.sample_rate)
+    assert_clip(negative, 1.0, gen.sample_rate, gen.channels)
     assert float(np.abs(plain - negative).max()) > 1e-5
 
 
-def test_seed_decides_the_noise(v1: SoundGenerator) -> None:
-    a, b, c = v1.generate(["a car", "a car", "a car"], [1, 1, 2], opts())
+@pytest.mark.parametrize("backend", ALL)
+def test_seed_decides_the_noise(backend: str, request: pytest.FixtureRequest) -> None:
+    gen: SoundGenerator = request.getfixturevalue(backend)
+    a, b, c = gen.generate(["a car", "a car", "a car"], [1, 1, 2], opts())
     np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
     assert float(np.abs(a - c).max()) > 1e-4
 
 
-def test_no_guidance_works(v2: SoundGenerator) -> None:
-    clips = v2.generate(PROMPTS[:2], SEEDS[:2], opts(guidance_scale=1.0))
+@pytest.mark.parametrize("backend", ["v2", "sa3"])
+def test_no_guidance_works(backend: str, request: pytest.FixtureRequest) -> None:
+    gen: SoundGenerator = request.getfixturevalue(backend)
+    clips = gen.generate(PROMPTS[:2], SEEDS[:2], opts(guidance_scale=1.0))
     for clip in clips:
-        assert_clip(clip, 1.0, v2.sample_rate)
+        assert_clip(clip, 1.0, gen.sample_rate, gen.channels)
 
 
 def test_audioldm2_ranks_candidates_per_prompt(v2: SoundGenerator) -> None:
     """Each prompt gets one of ITS OWN candidates (diffusers #13602 mixes them across prompts)."""
     prompts, seeds = PROMPTS[:2], SEEDS[:2]
-    best = v2.generate(prompts, seeds, opts(waveforms_per_prompt=2))
-    alone = v2.generate(prompts[1:], seeds[1:], opts(waveforms_per_prompt=2))[0]
+    best = v2.generate(prompts, seeds, opts(candidates=2))
+    alone = v2.generate(prompts[1:], seeds[1:], opts(candidates=2))[0]
     np.testing.assert_allclose(best[1], alone, atol=1e-5, rtol=0)
     for prompt, seed, clip in zip(prompts, seeds, best, strict=True):
-        # Candidate j of a prompt is rendered with seed + j * 2**32.
-        own = v2.generate([prompt, prompt], [seed, seed + 2**32], opts())
+        own = v2.generate([prompt, prompt], [take_seed(seed, 0), take_seed(seed, 1)], opts())
+        assert float(np.abs(own[0] - own[1]).max()) > 1e-4  # two different takes to pick from
         distances = [float(np.abs(clip - cand).max()) for cand in own]
         assert min(distances) < 1e-5, distances
 
 
-def test_audioldm_ignores_candidates(v1: SoundGenerator) -> None:
-    one = v1.generate(["rain"], [8], opts())[0]
-    many = v1.generate(["rain"], [8], opts(waveforms_per_prompt=3))[0]
-    np.testing.assert_array_equal(one, many)
+@pytest.mark.parametrize("backend", ["v1", "sa3"])
+def test_candidates_without_a_clap_model_render_one_take(
+        backend: str, request: pytest.FixtureRequest) -> None:
+    """No CLAP audio tower and none injected: nothing to rank with, so one take, as asked alone."""
+    gen: SoundGenerator = request.getfixturevalue(backend)
+    assert gen.scorer is None
+    one = gen.generate(["rain"], [8], opts())[0]
+    many = gen.render(["rain"], [8], opts(candidates=3))[0]
+    np.testing.assert_array_equal(one, many.audio)
+    assert many.score is None
 
 
-def test_no_progress_bars_printed(v1: SoundGenerator, capfd: pytest.CaptureFixture[str]) -> None:
-    v1.generate(["rain"], [1], opts(steps=3))
+@pytest.mark.parametrize("backend", ALL)
+def test_no_progress_bars_printed(backend: str, request: pytest.FixtureRequest,
+                                  capfd: pytest.CaptureFixture[str]) -> None:
+    request.getfixturevalue(backend).generate(["rain"], [1], opts(steps=3))
     err = capfd.readouterr().err
     assert "it/s" not in err and "%|" not in err
+
+
+@pytest.mark.parametrize("backend", ALL)
+def test_start_up_is_quiet(backend: str, capfd: pytest.CaptureFixture[str],
+                           caplog: pytest.LogCaptureFixture) -> None:
+    """No deprecation chatter: AudioLDM's "has been deprecated", SAME's weight-norm warning."""
+    BUILDS[FIXTURES[backend]](TINY_CACHE / "tiny")  # built beforehand: building is not start-up
+    capfd.readouterr()
+    caplog.set_level(logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning would fail the load
+        generator(FIXTURES[backend])
+    assert capfd.readouterr().err == ""
+    assert [r.getMessage() for r in caplog.records] == []
 
 
 def test_inputs_checked(v1: SoundGenerator) -> None:
@@ -172,7 +183,9 @@ def test_inputs_checked(v1: SoundGenerator) -> None:
 
 
 @pytest.mark.parametrize("backend,model", [("audioldm", "cvssp/audioldm-s-full-v2"),
-                                           ("audioldm2", "cvssp/audioldm2")])
+                                           ("audioldm2", "cvssp/audioldm2"),
+                                           ("stable-audio-3",
+                                            "stabilityai/stable-audio-3-small-sfx")])
 def test_missing_weights_one_line_error(tmp_path: Path, backend: str, model: str) -> None:
     models = ModelsConfig(sound_backend=backend, sound_model="", cache_dir=str(tmp_path))
     started = time.monotonic()
@@ -182,6 +195,8 @@ def test_missing_weights_one_line_error(tmp_path: Path, backend: str, model: str
     message = str(info.value)
     assert "\n" not in message
     assert model in message and "sound_model" in message and "SONIFY_MODELS=tiny" in message
+    if backend == "stable-audio-3":  # gated: say how to get in
+        assert "licence" in message and "HF_TOKEN" in message
 
 
 def test_bad_local_folders(tmp_path: Path) -> None:
@@ -218,11 +233,11 @@ def library_warnings() -> Iterator[list[str]]:
         logger.removeHandler(handler)
 
 
-@pytest.mark.parametrize("backend", ["v1", "v2"])
+@pytest.mark.parametrize("backend", ALL)
 def test_long_prompts_are_cut_at_a_word_without_warnings(
         backend: str, request: pytest.FixtureRequest, library_warnings: list[str]) -> None:
     gen: SoundGenerator = request.getfixturevalue(backend)
-    for tok in gen._tokenizers:  # transformers warns once per tokenizer: make this test see it
+    for tok, _ in gen.model.text_windows():  # transformers warns once per tokenizer: reset it
         tok.deprecation_warnings.clear()
     fitted = gen.fit_prompt(LONG)
     words = fitted.split()
@@ -231,11 +246,12 @@ def test_long_prompts_are_cut_at_a_word_without_warnings(
     assert gen.fit_prompt(fitted) == fitted and gen.fit_prompt("rain") == "rain"
     long_negative = opts(negative_prompt=" ".join(["noise, distortion, hum"] * 10))
     clip, short = gen.generate([LONG, fitted], [9, 9], long_negative)
-    assert_clip(clip, 1.0, gen.sample_rate)
+    assert_clip(clip, 1.0, gen.sample_rate, gen.channels)
     np.testing.assert_allclose(clip, short, atol=1e-5, rtol=0)  # the fitted prompt is rendered
     assert library_warnings == []
     # Control: the same prompt straight into diffusers is cut and logged.
-    gen.pipe(LONG, audio_length_in_s=1.0, num_inference_steps=1)
+    length = {"duration": 1.0} if backend == "sa3" else {"audio_length_in_s": 1.0}
+    gen.pipe(LONG, num_inference_steps=1, **length)
     assert any("truncated" in text for text in library_warnings), library_warnings
 
 
@@ -247,23 +263,20 @@ def test_a_single_overlong_word_is_cut_by_characters(v1: SoundGenerator) -> None
 
 # -- half precision (fp16 is what CUDA gets; CPU fp16 here checks the dtype plumbing) ----------
 
-@pytest.mark.parametrize("backend", ["v1", "v2"])
+@pytest.mark.parametrize("backend", ALL)
 def test_fp16_renders_what_fp32_renders(backend: str, request: pytest.FixtureRequest) -> None:
     full: SoundGenerator = request.getfixturevalue(backend)
-    name, build = ("audioldm", build_tiny_audioldm) if backend == "v1" else \
-        ("audioldm2", build_tiny_audioldm2)
-    half = SoundGenerator.from_config(
-        ModelsConfig(sound_backend=name, sound_model=str(build(TINY_CACHE / "tiny"))), CPU,
-        torch.float16)
-    assert half.pipe.unet.dtype == torch.float16 and half.pipe.vocoder.dtype == torch.float16
+    half = generator(FIXTURES[backend], torch.float16)
+    denoiser, decoder = ("transformer", "vae") if backend == "sa3" else ("unet", "vocoder")
+    assert getattr(half.pipe, denoiser).dtype == getattr(half.pipe, decoder).dtype == torch.float16
     prompts, seeds = PROMPTS[:2], SEEDS[:2]
     expected = full.generate(prompts, seeds, opts())
     for got, ref in zip(half.generate(prompts, seeds, opts()), expected, strict=True):
-        assert_clip(got, 1.0, half.sample_rate)
+        assert_clip(got, 1.0, half.sample_rate, half.channels)
         np.testing.assert_allclose(got, ref, atol=5e-3, rtol=0)
     if backend == "v2":  # CLAP ranking feeds fp16 features to the fp16 audio encoder
-        (best,) = half.generate(prompts[:1], seeds[:1], opts(waveforms_per_prompt=2))
-        own = half.generate([prompts[0]] * 2, [seeds[0], seeds[0] + 2**32], opts())
+        (best,) = half.generate(prompts[:1], seeds[:1], opts(candidates=2))
+        own = half.generate([prompts[0]] * 2, [take_seed(seeds[0], j) for j in (0, 1)], opts())
         assert min(float(np.abs(best - cand).max()) for cand in own) < 1e-3
 
 

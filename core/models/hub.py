@@ -1,0 +1,146 @@
+"""Loading diffusers pipelines from the Hugging Face Hub or a folder, with one-line errors."""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import diffusers
+import torch
+import transformers
+from huggingface_hub import constants as hub_constants
+from huggingface_hub import try_to_load_from_cache
+from huggingface_hub import utils as hub_utils
+
+from core.errors import ConfigError, ModelMissingError
+from core.models.quiet import download_problem, first_line, held_logs
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODELS = {"audioldm": "cvssp/audioldm-s-full-v2", "audioldm2": "cvssp/audioldm2",
+                  "stable-audio-3": "stabilityai/stable-audio-3-small-sfx"}
+PIPELINE_CLASSES = {"audioldm": "AudioLDMPipeline", "audioldm2": "AudioLDM2Pipeline",
+                    "stable-audio-3": "StableAudio3Pipeline"}
+# Backends whose released weights sit behind a licence click-through on the Hub.
+GATED = frozenset({"stable-audio-3"})
+
+_FIX = ("set [models] sound_model to a local diffusers folder, or run with SONIFY_MODELS=tiny "
+        "(random test models: noise only)")
+# diffusers' deprecated pipelines (AudioLDM) announce it on every construction; one line per
+# start-up that says nothing the README does not: kept out of the log (DEBUG).
+_CHATTER = ("has been deprecated and will not receive bug fixes",)
+
+
+def hub_is_offline() -> bool:
+    # Recent huggingface_hub releases answer through is_offline_mode(); older ones only
+    # have the HF_HUB_OFFLINE constant.
+    check = getattr(hub_constants, "is_offline_mode", None)
+    return bool(check() if callable(check) else hub_constants.HF_HUB_OFFLINE)
+
+
+def _fix_for(backend: str, source: str) -> str:
+    if backend in GATED:
+        repo = source if _is_hub_id(source) else DEFAULT_MODELS[backend]
+        # Stability publishes these in its own layout: one conversion gives a diffusers folder.
+        return (f"accept the licence at https://huggingface.co/{repo} and set HF_TOKEN, convert "
+                "the checkpoint into a diffusers folder (README: Models) and point [models] "
+                "sound_model at it, or run with SONIFY_MODELS=tiny (random test models: "
+                "noise only)")
+    return _FIX
+
+
+def _is_hub_id(source: str) -> bool:
+    path = Path(source).expanduser()
+    return not (path.is_dir() or source.startswith((".", "/", "~")) or source.count("/") > 1)
+
+
+def missing_model_error(backend: str, source: str, why: str) -> ModelMissingError:
+    """The one-line start-up error for a sound model that cannot be loaded."""
+    return ModelMissingError(f"Sound model {source!r} {why}: {_fix_for(backend, source)}")
+
+
+def _not_a_pipeline(exc: BaseException) -> bool:
+    """True when the Hub answered but the repository holds no diffusers pipeline."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if "EntryNotFound" in type(cur).__name__ and "model_index.json" in str(cur):
+            return True
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
+@contextmanager
+def quiet_construction() -> Iterator[None]:
+    """Keep library deprecation chatter out of the log while a pipeline is built or loaded.
+
+    Covers diffusers' "AudioLDMPipeline has been deprecated" (a logger warning on every
+    construction) and torch's weight_norm FutureWarning (AutoencoderSAME builds with it).
+    """
+    with held_logs("diffusers", drop=_CHATTER), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*weight_norm.* is deprecated",
+                                category=FutureWarning)
+        yield
+
+
+def load_diffusers_pipeline(backend: str, source: str, *, dtype: torch.dtype,
+                            cache_dir: str | None = None) -> Any:
+    """`from_pretrained` a hub id (from the cache when offline) or a local diffusers folder.
+
+    Raises `ModelMissingError` (one line, with the fix) when the weights are not available:
+    missing, gated, or not a diffusers pipeline.
+    """
+    cls = getattr(diffusers, PIPELINE_CLASSES[backend])
+    path = Path(source).expanduser()
+    local = not _is_hub_id(source)
+    if local:
+        index = path / "model_index.json"
+        if not index.is_file():
+            raise missing_model_error(
+                backend, source, "is not a diffusers pipeline folder (no model_index.json)")
+        found = json.loads(index.read_text(encoding="utf-8")).get("_class_name")
+        if found != cls.__name__:
+            raise ConfigError(f"[models] sound_model: {source} holds a {found}, but "
+                              f"sound_backend = {backend!r} needs a {cls.__name__}")
+        source = str(path)
+    elif hub_is_offline():
+        if not isinstance(try_to_load_from_cache(source, "model_index.json", cache_dir=cache_dir),
+                          str):
+            raise missing_model_error(backend, source, "is not in the Hugging Face cache and "
+                                                       "downloads are off (HF_HUB_OFFLINE)")
+    try:
+        # On a failed load diffusers first warns that it cannot reach the Hub, in two lines.
+        with held_logs("diffusers", "transformers", drop=_CHATTER), quiet_construction():
+            return cls.from_pretrained(source, dtype=dtype, cache_dir=cache_dir)
+    except Exception as exc:  # whatever the libraries raise, the user gets one line
+        logger.debug("loading %s failed", source, exc_info=True)
+        if not local and _not_a_pipeline(exc):
+            raise missing_model_error(backend, source, "is on the Hub but not as a diffusers "
+                                                       "pipeline (no model_index.json)") from None
+        problem = None if local else download_problem(exc)
+        if problem:
+            raise missing_model_error(backend, source, problem) from None
+        raise missing_model_error(backend, source, f"could not be loaded ({type(exc).__name__}: "
+                                                   f"{first_line(exc)})") from None
+
+
+def disable_progress_bars() -> None:
+    """Turn off diffusers' and transformers' loading bars (process-wide); keep download bars.
+
+    Loading bars (one per component, every start) are for notebooks: a bot's log must stay
+    readable. The Hub's download bars stay: a first real run fetches gigabytes and should
+    show it. transformers switches those off along with its own, so they are switched back.
+    """
+    downloads_shown = not hub_utils.are_progress_bars_disabled()
+    diffusers.utils.logging.disable_progress_bar()
+    with warnings.catch_warnings():  # HF_HUB_DISABLE_PROGRESS_BARS=0 makes the hub warn here
+        warnings.simplefilter("ignore")
+        transformers.utils.logging.disable_progress_bar()
+    if downloads_shown and hub_utils.are_progress_bars_disabled():
+        hub_utils.enable_progress_bars()
