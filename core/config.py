@@ -137,6 +137,9 @@ class DiscordConfig:
     voice_message: bool = _opt(False)
     max_images_per_message: int = _opt(4, lo=1, hi=10)
     progress_interval_s: float = _opt(2.0, lo=0.0, hi=60.0)
+    # After a restart, messages posted in tracked channels this recently are answered.
+    catch_up_hours: float = _opt(6.0, lo=0.0, hi=168.0)
+    catch_up_max_per_channel: int = _opt(50, lo=0, hi=1_000)
 
 
 @dataclass(frozen=True)

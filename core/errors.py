@@ -24,6 +24,18 @@ class ModelMissingError(SonifyError):
     """Model weights are neither cached nor reachable; the message says how to fix it."""
 
 
+class StorageUnavailable(SonifyError):
+    """The request log cannot be written: a request cannot be recorded (so it is not taken)."""
+
+
+class DuplicateRequest(SonifyError):
+    """The platform delivered this update or message before; `request_id` is its row."""
+
+    def __init__(self, request_id: str, created_at: float) -> None:
+        super().__init__(f"already recorded as {request_id}")
+        self.request_id, self.created_at = request_id, created_at
+
+
 class UserFacingError(SonifyError):
     """An error whose cause the user can understand; `code` selects the localised text."""
 

@@ -69,5 +69,7 @@ def setup_logging(secrets: Iterable[str] = (), level: int = logging.INFO) -> Non
     # Pillow warns about damaged EXIF/TIFF data from strangers' files: log it, don't print it.
     logging.captureWarnings(True)
     # httpx logs every request URL at INFO; with Telegram those URLs carry the token.
-    for name in ("httpx", "httpcore", "discord.http", "discord.gateway", "aiohttp.access"):
+    # alembic announces its context on every start, even with nothing to migrate.
+    for name in ("httpx", "httpcore", "discord.http", "discord.gateway", "aiohttp.access",
+                 "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)

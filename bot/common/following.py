@@ -15,6 +15,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Protocol
 
 from core.errors import GenerationFailed, ShuttingDown, UserFacingError
@@ -128,6 +129,13 @@ class ThrottledStatus:
             self._schedule()
 
 
+class DeliveryLog(Protocol):
+    """Where an answer's progress is recorded (the job engine), so a restart re-sends only
+    what may not have arrived."""
+
+    async def mark_delivery(self, request_id: str, state: str) -> None: ...
+
+
 class JobSink(Protocol):
     """Where one job's status and answer go, on one platform."""
 
@@ -147,10 +155,12 @@ class JobSink(Protocol):
 
 
 async def follow_job(handle: JobHandle, sink: JobSink, *, interval: float, shown: str = "",
-                     on_event: Callable[[JobEvent], Awaitable[None]] | None = None) -> None:
+                     on_event: Callable[[JobEvent], Awaitable[None]] | None = None,
+                     delivery: DeliveryLog | None = None) -> None:
     """Mirror `handle`'s events on `sink` (the status line now reads `shown`), then answer.
 
-    `on_event` sees every event first (e.g. to renew a "recording…" indicator).
+    `on_event` sees every event first (e.g. to renew a "recording…" indicator). With
+    `delivery`, the answer is recorded as sending before it is posted and sent after.
     """
     status = ThrottledStatus(sink.show, interval, shown)
     try:
@@ -163,9 +173,9 @@ async def follow_job(handle: JobHandle, sink: JobSink, *, interval: float, shown
                 continue
             await status.close()
             if isinstance(event, Done):
-                await sink.deliver(event.result)
+                await answer_once(handle.id, partial(sink.deliver, event.result), delivery)
             elif isinstance(event, Failed) and not resumes(event):
-                await sink.apologise(event.error)
+                await answer_once(handle.id, partial(sink.apologise, event.error), delivery)
     except asyncio.CancelledError:
         status.cancel()
         raise
@@ -175,6 +185,20 @@ async def follow_job(handle: JobHandle, sink: JobSink, *, interval: float, shown
             logger.warning("could not answer request %s: %s", handle.id, exc)
             return
         logger.exception("answering request %s failed", handle.id)
+        apology = exc if isinstance(exc, UserFacingError) else GenerationFailed("answering failed")
         with contextlib.suppress(Exception):
-            await sink.apologise(exc if isinstance(exc, UserFacingError)
-                                 else GenerationFailed("answering failed"))
+            await answer_once(handle.id, partial(sink.apologise, apology), delivery)
+
+
+async def answer_once(request_id: str, post: Callable[[], Awaitable[None]],
+                      delivery: DeliveryLog | None) -> None:
+    """Post one answer, recorded as sending before and sent after (when `delivery` is given).
+
+    A crash between the two leaves it "sending": the next start posts it again, since
+    whether it arrived cannot be known — a second copy beats silence.
+    """
+    if delivery is not None:
+        await delivery.mark_delivery(request_id, "sending")
+    await post()
+    if delivery is not None:
+        await delivery.mark_delivery(request_id, "sent")

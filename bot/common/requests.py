@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from core.errors import UserFacingError
+from core.errors import DuplicateRequest, UserFacingError
 from core.intake.decode import DecodedImage
 from core.jobs.engine import JobEngine
 from core.jobs.request import JobRequest
@@ -24,31 +24,46 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Requester:
-    """One user of one platform, in one chat, in one language."""
+    """One user of one platform, in one chat, in one language.
+
+    `pushes_answers`: the platform posts answers (a chat), so each request's row tracks
+    its answer until it is sent; the web page's answers are fetched instead.
+    """
 
     platform: str
     user_id: str
     chat_id: str
     lang: str = "en"
     is_admin: bool = False
+    pushes_answers: bool = False
+    user_name: str | None = None
 
     def job(self, *, source_kind: str, options: GenerationOptions,
             image: DecodedImage | None = None, caption: str | None = None,
             prompt: str | None = None, seed: int | None = None,
+            source: dict[str, Any] | None = None, dedupe_key: str | None = None,
             reply_context: dict[str, Any] | None = None) -> JobRequest:
-        """A `JobRequest` from this user (exactly one of image, caption, prompt)."""
+        """A `JobRequest` from this user: one of image, caption, prompt, or a source."""
         return JobRequest(platform=self.platform, user_id=self.user_id, chat_id=self.chat_id,
                           source_kind=source_kind, options=options, image=image,
                           caption=caption, prompt=prompt, seed=seed, is_admin=self.is_admin,
-                          lang=self.lang, reply_context=dict(reply_context or {}))
+                          lang=self.lang, reply_context=dict(reply_context or {}),
+                          source=source, dedupe_key=dedupe_key,
+                          answer_owed=self.pushes_answers, user_name=self.user_name)
 
 
 async def refuse(engine: JobEngine, requester: Requester, source_kind: str,
-                 error: UserFacingError) -> None:
-    """Log a request the adapter refused before it became a job (never raises)."""
+                 error: UserFacingError, *, dedupe_key: str | None = None) -> bool:
+    """Log a request the adapter refused before anything was recorded (never raises).
+
+    False when `dedupe_key` was refused before: the user was told then, so stay silent.
+    """
     try:
         await engine.reject(platform=requester.platform, user_id=requester.user_id,
                             chat_id=requester.chat_id, source_kind=source_kind, error=error,
-                            lang=requester.lang)
+                            lang=requester.lang, dedupe_key=dedupe_key)
+    except DuplicateRequest:
+        return False
     except Exception:  # the refusal itself must still reach the user
         logger.exception("%s: could not log a refused request", requester.platform)
+    return True

@@ -17,6 +17,7 @@ import aiohttp
 import discord
 from discord import app_commands
 
+from bot.discord.catch_up import CatchUp
 from bot.discord.commands import (
     CatalogueTranslator,
     build_commands,
@@ -30,7 +31,6 @@ from bot.discord.messages import MessageHandlers
 from bot.discord.requests import PLATFORM, DiscordRequests
 from bot.discord.views import ButtonActions, ResultButton
 from core.errors import ConfigError
-from core.jobs.events import JobHandle
 from core.services import Services
 
 logger = logging.getLogger(__name__)
@@ -65,8 +65,17 @@ class SonifyClient(discord.Client):
         await self.adapter.setup(self)
 
     async def on_ready(self) -> None:
+        """A fresh gateway session (start-up, or a reconnect that could not resume)."""
         logger.info("connected to Discord as %s (id %s) in %d server(s)", self.user,
                     self.user.id if self.user else "?", len(self.guilds))
+        self.adapter.catch_up_soon(self)
+
+    async def on_disconnect(self) -> None:
+        self.adapter.requests.reading_back = True  # a new session may follow: see on_ready
+
+    async def on_resumed(self) -> None:
+        """The session survived: Discord replays what was missed, nothing to read back."""
+        self.adapter.requests.reading_back = False
 
     async def on_message(self, message: discord.Message) -> None:
         await self.adapter.messages.on_message(self, message)
@@ -87,6 +96,8 @@ class DiscordAdapter:
         self.requests = DiscordRequests(services)
         self.messages = MessageHandlers(self.requests)
         self.interactions = InteractionHandlers(self.requests)
+        self.catch_up = CatchUp(self.requests, self.messages)
+        self.caught_up = asyncio.Event()  # this session has read back what it missed
         self.client: SonifyClient | None = None
         self._connection: asyncio.Task[None] | None = None
         self._restore: Callable[[], None] | None = None
@@ -98,7 +109,9 @@ class DiscordAdapter:
         guard_token_logs()
         self._restore = patch_endpoints(settings.api_base_url, settings.gateway_url)
         self.client = SonifyClient(self)
-        self.services.engine.on_recovered(PLATFORM, self._on_recovered)
+        self.requests.client = self.client
+        self.services.engine.on_recovered(PLATFORM, self.requests.on_recovered)
+        self.services.engine.on_received(PLATFORM, self.requests.on_received)
         try:
             await self.client.login(settings.token)
         except discord.LoginFailure:
@@ -146,12 +159,17 @@ class DiscordAdapter:
             self._restore()
             self._restore = None
 
-    async def _on_recovered(self, handle: JobHandle) -> None:
-        """Answer a job that was re-run (or interrupted) after a crash, where it was asked."""
-        assert self.client is not None
-        target = self.requests.recovered_target(self.client, handle.request.reply_context,
-                                                handle.request.lang)
-        if target is None:
-            logger.warning("recovered Discord job %s has no usable reply context", handle.id)
-            return
-        self.requests.tasks.spawn(self.requests.follow_job(handle, target), handle)
+    def catch_up_soon(self, client: SonifyClient) -> None:
+        """Read back what was posted while away, beside the live events (not blocking them)."""
+        self.requests.reading_back = True  # at once: before any live event moves a cursor
+        self.caught_up.clear()
+        self.requests.tasks.spawn(self._catch_up(client), waiting=True)
+
+    async def _catch_up(self, client: SonifyClient) -> None:
+        try:
+            await self.catch_up.run(client)
+        except Exception:  # live messages are still answered; the next session tries again
+            logger.exception("reading back Discord channels failed")
+        finally:
+            self.requests.reading_back = False
+            self.caught_up.set()

@@ -18,7 +18,6 @@ from bot.discord.requests import PLATFORM, DiscordRequests
 from bot.discord.views import PROMPT_ID, submitted_words, words_modal
 from core.errors import BadRequest, GenerationFailed, ImageRejected
 from core.i18n import pick_language, t
-from core.intake.decode import DecodedImage
 from core.options import GenerationOptions, check_seed
 from core.storage.request_log import RequestRecord
 
@@ -71,10 +70,9 @@ class InteractionHandlers:
         if seed is not None:
             check_seed(seed)
         if image is not None:
-            self.requests.check_size(image)
-        await interaction.response.defer(thinking=True)  # before any slow work: 3 s rule
-        decoded = await self.requests.acquire(image if image is not None else url)
-        await self._interaction_job(interaction, lang, options=options, seed=seed, image=decoded)
+            self.requests.check_size(image)  # refused at once, before any download
+        await self._take(interaction, lang, options=options, seed=seed,
+                         source=self.requests.source_of(image if image is not None else url))
 
     async def sonify_message(self, interaction: discord.Interaction,
                              message: discord.Message) -> None:
@@ -86,28 +84,26 @@ class InteractionHandlers:
             raise ImageRejected("no image in the message", code="no_image")
         if isinstance(sources[0], discord.Attachment):
             self.requests.check_size(sources[0])
-        await interaction.response.defer(thinking=True)
-        decoded = await self.requests.acquire(sources[0])
         options = GenerationOptions.from_config(self.config.generation)
-        await self._interaction_job(interaction, lang, options=options, seed=None, image=decoded)
+        await self._take(interaction, lang, options=options, seed=None,
+                         source=self.requests.source_of(sources[0]))
 
-    async def _interaction_job(self, interaction: discord.Interaction, lang: str, *,
-                               options: GenerationOptions, seed: int | None,
-                               image: DecodedImage | None = None, caption: str | None = None,
-                               prompt: str | None = None) -> None:
-        """Submit a job for a deferred interaction and follow it in the background."""
+    async def _take(self, interaction: discord.Interaction, lang: str, *,
+                    options: GenerationOptions, seed: int | None,
+                    source: dict[str, Any] | None = None, caption: str | None = None,
+                    prompt: str | None = None) -> None:
+        """Record the request, then answer it in the background (deferred at once)."""
         request = self._requester_of(interaction, lang).job(
-            source_kind=interaction.extras["sonify_kind"], options=options, image=image,
+            source_kind=interaction.extras["sonify_kind"], options=options, source=source,
             caption=caption, prompt=prompt, seed=seed,
+            dedupe_key=f"{PLATFORM}:interaction:{interaction.id}",
             # No interaction token here: it is a credential and rows outlive it. A job
             # re-run after a crash is answered in the channel, mentioning the user.
             reply_context={"kind": "interaction", "channel_id": str(interaction.channel_id),
                            "user_id": str(interaction.user.id)})
         # From here on the engine logs every refusal itself; `report` must not log it again.
         interaction.extras["sonify_logged"] = True
-        handle = await self.services.engine.submit(request)
-        target = InteractionTarget(interaction, lang)
-        self.requests.tasks.spawn(self.requests.follow_job(handle, target), handle)
+        await self.requests.take(request, InteractionTarget(interaction, lang))
 
     async def stats(self, interaction: discord.Interaction) -> None:
         """`/stats`: text and chart, privately, for admins only."""
@@ -149,10 +145,10 @@ class InteractionHandlers:
             record = await self._own_record(interaction, request_id, lang)
             if record is None:
                 return
-            await interaction.response.defer(thinking=True)
-            text = {"caption": record.caption} if record.caption else {"prompt": record.prompt}
-            await self._interaction_job(interaction, lang, options=self._options_of(record),
-                                        seed=None, **text)
+            words = not record.caption
+            await self._take(interaction, lang, options=self._options_of(record), seed=None,
+                             caption=None if words else record.caption,
+                             prompt=record.prompt if words else None)
         except Exception as exc:
             await self.report(interaction, exc)
 
@@ -184,8 +180,7 @@ class InteractionHandlers:
             words = submitted_words(dict(interaction.data or {}))
             if not words:
                 raise BadRequest("empty description")
-            await interaction.response.defer(thinking=True)
-            await self._interaction_job(interaction, lang, options=self._options_of(record),
-                                        seed=None, prompt=words)
+            await self._take(interaction, lang, options=self._options_of(record), seed=None,
+                             prompt=words)
         except Exception as exc:
             await self.report(interaction, exc)

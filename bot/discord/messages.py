@@ -1,16 +1,21 @@
-"""Pictures posted as messages: in watched channels (and their threads), DMs, or with a mention."""
+"""Pictures posted as messages: in watched channels (and their threads), DMs, or with a mention.
+
+A message's requests are recorded before anything is shown; then the channel's cursor
+moves past the message. A message that arrives while the bot is down (or whose requests
+were not recorded before a crash) is read back from the channel's history after the next
+start (`bot.discord.catch_up`) and goes through here like a live one, once.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import discord
 
-from bot.common.requests import refuse
+from bot.common.requests import Requester, refuse
 from bot.discord.replies import MessageTarget, Target, Undeliverable, as_user_error, error_text
-from bot.discord.requests import DiscordRequests, Source
-from core.errors import GenerationFailed, ImageRejected
+from bot.discord.requests import PLATFORM, DiscordRequests, Source
+from core.errors import GenerationFailed, ImageRejected, UserFacingError
 from core.options import GenerationOptions
 
 logger = logging.getLogger(__name__)
@@ -20,17 +25,39 @@ QUIET_LINK_ERRORS = ("not_image", "unsupported_format", "fetch_failed", "fetch_t
 
 
 class MessageHandlers:
-    """Answers posted pictures; one background task per picture."""
+    """Takes the requests in posted messages, one per picture."""
 
     def __init__(self, requests: DiscordRequests) -> None:
         self.requests = requests
         self.config = requests.config
 
-    async def on_message(self, client: discord.Client, message: discord.Message) -> None:
-        """Requests in a message: its pictures, or the picture it replies to with a mention."""
+    def tracked(self, channel: object) -> bool:
+        """A channel whose messages are read back after a restart: watched, or a DM."""
+        return isinstance(channel, discord.DMChannel) or self.requests.watched(channel)
+
+    async def on_message(self, client: discord.Client, message: discord.Message, *,
+                         read_back: bool = False) -> None:
+        """Take a message's requests: its pictures, or the picture it replies to with a mention.
+
+        Returns once they are recorded; then the channel's cursor moves past the message —
+        unless missed messages are being read back (`read_back` marks those).
+        """
         me = client.user
-        if me is None or message.author.bot:
+        if me is None:
             return
+        if not message.author.bot:
+            await self._take_all(client, message, me)
+        if not self.tracked(message.channel):
+            return
+        # While missed messages are read back, a live one only starts a channel's cursor
+        # (a first DM): moving an existing cursor would skip what is not read yet.
+        await self.requests.services.request_log.advance_cursor(
+            PLATFORM, str(message.channel.id), str(message.id),
+            is_private=message.guild is None,
+            only_new=self.requests.reading_back and not read_back)
+
+    async def _take_all(self, client: discord.Client, message: discord.Message,
+                        me: discord.ClientUser) -> None:
         dm = message.guild is None
         # Only a written @mention is a request: `message.mentions` also holds the author of
         # a replied-to message, so every reply to one of our answers would count.
@@ -44,59 +71,66 @@ class MessageHandlers:
         if addressed and not sources and isinstance(ref, discord.Message) \
                 and ref.author.id != me.id:
             sources = self.requests.sources(ref, addressed)  # "@Sonify" on someone's picture
-        # One message's images take turns within the per-user limit, instead of the
-        # later ones being refused as "already in progress".
-        turns = asyncio.Semaphore(self.config.jobs.per_user_concurrent)
         if not sources:
             if addressed:
-                self.requests.tasks.spawn(self._message_job(client, message, None, lang,
-                                                            quiet=False, turns=turns))
+                await self._refuse(client, message, lang, "attachment", 0,
+                                   ImageRejected("no image in the message", code="no_image"))
             return
-        for source in sources:
-            self.requests.tasks.spawn(self._message_job(client, message, source, lang,
-                                                        quiet=not addressed, turns=turns))
+        for index, source in enumerate(sources):
+            await self._take_one(client, message, index, source, lang, quiet=not addressed)
 
-    async def _message_job(self, client: discord.Client, message: discord.Message,
-                           source: Source | None, lang: str, *, quiet: bool,
-                           turns: asyncio.Semaphore) -> None:
-        async with turns:
-            await self._message_job_now(client, message, source, lang, quiet=quiet)
+    def _target(self, client: discord.Client, message: discord.Message, lang: str) -> Target:
+        return MessageTarget(client, lang, channel_id=message.channel.id, message_id=message.id,
+                             author_id=message.author.id,
+                             guild_id=message.guild.id if message.guild else None)
 
-    async def _message_job_now(self, client: discord.Client, message: discord.Message,
-                               source: Source | None, lang: str, *, quiet: bool) -> None:
-        guild_id = message.guild.id if message.guild else None
-        target = MessageTarget(client, lang, channel_id=message.channel.id,
-                               message_id=message.id, author_id=message.author.id,
-                               guild_id=guild_id)
-        kind = "url" if isinstance(source, str) else "attachment"
+    def _requester(self, message: discord.Message, lang: str) -> Requester:
         author = message.author
         perms = author.guild_permissions if isinstance(author, discord.Member) else None
-        requester = self.requests.requester(author, message.channel.id, lang, perms)
-        try:
-            if source is None:
-                raise ImageRejected("no image in the message", code="no_image")
-            image = await self.requests.acquire(source)
-        except Exception as exc:
-            err = as_user_error(exc) or GenerationFailed("internal error")
-            if quiet and kind == "url" and err.code in QUIET_LINK_ERRORS:
-                logger.debug("ignoring a non-image link in a watched channel (%s)", err.code)
-                return
-            await refuse(self.requests.services.engine, requester, kind, err)
-            await _tell(target, error_text(exc, lang))
-            return
-        request = requester.job(
+        return self.requests.requester(author, message.channel.id, lang, perms)
+
+    async def _take_one(self, client: discord.Client, message: discord.Message, index: int,
+                        source: Source, lang: str, *, quiet: bool) -> None:
+        kind = "url" if isinstance(source, str) else "attachment"
+        guild_id = message.guild.id if message.guild else None
+        request = self._requester(message, lang).job(
             source_kind=kind, options=GenerationOptions.from_config(self.config.generation),
-            image=image,
+            source=self.requests.source_of(source), dedupe_key=_key(message, index),
             reply_context={"kind": "message", "channel_id": str(message.channel.id),
-                           "message_id": str(message.id), "author_id": str(author.id),
+                           "message_id": str(message.id), "author_id": str(message.author.id),
                            "guild_id": str(guild_id) if guild_id else None})
+        request.extra_picture = index > 0
         try:
-            handle = await self.requests.services.engine.submit(request)  # logs its refusals
-        except Exception as exc:
-            await _tell(target, error_text(exc, lang))
+            if isinstance(source, discord.Attachment):
+                self.requests.check_size(source)  # refused at once, before any download
+            elif quiet:
+                # A link in a watched channel is a request only if it is a picture: look
+                # first, record after (a crash in between leaves the cursor before it).
+                image = await self.requests.fetch(request.source or {})
+                request = request.with_image(image)
+        except UserFacingError as exc:
+            if quiet and kind == "url" and exc.code in QUIET_LINK_ERRORS:
+                logger.debug("ignoring a non-image link in a watched channel (%s)", exc.code)
+                return
+            await self._refuse(client, message, lang, kind, index, exc)
             return
-        self.requests.tasks.follows(handle)
-        await self.requests.follow_job(handle, target)
+        try:
+            await self.requests.take(request, self._target(client, message, lang))
+        except UserFacingError as exc:  # refused by the engine, which logged it
+            await _tell(self._target(client, message, lang), error_text(exc, lang))
+
+    async def _refuse(self, client: discord.Client, message: discord.Message, lang: str,
+                      kind: str, index: int, error: BaseException) -> None:
+        """A request refused before it was recorded: logged, then told (once per message)."""
+        err = as_user_error(error) or GenerationFailed("internal error")
+        if await refuse(self.requests.services.engine, self._requester(message, lang), kind,
+                        err, dedupe_key=_key(message, index)):
+            await _tell(self._target(client, message, lang), error_text(error, lang))
+
+
+def _key(message: discord.Message, index: int) -> str:
+    """The dedupe key of a message's n-th picture: read again after a restart, it is known."""
+    return f"{PLATFORM}:message:{message.id}:{index}"
 
 
 async def _tell(target: Target, text: str) -> None:

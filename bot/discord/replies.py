@@ -23,7 +23,7 @@ from discord.http import Route, handle_message_parameters
 
 from core.errors import UserFacingError
 from core.i18n import describe_error
-from core.jobs.events import JobResult
+from core.jobs.events import JobEvent, JobResult
 
 logger = logging.getLogger(__name__)
 CONTENT_LIMIT = 2000
@@ -140,12 +140,18 @@ class Target:
     async def error(self, text: str) -> None:
         raise NotImplementedError
 
+    async def announce(self, text: str) -> dict[str, Any]:
+        """The first status line; returns what a restart needs to find it again."""
+        await self.show(text)
+        return {}
+
 
 class MessageTarget(Target):
     """Replies to a posted message; falls back to a DM when the channel forbids posting."""
 
     def __init__(self, client: discord.Client, lang: str, *, channel_id: int,
-                 message_id: int | None, author_id: int, guild_id: int | None = None) -> None:
+                 message_id: int | None, author_id: int, guild_id: int | None = None,
+                 status_message_id: int | None = None) -> None:
         super().__init__(lang)
         self.client, self.author_id = client, author_id
         self.channel: discord.PartialMessageable | discord.DMChannel = \
@@ -155,7 +161,10 @@ class MessageTarget(Target):
             self.reference = discord.MessageReference(
                 message_id=message_id, channel_id=channel_id, guild_id=guild_id,
                 fail_if_not_exists=False)
-        self.status: discord.Message | None = None
+        # The status message shown before a restart, if any, is edited rather than repeated.
+        self.status: discord.Message | discord.PartialMessage | None = (
+            self.channel.get_partial_message(status_message_id)
+            if status_message_id is not None else None)
         self.in_dm = False
         self.prefix = ""  # e.g. a mention, when the answer is not a reply
 
@@ -193,6 +202,12 @@ class MessageTarget(Target):
                 UserFacingError("missing permissions", code="missing_permissions"), self.lang))
         except discord.Forbidden:
             raise Undeliverable("the user's DMs are closed") from None
+
+    async def announce(self, text: str) -> dict[str, Any]:
+        await self.show(text)
+        if self.status is None or self.in_dm:
+            return {}
+        return {"status_message_id": str(self.status.id)}
 
     async def show(self, text: str) -> None:
         if self.status is None:
@@ -263,6 +278,12 @@ class InteractionTarget(Target):
         self.fallback.prefix = f"<@{self.interaction.user.id}> "
         return True
 
+    async def announce(self, text: str) -> dict[str, Any]:
+        if not self.interaction.response.is_done():
+            await self.interaction.response.defer(thinking=True)
+        await self.show(text)
+        return {}
+
     async def show(self, text: str) -> None:
         if self.fallback is not None:
             return await self.fallback.show(text)
@@ -316,11 +337,17 @@ class InteractionTarget(Target):
         await self.interaction.followup.send(text, ephemeral=True)
 
 
-class DiscordSink:
-    """One job's status and answer on Discord (see `bot.common.following.JobSink`)."""
+class DiscordAnswer:
+    """One request's status line and answer on Discord (a `bot.common` AnswerTarget)."""
 
     def __init__(self, target: Target, make_answer: Callable[[JobResult], Answer]) -> None:
         self.target, self.make_answer, self.lang = target, make_answer, target.lang
+
+    async def announce(self, text: str) -> dict[str, Any]:
+        return await self.target.announce(text)
+
+    async def on_event(self, event: JobEvent) -> None:
+        return None  # Discord shows no "recording…" indicator to renew
 
     async def show(self, text: str) -> None:
         await self.target.show(text)

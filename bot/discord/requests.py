@@ -1,7 +1,8 @@
-"""The Discord request path shared by posted messages and interactions.
+"""The Discord request path shared by posted messages, interactions and recovery.
 
 Who asks (admins, language), where a message's pictures are, how one is downloaded
-and decoded, what the answer looks like, and following a job to that answer.
+and decoded (again after a restart: the row keeps where it was), what the answer looks
+like, and taking a request: recorded first, then carried on to its one answer.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ from typing import Any
 import aiohttp
 import discord
 
-from bot.common.following import follow_job
+from bot.common.intake import Intake, IntakeSettings
 from bot.common.requests import Requester
 from bot.common.tasks import BackgroundTasks
-from bot.discord.replies import Answer, DiscordSink, MessageTarget, Target
+from bot.discord.replies import Answer, DiscordAnswer, MessageTarget, Target
 from bot.discord.views import result_view
 from core.config import Config
 from core.errors import ImageRejected
@@ -23,7 +24,10 @@ from core.i18n import DEFAULT_LANGUAGE, pick_language, t
 from core.intake.decode import DecodedImage, decode_image_async
 from core.intake.links import all_urls
 from core.jobs.events import JobHandle, JobResult
+from core.jobs.request import JobRequest, Receipt
+from core.jobs.rows import received_request
 from core.services import Services
+from core.storage.records import RequestRecord
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +43,13 @@ class DiscordRequests:
         self.services = services
         self.config: Config = services.config
         self.tasks = BackgroundTasks(PLATFORM)
+        self.intake = Intake(services.engine, self.tasks, IntakeSettings(
+            interval=self.config.discord.progress_interval_s, fetch=self.fetch))
+        self.client: discord.Client | None = None  # set when the adapter logs in
+        # Until a fresh session has read back what was missed, live messages (the bot's own
+        # answers among them) must not move a channel's cursor past messages not read yet:
+        # true from the start, and again from any disconnect until the session resumes.
+        self.reading_back = True
 
     # ----- who, where, which language ----------------------------------------------------
     def is_admin(self, user: discord.abc.User, permissions: discord.Permissions | None) -> bool:
@@ -50,7 +61,8 @@ class DiscordRequests:
                   permissions: discord.Permissions | None) -> Requester:
         """The asking user; where no channel is known, the chat is the user's own."""
         return Requester(PLATFORM, user_id=str(user.id), chat_id=str(channel_id or user.id),
-                         lang=lang, is_admin=self.is_admin(user, permissions))
+                         lang=lang, is_admin=self.is_admin(user, permissions),
+                         pushes_answers=True, user_name=str(user)[:64])
 
     @staticmethod
     def guild_lang(guild: discord.Guild | None) -> str:
@@ -80,21 +92,33 @@ class DiscordRequests:
         return found[: self.config.discord.max_images_per_message]
 
     # ----- pictures --------------------------------------------------------------------------
-    async def acquire(self, source: Source) -> DecodedImage:
-        """Download and decode one image; only `ImageRejected` escapes for bad input."""
-        if isinstance(source, str):
-            return await self.services.fetcher.fetch_image(source)
-        self.check_size(source)
-        try:
-            data = await source.read()
-        except (discord.HTTPException, aiohttp.ClientError) as exc:
-            raise ImageRejected("attachment download failed", code="fetch_failed") from exc
-        return await decode_image_async(data, self.config.images)
-
     def check_size(self, attachment: discord.Attachment) -> None:
         limit = self.config.images.max_bytes
         if attachment.size > limit:
             raise ImageRejected("attachment too large", code="too_large", max_bytes=limit)
+
+    @staticmethod
+    def source_of(source: Source) -> dict[str, Any]:
+        """Where a picture is, in a form the row can keep (to fetch it after a restart)."""
+        if isinstance(source, str):
+            return {"kind": "url", "url": source}
+        return {"kind": "attachment", "url": source.url, "size": source.size,
+                "filename": source.filename}
+
+    async def fetch(self, source: dict[str, Any]) -> DecodedImage:
+        """A recorded request's picture: an attachment from Discord's CDN, or a link."""
+        if source.get("kind") != "attachment":
+            return await self.services.fetcher.fetch_image(str(source["url"]))
+        limit = self.config.images.max_bytes
+        if int(source.get("size") or 0) > limit:
+            raise ImageRejected("attachment too large", code="too_large", max_bytes=limit)
+        if self.client is None:
+            raise ImageRejected("not connected", code="fetch_failed")
+        try:  # the client's own HTTP session: attachments are Discord's, not strangers' links
+            data = await self.client.http.get_from_cdn(str(source["url"]))
+        except (discord.HTTPException, aiohttp.ClientError) as exc:
+            raise ImageRejected("attachment download failed", code="fetch_failed") from exc
+        return await decode_image_async(data, self.config.images)
 
     # ----- answers ---------------------------------------------------------------------------
     def answer(self, result: JobResult, lang: str) -> Answer:
@@ -107,19 +131,47 @@ class DiscordRequests:
         return Answer(result, text, result_view(result.request_id, lang), fmt,
                       settings.voice_message)
 
-    async def follow_job(self, handle: JobHandle, target: Target) -> None:
-        sink = DiscordSink(target, lambda result: self.answer(result, target.lang))
-        await follow_job(handle, sink, interval=self.config.discord.progress_interval_s)
+    def answer_target(self, target: Target) -> DiscordAnswer:
+        return DiscordAnswer(target, lambda result: self.answer(result, target.lang))
 
-    def recovered_target(self, client: discord.Client, context: dict[str, Any],
-                         lang: str) -> Target | None:
-        """Where a job re-run after a restart is answered, from its stored reply context."""
+    async def take(self, request: JobRequest, target: Target) -> bool:
+        """Record the request (the durable point), then answer it in the background.
+
+        False for a redelivered request; a refusal (logged by the engine) is raised.
+        """
+        return await self.intake.take(request, self.answer_target(target))
+
+    # ----- after a restart -----------------------------------------------------------------
+    async def on_received(self, record: RequestRecord, receipt: Receipt) -> None:
+        """A request recorded before a restart whose picture was not fetched yet."""
+        request = received_request(record)
+        target = self.recovered_target(record.reply_context, record.lang)
+        if request is None or target is None:
+            logger.warning("received Discord request %s cannot be carried on", record.id)
+            return
+        self.intake.resume(request, receipt, self.answer_target(target))
+
+    async def on_recovered(self, handle: JobHandle) -> None:
+        """A job re-run (or finished, not yet delivered) after a restart: answer it there."""
+        target = self.recovered_target(handle.request.reply_context, handle.request.lang)
+        if target is None:
+            logger.warning("recovered Discord job %s has no usable reply context", handle.id)
+            return
+        self.intake.answer_recovered(handle, self.answer_target(target))
+
+    def recovered_target(self, context: dict[str, Any], lang: str) -> Target | None:
+        """Where a request taken up after a restart is answered, from its reply context."""
+        client = self.client
+        if client is None:
+            return None
         try:
             if context.get("kind") == "message":
                 return MessageTarget(client, lang, channel_id=int(context["channel_id"]),
                                      message_id=int(context["message_id"]),
                                      author_id=int(context["author_id"]),
-                                     guild_id=_int_or_none(context.get("guild_id")))
+                                     guild_id=_int_or_none(context.get("guild_id")),
+                                     status_message_id=_int_or_none(
+                                         context.get("status_message_id")))
             if context.get("kind") == "interaction":
                 # Interaction tokens are never stored: answer in the channel, mentioning them.
                 target = MessageTarget(client, lang, channel_id=int(context["channel_id"]),

@@ -1,9 +1,10 @@
 """The Telegram adapter: python-telegram-bot wired to the shared job engine.
 
-Thin by design: it turns updates into `JobRequest`s (telegram_handlers), mirrors job
-events into replies (telegram_reply), and reads options and images out of messages
-(telegram_parse). It shares the event loop with the other adapters, so it drives PTB's
-`Application` by hand (initialize/start/updater) instead of `run_polling`.
+Thin by design: `handlers` reads updates, `requests` records and carries requests on,
+`replies` speaks to Telegram, `parse` finds options and pictures in messages. It shares
+the event loop with the other adapters, so it drives PTB's `Application` by hand, and
+it fetches updates itself (`polling`, or the webhook here): an update is confirmed to
+Telegram only once its request is recorded.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import hmac
 import logging
 import re
-from datetime import timedelta
 from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,8 +27,10 @@ from telegram.ext import (
     filters,
 )
 
-from bot.telegram.handlers import PLATFORM, Handlers
+from bot.telegram.handlers import Handlers
+from bot.telegram.polling import ALLOWED_UPDATES, UpdatePoller
 from bot.telegram.replies import Responder, with_retry
+from bot.telegram.requests import PLATFORM, TelegramRequests
 from core.errors import ConfigError
 from core.i18n import CATALOGUE, DEFAULT_LANGUAGE, t
 from core.logs import SecretMaskingFilter
@@ -39,7 +41,6 @@ logger = logging.getLogger(__name__)
 # PTB's Application is generic in six context types; Sonify uses the defaults throughout.
 TelegramApp = Application[Any, Any, Any, Any, Any, Any]
 
-ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
 _SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 
 
@@ -64,9 +65,11 @@ class TelegramAdapter:
         mask_secrets(self.config.telegram.token, self.config.telegram.webhook_secret)
         self.app = self._build()
         self.responder = Responder(self.app.bot, self.config.telegram)
-        self.handlers = Handlers(services, self.responder)
+        self.requests = TelegramRequests(services, self.responder)
+        self.handlers = Handlers(self.requests)
         self._register(self.app, self.handlers)
         self._webhook: web.AppRunner | None = None
+        self._poller: UpdatePoller | None = None
         self._started = False
 
     def _build(self) -> TelegramApp:
@@ -74,12 +77,9 @@ class TelegramAdapter:
                    .token(self.config.telegram.token)
                    .base_url(self.config.telegram.api_base_url)
                    .base_file_url(self.config.telegram.file_base_url)
-                   # Intake (downloads, link fetches) must not queue behind one slow user.
-                   .concurrent_updates(True)
-                   .get_updates_read_timeout(self.config.telegram.poll_timeout_s + 10.0)
+                   # Updates are fetched by UpdatePoller (or the webhook), not PTB's updater.
+                   .updater(None)
                    .media_write_timeout(60.0))
-        if self.config.telegram.mode == "webhook":
-            builder = builder.updater(None)
         return builder.build()
 
     @staticmethod
@@ -121,17 +121,19 @@ class TelegramAdapter:
     async def _connect(self) -> None:
         bot = self.app.bot
         self.handlers.bot_id, self.handlers.username = bot.id, bot.username
-        self.services.engine.on_recovered(PLATFORM, self.handlers.on_recovered)
+        self.services.engine.on_recovered(PLATFORM, self.requests.on_recovered)
+        self.services.engine.on_received(PLATFORM, self.requests.on_received)
         await self._register_commands()
-        await self.app.start()
         if self.config.telegram.mode == "webhook":
             await self._start_webhook()
         else:
-            assert self.app.updater is not None
-            await self.app.updater.start_polling(
-                timeout=timedelta(seconds=self.config.telegram.poll_timeout_s),
-                allowed_updates=ALLOWED_UPDATES,
-                bootstrap_retries=3, error_callback=self._polling_error)
+            # Polling and a webhook exclude each other: drop one left from another setup.
+            await with_retry(lambda: self.app.bot.delete_webhook(drop_pending_updates=False),
+                             what="deleteWebhook", attempts=3)
+            self._poller = UpdatePoller(self.app, timeout_s=self.config.telegram.poll_timeout_s,
+                                        unrecorded=self.handlers.unrecorded,
+                                        on_error=self._polling_error)
+            self._poller.start()
 
     async def stop(self) -> None:
         if not self._started:
@@ -141,15 +143,14 @@ class TelegramAdapter:
         logger.info("telegram: stopped")
 
     async def _teardown(self) -> None:
-        if self.app.updater is not None and self.app.updater.running:
-            await self.app.updater.stop()
+        if self._poller is not None:
+            await self._poller.stop()
+            self._poller = None
         if self._webhook is not None:
             await self._webhook.cleanup()
             self._webhook = None
-        # Answers being sent may finish; jobs not done stay in the log for the next start.
-        await self.handlers.tasks.drain()
-        if self.app.running:
-            await self.app.stop()
+        # Answers being sent may finish; the rest stays in the log for the next start.
+        await self.requests.tasks.drain()
         await self.app.shutdown()
 
     def _polling_error(self, exc: TelegramError) -> None:
@@ -204,7 +205,11 @@ class TelegramAdapter:
             update = Update.de_json(data, self.app.bot)
         except (ValueError, TypeError, KeyError, AttributeError):
             return web.Response(status=400)
-        await self.app.update_queue.put(update)
+        # Answered only once the request is recorded: Telegram sends it again otherwise.
+        await self.app.process_update(update)
+        if update.update_id in self.handlers.unrecorded:
+            self.handlers.unrecorded.discard(update.update_id)
+            return web.Response(status=503)
         return web.Response()
 
 

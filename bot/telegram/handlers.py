@@ -1,4 +1,8 @@
-"""What the Telegram bot does with each update: intake, submit, buttons, commands."""
+"""What the Telegram bot does with each update: read it, take the request, buttons, commands.
+
+Every request is recorded before anything is shown (see `TelegramRequests.take`); the
+handlers return as soon as it is, so the update can be confirmed to Telegram.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,11 @@ import contextlib
 import logging
 
 from telegram import Chat, ForceReply, InputFile, Message, Update, User
-from telegram.constants import ChatAction, ChatType
-from telegram.error import BadRequest as TgBadRequest
+from telegram.constants import ChatType
 from telegram.error import TelegramError
 from telegram.ext import ContextTypes
 
 from bot.common.options import options_from_words
-from bot.common.requests import Requester, refuse
-from bot.common.tasks import BackgroundTasks
 from bot.telegram.parse import (
     WORDS_REF,
     ImageRef,
@@ -23,41 +24,34 @@ from bot.telegram.parse import (
     mentions,
     words_ref,
 )
-from bot.telegram.replies import ReplyTarget, Responder, with_retry
-from core.errors import GenerationFailed, ImageRejected, UserFacingError
+from bot.telegram.replies import ReplyTarget, with_retry
+from bot.telegram.requests import PLATFORM, TelegramRequests, source_of, update_key
+from core.errors import GenerationFailed, StorageUnavailable, UserFacingError
 from core.i18n import describe_error, pick_language, t
-from core.intake.decode import DecodedImage, decode_image_async
-from core.jobs.events import JobHandle
-from core.jobs.request import JobRequest
 from core.options import GenerationOptions
-from core.services import Services
-from core.storage.request_log import RequestRecord
+from core.storage.records import RequestRecord
 
 logger = logging.getLogger(__name__)
 
-PLATFORM = "telegram"
 Context = ContextTypes.DEFAULT_TYPE
 WORDS_MAX_CHARS = 300
 
 
 class Handlers:
-    """Update handlers for one bot; every job goes through `services.engine`."""
+    """Update handlers for one bot; every request goes through `TelegramRequests`."""
 
-    def __init__(self, services: Services, responder: Responder) -> None:
-        self.services = services
-        self.engine = services.engine
-        self.config = services.config
-        self.reply = responder
+    def __init__(self, requests: TelegramRequests) -> None:
+        self.requests = requests
+        self.services = requests.services
+        self.engine = requests.engine
+        self.config = requests.config
+        self.reply = requests.reply
         self.bot_id = 0
         self.username = ""
-        self.tasks = BackgroundTasks(PLATFORM)
+        # Updates whose request could not be recorded: the poller must not confirm them.
+        self.unrecorded: set[int] = set()
 
     # -- helpers ---------------------------------------------------------------------
-    @property
-    def download_limit(self) -> int:
-        telegram_limit = int(self.config.telegram.download_limit_mb * 1_000_000)
-        return min(telegram_limit, self.config.images.max_bytes)
-
     def allowed(self, chat: Chat | None) -> bool:
         allow = self.config.telegram.allowed_chats
         return chat is not None and (not allow or chat.id in allow)
@@ -72,15 +66,6 @@ class Handlers:
         reply = message.reply_to_message
         return bool(reply and reply.from_user and reply.from_user.id == self.bot_id)
 
-    def requester(self, target: ReplyTarget) -> Requester:
-        return Requester(PLATFORM, user_id=str(target.user_id), chat_id=str(target.chat_id),
-                         lang=target.lang, is_admin=target.user_id in self.config.telegram.admins)
-
-    async def reject(self, target: ReplyTarget, source_kind: str, error: UserFacingError) -> None:
-        """Log a refused request, then tell the user why."""
-        await refuse(self.engine, self.requester(target), source_kind, error)
-        await self.reply.reply_error(target, error)
-
     # -- messages --------------------------------------------------------------------
     async def on_message(self, update: Update, context: Context) -> None:
         """Photos, image files and links; in groups only when the bot is addressed."""
@@ -92,7 +77,7 @@ class Handlers:
         if message.text and asked is not None and self.replies_to_bot(message):
             ref = words_ref(asked.text)
             if ref is not None:
-                await self.on_words(message, user, lang, ref)
+                await self.on_words(update, message, user, lang, ref)
                 return
         private = message.chat.type == ChatType.PRIVATE
         cmd, at, words = command_words(message.caption)
@@ -115,7 +100,7 @@ class Handlers:
             return
         if not caption_cmd:
             words = (message.caption or message.text or "").split()
-        await self.intake(message, user, image, words, lang, strict=caption_cmd)
+        await self.intake(update, message, user, image, words, lang, strict=caption_cmd)
 
     async def on_sonify(self, update: Update, context: Context) -> None:
         """`/sonify [options] [link]`, alone or as a reply to a message with a picture."""
@@ -128,67 +113,25 @@ class Handlers:
             await self.reply.try_send_text(self.target_for(message, user, lang),
                                            t("no_image_in_reply", lang))
             return
-        await self.intake(message, user, image, list(context.args or []), lang, strict=True)
+        await self.intake(update, message, user, image, list(context.args or []), lang,
+                          strict=True)
 
-    async def intake(self, message: Message, user: User, image: ImageRef, words: list[str],
-                     lang: str, *, strict: bool) -> None:
-        """Options, download, decode, submit; every refusal is logged and explained."""
+    async def intake(self, update: Update, message: Message, user: User, image: ImageRef,
+                     words: list[str], lang: str, *, strict: bool) -> None:
+        """Options and the cheap checks, then the request is recorded and taken."""
         target = self.target_for(message, user, lang)
-        await self.reply.action(target.chat_id, ChatAction.RECORD_VOICE)
+        key = update_key(update.update_id)
         try:
             asked = options_from_words(words, self.config.generation, strict=strict)
-            decoded = await self.load(image)
+            if image.kind != "url":
+                check_file(image, self.requests.download_limit)  # refused before any download
         except UserFacingError as exc:
-            await self.reject(target, image.kind, exc)
+            await self.requests.refuse(target, user, image.kind, exc, key)
             return
-        await self.submit(target, self.requester(target).job(
-            source_kind=image.kind, options=asked.options, image=decoded, seed=asked.seed))
-
-    async def load(self, image: ImageRef) -> DecodedImage:
-        """Fetch a link through the SSRF-safe fetcher, or download a Telegram file."""
-        if image.kind == "url":
-            return await self.services.fetcher.fetch_image(image.url)
-        limit = self.download_limit
-        check_file(image, limit)
-        try:
-            file = await with_retry(lambda: self.reply.bot.get_file(image.file_id),
-                                    what="getFile")
-            if file.file_size is not None and file.file_size > limit:
-                raise ImageRejected("file too large", code="too_large", max_bytes=limit)
-            data = await with_retry(file.download_as_bytearray, what="file download")
-        except TgBadRequest as exc:
-            if "too big" in str(exc).lower():
-                raise ImageRejected("file too large", code="too_large", max_bytes=limit) from None
-            raise GenerationFailed(f"download refused: {exc}") from None
-        except TelegramError as exc:
-            raise GenerationFailed(f"download failed: {exc}") from None
-        if len(data) > limit:
-            raise ImageRejected("file too large", code="too_large", max_bytes=limit)
-        return await decode_image_async(bytes(data), self.config.images)
-
-    async def submit(self, target: ReplyTarget, request: JobRequest) -> None:
-        """Show the status reply, submit the job (its row holds where to answer), follow it."""
-        shown = t("queued", target.lang, position=self.engine.queue_length() + 1)
-        status = await self.reply.try_send_text(target, shown)
-        if status is not None:
-            target.status_message_id = status.message_id
-        # "mode" tells "Another take" whether to reuse the caption or the user's own words.
-        mode = "prompt" if request.prompt is not None else "caption"
-        request.reply_context = {**target.to_context(), "mode": mode}
-        try:
-            handle = await self.engine.submit(request)
-        except UserFacingError as exc:
-            await self.reply.reply_error(target, exc)  # the engine has logged the refusal
-            return
-        self.tasks.spawn(self.reply.follow(handle, target, shown), handle)
-
-    async def on_recovered(self, handle: JobHandle) -> None:
-        """A job re-run after a restart: answer it where the first process would have."""
-        target = ReplyTarget.from_context(handle.request.reply_context)
-        if target is None or not target.chat_id:
-            logger.warning("telegram: recovered request %s has no reply context", handle.id)
-            return
-        self.tasks.spawn(self.reply.follow(handle, target), handle)
+        await self.requests.take(self.requests.requester(target, user).job(
+            source_kind=image.kind, options=asked.options, seed=asked.seed,
+            source=source_of(image), dedupe_key=key,
+            reply_context={**target.to_context(), "mode": "caption"}), target)
 
     # -- buttons and "Use my words" --------------------------------------------------
     async def owned_record(self, request_id: str, user_id: int) -> tuple[RequestRecord | None,
@@ -217,7 +160,6 @@ class Handlers:
             await with_retry(lambda: query.answer(t(problem or "expired", lang),
                                                   show_alert=True), what="answerCallbackQuery")
             return
-        await with_retry(query.answer, what="answerCallbackQuery")
         chat_id = query.message.chat.id if query.message else int(record.chat_id)
         original = record.reply_context.get("message_id")
         if original is None and query.message is not None:
@@ -226,6 +168,7 @@ class Handlers:
         target = ReplyTarget(chat_id=chat_id, message_id=original, user_id=user.id, lang=lang,
                              thread_id=thread)
         if action == "words":
+            await with_retry(query.answer, what="answerCallbackQuery")
             # The question carries the request id, so the answer needs no server-side state.
             text = f"{t('ask_words', lang)}\n\n{WORDS_REF} {request_id}"
             placeholder = t("words_placeholder", lang)[:64]
@@ -235,12 +178,15 @@ class Handlers:
         options = record.generation_options or GenerationOptions.from_config(
             self.config.generation)
         words = record.reply_context.get("mode") == "prompt" or not record.caption
-        await self.reply.action(chat_id, ChatAction.RECORD_VOICE)
-        await self.submit(target, self.requester(target).job(
-            source_kind="retake", options=options,
-            caption=None if words else record.caption, prompt=record.prompt if words else None))
+        await self.requests.take(self.requests.requester(target, user).job(
+            source_kind="retake", options=options, dedupe_key=update_key(update.update_id),
+            caption=None if words else record.caption, prompt=record.prompt if words else None,
+            reply_context={**target.to_context(), "mode": "prompt" if words else "caption"}),
+            target)
+        await with_retry(query.answer, what="answerCallbackQuery")  # after the record: see take
 
-    async def on_words(self, message: Message, user: User, lang: str, request_id: str) -> None:
+    async def on_words(self, update: Update, message: Message, user: User, lang: str,
+                       request_id: str) -> None:
         """The user's own description, sent as a reply to the "Use my words" question."""
         target = self.target_for(message, user, lang)
         record, problem = await self.owned_record(request_id, user.id)
@@ -253,9 +199,10 @@ class Handlers:
             return
         options = record.generation_options or GenerationOptions.from_config(
             self.config.generation)
-        await self.reply.action(target.chat_id, ChatAction.RECORD_VOICE)
-        await self.submit(target, self.requester(target).job(
-            source_kind="text", options=options, prompt=prompt))
+        await self.requests.take(self.requests.requester(target, user).job(
+            source_kind="text", options=options, prompt=prompt,
+            dedupe_key=update_key(update.update_id),
+            reply_context={**target.to_context(), "mode": "prompt"}), target)
 
     # -- commands --------------------------------------------------------------------
     async def on_help(self, update: Update, context: Context) -> None:
@@ -264,7 +211,7 @@ class Handlers:
             return
         lang = pick_language(user.language_code)
         text = t("help", lang, max_seconds=self.config.generation.max_seconds,
-                 max_mb=self.download_limit / 1_000_000,
+                 max_mb=self.requests.download_limit / 1_000_000,
                  per_hour=self.config.jobs.per_user_per_hour)
         await self.reply.try_send_text(self.target_for(message, user, lang), text)
 
@@ -286,6 +233,13 @@ class Handlers:
 
     async def on_error(self, update: object, context: Context) -> None:
         """PTB's error handler: log it, and tell the user in plain words (never a traceback)."""
+        if isinstance(context.error, StorageUnavailable):
+            # Not recorded, so not taken: Telegram sends the update again (see UpdatePoller).
+            if isinstance(update, Update):
+                self.unrecorded.add(update.update_id)
+            logger.warning("telegram: an update could not be recorded (%s); it will be read "
+                           "again", context.error)
+            return
         logger.error("telegram: handling an update failed", exc_info=context.error)
         if not isinstance(update, Update) or update.effective_user is None:
             return

@@ -23,10 +23,10 @@ from telegram.constants import ChatAction
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
 from telegram.warnings import PTBDeprecationWarning
 
-from bot.common.following import SlowDown, follow_job
+from bot.common.following import SlowDown
 from core.config import TelegramConfig
 from core.i18n import describe_error, t
-from core.jobs.events import JobEvent, JobHandle, JobResult, Progress, Started
+from core.jobs.events import JobEvent, JobResult, Progress, Started
 
 logger = logging.getLogger(__name__)
 
@@ -178,12 +178,6 @@ class Responder:
         if not await StatusMessage(self.bot, target).replace(text):
             await self.try_send_text(target, text)
 
-    async def follow(self, handle: JobHandle, target: ReplyTarget, shown: str = "") -> None:
-        """Mirror a job's events into the status message (now showing `shown`), then answer."""
-        await follow_job(handle, TelegramSink(self, target),
-                         interval=self.settings.progress_interval_s, shown=shown,
-                         on_event=RecordingAction(self, target.chat_id).renew)
-
     async def deliver(self, result: JobResult, target: ReplyTarget) -> None:
         """The clip as a voice note (and/or MP3), captioned, with the two buttons."""
         lang = target.lang
@@ -220,26 +214,34 @@ class Responder:
                 message_thread_id=target.thread_id), what="sendAudio")
 
 
-class RecordingAction:
-    """Telegram shows "recording voice…" for about 5 s: renewed while a job renders."""
+class TelegramAnswer:
+    """One request's status line and answer in a Telegram chat (a `bot.common` AnswerTarget).
 
-    def __init__(self, responder: Responder, chat_id: int) -> None:
-        self.responder, self.chat_id = responder, chat_id
-        self.last = time.monotonic()
-
-    async def renew(self, event: JobEvent) -> None:
-        if isinstance(event, Started | Progress) and \
-                time.monotonic() - self.last >= ACTION_RENEW_S:
-            self.last = time.monotonic()
-            await self.responder.action(self.chat_id, ChatAction.RECORD_VOICE)
-
-
-class TelegramSink:
-    """One request's answer in a Telegram chat (see `bot.common.following.JobSink`)."""
+    Telegram shows "recording voice…" for about 5 s: it is renewed while the job renders.
+    """
 
     def __init__(self, responder: Responder, target: ReplyTarget) -> None:
         self.responder, self.target, self.lang = responder, target, target.lang
         self.status = StatusMessage(responder.bot, target)
+        self.last_action = time.monotonic()
+
+    async def announce(self, text: str) -> dict[str, Any]:
+        if self.target.status_message_id is not None:  # shown before a restart: reuse it
+            await self.status.replace(text)
+            return {}
+        await self.responder.action(self.target.chat_id, ChatAction.RECORD_VOICE)
+        self.last_action = time.monotonic()
+        message = await self.responder.try_send_text(self.target, text)
+        if message is None:
+            return {}
+        self.target.status_message_id = message.message_id
+        return {"status_message_id": message.message_id}
+
+    async def on_event(self, event: JobEvent) -> None:
+        if isinstance(event, Started | Progress) and \
+                time.monotonic() - self.last_action >= ACTION_RENEW_S:
+            self.last_action = time.monotonic()
+            await self.responder.action(self.target.chat_id, ChatAction.RECORD_VOICE)
 
     async def show(self, text: str) -> None:
         await self.status.edit(text)

@@ -145,7 +145,12 @@ async def load_image(services: Services, intake: Intake) -> DecodedImage:
 
 
 async def submit_job(request: web.Request) -> web.Response:
-    """POST /api/jobs: intake, validation, submission; 202 with the job id and position."""
+    """POST /api/jobs: the cheap checks, then the picture, then the job; 202 with its id.
+
+    The request is recorded (and the per-user and queue limits checked) before the upload
+    is decoded or the link fetched, so a refused request costs no decoding; the 202 comes
+    only once the job's row exists.
+    """
     services = request.app[SERVICES]
     user_id: str = request[USER_ID]
     intake = Intake()
@@ -154,7 +159,8 @@ async def submit_job(request: web.Request) -> web.Response:
         intake = await read_intake(request, services.config.web.max_upload_bytes)
         asked = requested_options(services.config.generation, seconds=intake.seconds,
                                   seed=intake.seed)
-        image = await load_image(services, intake)
+        if intake.data is None and not intake.url:
+            raise BadRequest("no image or url given", code="no_image")
     except (ImageRejected, BadRequest) as error:
         # Logged like every refused request, so the stats see intake failures too.
         kind = intake.source_kind
@@ -162,8 +168,17 @@ async def submit_job(request: web.Request) -> web.Response:
             kind = "upload"  # the upload itself was refused before it was read whole
         await refuse(services.engine, requester, kind, error)
         raise
-    handle = await services.engine.submit(requester.job(
-        source_kind=intake.source_kind, options=asked.options, image=image, seed=asked.seed))
+    source = {"kind": "upload"} if intake.data is not None else {"kind": "url",
+                                                                 "url": intake.url}
+    job_request = requester.job(source_kind=intake.source_kind, options=asked.options,
+                                seed=asked.seed, source=source)
+    receipt = await services.engine.receive(job_request)  # refusals: logged and raised
+    try:
+        image = await load_image(services, intake)
+    except UserFacingError as error:
+        await services.engine.refuse(receipt, error)
+        raise
+    handle = await services.engine.submit(job_request.with_image(image), receipt=receipt)
     job = request.app[JOBS].add(handle, await preview_of(image.image))
     view = job_view(job, request_language(request))
     return json_response({"id": handle.id, "status": view["status"],

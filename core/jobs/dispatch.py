@@ -292,11 +292,12 @@ class Dispatcher:
             await self.request_log.update(
                 ticket.handle.id, status="done", caption=result.caption, prompt=result.prompt,
                 seed=job.seed, cache_hit=not leader, batch_size=batch_size, duration_s=duration,
-                finished_at=now, files={k: str(v) for k, v in files.items()}, **timings)
+                finished_at=now, files={k: str(v) for k, v in files.items()},
+                score=result.score, **timings)
             done.append((ticket, JobResult(
                 request_id=ticket.handle.id, caption=result.caption, prompt=result.prompt,
                 seed=job.seed, duration_s=duration, files=dict(files), cache_hit=not leader,
-                batch_size=batch_size, timings=timings)))
+                batch_size=batch_size, timings=timings, score=result.score)))
         for ticket, res in done:
             self.spool.delete(ticket.handle.id)
             self._release(ticket.user)

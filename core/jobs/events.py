@@ -29,6 +29,7 @@ class JobResult:
     cache_hit: bool = False
     batch_size: int = 1
     timings: dict[str, float] = field(default_factory=dict)
+    score: float | None = None  # the kept take's CLAP score, when several takes were compared
 
     def audio_path(self, fmt: str = "ogg") -> Path:
         return self.files[fmt]

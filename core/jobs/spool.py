@@ -15,9 +15,7 @@ from pathlib import Path
 from PIL import Image
 
 from core.intake.decode import DecodedImage
-from core.jobs.request import JobRequest
-from core.options import GenerationOptions
-from core.storage.request_log import RequestRecord
+from core.storage.records import RequestRecord
 
 logger = logging.getLogger(__name__)
 
@@ -73,36 +71,3 @@ class Spool:
                 path.unlink(missing_ok=True)
                 removed += 1
         return removed
-
-
-def rebuild_request(record: RequestRecord, spool: Spool) -> JobRequest | None:
-    """The request behind an unfinished row, or None when it cannot be run again."""
-    options = record.generation_options
-    if options is None:
-        return None
-    image: DecodedImage | None = None
-    caption = prompt = None
-    if record.image_sha256:
-        image = spool.read(record)
-        if image is None:
-            return None
-    elif record.caption:
-        caption = record.caption
-    elif record.prompt:
-        prompt = record.prompt
-    else:
-        return None
-    return JobRequest(platform=record.platform, user_id=record.user_id, chat_id=record.chat_id,
-                      source_kind=record.source_kind, options=options, image=image,
-                      caption=caption, prompt=prompt, seed=record.seed,
-                      is_admin=record.is_admin, lang=record.lang,
-                      reply_context=dict(record.reply_context or {}))
-
-
-def placeholder_request(record: RequestRecord) -> JobRequest:
-    """Metadata-only request for a handle that only reports `interrupted`."""
-    return JobRequest(platform=record.platform, user_id=record.user_id, chat_id=record.chat_id,
-                      source_kind=record.source_kind,
-                      options=record.generation_options or GenerationOptions(),
-                      caption=record.caption or "", seed=record.seed, is_admin=record.is_admin,
-                      lang=record.lang, reply_context=dict(record.reply_context or {}))

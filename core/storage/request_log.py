@@ -1,175 +1,41 @@
-"""The durable request log: one row per request, written on acceptance, updated as it moves.
+"""The durable request log: one row per request, from its arrival until its answer is sent.
 
-SQLAlchemy 2 async over SQLite (aiosqlite, WAL) by default; any async URL (e.g.
-``postgresql+asyncpg://``) works unchanged. The schema is versioned: a fresh
-database gets the current tables and is stamped with the latest version; an older
-one runs the missing steps of `MIGRATIONS` in order.
+SQLAlchemy 2 async over SQLite (aiosqlite, WAL) by default, or PostgreSQL
+(``postgresql+asyncpg://``) when several processes share it. The schema is managed by
+Alembic (core/storage/migrate.py) and brought up to date when the log is opened.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (
-    JSON,
-    Boolean,
-    Column,
-    Connection,
-    Float,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    case,
-    event,
-    func,
-    insert,
-    inspect,
-    select,
-    update,
-)
+from sqlalchemy import Integer, case, event, func, insert, select, update
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from core.options import GenerationOptions
+from core.errors import ConfigError, DuplicateRequest, StorageUnavailable
+from core.storage.migrate import current_revision, migrate
+from core.storage.records import RECORD_FIELDS, RequestRecord, without_secrets
+from core.storage.tables import UNFINISHED, clips, cursors, requests
 
 logger = logging.getLogger(__name__)
 
-STATUSES = ("queued", "running", "done", "failed", "rejected", "interrupted")
-UNFINISHED = ("queued", "running")
-
-metadata = MetaData()
-
-schema_version = Table(
-    "schema_version", metadata,
-    Column("version", Integer, primary_key=True),
-    Column("applied_at", Float, nullable=False),
-)
-
-requests = Table(
-    "requests", metadata,
-    Column("id", String(24), primary_key=True),
-    Column("platform", String(16), nullable=False),
-    Column("user_id", String(64), nullable=False),
-    Column("chat_id", String(64), nullable=False),
-    Column("source_kind", String(16), nullable=False),
-    Column("is_admin", Boolean, nullable=False, default=False),
-    Column("image_sha256", String(64)),
-    Column("caption", Text),
-    Column("prompt", Text),
-    Column("options", JSON),
-    Column("seed", Integer),
-    Column("lang", String(8), nullable=False, default="en"),
-    Column("reply_context", JSON),
-    Column("cache_key", String(64)),
-    Column("status", String(16), nullable=False),
-    Column("reason", String(32)),
-    Column("queue_wait_s", Float),
-    Column("caption_s", Float),
-    Column("sound_s", Float),
-    Column("encode_s", Float),
-    Column("total_s", Float),
-    Column("duration_s", Float),
-    Column("cache_hit", Boolean, nullable=False, default=False),
-    Column("batch_size", Integer),
-    Column("files", JSON),
-    Column("created_at", Float, nullable=False),
-    Column("started_at", Float),
-    Column("finished_at", Float),
-    Index("ix_requests_user", "platform", "user_id", "created_at"),
-    Index("ix_requests_status", "status"),
-    Index("ix_requests_created", "created_at"),
-)
-
-# Index of the clip cache (files live under <data_dir>/cache; see core/cache.py).
-clips = Table(
-    "clips", metadata,
-    Column("clip_id", String(24), primary_key=True),
-    Column("key", String(64), index=True),
-    Column("caption", Text, nullable=False),
-    Column("prompt", Text, nullable=False),
-    Column("seed", Integer, nullable=False),
-    Column("duration_s", Float, nullable=False),
-    Column("files", JSON, nullable=False),
-    Column("size_bytes", Integer, nullable=False),
-    Column("created_at", Float, nullable=False),
-    Column("last_used_at", Float, nullable=False),
-)
-
-# Ordered steps from version N to N+1 (index 0 upgrades 1 -> 2, ...). Each step must
-# work on a database at the previous version; fresh databases skip them all.
-MIGRATIONS: list[Callable[[Connection], None]] = []
-BASE_VERSION = 1
+# The package that provides each SQLAlchemy async driver.
+DRIVER_PACKAGES = {"asyncpg": "asyncpg", "psycopg": "psycopg[binary]", "aiosqlite": "aiosqlite",
+                   "aiomysql": "aiomysql", "asyncmy": "asyncmy"}
 
 
-def latest_version() -> int:
-    return BASE_VERSION + len(MIGRATIONS)
-
-
-@dataclass
-class RequestRecord:
-    """One row of the request log."""
-
-    id: str
-    platform: str
-    user_id: str
-    chat_id: str
-    source_kind: str
-    status: str
-    created_at: float
-    is_admin: bool = False
-    image_sha256: str | None = None
-    caption: str | None = None
-    prompt: str | None = None
-    options: dict[str, Any] | None = None
-    seed: int | None = None
-    lang: str = "en"
-    reply_context: dict[str, Any] = field(default_factory=dict)
-    cache_key: str | None = None
-    reason: str | None = None
-    queue_wait_s: float | None = None
-    caption_s: float | None = None
-    sound_s: float | None = None
-    encode_s: float | None = None
-    total_s: float | None = None
-    duration_s: float | None = None
-    cache_hit: bool = False
-    batch_size: int | None = None
-    files: dict[str, str] | None = None
-    started_at: float | None = None
-    finished_at: float | None = None
-
-    @property
-    def generation_options(self) -> GenerationOptions | None:
-        return GenerationOptions.from_dict(self.options) if self.options else None
-
-    @classmethod
-    def from_row(cls, row: Any) -> RequestRecord:
-        data = dict(row._mapping)
-        data["reply_context"] = data.get("reply_context") or {}
-        return cls(**data)
-
-
-_RECORD_FIELDS = {f.name for f in fields(RequestRecord)}
-_SECRET_WORDS = ("token", "secret", "password", "authorization")
-
-
-def without_secrets(context: dict[str, Any]) -> dict[str, Any]:
-    """A reply context minus credential-like keys: rows outlive tokens and get copied."""
-    kept = {}
-    for name, value in context.items():
-        if any(word in name.lower() for word in _SECRET_WORDS):
-            logger.warning("reply_context key %r looks like a credential; not stored", name)
-        else:
-            kept[name] = value
-    return kept
+def missing_driver(drivername: str, module: str | None) -> str:
+    """The one-line error for a database URL whose driver is not installed."""
+    driver = drivername.partition("+")[2] or drivername
+    package = DRIVER_PACKAGES.get(driver, module or driver)
+    return (f"[storage] database_url: the {driver!r} database driver is not installed; "
+            f"install it with: pip install '{package}'")
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -185,51 +51,100 @@ class RequestLog:
     """Async access to the request log (and the clip-cache index stored beside it)."""
 
     def __init__(self, url: str) -> None:
-        self.url = url
         parsed = make_url(url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         if self.is_sqlite and parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        self.engine: AsyncEngine = create_async_engine(url)
+        try:
+            self.engine: AsyncEngine = create_async_engine(url)
+        except ModuleNotFoundError as exc:
+            raise ConfigError(missing_driver(parsed.drivername, exc.name)) from None
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
 
     @classmethod
     async def open(cls, url: str) -> RequestLog:
         """Connect and bring the schema up to date."""
-        log = cls(url)
-        await log.migrate()
-        return log
+        request_log = cls(url)
+        try:
+            await request_log.migrate()
+        except BaseException:
+            await request_log.close()
+            raise
+        return request_log
 
     async def close(self) -> None:
         await self.engine.dispose()
 
     # schema ---------------------------------------------------------------------------------
 
-    async def migrate(self) -> int:
-        """Create or upgrade the schema; return the version it is at now."""
-        async with self.engine.begin() as conn:
-            return await conn.run_sync(_migrate_sync)
+    async def migrate(self) -> str:
+        """Create or upgrade the schema (Alembic, under a lock); returns its revision."""
+        return await migrate(self.engine)
 
-    async def schema_version(self) -> int:
-        async with self.engine.connect() as conn:
-            return int((await conn.execute(select(func.max(schema_version.c.version)))).scalar()
-                       or 0)
+    async def schema_revision(self) -> str | None:
+        return await current_revision(self.engine)
 
     # requests -------------------------------------------------------------------------------
 
     async def insert(self, record: RequestRecord) -> None:
-        values = {f: getattr(record, f) for f in _RECORD_FIELDS}
+        """Add a row; DuplicateRequest when its dedupe_key is already recorded."""
+        values = {f: getattr(record, f) for f in RECORD_FIELDS}
         values["reply_context"] = without_secrets(record.reply_context or {})
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(insert(requests).values(**values))
+        except IntegrityError:
+            if record.dedupe_key is None:
+                raise
+            existing = await self.find_dedupe(record.dedupe_key)
+            if existing is None:
+                raise
+            raise DuplicateRequest(existing.id, existing.created_at) from None
+        except (DBAPIError, OSError) as exc:  # locked, read-only, unreachable: not recorded
+            raise StorageUnavailable(f"the request log refused a write ({type(exc).__name__})"
+                                     ) from None
+
+    async def find_dedupe(self, dedupe_key: str) -> RequestRecord | None:
+        """The row recorded for a platform's update or message, if any."""
+        query = select(requests).where(requests.c.dedupe_key == dedupe_key)
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return RequestRecord.from_row(row) if row else None
+
+    async def merge_reply_context(self, request_id: str, values: dict[str, Any]) -> None:
+        """Add keys to a row's reply context (e.g. the id of the status message shown)."""
         async with self.engine.begin() as conn:
-            await conn.execute(insert(requests).values(**values))
+            current = (await conn.execute(select(requests.c.reply_context)
+                                          .where(requests.c.id == request_id))).scalar()
+            merged = {**(current or {}), **without_secrets(values)}
+            await conn.execute(update(requests).where(requests.c.id == request_id)
+                               .values(reply_context=merged))
+
+    async def set_delivery(self, request_id: str, state: str) -> None:
+        """Record how far an owed answer got ("sending", "sent"); never back from "sent".
+
+        Rows that owe nothing (refusals at the door, web jobs) are left alone.
+        """
+        async with self.engine.begin() as conn:
+            await conn.execute(update(requests).where(
+                requests.c.id == request_id, requests.c.delivery.in_(("owed", "sending")))
+                .values(delivery=state))
+
+    async def unanswered(self) -> list[RequestRecord]:
+        """Finished rows whose answer is owed or was being sent, oldest first."""
+        query = (select(requests).where(requests.c.status.not_in(UNFINISHED),
+                                        requests.c.delivery.in_(("owed", "sending")))
+                 .order_by(requests.c.created_at))
+        async with self.engine.connect() as conn:
+            return [RequestRecord.from_row(r) for r in await conn.execute(query)]
 
     async def update(self, request_id: str, **values: Any) -> None:
         await self.update_many([request_id], **values)
 
     async def update_many(self, request_ids: Sequence[str], **values: Any) -> None:
         """Set the same columns on several rows (values may be SQL expressions)."""
-        unknown = set(values) - _RECORD_FIELDS
+        unknown = set(values) - RECORD_FIELDS
         if unknown:
             raise ValueError(f"unknown request columns: {sorted(unknown)}")
         if not request_ids:
@@ -259,7 +174,7 @@ class RequestLog:
         return RequestRecord.from_row(row) if row else None
 
     async def unfinished(self) -> list[RequestRecord]:
-        """Rows left queued or running (by a crash or a bounded shutdown), oldest first."""
+        """Rows left received, queued or running (a crash, a bounded stop), oldest first."""
         query = (select(requests).where(requests.c.status.in_(UNFINISHED))
                  .order_by(requests.c.created_at))
         async with self.engine.connect() as conn:
@@ -341,23 +256,44 @@ class RequestLog:
         async with self.engine.begin() as conn:
             await conn.execute(clips.delete().where(clips.c.clip_id.in_(list(clip_ids))))
 
+    # per-channel cursors --------------------------------------------------------------------
 
-def _migrate_sync(conn: Connection) -> int:
-    existing = set(inspect(conn).get_table_names())
-    if "schema_version" not in existing:
-        if "requests" in existing:
-            raise RuntimeError("request log has tables but no schema_version; refusing to guess")
-        metadata.create_all(conn)
-        conn.execute(insert(schema_version).values(version=latest_version(),
-                                                   applied_at=time.time()))
-        logger.info("created request log schema v%d", latest_version())
-        return latest_version()
-    current = conn.execute(select(func.max(schema_version.c.version))).scalar() or 0
-    if current > latest_version():
-        raise RuntimeError(f"request log schema v{current} is newer than this code "
-                           f"(v{latest_version()}); upgrade Sonify")
-    for version in range(current + 1, latest_version() + 1):
-        MIGRATIONS[version - BASE_VERSION - 1](conn)
-        conn.execute(insert(schema_version).values(version=version, applied_at=time.time()))
-        logger.info("migrated request log schema to v%d", version)
-    return latest_version()
+    async def cursor(self, platform: str, channel_id: str) -> str | None:
+        query = select(cursors.c.last_id).where(cursors.c.platform == platform,
+                                                cursors.c.channel_id == channel_id)
+        async with self.engine.connect() as conn:
+            value = (await conn.execute(query)).scalar()
+        return str(value) if value is not None else None
+
+    async def cursors(self, platform: str) -> list[tuple[str, str, bool]]:
+        """(channel id, last id handled, private) of every channel seen on `platform`."""
+        query = select(cursors.c.channel_id, cursors.c.last_id, cursors.c.is_private).where(
+            cursors.c.platform == platform)
+        async with self.engine.connect() as conn:
+            return [(str(c), str(last), bool(p)) for c, last, p in await conn.execute(query)]
+
+    async def advance_cursor(self, platform: str, channel_id: str, last_id: str, *,
+                             is_private: bool = False, only_new: bool = False) -> None:
+        """Remember `last_id` as handled in a channel, unless a later id already is.
+
+        Ids are compared as numbers (Discord's snowflakes grow with time). `only_new`: start
+        a cursor for a channel that has none, leave an existing one where it is.
+        """
+        now = time.time()
+        async with self.engine.begin() as conn:
+            current = (await conn.execute(select(cursors.c.last_id).where(
+                cursors.c.platform == platform, cursors.c.channel_id == channel_id))).scalar()
+            if current is None:
+                try:
+                    async with conn.begin_nested():
+                        await conn.execute(insert(cursors).values(
+                            platform=platform, channel_id=channel_id, last_id=last_id,
+                            is_private=is_private, updated_at=now))
+                    return
+                except IntegrityError:  # another handler added it meanwhile
+                    current = "0"
+            if int(last_id) > int(current) and not only_new:
+                await conn.execute(update(cursors).where(
+                    cursors.c.platform == platform, cursors.c.channel_id == channel_id,
+                    cursors.c.last_id == current)
+                    .values(last_id=last_id, updated_at=now))

@@ -18,6 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import discord
 from aiohttp import web
 
 from tests.bot.discord.fake_payloads import (  # noqa: F401 - tests import the ids from here
@@ -52,6 +53,20 @@ def _json(data: Any, status: int = 200) -> web.Response:
                         headers={"Content-Type": "application/json"})
 
 
+class Snowflakes:
+    """Ids as Discord makes them: growing, with the time of their making in them."""
+
+    def __init__(self) -> None:
+        self.last = 0
+
+    def __iter__(self) -> Snowflakes:
+        return self
+
+    def __next__(self) -> int:
+        self.last = max(self.last + 1, discord.utils.time_snowflake(discord.utils.utcnow()))
+        return self.last
+
+
 class FakeDiscord(FakeUsers):
     """REST + gateway + CDN on one loopback port."""
 
@@ -67,7 +82,7 @@ class FakeDiscord(FakeUsers):
         self.identified: list[JSON] = []
         self.guild_locale = "en-US"
         self.dm_channels: dict[int, int] = {}  # user id -> DM channel id
-        self._ids = itertools.count(910_000_000_000_000_000)
+        self._ids = Snowflakes()
         self._seq = itertools.count(1)
         self._changed = asyncio.Event()
         self._ws: web.WebSocketResponse | None = None
@@ -83,6 +98,8 @@ class FakeDiscord(FakeUsers):
             ("PATCH", re.compile(r"/channels/(\d+)/messages/(\d+)"), self._edit_message),
             ("DELETE", re.compile(r"/channels/(\d+)/messages/(\d+)"), self._delete_message),
             ("GET", re.compile(r"/channels/(\d+)/messages/(\d+)"), self._get_message),
+            ("GET", re.compile(r"/channels/(\d+)/messages"), self._history),
+            ("GET", re.compile(r"/channels/(\d+)"), self._get_channel),
             ("POST", re.compile(r"/interactions/(\d+)/([^/]+)/callback"), self._callback),
             ("POST", re.compile(r"/webhooks/(\d+)/([^/]+)"), self._followup),
             ("PATCH", re.compile(r"/webhooks/(\d+)/([^/]+)/messages/([^/]+)"), self._edit_hook),
@@ -288,7 +305,13 @@ class FakeDiscord(FakeUsers):
             return self._forbidden()
         if refused := self._voice_refused(cid, call.json):
             return refused
-        return _json(self._stored(cid, call.json, call.files))
+        msg = self._stored(cid, call.json, call.files)
+        if self._ws is not None:  # like Discord, the bot hears its own posts on the gateway
+            event = {k: v for k, v in msg.items() if not k.startswith("_")}
+            if int(cid) not in self.dm_channels.values():
+                event["guild_id"] = str(GUILD_ID)
+            await self.dispatch("MESSAGE_CREATE", event)
+        return _json(msg)
 
     async def _edit_message(self, call: Call, cid: str, mid: str) -> web.Response:
         if int(cid) in self.forbidden_channels:
@@ -307,6 +330,29 @@ class FakeDiscord(FakeUsers):
     async def _get_message(self, call: Call, cid: str, mid: str) -> web.Response:
         msg = self.messages.get(int(mid))
         return _json(msg) if msg else _json({"message": "Unknown Message", "code": 10008}, 404)
+
+    async def _history(self, call: Call, cid: str) -> web.Response:
+        """A channel's messages, as Discord pages them: `after` gives the oldest ones after
+        it, newest first; otherwise the newest (before `before`), newest first."""
+        limit = int(call.query.get("limit", 50))
+        found = sorted((m for m in self.messages.values()
+                        if m["channel_id"] == cid and not m.get("_deleted")),
+                       key=lambda m: int(m["id"]))
+        if "after" in call.query:
+            after = int(call.query["after"])
+            page = [m for m in found if int(m["id"]) > after][:limit]
+        else:
+            before = int(call.query.get("before", 1 << 63))
+            page = [m for m in found if int(m["id"]) < before][-limit:]
+        return _json([{k: v for k, v in m.items() if not k.startswith("_")}
+                      for m in reversed(page)])
+
+    async def _get_channel(self, call: Call, cid: str) -> web.Response:
+        for uid, dm in self.dm_channels.items():
+            if dm == int(cid):
+                return _json({"id": cid, "type": 1, "recipients": [user(uid)],
+                              "last_message_id": None})
+        return _json({"message": "Unknown Channel", "code": 10003}, 404)
 
     async def _callback(self, call: Call, iid: str, token: str) -> web.Response:
         it = self.interactions[token]

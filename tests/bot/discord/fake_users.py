@@ -6,8 +6,11 @@ dispatches it over the fake gateway to the connected bot.
 
 from __future__ import annotations
 
-import itertools
+from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
+
+import discord
 
 from tests.bot.discord.fake_payloads import (
     ALICE,
@@ -34,7 +37,7 @@ class FakeUsers:
     interactions: dict[str, Interaction]
     dm_channels: dict[int, int]
     guild_locale: str
-    _ids: itertools.count[int]
+    _ids: Iterator[int]
 
     async def dispatch(self, event: str, data: JSON) -> None:
         raise NotImplementedError
@@ -58,8 +61,12 @@ class FakeUsers:
 
     async def send_message(self, channel_id: int | None, author: int = ALICE, content: str = "",
                            attachments: list[Upload] = (), *, mention_bot: bool = False,
-                           embeds: list[JSON] = (), reply_to: JSON | None = None) -> JSON:
+                           embeds: list[JSON] = (), reply_to: JSON | None = None,
+                           bot_online: bool = True, created: datetime | None = None) -> JSON:
         """A user posts a message (channel_id None: a DM to the bot).
+
+        `bot_online=False`: posted while the bot is away, so only the history holds it.
+        `created`: when it was posted (its id says so, as Discord's snowflakes do).
 
         `reply_to` makes it a reply that pings the replied-to author, as Discord's
         client does by default: that author joins `mentions`, the text stays as typed.
@@ -79,11 +86,14 @@ class FakeUsers:
         msg = self._message(cid, author, content,
                             attachments=[self._attachment(a) for a in attachments],
                             embeds=list(embeds), mentions=mentions, **extra)
+        if created is not None:
+            msg["id"] = str(discord.utils.time_snowflake(created))
         if not dm:
             msg["guild_id"] = str(GUILD_ID)
             msg["member"] = {k: v for k, v in member(author).items() if k != "user"}
         self.messages[int(msg["id"])] = msg
-        await self.dispatch("MESSAGE_CREATE", msg)
+        if bot_online:
+            await self.dispatch("MESSAGE_CREATE", msg)
         return msg
 
     async def _interact(self, kind: int, data: JSON, *, author: int, channel_id: int | None,

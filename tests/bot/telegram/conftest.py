@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,6 +18,7 @@ from PIL import Image
 
 from bot.telegram.adapter import TelegramAdapter
 from core.config import Config
+from core.i18n import CATALOGUE
 from core.services import Services
 from core.storage.request_log import RequestRecord
 from tests.bot.telegram.fake_bot_api import BOT_USERNAME, Call, FakeBotAPI
@@ -56,6 +58,13 @@ def entities_for(text: str) -> list[dict[str, Any]]:
     if mention in text and not text.startswith("/"):
         found.append({"type": "mention", "offset": text.index(mention), "length": len(mention)})
     return found
+
+
+def is_status(text: str) -> bool:
+    """A status line ("Queued — #1 in line", "Rendering sound… 40%"), not a final answer."""
+    patterns = (re.sub(r"\\\{\w+\\\}", r"\\d+", re.escape(CATALOGUE[lang][key]))
+                for key in ("queued", "started", "progress") for lang in CATALOGUE)
+    return any(re.fullmatch(pattern, text) for pattern in patterns)
 
 
 def voice_info(call: Call) -> sf._SoundFileInfo:
@@ -159,7 +168,7 @@ class Harness:
                       if c.reply_to == mid and isinstance(c.result, dict)
                       and "message_id" in c.result}
             for c in self.fake.calls:
-                if contains not in c.text:
+                if contains not in c.text or (not contains and is_status(c.text)):
                     continue
                 if c.method == "sendMessage" and c.reply_to == mid:
                     return c

@@ -90,6 +90,9 @@ class FakeBotAPI:
         self._changed = asyncio.Condition()
         self._failures: list[_Failure] = []
         self._closing = False
+        # While set and not yet opened, file downloads wait (a slow Telegram file server).
+        self.downloads_gate: asyncio.Event | None = None
+        self.confirmed = 0  # the highest offset a getUpdates call confirmed
         self._runner: web.AppRunner | None = None
         self.url = ""
 
@@ -139,7 +142,8 @@ class FakeBotAPI:
         return next(self._message_ids)
 
     async def push(self, update: dict[str, Any]) -> dict[str, Any]:
-        """Queue an update for getUpdates (an update_id is added)."""
+        """Queue an update for getUpdates (an update_id is added unless it has one: Telegram
+        sends an update again, same id, when its offset was never confirmed)."""
         update = {"update_id": next(self._update_ids), **update}
         for key in ("message", "callback_query"):
             msg = update.get(key, {})
@@ -256,6 +260,8 @@ class FakeBotAPI:
             return web.Response(status=401)
         path = request.match_info["path"]
         self.downloads.append(path)
+        if self.downloads_gate is not None:
+            await self.downloads_gate.wait()
         file_id = path.rsplit("/", 1)[-1]
         if file_id not in self.files:
             return web.Response(status=404)
@@ -283,6 +289,7 @@ class FakeBotAPI:
     async def _get_updates(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         offset = int(params.get("offset") or 0)
         timeout = float(params.get("timeout") or 0)
+        self.confirmed = max(self.confirmed, offset)
         self._updates = [u for u in self._updates if u["update_id"] >= offset]
 
         async def wait() -> None:

@@ -85,7 +85,7 @@ async def test_busy(start_bot: StartBot, tiny_pipeline: Any) -> None:
     first = await bot.send_photo(BOB)
     assert await asyncio.to_thread(gated.entered.wait, 20)
     second = await bot.send_photo(CARLOS)
-    assert await bot.text_for(second) == "Queued — #1 in line"
+    assert await bot.text_for(second, "Queued") == "Queued — #1 in line"
     third = await bot.send_photo(ELENA)
     assert (await bot.text_for(third, "ocupado")).startswith(
         "Estoy muy ocupado ahora mismo. Inténtalo de nuevo en unos ")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -257,3 +258,23 @@ async def test_a_job_and_its_rider_cut_short_are_both_answered_after_restart(
     assert sorted(r.cache_hit for r in results.values()) == [False, True]
     assert results[1].files == results[2].files
     assert [(r.status, r.user_id) for r in records] == [("done", "ann"), ("done", "bob")]
+
+
+class Scored(WrappedPipeline):
+    """Results as from a pipeline that compared takes: each kept take carries its score."""
+
+    def run(self, inputs: Sequence[Any], options: Any, progress: Any = None) -> list[Any]:
+        results = super().run(inputs, options, progress)
+        for n, result in enumerate(results):
+            result.score = 0.25 + n / 10
+        return results
+
+
+async def test_the_kept_takes_score_is_stored_with_the_request(tmp_path: Path,
+                                                               tiny_pipeline: Any) -> None:
+    cfg = make_config(tmp_path)
+    async with running_engine(cfg, Scored(tiny_pipeline)) as engine:
+        handle = await engine.submit(text_request(cfg, "ann", "wind in tall grass"))
+        result = await asyncio.wait_for(handle.result(), 30)
+        record = await row(engine, handle.id)
+    assert result.score == pytest.approx(0.25) and record.score == pytest.approx(0.25)

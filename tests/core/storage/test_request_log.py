@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from sqlalchemy import text
 
+from core.errors import ConfigError
 from core.jobs.cache import ClipCache, cache_key
 from core.options import GenerationOptions
-from core.storage import request_log as store
+from core.storage.migrate import head_revision
 from core.storage.request_log import RequestLog, RequestRecord
 
 
@@ -24,10 +28,11 @@ def row(request_id: str, *, user: str = "u1", status: str = "queued", created: f
                          source_kind="photo", status=status, created_at=created, **extra)  # type: ignore[arg-type]
 
 
-async def test_fresh_database_is_created_stamped_and_in_wal_mode(tmp_path: Path) -> None:
+async def test_fresh_database_is_created_at_the_head_revision_in_wal_mode(
+        tmp_path: Path) -> None:
     request_log = await RequestLog.open(db_url(tmp_path))
     try:
-        assert await request_log.schema_version() == store.latest_version()
+        assert await request_log.schema_revision() == head_revision()
         async with request_log.engine.connect() as conn:
             mode = (await conn.execute(text("PRAGMA journal_mode"))).scalar()
             timeout = (await conn.execute(text("PRAGMA busy_timeout"))).scalar()
@@ -38,28 +43,80 @@ async def test_fresh_database_is_created_stamped_and_in_wal_mode(tmp_path: Path)
         await request_log.close()
 
 
-async def test_migration_steps_run_once_in_order(tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    request_log = await RequestLog.open(db_url(tmp_path))
-    await request_log.insert(row("keep-me"))
-    await request_log.close()
+# The schema the hand-made migrations left behind (version 1), before Alembic.
+LEGACY_SCHEMA = """
+CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at FLOAT NOT NULL);
+INSERT INTO schema_version VALUES (1, 0.0);
+CREATE TABLE requests (id VARCHAR(24) PRIMARY KEY, platform VARCHAR(16) NOT NULL,
+  user_id VARCHAR(64) NOT NULL, chat_id VARCHAR(64) NOT NULL, source_kind VARCHAR(16) NOT NULL,
+  is_admin BOOLEAN NOT NULL, image_sha256 VARCHAR(64), caption TEXT, prompt TEXT, options JSON,
+  seed INTEGER, lang VARCHAR(8) NOT NULL, reply_context JSON, cache_key VARCHAR(64),
+  status VARCHAR(16) NOT NULL, reason VARCHAR(32), queue_wait_s FLOAT, caption_s FLOAT,
+  sound_s FLOAT, encode_s FLOAT, total_s FLOAT, duration_s FLOAT, cache_hit BOOLEAN NOT NULL,
+  batch_size INTEGER, files JSON, created_at FLOAT NOT NULL, started_at FLOAT,
+  finished_at FLOAT);
+CREATE TABLE clips (clip_id VARCHAR(24) PRIMARY KEY, "key" VARCHAR(64), caption TEXT NOT NULL,
+  prompt TEXT NOT NULL, seed INTEGER NOT NULL, duration_s FLOAT NOT NULL, files JSON NOT NULL,
+  size_bytes INTEGER NOT NULL, created_at FLOAT NOT NULL, last_used_at FLOAT NOT NULL);
+INSERT INTO requests (id, platform, user_id, chat_id, source_kind, is_admin, lang, status,
+  cache_hit, created_at) VALUES ('keep-me', 'telegram', 'u1', 'c1', 'photo', 0, 'en', 'done', 0,
+  1000.0);
+"""
 
-    def add_note(conn: object) -> None:
-        conn.exec_driver_sql("ALTER TABLE requests ADD COLUMN note TEXT")  # type: ignore[attr-defined]
 
-    monkeypatch.setattr(store, "MIGRATIONS", [add_note])
-    for _ in range(2):  # the second open must not re-run the step (it would fail: duplicate column)
+async def test_a_database_from_before_alembic_is_upgraded_once_and_keeps_its_rows(
+        tmp_path: Path) -> None:
+    path = tmp_path / "db" / "sonify.db"
+    path.parent.mkdir()
+    with sqlite3.connect(path) as db:
+        db.executescript(LEGACY_SCHEMA)
+    for _ in range(2):  # the second open finds nothing to do (a re-run would fail: duplicates)
         request_log = await RequestLog.open(db_url(tmp_path))
-        assert await request_log.schema_version() == store.BASE_VERSION + 1
-        async with request_log.engine.connect() as conn:
-            cols = [r[1] for r in await conn.execute(text("PRAGMA table_info(requests)"))]
-        assert "note" in cols
-        assert (await request_log.get("keep-me")) is not None
-        await request_log.close()
+        try:
+            assert await request_log.schema_revision() == head_revision()
+            kept = await request_log.get("keep-me")
+            assert kept is not None and (kept.status, kept.delivery, kept.attempts) == (
+                "done", None, 0)
+            async with request_log.engine.connect() as conn:
+                tables = {r[0] for r in await conn.execute(
+                    text("SELECT name FROM sqlite_master WHERE type = 'table'"))}
+            assert {"requests", "clips", "cursors", "alembic_version"} <= tables
+            assert "schema_version" not in tables
+        finally:
+            await request_log.close()
 
-    monkeypatch.setattr(store, "MIGRATIONS", [])
+
+async def test_a_database_newer_than_the_code_is_refused(tmp_path: Path) -> None:
+    request_log = await RequestLog.open(db_url(tmp_path))
+    async with request_log.engine.begin() as conn:
+        await conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    await request_log.close()
     with pytest.raises(RuntimeError, match="newer than this code"):
         await RequestLog.open(db_url(tmp_path))
+
+
+def test_processes_starting_together_migrate_once(tmp_path: Path) -> None:
+    """Four processes open a fresh database at once: one creates it, none fails."""
+    url = db_url(tmp_path)
+    script = ("import asyncio, sys\n"
+              "from core.storage.request_log import RequestLog\n"
+              "async def main():\n"
+              "    log = await RequestLog.open(sys.argv[1])\n"
+              "    print(await log.schema_revision())\n"
+              "    await log.close()\n"
+              "asyncio.run(main())\n")
+    procs = [subprocess.Popen([sys.executable, "-c", script, url], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, [err for _, err in outputs]
+    assert {out.strip() for out, _ in outputs} == {head_revision()}
+
+
+def test_a_missing_database_driver_is_one_line_naming_the_package() -> None:
+    with pytest.raises(ConfigError) as caught:
+        RequestLog("postgresql+psycopg://sonify:p%40ss@127.0.0.1/sonify")
+    assert str(caught.value) == ("[storage] database_url: the 'psycopg' database driver is not "
+                                 "installed; install it with: pip install 'psycopg[binary]'")
 
 
 async def test_rows_round_trip_and_user_window_ignores_rejections(tmp_path: Path) -> None:

@@ -1,0 +1,134 @@
+"""The Telegram request path: who asks, where the picture is, and taking a request.
+
+Shared by the update handlers and by recovery after a restart: a request is recorded
+(`Intake.take`) before anything is shown, and its picture — a Telegram file id or a
+link, stored with the row — is fetched afterwards, again after a restart if need be.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from telegram import User
+from telegram.error import BadRequest as TgBadRequest
+from telegram.error import TelegramError
+
+from bot.common.intake import Intake, IntakeSettings
+from bot.common.requests import Requester, refuse
+from bot.common.tasks import BackgroundTasks
+from bot.telegram.parse import ImageRef, check_file
+from bot.telegram.replies import ReplyTarget, Responder, TelegramAnswer, with_retry
+from core.errors import GenerationFailed, ImageRejected, UserFacingError
+from core.intake.decode import DecodedImage, decode_image_async
+from core.jobs.events import JobHandle
+from core.jobs.request import JobRequest, Receipt
+from core.jobs.rows import received_request
+from core.services import Services
+from core.storage.records import RequestRecord
+
+logger = logging.getLogger(__name__)
+
+PLATFORM = "telegram"
+
+
+def update_key(update_id: int) -> str:
+    """The dedupe key of a Telegram update: redelivered, it finds its row."""
+    return f"{PLATFORM}:update:{update_id}"
+
+
+def source_of(ref: ImageRef) -> dict[str, Any]:
+    """Where a message's picture is, in a form the row can keep (no URLs with the token)."""
+    if ref.kind == "url":
+        return {"kind": "url", "url": ref.url}
+    return {"kind": "telegram_file", "file_id": ref.file_id, "file_size": ref.file_size,
+            "mime_type": ref.mime_type, "file_name": ref.file_name, "ref_kind": ref.kind}
+
+
+class TelegramRequests:
+    """Takes requests for one bot and carries them on to their answers."""
+
+    def __init__(self, services: Services, responder: Responder) -> None:
+        self.services = services
+        self.engine = services.engine
+        self.config = services.config
+        self.reply = responder
+        self.tasks = BackgroundTasks(PLATFORM)
+        self.intake = Intake(self.engine, self.tasks, IntakeSettings(
+            interval=self.config.telegram.progress_interval_s, fetch=self.fetch))
+
+    @property
+    def download_limit(self) -> int:
+        telegram_limit = int(self.config.telegram.download_limit_mb * 1_000_000)
+        return min(telegram_limit, self.config.images.max_bytes)
+
+    def requester(self, target: ReplyTarget, user: User | None = None) -> Requester:
+        name = None
+        if user is not None:
+            name = f"@{user.username}" if user.username else user.full_name
+        return Requester(PLATFORM, user_id=str(target.user_id), chat_id=str(target.chat_id),
+                         lang=target.lang, is_admin=target.user_id in self.config.telegram.admins,
+                         pushes_answers=True, user_name=(name or None) and name[:64])
+
+    async def take(self, request: JobRequest, target: ReplyTarget) -> None:
+        """Record the request (the durable point), then answer it in the background.
+
+        A refusal is told at once (the engine logged it). StorageUnavailable propagates:
+        the update was not recorded, so it must not be confirmed to Telegram.
+        """
+        try:
+            await self.intake.take(request, TelegramAnswer(self.reply, target))
+        except UserFacingError as exc:
+            await self.reply.reply_error(target, exc)
+
+    async def refuse(self, target: ReplyTarget, user: User | None, source_kind: str,
+                     error: UserFacingError, dedupe_key: str | None) -> None:
+        """A request refused before it was recorded: logged, then told (once per update)."""
+        if await refuse(self.engine, self.requester(target, user), source_kind, error,
+                        dedupe_key=dedupe_key):
+            await self.reply.reply_error(target, error)
+
+    async def fetch(self, source: dict[str, Any]) -> DecodedImage:
+        """A recorded request's picture: a Telegram file, or a link (SSRF-safe fetcher)."""
+        if source.get("kind") == "url":
+            return await self.services.fetcher.fetch_image(str(source["url"]))
+        limit = self.download_limit
+        check_file(ImageRef(str(source.get("ref_kind") or "document"),
+                            file_id=str(source["file_id"]), file_size=source.get("file_size"),
+                            mime_type=source.get("mime_type"),
+                            file_name=source.get("file_name")), limit)
+        try:
+            file = await with_retry(lambda: self.reply.bot.get_file(str(source["file_id"])),
+                                    what="getFile")
+            if file.file_size is not None and file.file_size > limit:
+                raise ImageRejected("file too large", code="too_large", max_bytes=limit)
+            data = await with_retry(file.download_as_bytearray, what="file download")
+        except TgBadRequest as exc:
+            if "too big" in str(exc).lower():
+                raise ImageRejected("file too large", code="too_large", max_bytes=limit) from None
+            raise GenerationFailed(f"download refused: {exc}") from None
+        except TelegramError as exc:
+            raise GenerationFailed(f"download failed: {exc}") from None
+        if len(data) > limit:
+            raise ImageRejected("file too large", code="too_large", max_bytes=limit)
+        return await decode_image_async(bytes(data), self.config.images)
+
+    # -- after a restart -------------------------------------------------------------
+    async def on_received(self, record: RequestRecord, receipt: Receipt) -> None:
+        """A request recorded before a restart whose picture was not fetched yet."""
+        request = received_request(record)
+        target = ReplyTarget.from_context(record.reply_context)
+        if request is None or target is None:
+            logger.warning("telegram: received request %s cannot be carried on", record.id)
+            await self.engine.refuse(receipt, GenerationFailed("unusable row",
+                                                               code="interrupted"))
+            return
+        self.intake.resume(request, receipt, TelegramAnswer(self.reply, target))
+
+    async def on_recovered(self, handle: JobHandle) -> None:
+        """A job re-run (or finished, not yet delivered) after a restart: answer it there."""
+        target = ReplyTarget.from_context(handle.request.reply_context)
+        if target is None or not target.chat_id:
+            logger.warning("telegram: recovered request %s has no reply context", handle.id)
+            return
+        self.intake.answer_recovered(handle, TelegramAnswer(self.reply, target))

@@ -1,0 +1,83 @@
+"""One row of the request log, as the rest of the program sees it."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from core.options import GenerationOptions
+from core.storage.tables import UNFINISHED
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RequestRecord:
+    """One row of the request log."""
+
+    id: str
+    platform: str
+    user_id: str
+    chat_id: str
+    source_kind: str
+    status: str
+    created_at: float
+    is_admin: bool = False
+    image_sha256: str | None = None
+    caption: str | None = None
+    prompt: str | None = None
+    options: dict[str, Any] | None = None
+    seed: int | None = None
+    lang: str = "en"
+    reply_context: dict[str, Any] = field(default_factory=dict)
+    cache_key: str | None = None
+    reason: str | None = None
+    queue_wait_s: float | None = None
+    caption_s: float | None = None
+    sound_s: float | None = None
+    encode_s: float | None = None
+    total_s: float | None = None
+    duration_s: float | None = None
+    cache_hit: bool = False
+    batch_size: int | None = None
+    files: dict[str, str] | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    source: dict[str, Any] | None = None
+    dedupe_key: str | None = None
+    delivery: str | None = None
+    score: float | None = None
+    worker: str | None = None
+    attempts: int = 0
+    user_name: str | None = None
+
+    @property
+    def generation_options(self) -> GenerationOptions | None:
+        return GenerationOptions.from_dict(self.options) if self.options else None
+
+    @property
+    def finished(self) -> bool:
+        return self.status not in UNFINISHED
+
+    @classmethod
+    def from_row(cls, row: Any) -> RequestRecord:
+        data = dict(row._mapping)
+        data["reply_context"] = data.get("reply_context") or {}
+        data["attempts"] = data.get("attempts") or 0
+        return cls(**data)
+
+
+RECORD_FIELDS = {f.name for f in fields(RequestRecord)}
+_SECRET_WORDS = ("token", "secret", "password", "authorization")
+
+
+def without_secrets(context: dict[str, Any]) -> dict[str, Any]:
+    """A reply context minus credential-like keys: rows outlive tokens and get copied."""
+    kept = {}
+    for name, value in context.items():
+        if any(word in name.lower() for word in _SECRET_WORDS):
+            logger.warning("reply_context key %r looks like a credential; not stored", name)
+        else:
+            kept[name] = value
+    return kept

@@ -1,0 +1,103 @@
+"""The request log's tables: one row per request, the clip-cache index, per-channel cursors.
+
+The schema changes only through Alembic revisions (core/storage/migrations); these
+definitions are what the newest revision creates, used by the queries.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+# received: recorded, picture not yet fetched; queued/running: with the engine; the rest end.
+STATUSES = ("received", "queued", "running", "done", "failed", "rejected", "interrupted")
+UNFINISHED = ("received", "queued", "running")
+# What a user is owed after a request was accepted: "owed" an answer (clip or apology),
+# "sending" it now, "sent"; NULL for requests nobody is told about (refused at the door,
+# or answered by being fetched: the web page).
+DELIVERY_STATES = ("owed", "sending", "sent")
+
+metadata = MetaData()
+
+requests = Table(
+    "requests", metadata,
+    Column("id", String(24), primary_key=True),
+    Column("platform", String(16), nullable=False),
+    Column("user_id", String(64), nullable=False),
+    Column("chat_id", String(64), nullable=False),
+    Column("source_kind", String(16), nullable=False),
+    Column("is_admin", Boolean, nullable=False, default=False),
+    Column("image_sha256", String(64)),
+    Column("caption", Text),
+    Column("prompt", Text),
+    Column("options", JSON),
+    Column("seed", Integer),
+    Column("lang", String(8), nullable=False, default="en"),
+    Column("reply_context", JSON),
+    Column("cache_key", String(64)),
+    Column("status", String(16), nullable=False),
+    Column("reason", String(32)),
+    Column("queue_wait_s", Float),
+    Column("caption_s", Float),
+    Column("sound_s", Float),
+    Column("encode_s", Float),
+    Column("total_s", Float),
+    Column("duration_s", Float),
+    Column("cache_hit", Boolean, nullable=False, default=False),
+    Column("batch_size", Integer),
+    Column("files", JSON),
+    Column("created_at", Float, nullable=False),
+    Column("started_at", Float),
+    Column("finished_at", Float),
+    # Where the picture comes from until it is fetched (a platform file id, a link).
+    Column("source", JSON),
+    # The platform's own id of what asked (an update, a message's n-th picture): a
+    # redelivered update finds its row instead of making a second one.
+    Column("dedupe_key", String(160)),
+    Column("delivery", String(16)),
+    Column("score", Float),  # the kept take's CLAP score, when takes were compared
+    Column("worker", String(64)),  # which worker rendered it
+    Column("attempts", Integer, nullable=False, default=0),  # renders started (crash retries)
+    Column("user_name", String(64)),  # a readable name, where the platform gave one
+    Index("ix_requests_user", "platform", "user_id", "created_at"),
+    Index("ix_requests_status", "status"),
+    Index("ix_requests_created", "created_at"),
+    Index("ix_requests_dedupe", "dedupe_key", unique=True),
+    Index("ix_requests_delivery", "delivery"),
+)
+
+# Index of the clip cache (files live under <data_dir>/cache; see core/jobs/cache.py).
+clips = Table(
+    "clips", metadata,
+    Column("clip_id", String(24), primary_key=True),
+    Column("key", String(64), index=True),
+    Column("caption", Text, nullable=False),
+    Column("prompt", Text, nullable=False),
+    Column("seed", Integer, nullable=False),
+    Column("duration_s", Float, nullable=False),
+    Column("files", JSON, nullable=False),
+    Column("size_bytes", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("last_used_at", Float, nullable=False),
+)
+
+# The last message handled per channel (Discord): after a restart, what came since is read
+# back and answered (see bot/discord/catch_up.py).
+cursors = Table(
+    "cursors", metadata,
+    Column("platform", String(16), primary_key=True),
+    Column("channel_id", String(32), primary_key=True),
+    Column("last_id", String(32), nullable=False),
+    Column("is_private", Boolean, nullable=False, default=False),
+    Column("updated_at", Float, nullable=False),
+)

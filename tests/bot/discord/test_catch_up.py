@@ -1,0 +1,95 @@
+"""Messages posted while the bot is away are answered after it starts, once each."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+from typing import Any
+
+import discord
+
+from tests.bot.discord.conftest import Bot, png_bytes
+from tests.bot.discord.fake_discord import ALICE, BOB, CAROL, WATCHED, FakeDiscord, Upload
+
+
+def answers(fake: FakeDiscord, message: dict) -> list[dict]:
+    return [m for m in fake.replies_to(message["id"]) if m["attachments"]]
+
+
+async def test_pictures_posted_while_away_are_answered_after_the_start(
+        fake: FakeDiscord, make_bot: Any) -> None:
+    bot: Bot = await make_bot()
+    live = await fake.send_message(WATCHED, ALICE, "", [Upload("live.png", png_bytes(81))])
+    await fake.until(lambda: answers(fake, live))
+    dm_live = await fake.send_message(None, BOB, "", [Upload("dm.png", png_bytes(82))])
+    await fake.until(lambda: answers(fake, dm_live))
+    await bot.stop()
+
+    away = [await fake.send_message(WATCHED, author, "", [Upload(f"{n}.png", png_bytes(n))],
+                                    bot_online=False)
+            for n, author in ((83, ALICE), (84, CAROL))]
+    chat = await fake.send_message(WATCHED, CAROL, "good morning", bot_online=False)
+    dm_away = await fake.send_message(None, BOB, "", [Upload("dm2.png", png_bytes(85))],
+                                      bot_online=False)
+    await bot.start()
+    for message in (*away, dm_away):
+        await fake.until(lambda m=message: answers(fake, m), timeout=30)
+    # Once each: nothing answered twice, the chat line and the live ones left alone.
+    assert [len(answers(fake, m)) for m in (live, dm_live, *away, dm_away)] == [1] * 5
+    assert fake.replies_to(chat["id"]) == []
+    assert bot.services is not None
+    rows = await bot.services.request_log.rows_since(0, ["status"])
+    assert [r.status for r in rows] == ["done"] * 5
+
+    # Read back again after another restart: all is known, nothing happens.
+    await bot.stop()
+    await bot.start()
+    assert bot.adapter is not None
+    assert await bot.adapter.catch_up.run(bot.adapter.client) == 0  # type: ignore[arg-type]
+    assert [len(answers(fake, m)) for m in (live, dm_live, *away, dm_away)] == [1] * 5
+
+
+async def test_the_first_start_does_not_answer_old_history(fake: FakeDiscord,
+                                                          make_bot: Any) -> None:
+    old = await fake.send_message(WATCHED, ALICE, "", [Upload("old.png", png_bytes(86))],
+                                  bot_online=False)
+    bot: Bot = await make_bot()
+    assert bot.adapter is not None
+    await bot.adapter.catch_up.run(bot.adapter.client)  # type: ignore[arg-type]
+    assert fake.replies_to(old["id"]) == []
+    assert bot.services is not None
+    cursor = await bot.services.request_log.cursor("discord", str(WATCHED))
+    assert cursor is not None and int(cursor) > int(old["id"])
+
+
+async def test_catch_up_is_bounded_by_count(fake: FakeDiscord, make_bot: Any) -> None:
+    bot: Bot = await make_bot(discord={"catch_up_max_per_channel": 2})
+    assert bot.adapter is not None
+    await asyncio.wait_for(bot.adapter.caught_up.wait(), 20)  # the session is settled
+    first = await fake.send_message(WATCHED, ALICE, "", [Upload("a.png", png_bytes(87))])
+    await fake.until(lambda: answers(fake, first))
+    await bot.stop()
+    away = [await fake.send_message(WATCHED, author, "", [Upload(f"{n}.png", png_bytes(n))],
+                                    bot_online=False)
+            for n, author in ((88, ALICE), (89, BOB), (90, CAROL))]
+    await bot.start()
+    await fake.until(lambda: all(answers(fake, m) for m in away[:2]), timeout=30)
+    assert bot.adapter is not None
+    await asyncio.wait_for(bot.adapter.caught_up.wait(), 20)
+    assert answers(fake, away[2]) == []  # past the per-channel bound (the oldest come first)
+
+
+async def test_messages_older_than_the_window_are_not_read_back(fake: FakeDiscord,
+                                                                make_bot: Any) -> None:
+    bot: Bot = await make_bot(discord={"catch_up_hours": 1.0})
+    assert bot.adapter is not None and bot.services is not None
+    await asyncio.wait_for(bot.adapter.caught_up.wait(), 20)
+    await bot.stop()
+    two_hours_ago = discord.utils.utcnow() - datetime.timedelta(hours=2)
+    old = await fake.send_message(WATCHED, ALICE, "", [Upload("old.png", png_bytes(91))],
+                                  bot_online=False, created=two_hours_ago)
+    new = await fake.send_message(WATCHED, BOB, "", [Upload("new.png", png_bytes(92))],
+                                  bot_online=False)
+    await bot.start()
+    await fake.until(lambda: answers(fake, new), timeout=30)
+    assert answers(fake, old) == []
