@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
 from core.errors import ConfigError
+from core.secrecy import url_passwords, web_cookie_value
 
 DEFAULT_PATH = Path("config.toml")
 
@@ -289,12 +290,20 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
 
 
 def secret_values(config: Config) -> list[str]:
-    """Every secret in `config`, so log filters can mask them."""
+    """Every secret in `config`, so log filters and error messages can mask them: the secret
+    keys, the password inside any URL-valued key (`[storage] database_url`, or any URL added
+    later), and the web cookie derived from the web token."""
     out: list[str] = []
     for name in SECTIONS:
         section = getattr(config, name)
         for f in fields(section):
             value = getattr(section, f.name)
-            if f.metadata.get("secret") and isinstance(value, str) and value:
-                out.append(value)
+            for item in value if isinstance(value, list) else [value]:
+                if not isinstance(item, str) or not item:
+                    continue
+                if f.metadata.get("secret"):
+                    out.append(item)
+                out += url_passwords(item)
+    if config.web.token:
+        out.append(web_cookie_value(config.web.token))
     return out

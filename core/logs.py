@@ -10,39 +10,29 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Iterable
-from urllib.parse import quote
 
-MASK = "***"
+from core.secrecy import MASK, SecretMasker
+
+__all__ = ["MASK", "SecretMaskingFilter", "setup_logging"]
+
 _HANDLER_NAME = "sonify"
 
 
-def _spellings(secret: str) -> set[str]:
-    """A secret as it may appear in a log line: as is, percent-encoded in a URL, and (for
-    Telegram's `<bot id>:<key>` tokens) its key alone, since the bot id is public."""
-    found = {secret, quote(secret, safe=""), quote(secret)}
-    if ":" in secret:
-        key = secret.rsplit(":", 1)[1]
-        if len(key) >= 8:
-            found.add(key)
-    return found
-
-
 class SecretMaskingFilter(logging.Filter):
-    """Replace every known secret in a record's final message with `***`."""
+    """Replace every spelling of every known secret in a record's final text with `***`
+    (see `core.secrecy`: percent-encoded in any case or in part, decoded, escaped, cut short).
+    """
 
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
-        # Longest first, so a secret containing another is masked whole.
-        self.secrets = sorted({v for s in secrets if len(s) >= 4 for v in _spellings(s)},
-                              key=len, reverse=True)
+        self._masker = SecretMasker(secrets)
+        self.secrets = self._masker.secrets
 
     def mask(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, MASK)
-        return text
+        return self._masker.mask(text)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self.secrets:
+        if not self._masker:
             return True
         message = self.mask(record.getMessage())
         record.msg, record.args = message, None
@@ -50,6 +40,8 @@ class SecretMaskingFilter(logging.Filter):
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
             record.exc_text = self.mask(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.mask(record.stack_info)
         return True
 
 

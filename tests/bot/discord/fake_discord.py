@@ -33,6 +33,8 @@ from tests.bot.discord.fake_payloads import (  # noqa: F401 - tests import the i
     JSON,
     LOADING,
     OTHER,
+    OTHER_THREAD,
+    THREAD,
     VOICE,
     WATCHED,
     Call,
@@ -79,6 +81,9 @@ class FakeDiscord(FakeUsers):
         self.no_voice_channels: set[int] = set()  # voice messages there -> 403 (code 50173)
         self.expired_tokens: set[str] = set()  # interaction tokens past their 15 minutes
         self.bot_token: str | None = None  # when set, other bot tokens are refused
+        # When set, IDENTIFY is answered by closing the gateway with this code (4014:
+        # the bot asked for a privileged intent its application was not granted).
+        self.identify_close_code: int | None = None
         self.identified: list[JSON] = []
         self.guild_locale = "en-US"
         self.dm_channels: dict[int, int] = {}  # user id -> DM channel id
@@ -183,6 +188,10 @@ class FakeDiscord(FakeUsers):
                 await ws.send_str(json.dumps({"op": 11, "d": None}))
             elif frame["op"] == 2:
                 self.identified.append(frame["d"])
+                if self.identify_close_code is not None:
+                    self._touch()
+                    await ws.close(code=self.identify_close_code)
+                    break
                 await self.dispatch("READY", {
                     "v": 10, "user": user(BOT_ID), "session_id": "fake-session",
                     "resume_gateway_url": self.gateway_url, "shard": [0, 1],

@@ -12,6 +12,8 @@ BOT_ID = 900_000_000_000_000_001  # bot user id == application id, as on Discord
 GUILD_ID = 900_000_000_000_000_100
 WATCHED = 900_000_000_000_000_200  # channel the bot watches
 OTHER = 900_000_000_000_000_201  # channel it does not watch
+THREAD = 900_000_000_000_000_202  # a thread in the watched channel
+OTHER_THREAD = 900_000_000_000_000_203  # a thread in the channel it does not watch
 ALICE = 900_000_000_000_000_301
 BOB = 900_000_000_000_000_302
 CAROL = 900_000_000_000_000_303
@@ -92,6 +94,16 @@ def _channel(cid: int, name: str, pos: int) -> JSON:
             "parent_id": None, "topic": None, "rate_limit_per_user": 0}
 
 
+def _thread(tid: int, parent: int, name: str) -> JSON:
+    """A public thread (type 11) as GUILD_CREATE lists it."""
+    return {"id": str(tid), "type": 11, "guild_id": str(GUILD_ID), "parent_id": str(parent),
+            "owner_id": str(ALICE), "name": name, "last_message_id": None,
+            "rate_limit_per_user": 0, "message_count": 0, "member_count": 1, "flags": 0,
+            "thread_metadata": {"archived": False, "auto_archive_duration": 1440,
+                                "archive_timestamp": "2026-01-01T00:00:00+00:00",
+                                "locked": False}}
+
+
 def _role(rid: int, name: str, perms: int, pos: int) -> JSON:
     return {"id": str(rid), "name": name, "permissions": str(perms), "position": pos,
             "color": 0, "hoist": False, "managed": False, "mentionable": False, "flags": 0}
@@ -106,7 +118,9 @@ def guild(locale: str) -> JSON:
                       _role(ADMIN_ROLE, "admins", MANAGE_GUILD, 1)],
             "channels": [_channel(WATCHED, "pictures", 0), _channel(OTHER, "chat", 1)],
             "members": [member(u) for u in (BOT_ID, ALICE, BOB, CAROL, ADMIN)],
-            "emojis": [], "stickers": [], "threads": [], "voice_states": [],
+            "emojis": [], "stickers": [], "voice_states": [],
+            "threads": [_thread(THREAD, WATCHED, "more pictures"),
+                        _thread(OTHER_THREAD, OTHER, "more chat")],
             "presences": [], "stage_instances": [], "guild_scheduled_events": [],
             "joined_at": "2026-01-01T00:00:00+00:00", "mfa_level": 0,
             "verification_level": 0, "explicit_content_filter": 0,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import itertools
 import re
@@ -150,6 +151,16 @@ class Harness:
             "id": query_id, "from": user, "chat_instance": "ci", "data": data,
             "message": message}})
         return query_id
+
+    async def settled(self, within: float = 20.0) -> None:
+        """Everything pushed so far has been handled and every answer it started has ended:
+        after this, "nothing else was sent" is a fact, not a guess from a quiet moment."""
+        assert self.adapter is not None
+        await self.fake.wait_confirmed(self.fake.last_update_id, within=within)
+        try:
+            await asyncio.wait_for(self.adapter.requests.tasks.idle(), within)
+        except TimeoutError:
+            raise AssertionError(f"answers still running after {within} s") from None
 
     # -- answers -----------------------------------------------------------------------
     async def voice_for(self, msg: dict[str, Any], within: float = 30.0) -> Call:

@@ -93,6 +93,7 @@ class FakeBotAPI:
         # While set and not yet opened, file downloads wait (a slow Telegram file server).
         self.downloads_gate: asyncio.Event | None = None
         self.confirmed = 0  # the highest offset a getUpdates call confirmed
+        self.last_update_id = 0  # the newest update pushed
         self._runner: web.AppRunner | None = None
         self.url = ""
 
@@ -145,6 +146,7 @@ class FakeBotAPI:
         """Queue an update for getUpdates (an update_id is added unless it has one: Telegram
         sends an update again, same id, when its offset was never confirmed)."""
         update = {"update_id": next(self._update_ids), **update}
+        self.last_update_id = max(self.last_update_id, update["update_id"])
         for key in ("message", "callback_query"):
             msg = update.get(key, {})
             chat = msg.get("chat") or msg.get("message", {}).get("chat")
@@ -190,14 +192,19 @@ class FakeBotAPI:
             seen = [(c.method, c.text[:60]) for c in self.calls[after:]]
             raise AssertionError(f"no {method} call matched in {within} s; saw {seen}") from None
 
-    async def wait_idle(self, quiet: float = 0.3, within: float = 10.0) -> None:
-        """Wait until no call arrived for `quiet` seconds (for 'nothing else happened' checks)."""
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
-            last = self.calls[-1].at if self.calls else 0.0
-            if time.monotonic() - last >= quiet:
-                return
-            await asyncio.sleep(quiet / 3)
+    async def wait_confirmed(self, update_id: int, *, within: float = 20.0) -> None:
+        """Wait until the bot confirms `update_id` (asks for an offset past it): it does so
+        only once its handler has run to the end for that update."""
+
+        async def wait() -> None:
+            async with self._changed:
+                await self._changed.wait_for(lambda: self.confirmed > update_id)
+
+        try:
+            await asyncio.wait_for(wait(), within)
+        except TimeoutError:
+            raise AssertionError(f"update {update_id} was not confirmed in {within} s "
+                                 f"(confirmed below {self.confirmed})") from None
 
     # -- HTTP handlers -----------------------------------------------------------------
     async def _params(self, request: web.Request) -> tuple[dict[str, Any], dict[str, bytes],
@@ -289,7 +296,10 @@ class FakeBotAPI:
     async def _get_updates(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         offset = int(params.get("offset") or 0)
         timeout = float(params.get("timeout") or 0)
-        self.confirmed = max(self.confirmed, offset)
+        if offset > self.confirmed:
+            async with self._changed:  # wakes `wait_confirmed`
+                self.confirmed = offset
+                self._changed.notify_all()
         self._updates = [u for u in self._updates if u["update_id"] >= offset]
 
         async def wait() -> None:

@@ -53,7 +53,7 @@ async def test_buttons_are_only_for_the_asker(bot: Harness) -> None:
         answer = await answer_of(bot, query)
         assert answer.params["text"] == "Only the person who asked can use these buttons."
         assert answer.params["show_alert"] in (True, "true", "True")
-    await bot.fake.wait_idle()
+    await bot.settled()
     assert len(bot.fake.calls_of("sendVoice")) == 1
     assert not any("force_reply" in (c.params.get("reply_markup") or {})
                    for c in bot.fake.calls_of("sendMessage"))
@@ -127,5 +127,5 @@ async def test_buttons_respect_a_narrowed_allow_list(start_bot: Any) -> None:
     narrowed = await start_bot(telegram={"allowed_chats": [-1]})  # same database and fake
     query = await narrowed.press(f"again:{request_id(voice)}", ANA, voice.result)
     assert "text" not in (await answer_of(narrowed, query)).params
-    await narrowed.fake.wait_idle()
+    await narrowed.settled()
     assert [c for c in narrowed.fake.calls_of("sendVoice") if delivered(c)] == [voice]

@@ -29,7 +29,7 @@ async def test_group_ignores_unaddressed_photos_but_answers_commands(bot: Harnes
     asked = await bot.send(ANA, GROUP, text=f"/sonify@{BOT_USERNAME}", reply_to_message=chatter)
     voice = await bot.voice_for(asked)
     assert int(voice.params["chat_id"]) == GROUP["id"]
-    await bot.fake.wait_idle()
+    await bot.settled()
     assert len(bot.fake.calls_of("sendVoice")) == 1
     for quiet in (chatter, link, other_bot):
         assert replied_to(bot, quiet) == []
@@ -78,7 +78,7 @@ async def test_allowed_chats(start_bot: StartBot) -> None:
     inside = await bot.send(ANA, GROUP, photo=bot.photo_sizes(picture()),
                             caption=f"/sonify@{BOT_USERNAME}")
     await bot.voice_for(inside)
-    await bot.fake.wait_idle()
+    await bot.settled()
     assert replied_to(bot, outsider) == []
 
 
@@ -89,5 +89,5 @@ async def test_group_chat_replies_to_the_bot_are_not_nagged(bot: Harness) -> Non
     asked = await bot.send(BOB, GROUP, text=f"@{BOT_USERNAME} and this?",
                            reply_to_message=voice.result)
     assert (await bot.text_for(asked)).startswith("Reply to a message with a photo")
-    await bot.fake.wait_idle()
+    await bot.settled()
     assert replied_to(bot, thanks) == []

@@ -68,6 +68,9 @@ async def test_hourly_limit_counts_the_log_and_says_when_to_retry(tmp_path: Path
         await engine.request_log.insert(RequestRecord(id="ancient", platform="test", user_id="cat",
                                               chat_id="c", source_kind="photo", status="done",
                                               created_at=now - 4000))
+        await engine.request_log.insert(RequestRecord(
+            id="refused", platform="test", user_id="cat", chat_id="c", source_kind="photo",
+            status="rejected", reason="busy", created_at=now - 500))
         with pytest.raises(RateLimited) as caught:
             await engine.submit(text_request(cfg, "cat", "meow"))
         assert caught.value.code == "hourly_limit"
