@@ -150,6 +150,16 @@ class WebConfig:
     port: int = _opt(8080, lo=0, hi=65_535)
     token: str = _opt("", secret=True)
     max_upload_bytes: int = _opt(20_000_000, lo=1_000, hi=200_000_000)
+    # Slow or idle clients: how long a request's line and headers may take, and how long an
+    # idle connection is kept open between requests.
+    header_timeout_s: float = _opt(10.0, lo=0.5, hi=300.0)
+    keepalive_timeout_s: float = _opt(15.0, lo=1.0, hi=3_600.0)
+    body_timeout_s: float = _opt(30.0, lo=1.0, hi=3_600.0)  # longest pause inside a body
+    # Per client address (IPv6: per /64); 0 = no limit (e.g. behind a reverse proxy).
+    max_connections_per_address: int = _opt(32, lo=0, hi=100_000)
+    new_browsers_per_hour: int = _opt(20, lo=1, hi=100_000)
+    per_address_concurrent: int = _opt(8, lo=0, hi=10_000)
+    per_address_per_hour: int = _opt(120, lo=0, hi=1_000_000)
 
 
 @dataclass(frozen=True)

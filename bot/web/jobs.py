@@ -48,6 +48,8 @@ def status_for(error: UserFacingError) -> int:
         return 503
     if isinstance(error, RateLimited):
         return 429
+    if error.code == "request_timeout":
+        return 408
     if isinstance(error, ImageRejected):
         return {"too_large": 413, "not_image": 415, "unsupported_format": 415}.get(error.code,
                                                                                     422)
@@ -173,12 +175,13 @@ def event_data(job: WebJob, event: JobEvent, lang: str) -> dict[str, Any]:
     return job_view(job, lang)
 
 
-def record_view(record: RequestRecord, lang: str) -> dict[str, Any]:
-    """GET /api/jobs/{id} for a job this process no longer holds (from the request log)."""
+def record_view(record: RequestRecord, lang: str,
+                clip_files: dict[str, Path] | None) -> dict[str, Any]:
+    """GET /api/jobs/{id} for a job this process does not hold (from the request log);
+    `clip_files`: its clip on this machine, if it is done and its clip still exists."""
     status = {"done": "done", "queued": "queued", "running": "running"}.get(record.status,
                                                                             "failed")
-    files = {fmt: name for fmt, name in (record.files or {}).items()
-             if fmt in AUDIO_TYPES and Path(name).is_file()}
+    files = {fmt: path for fmt, path in (clip_files or {}).items() if fmt in AUDIO_TYPES}
     view: dict[str, Any] = {
         "id": record.id, "status": status, "position": None,
         "progress": 1.0 if status == "done" else 0.0, "caption": record.caption,

@@ -4,26 +4,54 @@ It uses the same job engine as the bots. It binds to localhost by default, sends
 no CORS headers, refuses cross-origin writes, answers every /api and /audio
 failure with a JSON error (never an HTML traceback), and can require a token.
 A job (its status, preview and audio) is visible only to the browser that made it
-(its id cookie; API clients without one: their address); to others it is unknown.
+(its signed id cookie; API clients without one: their address); to others it is unknown.
+Who a client is, and the per-address limits: `bot.web.identity`; the connection limits
+(header deadline, idle timeout, connections per address): `bot.web.connections`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 import ipaddress
 import logging
 import re
-import secrets
 import sys
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from bot.web.api import JOBS, PLATFORM, SERVICES, STOPPING, USER_ID, add_api_routes
+from bot.web.api import (
+    ADDRESS_LIMITS,
+    CLIENT,
+    DROPPED,
+    GUARD,
+    IDENTITIES,
+    JOBS,
+    PLATFORM,
+    SERVICES,
+    STOPPING,
+    USER_ID,
+    ClientGone,
+    add_api_routes,
+)
+from bot.web.connections import (
+    ConnectionGuard,
+    GuardedSite,
+    JsonErrorHandler,
+    quiet_server_log,
+)
+from bot.web.identity import (
+    KEY_BYTES,
+    KEY_NAME,
+    AddressLimits,
+    Identities,
+    address_key,
+)
 from bot.web.jobs import (
+    AUDIO_TYPES,
     JobRegistry,
     WebError,
     error_body,
@@ -33,6 +61,7 @@ from bot.web.jobs import (
 from bot.web.texts import STATIC_DIR, render_page, request_language, web_message
 from core.errors import ImageRejected, UserFacingError
 from core.jobs.events import JobHandle
+from core.secrecy import web_cookie_value
 from core.services import Services
 
 logger = logging.getLogger(__name__)
@@ -40,7 +69,6 @@ logger = logging.getLogger(__name__)
 STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css",
                 "favicon.svg": "image/svg+xml"}
 UID_COOKIE = "sonify_uid"
-UID_PATTERN = re.compile(r"[A-Za-z0-9_-]{16,64}")
 TOKEN_COOKIE = "sonify_token"
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
 SECURITY_HEADERS = {
@@ -61,12 +89,19 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _is_json_path(path: str) -> bool:
-    return path.startswith(("/api/", "/audio/")) or path == "/api"
+    return path.startswith(("/api/", "/audio/")) or path in ("/api", "/audio")
 
 
 def _token_cookie_value(token: str) -> str:
-    """What the page's cookie holds: derived from the token, so the cookie is not the token."""
-    return hmac.new(token.encode(), b"sonify-web-cookie", hashlib.sha256).hexdigest()
+    """What the page's token cookie holds: derived from the token, so the cookie is not the
+    token. One function, shared with the log masking (`core.secrecy`), which masks it too."""
+    return web_cookie_value(token)
+
+
+def _same_secret(given: str, expected: str) -> bool:
+    """A constant-time comparison that takes any header text, even bytes that are not UTF-8
+    (aiohttp keeps those as surrogates, which a plain `.encode()` refuses)."""
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode())
 
 
 def _is_loopback(host: str) -> bool:
@@ -81,10 +116,23 @@ def _is_loopback(host: str) -> bool:
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Turn every failure on /api and /audio into a JSON error; never show a traceback."""
+    guard = request.app[GUARD]
+    guard.request_started(request.transport)  # the headers are in: no header deadline now
+    try:
+        return await _answer(request, handler)
+    finally:
+        guard.request_finished(request.transport)
+
+
+async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
     json_path = _is_json_path(request.path)
     lang = request_language(request)
     try:
         return await handler(request)
+    except ClientGone:
+        # Nobody reads this answer; the access log says in one line what happened.
+        request[DROPPED] = True
+        return json_response(error_body("bad_request", lang), status=400)
     except UserFacingError as error:
         if json_path:
             return error_response(error, lang)
@@ -118,7 +166,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 def guard_middleware(config_host: str, token: str) -> Callable[..., Awaitable[web.StreamResponse]]:
     """Host check (DNS rebinding), same-origin writes, the optional token, and the user id."""
     loopback_only = _is_loopback(config_host)
-    cookie_value = _token_cookie_value(token) if token else ""
+    cookie_value = _token_cookie_value(token) if token else ""  # as secret as the token
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -131,11 +179,12 @@ def guard_middleware(config_host: str, token: str) -> Callable[..., Awaitable[we
         if token:
             given = request.query.get("token")
             if request.path == "/" and given is not None:
-                if not hmac.compare_digest(given.encode(), token.encode()):
+                if not _same_secret(given, token):
                     raise WebError(401, "unauthorized", UNAUTHORIZED)
                 set_cookie = True
             elif not _authorized(request, token, cookie_value):
                 raise WebError(401, "unauthorized", UNAUTHORIZED)
+        request[CLIENT] = address_key(request.remote)
         request[USER_ID] = _user_id(request)
         if set_cookie:
             # Drop the token from the address bar; the cookie carries the access from now on.
@@ -162,17 +211,17 @@ def _cross_origin(request: web.Request) -> bool:
 def _authorized(request: web.Request, token: str, cookie_value: str) -> bool:
     auth = request.headers.get("Authorization", "")
     if auth.lower().startswith("bearer "):
-        return hmac.compare_digest(auth[7:].strip().encode(), token.encode())
+        return _same_secret(auth[7:].strip(), token)
     cookie = request.cookies.get(TOKEN_COOKIE, "")
-    return bool(cookie) and hmac.compare_digest(cookie.encode(), cookie_value.encode())
+    return bool(cookie) and _same_secret(cookie, cookie_value)
 
 
 def _user_id(request: web.Request) -> str:
-    """A per-browser id for per-user limits: the page's cookie, else the client address."""
-    uid = request.cookies.get(UID_COOKIE, "")
-    if UID_PATTERN.fullmatch(uid):
-        return f"browser:{uid}"
-    return f"ip:{request.remote or 'unknown'}"
+    """Who asks, for per-user limits and private jobs: the browser's signed id (as a keyed
+    hash: the request log never holds the cookie), else the client's address."""
+    cookie = request.cookies.get(UID_COOKIE, "")
+    browser = request.app[IDENTITIES].user_id(cookie) if cookie else None
+    return browser or f"ip:{request.remote or 'unknown'}"
 
 
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
@@ -185,14 +234,16 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
 
 
 async def index(request: web.Request) -> web.StreamResponse:
-    """GET /: the page, in the browser's language; gives a new browser its id cookie."""
+    """GET /: the page, in the browser's language; gives a new browser its id cookie (while
+    its address has not had `[web] new_browsers_per_hour` of them this hour)."""
     page = render_page(request_language(request), request.app[SERVICES].config.generation)
     response = web.Response(text=page, content_type="text/html", charset="utf-8",
                             headers={"Vary": "Accept-Language"})
     if not request[USER_ID].startswith("browser:"):
-        response.set_cookie(UID_COOKIE, secrets.token_urlsafe(16), httponly=True,
-                            samesite="Strict", secure=request.secure, path="/",
-                            max_age=365 * 24 * 3600)
+        cookie = request.app[IDENTITIES].issue(request[CLIENT])
+        if cookie is not None:  # else it is known by its address, like an API client
+            response.set_cookie(UID_COOKIE, cookie, httponly=True, samesite="Strict",
+                                secure=request.secure, path="/", max_age=365 * 24 * 3600)
     return response
 
 
@@ -219,20 +270,65 @@ def create_app(services: Services) -> web.Application:
     app[SERVICES] = services
     app[JOBS] = JobRegistry()
     app[STOPPING] = asyncio.Event()
+    app[ADDRESS_LIMITS] = AddressLimits(settings.per_address_concurrent,
+                                        settings.per_address_per_hour)
+    # Used by `WebAdapter`'s site; behind a test server it sees no connections and does nothing.
+    app[GUARD] = ConnectionGuard(header_timeout_s=settings.header_timeout_s,
+                                 max_per_address=settings.max_connections_per_address)
     app.router.add_get("/", index)
     app.router.add_get("/static/{name}", static_file)
     add_api_routes(app)
     app.on_response_prepare.append(_security_headers)
+    app.on_startup.append(_load_identities)
     app.on_shutdown.append(_on_shutdown)
     return app
 
 
+async def _load_identities(app: web.Application) -> None:
+    services = app[SERVICES]
+    key = await services.request_log.blobs.service_key(KEY_NAME, KEY_BYTES)
+    app[IDENTITIES] = Identities(key, services.config.web.new_browsers_per_hour)
+
+
+_JOB_ID = re.compile(r"[A-Za-z0-9_-]{12}")  # the shape of `new_request_id`
+# Path parameters that may be logged as they are: each one is a known shape or name.
+_LOGGED_PARTS: dict[str, Callable[[str], bool]] = {
+    "id": lambda value: _JOB_ID.fullmatch(value) is not None,
+    "fmt": lambda value: value in AUDIO_TYPES,
+    "name": lambda value: value in STATIC_FILES,
+}
+
+
+def _logged_path(request: web.BaseRequest) -> str:
+    """The route a request took, with only the parameters known to be harmless.
+
+    Never the raw path or query: a client can put anything there (a `?token=`, a mistyped
+    secret), and the log must not hold it in any spelling. Unrouted requests show as "-".
+    """
+    match_info = getattr(request, "match_info", None)
+    resource = getattr(getattr(match_info, "route", None), "resource", None)
+    if match_info is None or resource is None:
+        return "-"
+    path: str = resource.canonical
+    for name, value in match_info.items():
+        check = _LOGGED_PARTS.get(name)
+        if check is not None and check(value):
+            path = path.replace("{" + name + "}", value, 1)
+    return path
+
+
 class _AccessLogger(AbstractAccessLogger):
-    """One line per request, without the query string (it may carry ?token=)."""
+    """One line per request: method, route, status and time; never the raw request line."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        self.logger.info("web %s %s %s %.3fs", request.method, request.path, response.status,
-                         time)
+        if request.method == "UNKNOWN":  # aiohttp's stand-in for a request it could not parse
+            self.logger.info("web (malformed request) %s %.3fs", response.status, time)
+        elif request.get(DROPPED):
+            self.logger.info("web %s %s: the client went away before its request was read "
+                             "(%.3fs)", request.method, _logged_path(request), time)
+        else:
+            self.logger.info("web %s %s %s %.3fs", request.method, _logged_path(request),
+                             response.status, time)
 
 
 class WebAdapter:
@@ -250,16 +346,23 @@ class WebAdapter:
         """Bind, print the address, and take back web jobs the engine recovers."""
         settings = self.services.config.web
         self.services.engine.on_recovered(PLATFORM, self._recovered)
-        self._runner = web.AppRunner(self.app, access_log_class=_AccessLogger,
-                                     access_log=logging.getLogger("sonify.web.access"),
-                                     shutdown_timeout=5.0)
+        # What each connection's protocol is made with (the runner's server makes none: the
+        # site below builds them, behind the connection guard).
+        handler_args: dict[str, Any] = {
+            "access_log_class": _AccessLogger,
+            "access_log": logging.getLogger("sonify.web.access"),
+            "logger": quiet_server_log(),
+            "keepalive_timeout": settings.keepalive_timeout_s,
+        }
+        self._runner = web.AppRunner(self.app, shutdown_timeout=5.0, **handler_args)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, settings.host, settings.port)
+        server = self._runner.server
+        assert server is not None
+        loop = asyncio.get_running_loop()
+        site = GuardedSite(self._runner, settings.host, settings.port, self.app[GUARD],
+                           lambda: JsonErrorHandler(server, loop=loop, **handler_args))
         await site.start()
-        port = settings.port
-        server = getattr(site, "_server", None)
-        if server is not None and server.sockets:
-            port = server.sockets[0].getsockname()[1]
+        port = site.bound_port
         shown = settings.host
         if shown in ("0.0.0.0", "::", ""):
             shown = "127.0.0.1"  # reachable from this machine; other hosts use its address
@@ -272,9 +375,8 @@ class WebAdapter:
         if not settings.token and not _is_loopback(settings.host):
             logger.warning("the web page listens on %s without a token: anyone who can reach this "
                         "machine can use it (set [web] token or SONIFY_WEB_TOKEN)", settings.host)
-        line = f"Sonify web page: {self.url}{note}"
-        logger.info(line)
-        print(line, file=sys.stdout, flush=True)
+        # Printed, not logged: on a terminal the log (stderr) would show it a second time.
+        print(f"Sonify web page: {self.url}{note}", file=sys.stdout, flush=True)
 
     async def _recovered(self, handle: JobHandle) -> None:
         # The page polls by id; a job re-run after a restart stays reachable under its id.

@@ -45,6 +45,8 @@ TEXTS: dict[str, str] = {
     "error.busy": "I'm very busy right now. Please try again in about {wait}.",
     "error.too_many_running": "You already have requests in progress. Try again in about {wait}.",
     "error.hourly_limit": "You've reached the limit of requests per hour. Try again in {wait}.",
+    "error.address_busy": "Too many requests from your network are in progress. Try again in about {wait}.",
+    "error.address_hourly": "Your network has reached the limit of requests per hour. Try again in {wait}.",
     "error.failed": "Sorry, generating the sound failed. Please try again.",
     "error.timeout": "Sorry, that took too long and was stopped. Please try again.",
     "error.interrupted": "Sorry — the bot restarted while working on your picture. Please send it again.",
@@ -139,4 +141,8 @@ TEXTS: dict[str, str] = {
     "web.error.bad_request": "The request could not be understood.",
     "web.error.failed": "Sorry, something went wrong. Please try again.",
     "web.error.bad_form": "The upload could not be read (a broken form). Please try again.",
+    "web.error.bad_charset": "The request names a character set this server does not know. Send UTF-8.",
+    "web.error.too_many_connections": "Too many connections are open from your address. Close some and try again.",
+    "web.error.request_timeout": "The request body stopped arriving. Please send it again.",
+    "web.error.unreadable_request": "The server could not read this request (its framing, a header or its encoding).",
 }

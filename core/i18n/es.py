@@ -43,6 +43,8 @@ TEXTS: dict[str, str] = {
     "error.busy": "Estoy muy ocupado ahora mismo. Inténtalo de nuevo en unos {wait}.",
     "error.too_many_running": "Ya tienes peticiones en curso. Inténtalo de nuevo en unos {wait}.",
     "error.hourly_limit": "Has alcanzado el límite de peticiones por hora. Inténtalo de nuevo en {wait}.",
+    "error.address_busy": "Hay demasiadas peticiones de tu red en curso. Inténtalo de nuevo en unos {wait}.",
+    "error.address_hourly": "Tu red ha alcanzado el límite de peticiones por hora. Inténtalo de nuevo en {wait}.",
     "error.failed": "Lo siento, no se pudo generar el sonido. Inténtalo de nuevo.",
     "error.timeout": "Lo siento, tardó demasiado y se detuvo. Inténtalo de nuevo.",
     "error.interrupted": "Lo siento: el bot se reinició mientras trabajaba en tu imagen. Envíala de nuevo, por favor.",
@@ -132,4 +134,8 @@ TEXTS: dict[str, str] = {
     "web.error.bad_request": "No se pudo entender la petición.",
     "web.error.failed": "Lo siento, algo salió mal. Inténtalo de nuevo.",
     "web.error.bad_form": "No se pudo leer la subida (un formulario roto). Inténtalo de nuevo.",
+    "web.error.bad_charset": "La petición indica un juego de caracteres que este servidor no conoce. Envía UTF-8.",
+    "web.error.too_many_connections": "Hay demasiadas conexiones abiertas desde tu dirección. Cierra algunas e inténtalo de nuevo.",
+    "web.error.request_timeout": "El cuerpo de la petición dejó de llegar. Envíala de nuevo.",
+    "web.error.unreadable_request": "El servidor no pudo leer esta petición (su formato, una cabecera o su codificación).",
 }

@@ -63,6 +63,12 @@ _FTYP_BRANDS = {b"qt  ": "MOV", b"avif": "AVIF", b"avis": "AVIF", b"heic": "HEIC
                 b"heix": "HEIC", b"hevc": "HEIC", b"heim": "HEIC", b"heis": "HEIC",
                 b"mif1": "HEIF", b"msf1": "HEIF", b"crx ": "CR3"}
 _RIFF_KINDS = {b"AVI ": "AVI", b"WAVE": "WAV"}
+# Greyscale deeper than 8 bits: scaled down to 'L' band by band (see `_to_8bit`).
+_WIDE_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
+# Modes Pillow resamples as they are: shrunk to the working size before any conversion.
+_SHRINK_FIRST = frozenset({"L", "LA", "La", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"})
+# Pixels in one band of `_to_8bit` (1 MB as float32).
+_BAND_PIXELS = 1 << 18
 # EXIF orientation tag value -> the transpose that shows the picture upright.
 _TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
               4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
@@ -182,7 +188,15 @@ def _decode(data: bytes, fmt: str, settings: ImagesConfig) -> DecodedImage:
             opened.draft(None, _fit(original, WORKING_SIDE))
         opened.load()
         orientation = _orientation(opened)
-        image = _to_rgb_or_rgba(opened)
+    image: Image.Image = opened
+    del opened  # from here `image` is the only reference: rebinding it frees the picture
+    if image.mode in _WIDE_MODES:
+        image = _to_8bit(image)
+    # Shrink before widening (grey to RGB, CMYK to RGB): the full-size copy is then the
+    # narrow one, and the widened one is the working size.
+    if image.mode in _SHRINK_FIRST and max(image.size) > WORKING_SIDE:
+        image.thumbnail((WORKING_SIDE, WORKING_SIDE), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    image = _to_rgb_or_rgba(image)
     if max(image.size) > WORKING_SIDE:
         image.thumbnail((WORKING_SIDE, WORKING_SIDE), Image.Resampling.LANCZOS, reducing_gap=3.0)
     image = _flatten(image)
@@ -229,9 +243,6 @@ def _fit(size: tuple[int, int], side: int) -> tuple[int, int]:
 def _to_rgb_or_rgba(image: Image.Image) -> Image.Image:
     """RGB, or RGBA when the picture carries transparency (composited later, once small)."""
     mode = image.mode
-    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-        image = _to_8bit(image)
-        mode = image.mode
     if mode == "La":  # premultiplied; Pillow only unpremultiplies it to LA
         image, mode = image.convert("LA"), "LA"
     if mode in ("RGBA", "LA", "PA", "RGBa"):
@@ -249,16 +260,34 @@ def _to_rgb_or_rgba(image: Image.Image) -> Image.Image:
 
 
 def _to_8bit(image: Image.Image) -> Image.Image:
-    """Scale 16-bit, 32-bit integer or float greyscale to 8-bit 'L'."""
-    values = np.asarray(image)
+    """Scale 16-bit, 32-bit integer or float greyscale to 8-bit 'L', one band of rows at a time.
+
+    Only the 8-bit result (1 byte a pixel) is whole-image sized; every temporary is one band
+    of `_BAND_PIXELS`, so a 7000×7000 float picture costs its own 4 bytes a pixel plus 1, not
+    several float64 copies (8 bytes a pixel each).
+    """
+    width, height = image.size
+    rows = max(1, _BAND_PIXELS // width)
+    bands = [(top, min(height, top + rows)) for top in range(0, height, rows)]
     if image.mode == "F":
-        values = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-        top = float(values.max(initial=0.0))
-        scaled = values * (255.0 if top <= 1.0 else 255.0 / top)
+        # Floats: 0..1 is the usual range; anything brighter is scaled by its finite maximum.
+        peak = 0.0
+        for top, bottom in bands:
+            band = np.asarray(image.crop((0, top, width, bottom)))
+            peak = max(peak, float(band.max(initial=0.0, where=np.isfinite(band))))
+        scale = 255.0 if peak <= 1.0 else 255.0 / peak
     else:
         # I;16 variants and the 'I' mode Pillow uses for 16-bit TIFF/PNG hold 0..65535.
-        scaled = values.astype(np.float64) / 257.0
-    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), mode="L")
+        scale = 1.0 / 257.0
+    out = np.empty((height, width), dtype=np.uint8)
+    for top, bottom in bands:
+        values = np.asarray(image.crop((0, top, width, bottom))).astype(np.float32)
+        values *= np.float32(scale)
+        np.nan_to_num(values, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+        np.rint(values, out=values)
+        np.clip(values, 0.0, 255.0, out=values)
+        out[top:bottom] = values  # float32 in 0..255 to uint8: exact, whole numbers
+    return Image.fromarray(out)
 
 
 def _flatten(image: Image.Image) -> Image.Image:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import threading
@@ -166,3 +167,76 @@ async def row(web: Web, request_id: str) -> Any:
 async def last_rows(web: Web) -> list[Any]:
     """Every request-log row of this test's server."""
     return await web.services.request_log.rows_since(0)
+
+
+async def raw_http(port: int, data: bytes, *, limit_s: float = 10.0) -> bytes:
+    """Send `data` as is on a new connection and read until the server closes it.
+
+    For requests an HTTP client library would refuse to send (raw bytes in headers, broken
+    framing); send `Connection: close` when a whole answer is expected.
+    """
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), limit_s)
+    finally:
+        writer.close()
+
+
+def split_response(raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    """(status, headers with lower-case names, body) of one raw HTTP/1.1 response."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return int(lines[0].split()[1]), headers, body
+
+
+@dataclass
+class Served:
+    """The real server (`WebAdapter`: its site, guard and loggers) on a free loopback port."""
+
+    adapter: Any
+    services: Services
+
+    @property
+    def port(self) -> int:
+        return int(self.adapter.url.rsplit(":", 1)[1].rstrip("/"))
+
+
+ServeFactory = Callable[..., Awaitable[Served]]
+
+
+@pytest.fixture
+async def serve(tmp_path: Path) -> AsyncIterator[ServeFactory]:
+    """Start `WebAdapter` with `make_config(tmp_path, web={"port": 0, ...}, **sections)`."""
+    from bot.web.server import WebAdapter
+
+    started: list[Served] = []
+
+    async def start(**sections: dict[str, Any]) -> Served:
+        sections["web"] = {"port": 0, **sections.get("web", {})}
+        services = await Services.create(make_config(tmp_path / f"served{len(started)}",
+                                                     **sections))
+        adapter = WebAdapter(services)
+        served = Served(adapter, services)
+        started.append(served)
+        await adapter.start()
+        return served
+
+    yield start
+    for served in started:
+        await served.adapter.stop()
+        await served.services.close()
+
+
+async def wait_for(check: Callable[[], Awaitable[bool]], limit_s: float = 10.0) -> None:
+    """Poll `check` until it is true; fail after `limit_s` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit_s
+    while not await check():
+        assert loop.time() < deadline, "timed out waiting"
+        await asyncio.sleep(0.02)

@@ -119,6 +119,8 @@ async def test_adapter_prints_its_address_and_never_logs_the_token(
         assert adapter.name == "web"
         assert adapter.url.startswith("http://127.0.0.1:") and adapter.url.endswith("/")
         assert f"Sonify web page: {adapter.url}" in capsys.readouterr().out
+        # Once: printed, and not logged again beside it.
+        assert not any("Sonify web page" in r.getMessage() for r in caplog.records)
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
             async with session.get(f"{adapter.url}?token={token}") as resp:
                 assert resp.status == 200  # followed the redirect with the cookie

@@ -284,13 +284,16 @@ async def test_per_user_limit_gives_429(start_web: WebFactory) -> None:
     error = await expect_error(second, 429, "hourly_limit")
     assert int(second.headers["Retry-After"]) > 60
     assert "per hour" in error["message"]
-    # Another browser (its own id cookie) is not held back by the first one's limit.
+    # Another browser (its own id cookie, issued by the page) is not held back by the first
+    # one's limit. A cookie the client made up is no identity (tests/bot/web/test_identity.py).
+    async with aiohttp.ClientSession() as browser:
+        async with browser.get(web.origin + "/") as page:
+            uid = page.cookies["sonify_uid"].value
     other = await client.post("/api/jobs", data=upload_form(png_bytes(), seed=3),
-                              cookies={"sonify_uid": "another-browser-0123456789"})
+                              cookies={"sonify_uid": uid})
     assert other.status == 202, await other.text()
     await read_events(client, (await first.json())["id"])
-    await read_events(client, (await other.json())["id"],
-                      cookies={"sonify_uid": "another-browser-0123456789"})
+    await read_events(client, (await other.json())["id"], cookies={"sonify_uid": uid})
 
 
 async def test_internal_errors_stay_json(start_web: WebFactory, monkeypatch: Any,

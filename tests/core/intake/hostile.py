@@ -157,6 +157,24 @@ def big_photo_png(size: tuple[int, int] = (2048, 1536)) -> bytes:
     return encode(Image.new("RGB", size, (10, 200, 30)), "PNG", compress_level=1)
 
 
+
+def wide_float_tiff(side: int = 7_000) -> bytes:
+    """A deflate-compressed float TIFF (mode F) of side×side: 0.25 grey, a band at 3.0 (so
+    the maximum sets the scale), a NaN square. 7000² is inside the pixel limit and holds
+    196 MB as Pillow decodes it; the file itself is well under 1 MB."""
+    image = Image.new("F", (side, side), 0.25)
+    image.paste(3.0, (0, 0, side, side // 4))
+    image.paste(float("nan"), (0, side // 2, side // 8, side // 2 + side // 8))
+    return encode(image, "TIFF", compression="tiff_adobe_deflate")
+
+
+def wide_png16(side: int = 7_000) -> bytes:
+    """A 16-bit greyscale PNG of side×side (98 MB as Pillow decodes it): mid grey, a white
+    band; a few hundred KB on disk."""
+    image = Image.new("I;16", (side, side), 0x8000)
+    image.paste(0xFFFF, (0, 0, side, side // 4))
+    return encode(image, "PNG", compress_level=9)
+
 SVG = (b'<?xml version="1.0" encoding="UTF-8"?>\n'
        b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10">'
        b'<rect width="10" height="10" fill="red"/></svg>')

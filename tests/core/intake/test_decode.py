@@ -271,3 +271,47 @@ def test_bomb_is_refused_before_decoding_with_little_memory(tmp_path: Path) -> N
     assert figures["rss_delta"] < 50 * 2**20
     assert figures["traced_peak"] < 50 * 2**20
     assert figures["seconds"] < 1.0
+
+
+WIDE_SIDE = 7_000  # 49 Mpx: inside the default pixel limit (50 M)
+
+
+@pytest.mark.parametrize(("name", "make"), [("float TIFF", hostile.wide_float_tiff),
+                                            ("16-bit PNG", hostile.wide_png16)])
+def test_wide_pictures_decode_in_bounded_memory(name: str, make: Callable[[int], bytes],
+                                                tmp_path: Path) -> None:
+    """Scaling to 8 bits works band by band: no whole-picture float64 copies (issue 13)."""
+    picture = tmp_path / "wide.bin"
+    picture.write_bytes(make(WIDE_SIDE))
+    done = subprocess.run([sys.executable, "-c", _MEASURE, str(picture)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, check=True)
+    figures = json.loads(done.stdout)
+    bound = 4 * WIDE_SIDE * WIDE_SIDE + 100_000_000
+    print(f"{name} {WIDE_SIDE}x{WIDE_SIDE} ({figures['size'] / 1000:.0f} KB): peak RSS growth "
+          f"{figures['rss_delta'] / 1e6:.0f} MB (bound {bound / 1e6:.0f} MB), "
+          f"{figures['seconds']:.2f} s")
+    assert figures["code"] is None
+    assert figures["rss_delta"] < bound
+
+
+def test_band_by_band_scaling_matches_the_whole_picture(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bands of a few rows give exactly what one pass over the whole picture gives."""
+    import numpy as np
+
+    from core.intake import decode
+
+    rng = np.random.default_rng(7)
+    values = rng.uniform(-1.0, 6.0, size=(37, 101)).astype(np.float32)
+    values[3, 5], values[30, 90], values[36, 0] = np.nan, np.inf, -np.inf
+    ints = rng.integers(0, 65_536, size=(37, 101)).astype(np.uint16)
+    monkeypatch.setattr(decode, "_BAND_PIXELS", 250)  # 2 rows a band, the last one short
+    for image, expected in (
+        (Image.fromarray(values), np.rint(np.clip(np.nan_to_num(
+            values.astype(np.float64) * 255.0 / values[np.isfinite(values)].max(),
+            nan=0.0, posinf=0.0, neginf=0.0), 0, 255))),
+        (Image.fromarray(ints), np.rint(ints.astype(np.float64) / 257.0)),
+    ):
+        got = np.asarray(decode._to_8bit(image))
+        assert got.dtype == np.uint8 and got.shape == (37, 101)
+        assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1  # float32 rounding
+        assert (got == expected).mean() > 0.99

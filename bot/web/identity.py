@@ -1,0 +1,182 @@
+"""Who a web client is, and how much one client address may ask for.
+
+The identity model (README, "The web page"):
+
+- A browser's identity is an id the server issued and signed (`sonify_uid` cookie,
+  ``<id>.<signature>``). A cookie the server did not sign counts as no cookie, so a client
+  cannot mint identities for itself; it has to ask for one (opening the page), and each
+  client address gets at most `[web] new_browsers_per_hour` new ones.
+- A request without a valid identity cookie (an API client, or a browser past that rate) is
+  identified by its address: all of them at one address share one identity.
+- On top of the engine's per-identity limits, the web counts per client address (IPv6: per
+  /64, the block one host usually holds): requests in progress and requests per hour. So
+  discarding cookies gains at most the address's allowance.
+- The request log stores a keyed hash of the browser id (``browser:<hash>``), never the
+  cookie: reading the database does not let anyone act as a browser.
+
+The key signs and hashes: 32 random bytes made once and kept in the request log's database
+(`service_keys`), so identities and the log's hashes stay valid over restarts and every web
+process of one service (the redis backend: several behind one address) honours the same
+cookies. It is not derived from the web token because there often is none, and changing the
+token must not make every browser a stranger to its own jobs. Deleting the row forgets
+every browser.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import ipaddress
+import logging
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable
+
+from core.errors import RateLimited
+from core.jobs.events import JobHandle
+
+logger = logging.getLogger(__name__)
+
+KEY_NAME = "web-identity"  # its row in `service_keys`
+KEY_BYTES = 32
+HOUR_S = 3600.0
+_ID_CHARS = 22  # secrets.token_urlsafe(16)
+_SIG_CHARS = 22  # 128 bits of the HMAC, base64url
+# How soon to try again after a per-address "too many in progress": about one batch.
+ADDRESS_RETRY_S = 30
+# Forget quiet addresses once this many are tracked (bounds the memory of the counters).
+_PRUNE_AT = 4096
+
+
+def address_key(address: str | None) -> str:
+    """The unit per-address limits count: the IPv4 address, or the /64 of an IPv6 one."""
+    if not address:
+        return "unknown"
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return address  # a Unix socket path or the like: one client
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
+def _b64(data: bytes, chars: int) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")[:chars]
+
+
+class _Window:
+    """Events per key in the last hour (a sliding window), pruned as it goes."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._events: dict[str, deque[float]] = {}
+
+    def count(self, key: str) -> tuple[int, float | None]:
+        """(events in the last hour, the oldest of them)."""
+        events = self._events.get(key)
+        if events is None:
+            return 0, None
+        since = self._clock() - HOUR_S
+        while events and events[0] <= since:
+            events.popleft()
+        if not events:
+            del self._events[key]
+            return 0, None
+        return len(events), events[0]
+
+    def add(self, key: str) -> None:
+        if len(self._events) >= _PRUNE_AT:
+            for old in list(self._events):
+                self.count(old)  # drops keys with nothing left in the window
+        self._events.setdefault(key, deque()).append(self._clock())
+
+
+class Identities:
+    """Signed browser ids: issued at a bounded rate per address, checked, hashed for the log."""
+
+    def __init__(self, key: bytes, per_hour: int, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._key = key
+        self.per_hour = per_hour
+        self._issued = _Window(clock)
+
+    def _mac(self, label: bytes, browser_id: str) -> bytes:
+        return hmac.new(self._key, label + browser_id.encode(), hashlib.sha256).digest()
+
+    def issue(self, address: str) -> str | None:
+        """A new identity cookie value for a browser at `address`, or None past the rate."""
+        if self._issued.count(address)[0] >= self.per_hour:
+            return None
+        self._issued.add(address)
+        browser_id = secrets.token_urlsafe(16)
+        return f"{browser_id}.{_b64(self._mac(b'uid:', browser_id), _SIG_CHARS)}"
+
+    def user_id(self, cookie: str) -> str | None:
+        """``browser:<keyed hash>`` for a cookie this server signed, else None."""
+        browser_id, dot, signature = cookie.partition(".")
+        if not dot or len(browser_id) != _ID_CHARS or len(signature) != _SIG_CHARS:
+            return None
+        expected = _b64(self._mac(b"uid:", browser_id), _SIG_CHARS)
+        if not hmac.compare_digest(signature.encode("utf-8", "surrogateescape"),
+                                   expected.encode()):
+            return None
+        # A different label than the signature's: the stored hash is not a valid cookie part.
+        return "browser:" + self._mac(b"log:", browser_id).hex()[:32]
+
+
+class AddressLimits:
+    """Requests in progress and per hour, per client address (see `address_key`)."""
+
+    def __init__(self, concurrent: int, per_hour: int, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.concurrent, self.per_hour = concurrent, per_hour
+        self._hourly = _Window(clock)
+        self._clock = clock
+        self._pending: dict[str, int] = {}  # submissions still being read, checked, decoded
+        self._jobs: dict[str, list[JobHandle]] = {}  # accepted jobs, until they finish
+
+    def in_progress(self, address: str) -> int:
+        jobs = [h for h in self._jobs.get(address, []) if not h.finished]
+        if jobs:
+            self._jobs[address] = jobs
+        else:
+            self._jobs.pop(address, None)
+        return len(jobs) + self._pending.get(address, 0)
+
+    def reserve(self, address: str) -> None:
+        """Count one more submission from `address` as in progress, or raise RateLimited.
+
+        Every reservation is ended by `release`; `accept` before it keeps the job counted.
+        """
+        if self.per_hour:
+            count, oldest = self._hourly.count(address)
+            if count >= self.per_hour:
+                wait = (oldest if oldest is not None else self._clock()) + HOUR_S - self._clock()
+                raise RateLimited("per-address hourly limit reached", code="address_hourly",
+                                  retry_after_s=max(1, int(wait) + 1))
+        if self.concurrent and self.in_progress(address) >= self.concurrent:
+            raise RateLimited("too many requests in progress from this address",
+                              code="address_busy", retry_after_s=ADDRESS_RETRY_S)
+        self._pending[address] = self._pending.get(address, 0) + 1
+
+    def accept(self, address: str, handle: JobHandle) -> None:
+        """A reserved submission became a job: it counts for the hour, and while it runs."""
+        self._hourly.add(address)
+        if not handle.finished:  # a cache hit is done already
+            self._jobs.setdefault(address, []).append(handle)
+        if len(self._jobs) >= _PRUNE_AT:
+            for known in list(self._jobs):
+                self.in_progress(known)
+
+    def release(self, address: str) -> None:
+        """A reserved submission is answered (its job, if any, is counted by `accept`)."""
+        left = self._pending.get(address, 0) - 1
+        if left > 0:
+            self._pending[address] = left
+        else:
+            self._pending.pop(address, None)
