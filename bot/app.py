@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import signal
+import socket
 from typing import Protocol
 
 from core.config import Config
@@ -48,11 +50,69 @@ def build_adapters(services: Services) -> list[Adapter]:
     return adapters
 
 
+def server_ports(config: Config) -> list[tuple[str, str, str, int]]:
+    """(adapter, key, host, port) of every port the configured adapters will listen on."""
+    ports = []
+    if config.web_enabled and config.web.port:  # port 0: the system picks a free one
+        ports.append(("web", "[web] port", config.web.host, config.web.port))
+    if config.telegram.token and config.telegram.mode == "webhook":
+        ports.append(("telegram", "[telegram] webhook_port", config.telegram.webhook_listen,
+                      config.telegram.webhook_port))
+    return ports
+
+
+async def check_port(host: str, port: int) -> None:
+    """Bind `host`:`port` the way aiohttp's server will, and let go at once; OSError if taken.
+
+    Models take seconds to minutes to load: a port that is in use must stop start-up before
+    that, not after. The adapter binds again when it starts (a port taken in between is
+    still reported then).
+    """
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    for family, kind, proto, _, address in dict.fromkeys(infos):
+        try:
+            sock = socket.socket(family, kind, proto)
+        except OSError:
+            continue  # an address family this machine lacks: the server skips it too
+        with sock:
+            # As the server does: a previous run's connections in TIME_WAIT are no conflict,
+            # while a socket that listens there still is.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+
+
+def _port_problem(exc: OSError, host: str, port: int, key: str) -> str:
+    where = f"{host}:{port}"
+    if exc.errno == errno.EADDRINUSE:
+        return (f"{where} is already in use; set another {key} or stop the program that "
+                "listens there")
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"{host} is not an address of this machine"
+    if exc.errno == errno.EACCES:
+        return f"listening on {where} needs more privileges (ports below 1024)"
+    return f"cannot listen on {where}: {exc.strerror or exc}"
+
+
+async def check_ports(config: Config) -> None:
+    """ConfigError naming the adapter and the key when a port it needs cannot be bound."""
+    for adapter, key, host, port in server_ports(config):
+        try:
+            await check_port(host, port)
+        except OSError as exc:
+            raise ConfigError(f"{config.source}: the {adapter} adapter cannot start: "
+                              f"{_port_problem(exc, host, port, key)}") from None
+
+
 async def serve(config: Config, stop: asyncio.Event) -> None:
     """Run until `stop` is set, then shut down in order: engine, adapters, storage."""
     if not (config.telegram.token or config.discord.token or config.web_enabled):
         raise ConfigError(f"{config.source}: nothing to run: set [telegram] token, "
                           "[discord] token, or [web] enabled = true")
+    await check_ports(config)  # before the models load: a taken port is told at once
     services = await Services.create(config)
     adapters: list[Adapter] = []
     try:

@@ -2,8 +2,8 @@
 
 Each section is a frozen dataclass whose fields carry their own rule (type, range
 or choices) in `field(metadata=...)`. `load_config` checks the file against those
-rules and raises `ConfigError` with one line naming the file, the key and what is
-allowed, so a typo never surfaces later as a confusing crash.
+rules and raises `ConfigError` listing every mistake in the file, one line each naming
+the file, the key and what is allowed, so a typo never surfaces later as a confusing crash.
 """
 
 from __future__ import annotations
@@ -234,50 +234,82 @@ def _check_value(where: str, tp: Any, meta: dict[str, Any], value: Any) -> Any:
     return value
 
 
-def _build_section(source: str, name: str, cls: type, raw: Any) -> Any:
+def _build_section(source: str, name: str, cls: type, raw: Any,
+                   problems: list[str]) -> tuple[Any, set[str]]:
+    """The section built from `raw`'s valid keys, and the names of its rejected keys.
+
+    Every mistake is appended to `problems` (one line each) instead of raised, so a file
+    with several mistakes is fixed in one go rather than one start-up per mistake.
+    """
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: [{name}] must be a table")
+        problems.append(f"{source}: [{name}] must be a table")
+        return cls(), set()
     hints = get_type_hints(cls)
     known = {f.name: f for f in fields(cls)}
     values: dict[str, Any] = {}
+    rejected: set[str] = set()
     for key, value in raw.items():
         where = f"{source}: [{name}] {key}"
         if key not in known:
-            raise ConfigError(f"{where}: unknown key; known keys are {', '.join(known)}")
-        values[key] = _check_value(where, hints[key], dict(known[key].metadata), value)
-    return cls(**values)
+            problems.append(f"{where}: unknown key; known keys are {', '.join(known)}")
+            rejected.add(key)
+            continue
+        try:
+            values[key] = _check_value(where, hints[key], dict(known[key].metadata), value)
+        except ConfigError as exc:
+            problems.append(str(exc))
+            rejected.add(key)
+    return cls(**values), rejected
 
 
 def parse_config(data: dict[str, Any], source: str = "built-in defaults",
                  environ: dict[str, str] | None = None) -> Config:
-    """Validate a parsed TOML document (plus environment overrides) into a `Config`."""
+    """Validate a parsed TOML document (plus environment overrides) into a `Config`.
+
+    Raises one `ConfigError` listing every mistake, one line each (file, key, what is allowed).
+    """
     env = os.environ if environ is None else environ
+    problems: list[str] = []
+    rejected: set[tuple[str, str]] = set()
     sections: dict[str, Any] = {}
     for name, raw in data.items():
         if name not in SECTIONS:
-            raise ConfigError(f"{source}: unknown section [{name}]; known sections are "
-                              f"{', '.join('[' + s + ']' for s in SECTIONS)}")
-        sections[name] = _build_section(source, name, SECTIONS[name], raw)
+            problems.append(f"{source}: unknown section [{name}]; known sections are "
+                            f"{', '.join('[' + s + ']' for s in SECTIONS)}")
+            continue
+        sections[name], bad_keys = _build_section(source, name, SECTIONS[name], raw, problems)
+        rejected |= {(name, key) for key in bad_keys}
     config = Config(**sections, source=source)
     for (section, key), var in ENV_SECRETS.items():
         if env.get(var):
             config = config.with_section(section, **{key: env[var]})
     if env.get(ENV_PRESET):
         preset = env[ENV_PRESET]
-        _check_value(f"environment variable {ENV_PRESET}", str,
-                     dict(fields(ModelsConfig)[0].metadata), preset)
-        config = config.with_section("models", preset=preset)
+        try:
+            _check_value(f"environment variable {ENV_PRESET}", str,
+                         dict(fields(ModelsConfig)[0].metadata), preset)
+            config = config.with_section("models", preset=preset)
+        except ConfigError as exc:
+            problems.append(str(exc))
     # A backend's own defaults for the [generation] keys the file leaves unset.
+    raw_generation = data.get("generation")
+    given = raw_generation if isinstance(raw_generation, dict) else {}
     unset = {key: value for key, value in BACKEND_DEFAULTS.get(config.models.sound_backend,
                                                                {}).items()
-             if key not in data.get("generation", {})}
+             if key not in given}
     if unset:
         config = config.with_section("generation", **unset)
-    if config.generation.seconds > config.generation.max_seconds:
-        raise ConfigError(f"{source}: [generation] seconds: {config.generation.seconds} is above "
-                          f"max_seconds ({config.generation.max_seconds})")
-    if config.telegram.mode == "webhook" and not config.telegram.webhook_url:
-        raise ConfigError(f"{source}: [telegram] webhook_url: required when mode = 'webhook'")
+    # Rules across keys, checked only between values that passed: a rejected max_seconds must
+    # not also report every seconds as "above" the default it fell back to.
+    if not rejected & {("generation", "seconds"), ("generation", "max_seconds")} \
+            and config.generation.seconds > config.generation.max_seconds:
+        problems.append(f"{source}: [generation] seconds: {config.generation.seconds} is above "
+                        f"max_seconds ({config.generation.max_seconds})")
+    if not rejected & {("telegram", "mode"), ("telegram", "webhook_url")} \
+            and config.telegram.mode == "webhook" and not config.telegram.webhook_url:
+        problems.append(f"{source}: [telegram] webhook_url: required when mode = 'webhook'")
+    if problems:
+        raise ConfigError("\n".join(problems))
     return config
 
 

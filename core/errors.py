@@ -55,7 +55,9 @@ class UserFacingError(SonifyError):
 class ImageRejected(UserFacingError):
     """The image (or the link to it) cannot be used.
 
-    Codes: ``bad_url``, ``blocked_address``, ``fetch_failed``, ``fetch_timeout``,
+    Codes: ``bad_url``, ``blocked_address``, ``fetch_failed``, ``fetch_status`` (the server
+    answered with an HTTP error, ``params['status']``), ``fetch_unreachable`` (no such host, or
+    nothing answers), ``fetch_timeout``,
     ``too_large``, ``empty``, ``not_image``, ``unsupported_format``,
     ``too_many_pixels``, ``bad_dimensions``, ``corrupt``.
     """

@@ -21,7 +21,8 @@ from core.options import GenerationOptions
 logger = logging.getLogger(__name__)
 
 # In a watched channel, a link to a web page is chat, not a request: these stay silent.
-QUIET_LINK_ERRORS = ("not_image", "unsupported_format", "fetch_failed", "fetch_timeout")
+QUIET_LINK_ERRORS = ("not_image", "unsupported_format", "fetch_failed", "fetch_status",
+                     "fetch_unreachable", "fetch_timeout")
 
 
 class MessageHandlers:

@@ -92,7 +92,13 @@ class ImageFetcher:
         except aiohttp.ClientConnectorDNSError as exc:
             if isinstance(exc.os_error, AddressBlocked):
                 raise ImageRejected("private or local address", code="blocked_address") from None
-            raise ImageRejected("host name not found", code="fetch_failed") from None
+            raise ImageRejected("host name not found", code="fetch_unreachable") from None
+        except aiohttp.ClientSSLError:
+            raise ImageRejected("TLS handshake failed", code="fetch_failed") from None
+        except aiohttp.ClientConnectorError:
+            # Refused, unreachable network, reset while connecting: the server is not there,
+            # which the user fixes differently from a server that answers with an error.
+            raise ImageRejected("host not reachable", code="fetch_unreachable") from None
         except aiohttp.InvalidURL:
             raise ImageRejected("malformed link", code="bad_url") from None
         except (aiohttp.ClientError, OSError, ValueError) as exc:
@@ -145,7 +151,7 @@ class ImageFetcher:
                                        allow_private=allow_private)
                     continue
                 if not 200 <= response.status < 300:
-                    raise ImageRejected(f"HTTP status {response.status}", code="fetch_failed",
+                    raise ImageRejected(f"HTTP status {response.status}", code="fetch_status",
                                         status=response.status)
                 return await self._read_body(response)
         raise ImageRejected("too many redirects", code="fetch_failed")

@@ -1,4 +1,5 @@
-"""Usage statistics from the request log: totals, cache hit rate, latency, top users.
+"""Usage statistics from the request log: totals, cache hit rate, latency, top users, and
+the jobs each worker computed (the redis backend).
 
 Days are UTC days. Latency percentiles cover the last 7 days of jobs the models
 actually computed (cache hits answer in milliseconds and would hide the real wait);
@@ -32,6 +33,25 @@ class Totals:
 
 
 @dataclass(frozen=True)
+class TopUser:
+    """One of the most active users of the last 7 days."""
+
+    platform: str
+    user_id: str
+    count: int  # requests in 7 days, refusals not counted
+    name: str | None = None  # the newest readable name the platform gave, where it gave one
+
+
+@dataclass(frozen=True)
+class WorkerStats:
+    """One `sonify worker` (redis backend) over the last 7 days: the jobs it computed."""
+
+    name: str
+    jobs: int
+    mean_batch: float
+
+
+@dataclass(frozen=True)
 class DayStats:
     """One UTC day: requests per platform and total-latency percentiles of computed jobs."""
 
@@ -56,8 +76,9 @@ class Stats:
     total_p50_s: float | None
     total_p95_s: float | None
     queue_length: int
-    top_users: list[tuple[str, str, int]]  # (platform, user id, requests in 7 days)
+    top_users: list[TopUser]
     days: list[DayStats]  # oldest first, CHART_DAYS of them
+    workers: list[WorkerStats] = field(default_factory=list)  # most jobs first; redis only
 
     @property
     def cache_hit_rate(self) -> float | None:
@@ -95,7 +116,8 @@ async def collect_stats(request_log: RequestLog, queue_length: int = 0, *,
     first_day = today_start - timedelta(days=CHART_DAYS - 1)
     week_since = now - WEEK_DAYS * DAY_S
     rows = await request_log.rows_since(min(first_day.timestamp(), week_since), [
-        "platform", "user_id", "status", "cache_hit", "queue_wait_s", "total_s", "created_at"])
+        "platform", "user_id", "status", "cache_hit", "queue_wait_s", "total_s", "created_at",
+        "user_name", "worker", "batch_size"])
     hits, done = await request_log.cache_hit_counts()
 
     per_day: dict[str, Counter[str]] = defaultdict(Counter)
@@ -103,7 +125,11 @@ async def collect_stats(request_log: RequestLog, queue_length: int = 0, *,
     waits: list[float] = []
     totals: list[float] = []
     users: Counter[tuple[str, str]] = Counter()
-    for platform, user_id, status, cache_hit, wait, total, created in rows:
+    # (created_at, name) of each user's newest named row: people rename themselves.
+    names: dict[tuple[str, str], tuple[float, str]] = {}
+    worker_batches: dict[str, list[int]] = defaultdict(list)
+    for (platform, user_id, status, cache_hit, wait, total, created, user_name, worker,
+         batch_size) in rows:
         day = datetime.fromtimestamp(created, UTC).strftime("%Y-%m-%d")
         per_day[day][platform] += 1
         computed = status == "done" and not cache_hit
@@ -112,6 +138,10 @@ async def collect_stats(request_log: RequestLog, queue_length: int = 0, *,
         if created > week_since:
             if status != "rejected":
                 users[(platform, user_id)] += 1
+            if user_name and created >= names.get((platform, user_id), (-math.inf, ""))[0]:
+                names[(platform, user_id)] = (created, user_name)
+            if computed and worker:
+                worker_batches[worker].append(batch_size or 1)
             if computed:
                 if wait is not None:
                     waits.append(wait)
@@ -132,5 +162,9 @@ async def collect_stats(request_log: RequestLog, queue_length: int = 0, *,
         queue_wait_p50_s=percentile(waits, 50), queue_wait_p95_s=percentile(waits, 95),
         total_p50_s=percentile(totals, 50), total_p95_s=percentile(totals, 95),
         queue_length=queue_length,
-        top_users=[(p, u, n) for (p, u), n in users.most_common(TOP_USERS)],
-        days=days)
+        top_users=[TopUser(p, u, n, names[(p, u)][1] if (p, u) in names else None)
+                   for (p, u), n in users.most_common(TOP_USERS)],
+        days=days,
+        workers=sorted((WorkerStats(name, len(sizes), sum(sizes) / len(sizes))
+                        for name, sizes in worker_batches.items()),
+                       key=lambda w: (-w.jobs, w.name)))

@@ -7,7 +7,9 @@ import math
 from datetime import UTC, datetime
 
 from core.i18n import t
-from core.stats.collect import Stats, Totals
+from core.stats.collect import Stats, TopUser, Totals
+
+NAME_CHARS = 32  # a top user's name is cut to this: a few of them share one line
 
 
 def _counts(counts: dict[str, int], lang: str, *, statuses: bool = False) -> str:
@@ -29,12 +31,22 @@ def _seconds(value: float | None, lang: str) -> str:
     return t("stats.none", lang) if value is None else t("seconds", lang, n=f"{value:.1f}")
 
 
+def _top_user(user: TopUser, lang: str) -> str:
+    """`Alice — telegram:123 (4)`, or `telegram:123 (4)` where the platform gave no name."""
+    # Names are chosen by strangers: one line, bounded length, whatever they typed.
+    name = " ".join((user.name or "").split())
+    if len(name) > NAME_CHARS:
+        name = name[:NAME_CHARS - 1] + "…"
+    key = "stats.top_user_named" if name else "stats.top_user"
+    return t(key, lang, name=name, platform=user.platform, user_id=user.user_id, count=user.count)
+
+
 def render_stats_text(stats: Stats, lang: str = "en") -> str:
     """A few short lines for a chat reply or a terminal."""
     rate = stats.cache_hit_rate
     cache = (t("stats.cache_none", lang) if rate is None else
              t("stats.cache", lang, rate=f"{rate:.0%}", hits=stats.cache_hits, done=stats.done))
-    top = ", ".join(f"{p}:{u} ({n})" for p, u, n in stats.top_users) or t("stats.none", lang)
+    top = ", ".join(_top_user(user, lang) for user in stats.top_users) or t("stats.none", lang)
     when = f"{datetime.fromtimestamp(stats.generated_at, UTC):%Y-%m-%d %H:%M}"
     return "\n".join([
         t("stats.title", lang, when=when),
@@ -48,6 +60,9 @@ def render_stats_text(stats: Stats, lang: str = "en") -> str:
           total_p95=_seconds(stats.total_p95_s, lang)),
         t("stats.queue", lang, count=stats.queue_length),
         t("stats.top_users", lang, users=top),
+        *([t("stats.workers", lang, workers=", ".join(
+            t("stats.worker", lang, name=w.name, jobs=w.jobs, batch=f"{w.mean_batch:.1f}")
+            for w in stats.workers))] if stats.workers else []),
     ])
 
 

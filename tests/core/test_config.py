@@ -10,6 +10,7 @@ import pytest
 
 from core.config import SECTIONS, Config, load_config, parse_config, secret_values
 from core.errors import ConfigError
+from core.secrecy import web_cookie_value
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -70,14 +71,19 @@ def test_int_accepted_for_float_and_values_applied(tmp_path: Path) -> None:
 
 
 def test_secrets_from_environment_and_preset(tmp_path: Path) -> None:
+    database = "postgresql+asyncpg://sonify:db%40pw@db.example/sonify"
     env = {"SONIFY_TELEGRAM_TOKEN": "123:abc", "SONIFY_DISCORD_TOKEN": "disc.tok",
-           "SONIFY_WEB_TOKEN": "webtok", "SONIFY_MODELS": "tiny"}
-    cfg = parse_config({}, environ=env)
+           "SONIFY_WEB_TOKEN": "webtok", "SONIFY_DATABASE_URL": database, "SONIFY_MODELS": "tiny"}
+    cfg = parse_config({"storage": {"database_url": "sqlite+aiosqlite:///in-the-file.db"}},
+                       environ=env)
     assert cfg.telegram.token == "123:abc"
     assert cfg.discord.token == "disc.tok"
+    assert cfg.database_url == database  # the environment wins over the file
     assert cfg.models.preset == "tiny"
     assert not cfg.web_enabled  # a bot token turns the automatic web page off
-    assert set(secret_values(cfg)) == {"123:abc", "disc.tok", "webtok"}
+    # The URL's password as written and decoded; the cookie that stands in for the web token.
+    assert set(secret_values(cfg)) == {"123:abc", "disc.tok", "webtok", "db%40pw", "db@pw",
+                                       web_cookie_value("webtok")}
     with pytest.raises(ConfigError, match="SONIFY_MODELS"):
         parse_config({}, environ={"SONIFY_MODELS": "huge"})
 
@@ -99,3 +105,34 @@ def test_example_config_documents_every_key_and_loads() -> None:
             index = next(i for i, line in enumerate(lines) if line.startswith(f"{f.name} ="))
             assert lines[index - 1].startswith("#"), f"[{name}] {f.name} has no comment"
     assert load_config(example, environ={}).jobs.max_batch >= 1
+
+
+def test_every_mistake_in_the_file_is_reported_at_once(tmp_path: Path) -> None:
+    """A file with several mistakes gets one line per mistake, in file order, in one error."""
+    path = write(tmp_path, "[jobs]\nmax_batch = 0\nmax_waitt = 5\n[models]\ndevice = 'tpu'\n"
+                           "[nope]\na = 1\n[telegram]\nadmins = [1, 'x']\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, environ={"SONIFY_MODELS": "huge"})
+    lines = str(err.value).splitlines()
+    # Prefixes only where the rest lists keys or sections, which other changes add to.
+    expected = [
+        f"{path}: [jobs] max_batch: 0 is out of range; allowed 1 to 64",
+        f"{path}: [jobs] max_waitt: unknown key; known keys are max_batch, max_wait_ms, ",
+        f"{path}: [models] device: 'tpu' is not allowed; use one of 'auto', 'cpu', 'cuda'",
+        f"{path}: unknown section [nope]; known sections are [models], [generation], ",
+        f"{path}: [telegram] admins: expected an integer, got 'x'",
+        "environment variable SONIFY_MODELS: 'huge' is not allowed; use one of 'default', "
+        "'tiny'",
+    ]
+    assert len(lines) == len(expected), lines
+    for line, start in zip(lines, expected, strict=True):
+        assert line.startswith(start), line
+
+
+def test_a_rule_across_keys_is_not_reported_against_a_rejected_value(tmp_path: Path) -> None:
+    """`max_seconds = 'x'` is the mistake; `seconds = 12` is not also "above" the default 10."""
+    path = write(tmp_path, "[generation]\nseconds = 12.0\nmax_seconds = 'x'\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, environ={})
+    assert str(err.value).splitlines() == [
+        f"{path}: [generation] max_seconds: expected a number, got 'x'"]

@@ -86,6 +86,13 @@ async def test_link_and_embed_images_are_answered(fake: FakeDiscord, bot: Bot) -
     await fake.until(lambda: [m for m in fake.replies_to(asked["id"])
                               if m["content"].startswith("HTML files aren't supported.")])
     assert fake.find("GET", "/cdn/page.html") and fake.replies_to(chat["id"]) == []
+    # So is a dead link (HTTP 404) and one whose host cannot be reached.
+    dead = await fake.send_message(WATCHED, ALICE, f"old {fake.url}/cdn/gone.png")
+    nowhere = await fake.send_message(WATCHED, ALICE, "see http://sonify-test.invalid/a.png")
+    mark = await fake.send_message(WATCHED, ALICE, "", [Upload("m.png", png_bytes(7))])
+    await fake.until(lambda: answers(fake, mark))  # later messages are answered by now
+    assert fake.find("GET", "/cdn/gone.png")
+    assert fake.replies_to(dead["id"]) == [] and fake.replies_to(nowhere["id"]) == []
 
 
 @pytest.mark.parametrize("fmt", ["mp3"])

@@ -207,7 +207,8 @@ async def test_images_by_bytes_and_non_images_by_name(
         assert describe_error(info.value, "en").startswith(f"{name} files aren't supported")
     assert (await rejected(fetcher, f"{base}/empty")).code == "empty"
     missing = await rejected(fetcher, f"{base}/status/404")
-    assert (missing.code, missing.params["status"]) == ("fetch_failed", 404)
+    assert (missing.code, missing.params["status"]) == ("fetch_status", 404)
+    assert "HTTP 404" in describe_error(missing, "en")
 
 
 async def test_requests_carry_an_honest_browser_like_user_agent(
@@ -346,13 +347,14 @@ async def test_a_resolver_that_never_answers_hits_the_connect_timeout(
     assert time.monotonic() - started < 1.5
 
 
-async def test_unreachable_hosts_are_fetch_failures(make_fetcher: MakeFetcher) -> None:
+async def test_unreachable_hosts_are_told_apart_from_error_answers(
+        make_fetcher: MakeFetcher) -> None:
     server = await RawServer(serve_png).start()
     port = server.port
     await server.close()  # nothing listens there any more
     fetcher = make_fetcher(allow_private=True)
-    assert (await rejected(fetcher, f"http://127.0.0.1:{port}/")).code == "fetch_failed"
-    assert (await rejected(fetcher, "http://no-such-host.test/")).code == "fetch_failed"
+    assert (await rejected(fetcher, f"http://127.0.0.1:{port}/")).code == "fetch_unreachable"
+    assert (await rejected(fetcher, "http://no-such-host.test/")).code == "fetch_unreachable"
 
 
 async def test_errors_never_reveal_the_link(site: WebServer, counter: RawServer,

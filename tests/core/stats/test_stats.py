@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from core.stats.collect import collect_stats, percentile
+from core.stats.collect import TopUser, WorkerStats, collect_stats, percentile
 from core.stats.render import render_stats_chart, render_stats_text
 from core.storage.request_log import RequestLog, RequestRecord
 
@@ -20,10 +21,10 @@ DAY = 86400.0
 
 def rec(n: int, age: float, *, platform: str = "telegram", user: str = "u1",
         status: str = "done", cache_hit: bool = False, wait: float | None = None,
-        total: float | None = None) -> RequestRecord:
+        total: float | None = None, name: str | None = None) -> RequestRecord:
     return RequestRecord(id=f"r{n}", platform=platform, user_id=user, chat_id="c",
                          source_kind="photo", status=status, created_at=NOW - age,
-                         cache_hit=cache_hit, queue_wait_s=wait, total_s=total)
+                         cache_hit=cache_hit, queue_wait_s=wait, total_s=total, user_name=name)
 
 
 @pytest.fixture
@@ -31,12 +32,12 @@ async def request_log(tmp_path: Path):
     request_log = await RequestLog.open(f"sqlite+aiosqlite:///{tmp_path / 'stats.db'}")
     records = [
         # today (15:00 UTC now): 4 requests
-        rec(1, 1 * HOUR, wait=1.0, total=5.0),
+        rec(1, 1 * HOUR, wait=1.0, total=5.0, name="Alice\nB."),  # renamed since r5
         rec(2, 2 * HOUR, platform="discord", user="d7", wait=3.0, total=9.0),
-        rec(3, 3 * HOUR, cache_hit=True, wait=0.0, total=0.01),
+        rec(3, 3 * HOUR, cache_hit=True, wait=0.0, total=0.01),  # no name this time
         rec(4, 4 * HOUR, platform="web", user="w", status="rejected"),
         # earlier this week: 3 requests
-        rec(5, 2 * DAY, wait=2.0, total=7.0),
+        rec(5, 2 * DAY, wait=2.0, total=7.0, name="alice_old"),
         rec(6, 3 * DAY, platform="discord", user="d7", status="failed"),
         rec(7, 5 * DAY, platform="discord", user="d8", wait=4.0, total=11.0),
         # older than a week (still in the 14-day chart) and much older
@@ -63,9 +64,10 @@ async def test_totals_hit_rate_percentiles_and_top_users(request_log: RequestLog
     assert stats.total_p50_s == pytest.approx(8.0)
     assert stats.total_p95_s == pytest.approx(10.7)
     assert stats.queue_length == 3
-    assert stats.top_users[0] == ("telegram", "u1", 3)
-    assert stats.top_users[1] == ("discord", "d7", 2)
-    assert ("web", "w", 1) not in stats.top_users  # rejected requests are not usage
+    # The newest name a user gave; none where the platform gave none.
+    assert stats.top_users[0] == TopUser("telegram", "u1", 3, "Alice\nB.")
+    assert stats.top_users[1] == TopUser("discord", "d7", 2, None)
+    assert all(u.platform != "web" for u in stats.top_users)  # refusals are not usage
     assert len(stats.days) == 14 and stats.days[-1].day == "2026-11-20"
     assert stats.days[-1].by_platform == {"telegram": 2, "discord": 1, "web": 1}
     assert stats.days[-11].by_platform == {"telegram": 1}
@@ -80,8 +82,12 @@ async def test_text_and_chart_render(request_log: RequestLog) -> None:
     assert "Cache hits (all time): 17% (1 of 6 done)" in text
     assert "total p50 8.0 s, p95 10.7 s" in text
     assert "Queue: 3 waiting" in text
-    assert "telegram:u1 (3)" in text
+    # A readable name where the platform gave one (on one line), the id otherwise.
+    assert "Top users (7 days): Alice B. — telegram:u1 (3), discord:d7 (2)" in text
+    assert "Usuarios principales (7 días): Alice B. — telegram:u1 (3)" in render_stats_text(
+        stats, "es")
     assert len(text.splitlines()) <= 10
+    assert "Workers" not in text  # one process renders (the local backend): no such line
     png = render_stats_chart(stats)
     image = Image.open(io.BytesIO(png))
     assert image.format == "PNG" and image.size == (800, 550)
@@ -102,8 +108,37 @@ async def test_empty_log(tmp_path: Path) -> None:
     assert render_stats_chart(stats).startswith(b"\x89PNG")
 
 
+async def test_each_worker_with_its_jobs_and_mean_batch(tmp_path: Path) -> None:
+    request_log = await RequestLog.open(f"sqlite+aiosqlite:///{tmp_path / 'w.db'}")
+    try:
+        for n, (worker, batch, hit) in enumerate([("gpu-a", 4, False), ("gpu-a", 2, False),
+                                                  ("gpu-b", 3, False), ("gpu-b", 3, True)]):
+            await request_log.insert(replace(rec(n, HOUR, total=1.0, cache_hit=hit),
+                                             worker=worker, batch_size=batch))
+        stats = await collect_stats(request_log, now=NOW)
+    finally:
+        await request_log.close()
+    # Cache hits were computed by nobody: gpu-b's second row does not count.
+    assert stats.workers == [WorkerStats("gpu-a", 2, 3.0), WorkerStats("gpu-b", 1, 3.0)]
+    assert render_stats_text(stats).splitlines()[-1] == (
+        "Workers (7 days, computed jobs): gpu-a 2 (mean batch 3.0), gpu-b 1 (mean batch 3.0)")
+    assert render_stats_text(stats, "es").splitlines()[-1].startswith(
+        "Workers (7 días, trabajos calculados): gpu-a 2 (lote medio 3.0)")
+
+
 def test_percentile_interpolates() -> None:
     assert percentile([], 50) is None
     assert percentile([3.0], 95) == 3.0
     assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
     assert percentile([4.0, 1.0, 3.0, 2.0], 100) == 4.0
+
+
+async def test_a_long_name_is_cut_to_fit_the_line(tmp_path: Path) -> None:
+    request_log = await RequestLog.open(f"sqlite+aiosqlite:///{tmp_path / 'names.db'}")
+    try:
+        await request_log.insert(rec(1, HOUR, platform="discord", user="42", name="x" * 64))
+        stats = await collect_stats(request_log, now=NOW)
+    finally:
+        await request_log.close()
+    line = render_stats_text(stats).splitlines()[-1]
+    assert line == f"Top users (7 days): {'x' * 31}… — discord:42 (1)"

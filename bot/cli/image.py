@@ -1,0 +1,182 @@
+"""`sonify image PATH_OR_URL -o OUT`: one picture, no queue — the caption on stdout, a clip.
+
+Everything that can be checked without the models (options, the output name and folder,
+the picture) is checked before they load, so a mistake costs a second, not minutes. The
+stages after that show progress on stderr (`bot.cli.progress`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import secrets
+import stat
+import sys
+from pathlib import Path
+
+from bot.cli.common import EXIT_USAGE, CliError
+from bot.cli.progress import progress_for
+from core.audio.encode import FORMATS, clip_duration, encode_clip, format_for_path
+from core.config import MAX_SEED, MAX_STEPS, MIN_SECONDS, Config
+from core.intake.decode import DecodedImage, decode_image
+from core.intake.fetch import ImageFetcher
+from core.models.pipeline import PipelineInput
+from core.options import GenerationOptions, check_seed
+
+# A link is anything that starts with a scheme and "//"; a Windows drive ("C:\") is not.
+_LINK = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+LINK_SCHEMES = ("http", "https")
+
+
+def add_arguments(parser: argparse.ArgumentParser, config: Config) -> None:
+    generation = config.generation
+    # Where the defaults come from, when a file set them.
+    origin = "" if config.source == "built-in defaults" else f", from {config.source}"
+    parser.add_argument("source", metavar="PATH_OR_URL",
+                        help="an image file, or an http(s) link to one")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT",
+                        help="the clip to write; its extension picks the format: .ogg (or "
+                             ".opus, .oga) OGG/Opus, .mp3, .wav")
+    parser.add_argument("--format", choices=tuple(FORMATS),
+                        help="audio format, when OUT has no extension (default: from OUT's "
+                             "extension; both given must agree)")
+    parser.add_argument("--seconds", type=float, metavar="S",
+                        help=f"clip length in seconds, {MIN_SECONDS:g} to "
+                             f"{generation.max_seconds:g} (default: {generation.seconds:g}"
+                             f"{origin})")
+    parser.add_argument("--steps", type=int, metavar="N",
+                        help=f"diffusion steps, 1 to {MAX_STEPS}; more is slower and finer "
+                             f"(default: {generation.steps}{origin})")
+    parser.add_argument("--seed", type=int, metavar="N",
+                        help=f"random seed, 0 to {MAX_SEED}: the same picture, options and "
+                             "seed give the same clip (default: a random one, printed at "
+                             "the end)")
+
+
+def output_format(out: Path, requested: str | None) -> str:
+    """The format OUT's extension names; `--format` may only agree with it or stand in for it."""
+    if not out.suffix:
+        if requested:
+            return requested
+        raise CliError(f"{out}: no extension to tell the format from; name it .ogg, .mp3 or "
+                       ".wav, or give --format", EXIT_USAGE)
+    try:
+        named = format_for_path(out)
+    except ValueError as exc:  # its message names the extensions that work
+        raise CliError(str(exc), EXIT_USAGE) from None
+    if requested and requested != named:
+        raise CliError(f"{out}: the extension says {named} but --format says {requested}; "
+                       "make them agree", EXIT_USAGE)
+    return named
+
+
+def check_output(out: Path) -> None:
+    """Refuse an OUT that cannot be written, before minutes of rendering."""
+    if out.is_dir():
+        raise CliError(f"{out} is a folder; give a file name, such as {out / 'clip.ogg'}",
+                       EXIT_USAGE)
+    folder = out.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent  # the folders missing below it are created at the end
+    if not folder.is_dir():
+        raise CliError(f"cannot write {out}: {folder} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise CliError(f"cannot write {out}: no permission to write in {folder}")
+
+
+def load_source(source: str, config: Config) -> DecodedImage:
+    """Decode a local file, or fetch an http(s) link through the hardened image intake."""
+    link = _LINK.match(source)
+    if link:
+        scheme = link.group(1).lower()
+        if scheme not in LINK_SCHEMES:
+            # The link itself is not repeated: it may carry a password.
+            raise CliError(f"{scheme}:// links are not supported; give an http:// or https:// "
+                           "link, or a local file")
+        return asyncio.run(_fetch(source, config))
+    path = Path(source)
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise CliError(f"no such file: {source}") from None
+    except OSError as exc:
+        raise CliError(f"cannot read {source}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise CliError(f"{source} is a folder; give one image file")
+    if not stat.S_ISREG(info.st_mode):
+        raise CliError(f"{source} is not a regular file; give one image file")
+    if info.st_size > config.images.max_bytes:
+        raise CliError(f"{source}: larger than [images] max_bytes "
+                       f"({config.images.max_bytes} bytes)")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read {source}: {exc.strerror or exc}") from None
+    return decode_image(data, config.images)
+
+
+async def _fetch(url: str, config: Config) -> DecodedImage:
+    fetcher = ImageFetcher(config.images)
+    try:
+        return await fetcher.fetch_image(url)
+    finally:
+        await fetcher.close()
+
+
+def write_file(path: Path, data: bytes) -> None:
+    """Write `data` to `path` atomically, with the permissions the umask gives new files.
+
+    The temporary file is opened with mode 0666 for the kernel to apply the umask, as for any
+    file a command creates (tempfile.mkstemp would make it 0600, private to its owner).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(temporary, path)  # readers never see half a clip
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def run(args: argparse.Namespace, config: Config) -> int:
+    """Caption one image, render its sound, write the clip, print the caption."""
+    options = GenerationOptions.from_config(config.generation, seconds=args.seconds,
+                                            steps=args.steps)
+    seed = check_seed(args.seed)
+    out = Path(args.output)
+    check_output(out)
+    fmt = output_format(out, args.format)
+    decoded = load_source(args.source, config)
+    with progress_for(sys.stderr) as progress:
+        with progress.stage("libraries", "loading torch and the model libraries"):
+            # Seconds of imports: only once the inputs are known to be good, and only here.
+            from core.models.loading import ModelLoader
+
+            loader = ModelLoader(config)
+        with progress.stage("caption model", "loading the caption model"):
+            loader.captioner()
+        with progress.stage("sound model", "loading the sound model"):
+            loader.sound_generator()
+        pipeline = loader.pipeline()
+        with progress.stage("caption", "captioning the picture"):
+            (caption,) = pipeline.captions([decoded.image])
+        with progress.stage("sound", "rendering the sound", options.steps) as report:
+            (result,) = pipeline.run([PipelineInput(caption=caption, seed=seed)], options,
+                                     progress=report)
+        with progress.stage("encoding", f"encoding {fmt}"):
+            data = encode_clip(result.audio, result.sample_rate, fmt)
+            try:
+                write_file(out, data)
+            except OSError as exc:
+                raise CliError(f"cannot write {out}: {exc.strerror or exc}") from None
+    print(result.caption)
+    times = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in progress.seconds.items())
+    print(f"sonify: wrote {out} ({clip_duration(data):.2f} s of {fmt}, seed {seed}) in "
+          f"{sum(progress.seconds.values()):.1f} s: {times}", file=sys.stderr)
+    return 0
+
