@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.config import Config, ImagesConfig, parse_config
 from core.intake.decode import DecodedImage, decode_image
-from core.jobs.engine import JobEngine
+from core.jobs.engine import LocalJobEngine
 from core.jobs.request import JobRequest
 from core.options import GenerationOptions
 from core.stats.collect import percentile
@@ -61,7 +61,7 @@ async def run_once(pipeline: object, args: argparse.Namespace, max_batch: int,
                    root: Path) -> dict[str, object]:
     cfg = make_config(root / f"batch{max_batch}", args, max_batch)
     log = await RequestLog.open(cfg.database_url)
-    engine = JobEngine(cfg, log, pipeline_factory=lambda: pipeline)
+    engine = LocalJobEngine(cfg, log, pipeline_factory=lambda: pipeline)
     await engine.start()
     options = GenerationOptions.from_config(cfg.generation)
     pictures = [picture(1000 * max_batch + i) for i in range(args.users * args.jobs)]

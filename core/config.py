@@ -25,6 +25,7 @@ ENV_SECRETS: dict[tuple[str, str], str] = {
     ("discord", "token"): "SONIFY_DISCORD_TOKEN",
     ("web", "token"): "SONIFY_WEB_TOKEN",
     ("storage", "database_url"): "SONIFY_DATABASE_URL",
+    ("jobs", "redis_url"): "SONIFY_REDIS_URL",
 }
 ENV_PRESET = "SONIFY_MODELS"
 
@@ -97,6 +98,16 @@ class JobsConfig:
     per_user_per_hour: int = _opt(30, lo=1, hi=100_000)
     cache_max_mb: float = _opt(500.0, lo=0.0, hi=1_000_000.0)
     shutdown_timeout_s: float = _opt(60.0, lo=0.0, hi=3_600.0)
+    # "local": this process renders (the embedded default). "redis": `sonify run` serves the
+    # platforms, `sonify worker` processes render, queued on arq in Redis.
+    backend: str = _opt("local", choices=("local", "redis"))
+    redis_url: str = _opt("redis://127.0.0.1:6379/0")  # its password is masked in logs
+    # A job whose worker vanished (killed, cut off) runs again on another one after this.
+    redeliver_after_s: float = _opt(60.0, lo=5.0, hi=3_600.0)
+    # Workers a job may take down before it fails alone with an apology.
+    max_tries: int = _opt(3, lo=1, hi=20)
+    # How often adapters compare open jobs with their rows (redis: positions, lost events).
+    poll_interval_s: float = _opt(2.0, lo=0.1, hi=60.0)
 
 
 @dataclass(frozen=True)

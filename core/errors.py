@@ -28,6 +28,10 @@ class StorageUnavailable(SonifyError):
     """The request log cannot be written: a request cannot be recorded (so it is not taken)."""
 
 
+class QueueUnavailable(SonifyError):
+    """Redis (the redis backend's job queue) cannot be reached at start-up; one line."""
+
+
 class DuplicateRequest(SonifyError):
     """The platform delivered this update or message before; `request_id` is its row."""
 

@@ -8,8 +8,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from core.config import Config
+from core.distributed.engine import RedisJobEngine
 from core.intake.fetch import ImageFetcher
-from core.jobs.engine import JobEngine
+from core.jobs.contract import JobEngine
+from core.jobs.engine import LocalJobEngine
 from core.models.pipeline import Pipeline
 from core.stats.collect import collect_stats
 from core.stats.render import render_stats_chart, render_stats_text
@@ -40,7 +42,11 @@ class Services:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         request_log = await RequestLog.open(config.database_url)
         try:
-            engine = JobEngine(config, request_log, pipeline_factory=pipeline_factory)
+            engine: JobEngine
+            if config.jobs.backend == "redis":  # `sonify worker`s render; this process serves
+                engine = RedisJobEngine(config, request_log)
+            else:
+                engine = LocalJobEngine(config, request_log, pipeline_factory=pipeline_factory)
             await engine.start()
         except BaseException:
             await request_log.close()

@@ -27,17 +27,19 @@ def offline_env(**extra: str) -> dict[str, str]:
 
 
 class SonifyProcess:
-    """One `sonify run --config PATH` child; its output goes to a log file, not a pipe
-    (nobody reads a pipe until the end, and a full one blocks the child)."""
+    """One `sonify run --config PATH` child (or another command: `command`); its output goes
+    to a log file, not a pipe (nobody reads a pipe until the end, and a full one blocks the
+    child)."""
 
-    def __init__(self, config: Path, log: Path, env: dict[str, str]) -> None:
-        self.config, self.log, self.env = config, log, env
+    def __init__(self, config: Path, log: Path, env: dict[str, str],
+                 command: tuple[str, ...] = ("run",)) -> None:
+        self.config, self.log, self.env, self.command = config, log, env, command
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> SonifyProcess:
         with self.log.open("ab") as sink:
             self.proc = await asyncio.create_subprocess_exec(
-                *sonify_command(), "run", "--config", str(self.config), env=self.env,
+                *sonify_command(), *self.command, "--config", str(self.config), env=self.env,
                 cwd=ROOT, stdout=sink, stderr=sink)
         return self
 
@@ -82,7 +84,8 @@ class SonifyProcess:
         await asyncio.wait({work, exited}, return_when=asyncio.FIRST_COMPLETED)
         if not work.done():
             work.cancel()
-            raise AssertionError(f"sonify run exited early ({self.returncode}):\n{self.tail()}")
+            raise AssertionError(f"sonify {self.command[0]} exited early ({self.returncode}):"
+                                 f"\n{self.tail()}")
         exited.cancel()
         try:
             return work.result()

@@ -25,7 +25,7 @@ from bot.common.tasks import BackgroundTasks
 from core.errors import DuplicateRequest, UserFacingError
 from core.i18n import t
 from core.intake.decode import DecodedImage
-from core.jobs.engine import JobEngine
+from core.jobs.contract import JobEngine
 from core.jobs.events import JobEvent, JobHandle
 from core.jobs.request import JobRequest, Receipt
 

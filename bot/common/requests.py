@@ -15,7 +15,7 @@ from typing import Any
 
 from core.errors import DuplicateRequest, UserFacingError
 from core.intake.decode import DecodedImage
-from core.jobs.engine import JobEngine
+from core.jobs.contract import JobEngine
 from core.jobs.request import JobRequest
 from core.options import GenerationOptions
 

@@ -11,19 +11,21 @@ nothing is served from the cache and clips are removed after that grace time).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from core.audio.encode import channel_count, prepare_clip, write_clip
 from core.options import GenerationOptions
+from core.storage.blobs import ClipIndex
 from core.storage.request_log import RequestLog
 
 logger = logging.getLogger(__name__)
@@ -63,15 +65,26 @@ def cache_key(*, model_tag: str, options: GenerationOptions, image_sha256: str |
 
 
 class ClipCache:
-    """Clip files plus their index rows; evicts least recently used beyond the size cap."""
+    """Clip files plus their index rows; evicts least recently used beyond the size cap.
+
+    `shared`: several processes use one request log (the redis backend), on machines that
+    share nothing else — so each clip's bytes are kept in the database too, and the files
+    under `root` are this process's copies, fetched from the database when missing.
+    """
 
     def __init__(self, request_log: RequestLog, root: Path, max_bytes: int, *,
-                 keep_recent_s: float = 600.0, clock: Callable[[], float] = time.time) -> None:
-        self.request_log = request_log
+                 keep_recent_s: float = 600.0, clock: Callable[[], float] = time.time,
+                 shared: bool = False) -> None:
+        self._request_log = request_log
         self.root = Path(root)
         self.max_bytes = max(0, int(max_bytes))
         self.keep_recent_s = keep_recent_s
+        self.shared = shared
         self._clock = clock
+
+    @property
+    def index(self) -> ClipIndex:
+        return self._request_log.clips
 
     @property
     def enabled(self) -> bool:
@@ -80,7 +93,7 @@ class ClipCache:
     async def start(self) -> None:
         """Create the folder, drop files the index does not know (a crash mid-write), evict."""
         self.root.mkdir(parents=True, exist_ok=True)
-        indexed = await self.request_log.clip_all_files()
+        indexed = await self.index.all_files()
         known = {name for files in indexed for name in files.values()}
         for path in self.root.iterdir():
             if path.is_file() and path.name not in known:
@@ -91,16 +104,42 @@ class ClipCache:
         """The clip stored for `key`, if caching is on and its files are still there."""
         if not self.enabled:
             return None
-        row = await self.request_log.clip_lookup(key)
+        row = await self.index.lookup(key)
         if row is None:
             return None
-        clip = self._clip(row)
-        if not all(p.is_file() for p in clip.files.values()):
-            logger.warning("cached clip %s lost its files; dropping it", clip.clip_id)
-            await self.request_log.clip_delete([clip.clip_id])
+        files = await self.local_files(row["files"])
+        if files is None:
+            logger.warning("cached clip %s lost its files; dropping it", row["clip_id"])
+            await self.index.delete([row["clip_id"]])
             return None
-        await self.request_log.clip_touch(clip.clip_id, self._clock())
-        return clip
+        await self.index.touch(row["clip_id"], self._clock())
+        return CachedClip(row["clip_id"], row["caption"], row["prompt"], row["seed"],
+                          row["duration_s"], files)
+
+    async def local_files(self, names: dict[str, str]) -> dict[str, Path] | None:
+        """A clip's files on this machine, by format, from the names a row keeps (None when
+        they are gone; shared: copied from the database first if need be)."""
+        # Rows written before names were kept hold whole paths: their last part is the name.
+        files = {fmt: self.root / Path(name).name for fmt, name in names.items()}
+        if not files:
+            return None
+        missing = [fmt for fmt, path in files.items() if not path.is_file()]
+        if missing and self.shared:
+            clip_id = Path(next(iter(files.values()))).name.split(".", 1)[0]
+            stored = await self.index.get_bytes(clip_id)
+            if all(fmt in stored for fmt in missing):
+                await asyncio.to_thread(self._copy_in, {fmt: (files[fmt], stored[fmt])
+                                                        for fmt in missing})
+                missing = []
+        return None if missing else files
+
+    def _copy_in(self, blobs: dict[str, tuple[Path, bytes]]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        for path, data in blobs.values():
+            # A name of its own: two tasks may fetch the same clip at once.
+            tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
+            tmp.write_bytes(data)
+            tmp.replace(path)  # whole or absent: a reader never sees half a clip
 
     def write(self, clip_id: str, audio: np.ndarray, rate: int) -> tuple[dict[str, Path], float]:
         """Encode one clip in every served format (blocking: call it in a thread)."""
@@ -125,7 +164,10 @@ class ClipCache:
         """Index a written clip (servable again under `key` when caching is on), then evict."""
         now = self._clock()
         size = sum(p.stat().st_size for p in files.values() if p.exists())
-        await self.request_log.clip_put({
+        if self.shared:
+            data = await asyncio.to_thread(lambda: {f: p.read_bytes() for f, p in files.items()})
+            await self.index.put_bytes(clip_id, data)
+        await self.index.put({
             "clip_id": clip_id, "key": key if self.enabled else None, "caption": caption,
             "prompt": prompt, "seed": seed, "duration_s": duration_s,
             "files": {fmt: p.name for fmt, p in files.items()}, "size_bytes": size,
@@ -136,11 +178,11 @@ class ClipCache:
 
     async def evict(self) -> int:
         """Remove least recently used clips until under the cap; returns how many went."""
-        total = await self.request_log.clip_total_bytes()
+        total = await self.index.total_bytes()
         removed = 0
         cutoff = self._clock() - self.keep_recent_s
         while total > self.max_bytes:
-            rows = await self.request_log.clip_oldest(cutoff)
+            rows = await self.index.oldest(cutoff)
             if not rows:
                 break  # the rest is protected; it becomes evictable later
             gone: list[str] = []
@@ -151,14 +193,9 @@ class ClipCache:
                     (self.root / name).unlink(missing_ok=True)
                 total -= row["size_bytes"]
                 gone.append(row["clip_id"])
-            await self.request_log.clip_delete(gone)
+            await self.index.delete(gone)
             removed += len(gone)
         return removed
 
     async def total_bytes(self) -> int:
-        return await self.request_log.clip_total_bytes()
-
-    def _clip(self, row: dict[str, Any]) -> CachedClip:
-        files = {fmt: self.root / name for fmt, name in row["files"].items()}
-        return CachedClip(row["clip_id"], row["caption"], row["prompt"], row["seed"],
-                          row["duration_s"], files)
+        return await self.index.total_bytes()

@@ -33,6 +33,7 @@ from core.jobs.events import (
     Started,
 )
 from core.jobs.fair_queue import FairQueue
+from core.jobs.journal import log_request_outcome
 from core.jobs.model_runner import ModelRunner, Outcome, WorkItem
 from core.jobs.spool import Spool
 from core.models.pipeline import PipelineInput, PipelineResult
@@ -70,6 +71,7 @@ class Job:
     batch_size: int = 1
     last_progress: Progress | None = None
     sealed: bool = False  # answered (or being answered): no more riders
+    solo: bool = False  # rendered in a batch of its own (it was in a batch that crashed)
 
 
 def stopping_failure() -> Failed:
@@ -111,11 +113,13 @@ class Dispatcher:
         job = self._inflight.get(key)
         return job if job is not None and not job.sealed else None
 
-    def attach(self, ticket: Ticket, request: JobRequest, seed: int, key: str) -> Job | None:
+    def attach(self, ticket: Ticket, request: JobRequest, seed: int, key: str, *,
+               solo: bool = False) -> Job | None:
         """Join an identical job in flight, or queue a new one (synchronous: no races).
 
         Returns the job the ticket now waits for (None when stopping: it waits for the
-        next start).
+        next start). A `solo` job shares no model call: one that took a process down
+        with it must not take its batch-mates down again.
         """
         if self._stopping:  # accepted while stopping: its row waits for the next start
             ticket.handle.emit(stopping_failure())
@@ -131,7 +135,7 @@ class Dispatcher:
                 ticket.handle.emit(Queued(job.position))
             return job
         job = Job(id=ticket.handle.id, user=ticket.user, options=request.options,
-                  request=request, seed=seed, key=key, tickets=[ticket])
+                  request=request, seed=seed, key=key, tickets=[ticket], solo=solo)
         self._inflight[key] = job
         self.queue.push(job)
         self._refresh_positions()
@@ -218,7 +222,9 @@ class Dispatcher:
             head = self.queue.first()
             if head is None:
                 return []
-            batch = self.queue.take(partial(_same_options, head.options), self.jobs.max_batch)
+            if head.solo:
+                return [head]
+            batch = self.queue.take(partial(_batches_with, head.options), self.jobs.max_batch)
             left = deadline - loop.time()
             if len(batch) >= self.jobs.max_batch or left <= 0:
                 return batch
@@ -292,15 +298,18 @@ class Dispatcher:
             await self.request_log.update(
                 ticket.handle.id, status="done", caption=result.caption, prompt=result.prompt,
                 seed=job.seed, cache_hit=not leader, batch_size=batch_size, duration_s=duration,
-                finished_at=now, files={k: str(v) for k, v in files.items()},
+                finished_at=now, files={k: v.name for k, v in files.items()},
                 score=result.score, **timings)
             done.append((ticket, JobResult(
                 request_id=ticket.handle.id, caption=result.caption, prompt=result.prompt,
                 seed=job.seed, duration_s=duration, files=dict(files), cache_hit=not leader,
                 batch_size=batch_size, timings=timings, score=result.score)))
         for ticket, res in done:
-            self.spool.delete(ticket.handle.id)
+            await self.spool.delete(ticket.handle.id)
             self._release(ticket.user)
+            log_request_outcome(ticket.handle.id, ticket.handle.request, "done",
+                                text=res.caption, total_s=res.timings["total_s"],
+                                batch_size=batch_size, cache_hit=res.cache_hit)
             ticket.handle.emit(Done(res))
 
     async def _fail(self, job: Job, error: UserFacingError) -> None:
@@ -313,8 +322,10 @@ class Dispatcher:
             except Exception:
                 logger.exception("could not log the failure of %s", ticket.handle.id)
         for ticket in tickets:
-            self.spool.delete(ticket.handle.id)
+            await self.spool.delete(ticket.handle.id)
             self._release(ticket.user)
+            log_request_outcome(ticket.handle.id, ticket.handle.request, "failed",
+                                reason=error.code, total_s=max(0.0, now - ticket.created_at))
             ticket.handle.emit(Failed(error))
 
     def _seal(self, job: Job) -> list[Ticket]:
@@ -324,8 +335,8 @@ class Dispatcher:
         return list(job.tickets)
 
 
-def _same_options(options: GenerationOptions, job: Job) -> bool:
-    return job.options == options
+def _batches_with(options: GenerationOptions, job: Job) -> bool:
+    return job.options == options and not job.solo
 
 
 def _pipeline_input(request: JobRequest, seed: int) -> PipelineInput:

@@ -1,51 +1,15 @@
-"""The job engine: records requests, enforces limits, answers from the cache, recovers.
+"""The in-process job engine: one dispatch loop, one model thread, a durable request log.
 
-Life of a request. A request whose picture is still to be fetched is first *received*:
-`receive` checks the cheap limits (per user, queue bound) and writes its row (status
-``received``, with the picture's source) — the durable point — and returns a `Receipt`.
-The adapter then fetches and decodes the picture and calls `submit(request, receipt=…)`
-(or `refuse(receipt, error)`). A request whose content is at hand goes to `submit` at once.
-`submit` serves a cached clip if there is one, else spools the image, marks the row
-``queued`` and hands the job to the `Dispatcher` — which queues it fairly, or attaches it
-to an identical job already in flight — and batches it for the model runner.
-
-Semantics adapters can rely on:
-- Once `receive` or `submit` has returned, the request is in the request log and will
-  be answered — by this process, or after a crash through `on_received` (picture still
-  to fetch) and `on_recovered` (re-run, or finished but not yet delivered).
-- Every refusal `receive` or `submit` raises (BadRequest, RateLimited, QueueFull,
-  ShuttingDown) is already logged as a ``rejected`` row; call `reject` only for
-  refusals of your own before anything was recorded, `refuse` after `receive`.
-- A request with a `dedupe_key` that was recorded before is not recorded again:
-  `receive` returns a receipt marked `duplicate`, `submit` and `reject` raise
-  `DuplicateRequest`; the first delivery is (or will be) answered, do nothing more.
-- Rows of requests with `answer_owed` track their answer: ``owed`` until the adapter
-  calls `mark_delivery(id, "sending")` before it posts and `"sent"` after. After a crash
-  every row still owed or sending is handed back through `on_recovered`, with its clip
-  or its failure already in the handle; one that was sending may arrive twice.
-- Cache key: picture hash (or caption/prompt text) + options + models + seed. For a
-  picture without an explicit seed the seed part is "auto", so the same picture
-  again is a cache hit (it gets the stored clip and its seed); text jobs always key
-  on their actual seed, so "another take" with a fresh seed renders anew.
-- Riders (identical requests in flight) and cache hits get their own request id
-  and row, with ``cache_hit`` set; cache hits carry ``batch_size`` 0. A rider that
-  joins a running job is logged ``running`` at once, with a queue wait of 0.
-- Cache hits count towards the hourly limit but not the concurrent one; admins
-  skip both per-user limits, not the queue bound. A received request holds a user
-  slot and a queue place until it is submitted or refused.
-- `JobResult.files` point into the clip cache; a clip used in the last 10 minutes
-  is never evicted (see core/jobs/cache.py).
-- On `stop`, jobs left queued (or a batch cut short) get `Failed(ShuttingDown)`
-  with ``params["resumes"] = True``: their rows stay queued/running and they are
-  answered through `on_recovered` after the next start.
+This is the `JobEngine` of one process (see core/jobs/contract.py for the life of a
+request and the semantics every backend keeps). Limits are counted here, the clip cache
+and the spool are this machine's, and the model runner renders in this process.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from core.config import Config
 from core.errors import (
@@ -54,25 +18,25 @@ from core.errors import (
     GenerationFailed,
     QueueFull,
     RateLimited,
-    ShuttingDown,
     UserFacingError,
 )
 from core.jobs.admission import Admission
-from core.jobs.cache import CachedClip, ClipCache, cache_key
+from core.jobs.base import EngineBase
+from core.jobs.cache import CachedClip, ClipCache
 from core.jobs.dispatch import Dispatcher, Ticket, User
-from core.jobs.events import Done, Failed, JobHandle, JobResult
+from core.jobs.events import Done, Failed, JobHandle
+from core.jobs.journal import log_outcome
 from core.jobs.model_runner import ModelRunner
 from core.jobs.request import JobRequest, Receipt
 from core.jobs.rows import (
     failure_from_record,
-    model_tag,
     new_request_id,
     placeholder_request,
     rebuild_request,
     record_for,
     result_from_record,
 )
-from core.jobs.spool import Spool
+from core.jobs.spool import FileSpool
 from core.models.pipeline import Pipeline
 from core.options import check_seed
 from core.storage.request_log import RequestLog, RequestRecord
@@ -80,34 +44,25 @@ from core.storage.request_log import RequestLog, RequestRecord
 logger = logging.getLogger(__name__)
 
 MAX_TEXT_CHARS = 1000
-RecoveredHandler = Callable[[JobHandle], Awaitable[None]]
-ReceivedHandler = Callable[[RequestRecord, Receipt], Awaitable[None]]
 
 
-class JobEngine:
-    """The in-process job engine: one dispatch loop, one model thread, a durable request log."""
+class LocalJobEngine(EngineBase):
+    """The embedded backend: everything in this process."""
 
     def __init__(self, config: Config, request_log: RequestLog, *,
                  pipeline_factory: Callable[[], Pipeline],
                  clock: Callable[[], float] = time.time) -> None:
-        self.config = config
-        self.jobs = config.jobs
-        self.request_log = request_log
-        self._clock = clock
-        self.cache = ClipCache(request_log, config.data_dir / "cache",
-                               int(self.jobs.cache_max_mb * 1_000_000), clock=clock)
-        self.spool = Spool(config.data_dir / "spool")
-        self.runner = ModelRunner(pipeline_factory, timeout_s=self.jobs.job_timeout_s)
-        self.model_tag = model_tag(config)
-        self.dispatcher = Dispatcher(self.jobs, request_log, self.cache, self.spool, self.runner,
+        jobs = config.jobs
+        cache = ClipCache(request_log, config.data_dir / "cache",
+                          int(jobs.cache_max_mb * 1_000_000), clock=clock)
+        super().__init__(config, request_log, cache, FileSpool(config.data_dir / "spool"),
+                         clock=clock)
+        self.runner = ModelRunner(pipeline_factory, timeout_s=jobs.job_timeout_s)
+        self.dispatcher = Dispatcher(jobs, request_log, self.cache, self.spool, self.runner,
                                      release=self._release, clock=clock)
-        self.admission = Admission(self.jobs, request_log, self.dispatcher, clock=clock)
-        self._handler_tasks: set[asyncio.Task[None]] = set()
-        self._handlers: dict[str, RecoveredHandler] = {}
-        self._intake_handlers: dict[str, ReceivedHandler] = {}
+        self.admission = Admission(jobs, request_log, self.dispatcher, clock=clock)
         self._to_recover: list[RequestRecord] = []
         self._started = False
-        self._accepting = False
         self._stopped = False
 
     @property
@@ -125,8 +80,7 @@ class JobEngine:
         await self.cache.start()
         unfinished = await self.request_log.unfinished()
         self._to_recover = [*unfinished, *await self.request_log.unanswered()]
-        self.spool.root.mkdir(parents=True, exist_ok=True)
-        await asyncio.to_thread(self.spool.prune, {r.id for r in unfinished})
+        await self.spool.prune({r.id for r in unfinished})
         if self._to_recover:
             logger.warning("%d request(s) were left unanswered; resume_recovered() takes "
                            "them up", len(self._to_recover))
@@ -145,10 +99,6 @@ class JobEngine:
         self._accepting = False
         timeout = self.jobs.shutdown_timeout_s if timeout is None else timeout
         await self.dispatcher.stop(timeout)
-
-    @property
-    def accepting(self) -> bool:
-        return self._accepting
 
     def queue_length(self) -> int:
         """Jobs waiting for the model runner (not counting the batch that is running)."""
@@ -226,18 +176,22 @@ class JobEngine:
             handle = JobHandle(request_id, request)
             try:
                 if request.image is not None:
-                    await asyncio.to_thread(self.spool.write, request_id, request.image)
+                    await self.spool.write(request_id, request.image)
                 record = record_for(request, request_id, status="queued",
                                     created_at=self._clock(), seed=seed, cache_key=key)
                 await self.request_log.insert(record)
             except BaseException:
                 self._drop_hold(user, place=not rider)
-                self.spool.delete(request_id)
+                await self.spool.delete(request_id)
                 raise
             if not rider:
                 self.admission.release_place()
         await self._queue(Ticket(handle, user, record.created_at), request, seed, key, rider)
         return handle
+
+    async def follow(self, request_id: str) -> JobHandle | None:
+        """One process is the whole service: every job it follows is its own."""
+        return None
 
     async def refuse(self, receipt: Receipt, error: UserFacingError) -> None:
         """A received request cannot go on (its picture cannot be had): log it as refused.
@@ -250,39 +204,9 @@ class JobEngine:
         now = self._clock()
         await self.request_log.update(receipt.id, status="rejected", reason=error.code,
                                       finished_at=now, total_s=max(0.0, now - record.created_at))
+        log_outcome(record.id, f"{record.platform}:{record.user_id}", record.source_kind,
+                    "rejected", reason=error.code, total_s=max(0.0, now - record.created_at))
         self._drop_hold((record.platform, record.user_id))
-
-    async def reject(self, *, platform: str, user_id: str, chat_id: str, source_kind: str,
-                     error: UserFacingError, lang: str = "en",
-                     dedupe_key: str | None = None) -> str:
-        """Log a request refused before anything was recorded; returns the row's id.
-
-        Raises `DuplicateRequest` when `dedupe_key` was recorded before (told already).
-        """
-        now = self._clock()
-        request_id = new_request_id()
-        await self.request_log.insert(RequestRecord(
-            id=request_id, platform=platform, user_id=user_id, chat_id=chat_id,
-            source_kind=source_kind, status="rejected", reason=error.code, lang=lang,
-            created_at=now, finished_at=now, total_s=0.0, dedupe_key=dedupe_key))
-        return request_id
-
-    async def note_reply(self, request_id: str, **context: object) -> None:
-        """Add to a request's reply context (e.g. the status message shown), for restarts."""
-        await self.request_log.merge_reply_context(request_id, dict(context))
-
-    async def mark_delivery(self, request_id: str, state: str) -> None:
-        """How far a request's answer got: "sending" before posting it, "sent" after."""
-        await self.request_log.set_delivery(request_id, state)
-
-    def on_recovered(self, platform: str, handler: RecoveredHandler) -> None:
-        """Register who answers this platform's jobs after a crash (re-run, or finished and
-        not yet delivered: the handle holds the outcome already)."""
-        self._handlers[platform] = handler
-
-    def on_received(self, platform: str, handler: ReceivedHandler) -> None:
-        """Register who fetches the pictures of this platform's received rows after a crash."""
-        self._intake_handlers[platform] = handler
 
     async def resume_recovered(self) -> int:
         """Take up what a crash left; returns how many requests were handed to adapters."""
@@ -294,23 +218,7 @@ class JobEngine:
             logger.warning("took up %d request(s) left by the last run", len(records))
         return handed
 
-    async def get_request(self, request_id: str) -> RequestRecord | None:
-        return await self.request_log.get(request_id)
-
     # submission helpers --------------------------------------------------------------------
-
-    async def _checked_seed(self, request: JobRequest) -> int:
-        """The request's seed (drawn if absent), after the refusals that need no lookup."""
-        seed: int | None = None
-        try:
-            if not self._accepting:
-                raise ShuttingDown("the service is stopping")
-            seed = check_seed(request.seed)
-            self._validate(request)
-        except (ShuttingDown, BadRequest) as exc:
-            await self._log_rejection(request, exc, seed)
-            raise
-        return seed
 
     async def _submit_received(self, request: JobRequest, receipt: Receipt) -> JobHandle:
         user: User = (request.platform, request.user_id)
@@ -330,7 +238,7 @@ class JobEngine:
                 return handle
             rider = self.dispatcher.rideable(key) is not None
             if request.image is not None:
-                await asyncio.to_thread(self.spool.write, receipt.id, request.image)
+                await self.spool.write(receipt.id, request.image)
             await self.request_log.update(receipt.id, status="queued", cache_key=key,
                                           image_sha256=_sha(request), caption=request.caption,
                                           prompt=request.prompt)
@@ -370,38 +278,6 @@ class JobEngine:
         except Exception:  # the job runs regardless; only the interim status is stale
             logger.exception("could not mark %s as running", ticket.handle.id)
 
-    def _validate(self, request: JobRequest) -> None:
-        request.options.check(self.config.generation)
-        if request.image is not None or request.source is not None:
-            return
-        text = request.caption if request.caption is not None else request.prompt
-        if not text or not text.strip() or len(text) > MAX_TEXT_CHARS:
-            raise BadRequest(f"text must be 1 to {MAX_TEXT_CHARS} characters")
-
-    def _key_for(self, request: JobRequest, seed: int) -> str:
-        if request.image is not None:
-            # A drawn seed is random: a repeated picture with no seed given is still a hit.
-            return cache_key(model_tag=self.model_tag, options=request.options,
-                             image_sha256=request.image.sha256,
-                             seed=request.seed if request.seed is not None else "auto")
-        return cache_key(model_tag=self.model_tag, options=request.options,
-                         caption=request.caption, prompt=request.prompt, seed=seed)
-
-    async def _log_rejection(self, request: JobRequest, error: UserFacingError,
-                             seed: int | None) -> None:
-        """A refused request's row: everything known about it, nothing to answer later.
-
-        Raises `DuplicateRequest` for a redelivered request refused before: told already.
-        """
-        try:
-            await self.request_log.insert(record_for(
-                request, new_request_id(), status="rejected", created_at=self._clock(),
-                seed=seed, reason=error.code))
-        except DuplicateRequest:
-            raise
-        except Exception:  # the refusal itself must still reach the user
-            logger.exception("could not log a rejected request")
-
     async def _answer_from_cache(self, request_id: str, request: JobRequest, seed: int, key: str,
                                  hit: CachedClip) -> JobHandle:
         handle = JobHandle(request_id, request)
@@ -410,21 +286,6 @@ class JobEngine:
                                                  created_at=now, seed=seed, cache_key=key))
         await self._finish_from_cache(handle, request, seed, hit, now)
         return handle
-
-    async def _finish_from_cache(self, handle: JobHandle, request: JobRequest, seed: int,
-                                 hit: CachedClip, created_at: float) -> None:
-        now = self._clock()
-        timings = {"queue_wait_s": 0.0, "caption_s": 0.0, "sound_s": 0.0, "encode_s": 0.0,
-                   "total_s": max(0.0, now - created_at)}
-        await self.request_log.update(
-            handle.id, status="done", caption=hit.caption, prompt=hit.prompt, seed=hit.seed,
-            cache_hit=True, batch_size=0, duration_s=hit.duration_s, started_at=now,
-            finished_at=now, files={k: str(v) for k, v in hit.files.items()}, **timings)
-        self.spool.delete(handle.id)
-        handle.emit(Done(JobResult(request_id=handle.id, caption=hit.caption, prompt=hit.prompt,
-                                   seed=hit.seed, duration_s=hit.duration_s,
-                                   files=dict(hit.files), cache_hit=True, batch_size=0,
-                                   timings=timings)))
 
     def _release(self, user: User) -> None:
         self.admission.release(user)
@@ -444,7 +305,8 @@ class JobEngine:
         if record.finished:  # its answer is owed: hand over the outcome to deliver
             if handler is None:
                 return 0
-            result = result_from_record(record) if record.status == "done" else None
+            files = await self.clip_files(record) if record.status == "done" else None
+            result = result_from_record(record, files) if files is not None else None
             if record.status != "done" or result is not None:
                 handle = JobHandle(record.id, placeholder_request(record))
                 handle.emit(Done(result) if result is not None
@@ -462,8 +324,7 @@ class JobEngine:
             receipt = Receipt(record.id, record.created_at, seed)
             self._run_handler(intake(record, receipt), record.id)
             return 1
-        request = (await asyncio.to_thread(rebuild_request, record, self.spool.read)
-                   if handler else None)
+        request = await rebuild_request(record, self.spool) if handler else None
         if handler is None or request is None:
             await self._interrupt(record, handler)
             return int(handler is not None)
@@ -481,33 +342,6 @@ class JobEngine:
             await self._attach(Ticket(handle, user, record.created_at), request, seed, key)
         self._run_handler(handler(handle), record.id)
         return 1
-
-    async def _interrupt(self, record: RequestRecord, handler: RecoveredHandler | None) -> None:
-        now = self._clock()
-        await self.request_log.update(record.id, status="interrupted", reason="interrupted",
-                                      finished_at=now, total_s=max(0.0, now - record.created_at))
-        self.spool.delete(record.id)
-        if handler is None:
-            logger.warning("request %s (%s) was interrupted and no adapter takes it",
-                           record.id, record.platform)
-            return
-        handle = JobHandle(record.id, placeholder_request(record))
-        handle.emit(Failed(GenerationFailed("interrupted by a restart", code="interrupted")))
-        self._run_handler(handler(handle), record.id)
-
-    def _run_handler(self, work: Awaitable[None], request_id: str) -> None:
-        """Run an adapter's recovery handler in the background; its failure is only logged."""
-
-        async def call() -> None:
-            try:
-                await work
-            except Exception:
-                logger.exception("recovery handler failed for %s", request_id)
-
-        task = asyncio.create_task(call())
-        self._handler_tasks.add(task)
-        task.add_done_callback(self._handler_tasks.discard)
-
 
 def _sha(request: JobRequest) -> str | None:
     return request.image.sha256 if request.image is not None else None

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from core.errors import GenerationFailed, UserFacingError
 from core.intake.decode import DecodedImage
 from core.jobs.events import JobResult
 from core.jobs.request import JobRequest
+from core.jobs.spool import Spool
 from core.options import GenerationOptions
 from core.storage.records import RequestRecord
 
@@ -53,9 +53,7 @@ def record_for(request: JobRequest, request_id: str, *, status: str, created_at:
         finished_at=created_at if refused else None, total_s=0.0 if refused else None)
 
 
-def rebuild_request(record: RequestRecord,
-                    read_image: Callable[[RequestRecord], DecodedImage | None]
-                    ) -> JobRequest | None:
+async def rebuild_request(record: RequestRecord, spool: Spool) -> JobRequest | None:
     """The request behind a row, to run it again; None when it cannot be (picture gone)."""
     options = record.generation_options
     if options is None:
@@ -67,7 +65,7 @@ def rebuild_request(record: RequestRecord,
     elif record.prompt:
         prompt = record.prompt
     elif record.image_sha256:
-        image = read_image(record)
+        image = await spool.read(record)
         if image is None:
             return None
     else:
@@ -105,11 +103,8 @@ def placeholder_request(record: RequestRecord) -> JobRequest:
                       user_name=record.user_name)
 
 
-def result_from_record(record: RequestRecord) -> JobResult | None:
-    """A done row's clip, if its files are still on disk."""
-    files = {fmt: Path(name) for fmt, name in (record.files or {}).items()}
-    if not files or not all(path.is_file() for path in files.values()):
-        return None
+def result_from_record(record: RequestRecord, files: dict[str, Path]) -> JobResult:
+    """A done row's clip, with its files on this machine."""
     return JobResult(request_id=record.id, caption=record.caption or "",
                      prompt=record.prompt or "", seed=record.seed or 0,
                      duration_s=record.duration_s or 0.0, files=files,

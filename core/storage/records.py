@@ -51,6 +51,8 @@ class RequestRecord:
     worker: str | None = None
     attempts: int = 0
     user_name: str | None = None
+    fair_round: int | None = None
+    rider_of: str | None = None
 
     @property
     def generation_options(self) -> GenerationOptions | None:

@@ -19,9 +19,12 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from core.errors import ConfigError, DuplicateRequest, StorageUnavailable
+from core.secrecy import SecretMasker, url_passwords
+from core.storage.blobs import BlobStore, ClipIndex
 from core.storage.migrate import current_revision, migrate
 from core.storage.records import RECORD_FIELDS, RequestRecord, without_secrets
-from core.storage.tables import UNFINISHED, clips, cursors, requests
+from core.storage.shared import SharedRequests
+from core.storage.tables import UNFINISHED, cursors, requests
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +39,19 @@ def missing_driver(drivername: str, module: str | None) -> str:
     package = DRIVER_PACKAGES.get(driver, module or driver)
     return (f"[storage] database_url: the {driver!r} database driver is not installed; "
             f"install it with: pip install '{package}'")
+
+
+def cannot_open(url: str, exc: BaseException) -> str:
+    """The one-line error for a request log that cannot be opened (server down, login
+    refused, file not writable): where, with the password hidden, and the driver's reason."""
+    where = make_url(url).render_as_string(hide_password=True)
+    reason = getattr(exc, "orig", None) or exc  # SQLAlchemy wraps the driver's error
+    text = " ".join(str(reason).split()) or type(reason).__name__
+    if len(text) > 300:
+        text = text[:297] + "..."
+    # The driver's own words may quote the URL or its password in any spelling.
+    return SecretMasker(url_passwords(url)).mask(
+        f"cannot open the request log at {where}: {text}")
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -61,13 +77,21 @@ class RequestLog:
             raise ConfigError(missing_driver(parsed.drivername, exc.name)) from None
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        self.clips = ClipIndex(self.engine)
+        self.blobs = BlobStore(self.engine)
+        self.shared = SharedRequests(self.engine)
 
     @classmethod
     async def open(cls, url: str) -> RequestLog:
-        """Connect and bring the schema up to date."""
+        """Connect and bring the schema up to date; StorageUnavailable (one line, password
+        hidden) when the database cannot be reached or refuses us."""
         request_log = cls(url)
         try:
             await request_log.migrate()
+        except (DBAPIError, OSError) as exc:
+            await request_log.close()
+            # `from None`: the driver's traceback would print the URL's parts, password included.
+            raise StorageUnavailable(cannot_open(url, exc)) from None
         except BaseException:
             await request_log.close()
             raise
@@ -213,48 +237,6 @@ class RequestLog:
         async with self.engine.connect() as conn:
             done, hits = (await conn.execute(query)).one()
         return int(hits or 0), int(done or 0)
-
-    # clip cache index -----------------------------------------------------------------------
-
-    async def clip_put(self, values: dict[str, Any]) -> None:
-        """Add a clip; a keyed clip replaces the key of any older clip with that key."""
-        async with self.engine.begin() as conn:
-            if values.get("key"):
-                await conn.execute(update(clips).where(clips.c.key == values["key"])
-                                   .values(key=None))
-            await conn.execute(insert(clips).values(**values))
-
-    async def clip_lookup(self, key: str) -> dict[str, Any] | None:
-        query = select(clips).where(clips.c.key == key).order_by(clips.c.created_at.desc())
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(query)).first()
-        return dict(row._mapping) if row else None
-
-    async def clip_touch(self, clip_id: str, when: float | None = None) -> None:
-        async with self.engine.begin() as conn:
-            await conn.execute(update(clips).where(clips.c.clip_id == clip_id)
-                               .values(last_used_at=time.time() if when is None else when))
-
-    async def clip_total_bytes(self) -> int:
-        async with self.engine.connect() as conn:
-            return int((await conn.execute(select(func.sum(clips.c.size_bytes)))).scalar() or 0)
-
-    async def clip_oldest(self, used_before: float, limit: int = 100) -> list[dict[str, Any]]:
-        """Least recently used clips not used since `used_before`, oldest first."""
-        query = (select(clips).where(clips.c.last_used_at < used_before)
-                 .order_by(clips.c.last_used_at).limit(limit))
-        async with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in await conn.execute(query)]
-
-    async def clip_all_files(self) -> list[dict[str, str]]:
-        async with self.engine.connect() as conn:
-            return [r[0] for r in await conn.execute(select(clips.c.files))]
-
-    async def clip_delete(self, clip_ids: Sequence[str]) -> None:
-        if not clip_ids:
-            return
-        async with self.engine.begin() as conn:
-            await conn.execute(clips.delete().where(clips.c.clip_id.in_(list(clip_ids))))
 
     # per-channel cursors --------------------------------------------------------------------
 

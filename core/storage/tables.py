@@ -13,6 +13,7 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -69,11 +70,17 @@ requests = Table(
     Column("worker", String(64)),  # which worker rendered it
     Column("attempts", Integer, nullable=False, default=0),  # renders started (crash retries)
     Column("user_name", String(64)),  # a readable name, where the platform gave one
+    # With several processes (the redis backend): the turn a queued job was given, and the
+    # identical job in flight a request waits for instead of being computed again.
+    Column("fair_round", Integer),
+    Column("rider_of", String(24)),
     Index("ix_requests_user", "platform", "user_id", "created_at"),
     Index("ix_requests_status", "status"),
     Index("ix_requests_created", "created_at"),
     Index("ix_requests_dedupe", "dedupe_key", unique=True),
     Index("ix_requests_delivery", "delivery"),
+    Index("ix_requests_rider_of", "rider_of"),
+    Index("ix_requests_cache_key", "cache_key"),
 )
 
 # Index of the clip cache (files live under <data_dir>/cache; see core/jobs/cache.py).
@@ -100,4 +107,29 @@ cursors = Table(
     Column("last_id", String(32), nullable=False),
     Column("is_private", Boolean, nullable=False, default=False),
     Column("updated_at", Float, nullable=False),
+)
+
+# With several processes, what every one of them must see lives in the database: the
+# picture of a queued job (workers may run on other machines) and each clip's bytes
+# (a worker encodes, any adapter delivers).
+pictures = Table(
+    "pictures", metadata,
+    Column("request_id", String(24), primary_key=True),
+    Column("png", LargeBinary, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+clip_files = Table(
+    "clip_files", metadata,
+    Column("clip_id", String(24), primary_key=True),
+    Column("fmt", String(8), primary_key=True),
+    Column("data", LargeBinary, nullable=False),
+)
+
+# Random keys the service makes once and every process must share (the web page's
+# identity key: a browser's cookie must be good at whichever web process it reaches).
+service_keys = Table(
+    "service_keys", metadata,
+    Column("name", String(32), primary_key=True),
+    Column("value", LargeBinary, nullable=False),
 )

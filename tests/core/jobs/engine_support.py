@@ -21,7 +21,7 @@ from PIL import Image
 
 from core.config import Config
 from core.intake.decode import DecodedImage, decode_image
-from core.jobs.engine import JobEngine
+from core.jobs.engine import LocalJobEngine
 from core.jobs.events import JobHandle
 from core.jobs.request import JobRequest
 from core.options import GenerationOptions
@@ -112,11 +112,11 @@ class WrappedPipeline:
 
 @asynccontextmanager
 async def running_engine(config: Config, pipeline: Any,
-                         clock: Callable[[], float] | None = None) -> AsyncIterator[JobEngine]:
+                         clock: Callable[[], float] | None = None) -> AsyncIterator[LocalJobEngine]:
     """A started engine over a fresh log; stopped and closed afterwards."""
     request_log = await RequestLog.open(config.database_url)
     extra = {"clock": clock} if clock is not None else {}
-    engine = JobEngine(config, request_log, pipeline_factory=lambda: pipeline, **extra)
+    engine = LocalJobEngine(config, request_log, pipeline_factory=lambda: pipeline, **extra)
     await engine.start()
     try:
         yield engine
@@ -129,35 +129,52 @@ async def running_engine(config: Config, pipeline: Any,
 
 
 async def gated_engine(config: Config, pipeline: Any
-                       ) -> tuple[RequestLog, JobEngine, threading.Event]:
+                       ) -> tuple[RequestLog, LocalJobEngine, threading.Event]:
     """A started engine whose model calls wait at the returned gate (to stop it mid-batch)."""
     gate = threading.Event()
     request_log = await RequestLog.open(config.database_url)
-    engine = JobEngine(config, request_log,
+    engine = LocalJobEngine(config, request_log,
                        pipeline_factory=lambda: WrappedPipeline(pipeline, gate=gate))
     await engine.start()
     return request_log, engine, gate
 
 
 async def restarted_engine(config: Config, pipeline: Any
-                           ) -> tuple[RequestLog, JobEngine, list[JobHandle], int]:
+                           ) -> tuple[RequestLog, LocalJobEngine, list[JobHandle], int]:
     """A fresh engine on the same log after a stop or crash, with the jobs it resumed.
 
     Returns the request_log, the engine, the handles given to platform "test"'s recovery
     handler (after they have run) and the count `resume_recovered` reported.
     """
     request_log = await RequestLog.open(config.database_url)
-    engine = JobEngine(config, request_log, pipeline_factory=lambda: pipeline)
+    engine = LocalJobEngine(config, request_log, pipeline_factory=lambda: pipeline)
     await engine.start()
-    handed: list[JobHandle] = []
-
-    async def collect(handle: JobHandle) -> None:
-        handed.append(handle)
-
-    engine.on_recovered("test", collect)
+    handed = Handed()
+    engine.on_recovered("test", handed)
     resumed = await engine.resume_recovered()
-    await asyncio.sleep(0)  # let the handler tasks run
-    return request_log, engine, handed, resumed
+    await handed.until(resumed)
+    return request_log, engine, handed.handles, resumed
+
+
+class Handed:
+    """A platform's recovery handler that keeps what it is handed. The engine runs handlers
+    as tasks, so `until` waits for them instead of guessing how many loop turns they need."""
+
+    def __init__(self) -> None:
+        self.handles: list[JobHandle] = []
+        self._changed = asyncio.Condition()
+
+    async def __call__(self, handle: JobHandle) -> None:
+        async with self._changed:
+            self.handles.append(handle)
+            self._changed.notify_all()
+
+    async def until(self, count: int, within: float = 10.0) -> list[JobHandle]:
+        """The handles, once at least `count` have been handed over."""
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(lambda: len(self.handles) >= count),
+                                   within)
+        return self.handles
 
 
 async def wait_for(handle: JobHandle, kind: type) -> Any:

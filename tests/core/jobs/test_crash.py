@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from core.errors import GenerationFailed
-from core.jobs.engine import JobEngine
-from core.jobs.events import JobHandle
+from core.jobs.engine import LocalJobEngine
 from core.storage.request_log import RequestLog
 from tests.core.jobs.crash_worker import PLATFORM, crash_config, requests
+from tests.core.jobs.engine_support import Handed
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -84,17 +84,12 @@ async def test_sigkill_mid_batch_then_restart_answers_or_interrupts_every_job(
     assert spooled and set(spooled) <= set(unfinished)
     (cfg.data_dir / "spool" / f"{spooled[0]}.png").unlink()
 
-    handed: list[JobHandle] = []
-
-    async def answer(handle: JobHandle) -> None:
-        handed.append(handle)
-
-    engine = JobEngine(cfg, request_log, pipeline_factory=lambda: tiny_pipeline)
+    answer = Handed()
+    engine = LocalJobEngine(cfg, request_log, pipeline_factory=lambda: tiny_pipeline)
     await engine.start()
     engine.on_recovered(PLATFORM, answer)
     try:
-        await engine.resume_recovered()
-        await asyncio.sleep(0)
+        handed = await answer.until(await engine.resume_recovered())
         assert sorted(h.id for h in handed) == sorted(unfinished)
         outcomes: dict[str, str] = {}
         for handle in handed:

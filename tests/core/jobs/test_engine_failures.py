@@ -12,7 +12,7 @@ import pytest
 
 from core.errors import BadRequest, GenerationFailed, ModelMissingError, ShuttingDown
 from core.i18n import describe_error
-from core.jobs.engine import JobEngine
+from core.jobs.engine import LocalJobEngine
 from core.jobs.events import Failed, Started
 from core.storage.request_log import RequestLog
 from tests.conftest import make_config
@@ -159,7 +159,7 @@ async def test_models_that_fail_to_load_fail_the_batch_and_load_again_later(
         return tiny_pipeline
 
     request_log = await RequestLog.open(cfg.database_url)
-    engine = JobEngine(cfg, request_log, pipeline_factory=factory)
+    engine = LocalJobEngine(cfg, request_log, pipeline_factory=factory)
     await engine.start()
     try:
         first = await engine.submit(text_request(cfg, "u", "a"))

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from core.errors import BadRequest, GenerationFailed, ImageRejected, RateLimited
-from core.jobs.engine import JobEngine
+from core.jobs.engine import LocalJobEngine
 from core.jobs.events import Started
 from core.storage.request_log import RequestLog, RequestRecord
 from tests.conftest import make_config
@@ -31,7 +31,7 @@ from tests.core.jobs.engine_support import (
 TIMINGS = ("queue_wait_s", "caption_s", "sound_s", "encode_s", "total_s")
 
 
-async def row(engine: JobEngine, request_id: str) -> RequestRecord:
+async def row(engine: LocalJobEngine, request_id: str) -> RequestRecord:
     record = await engine.get_request(request_id)
     assert record is not None, f"no row for {request_id}"
     return record
@@ -89,7 +89,7 @@ async def test_every_outcome_leaves_a_complete_row(tmp_path: Path, tiny_pipeline
     assert done.caption == result.caption and done.prompt == result.prompt and done.seed == 3
     assert done.image_sha256 == picture(1).sha256 and done.cache_key
     assert done.duration_s == pytest.approx(result.duration_s)
-    assert done.files == {k: str(v) for k, v in result.files.items()}
+    assert done.files == {k: v.name for k, v in result.files.items()}  # names in the cache
     assert done.started_at is not None and done.reply_context == {"message_id": 9}
     # Failed: why, how long it waited, how long it took.
     assert_identity(failed, "bob")
@@ -220,7 +220,7 @@ async def test_a_slow_first_load_does_not_time_the_job_out(tmp_path: Path,
     cfg = make_config(tmp_path, jobs={"job_timeout_s": 1.5})
     factory = SlowToLoad(tiny_pipeline, load_s=1.8)
     request_log = await RequestLog.open(cfg.database_url)
-    engine = JobEngine(cfg, request_log, pipeline_factory=factory)
+    engine = LocalJobEngine(cfg, request_log, pipeline_factory=factory)
     await engine.start()
     try:
         handle = await engine.submit(text_request(cfg, "u", "first of the day"))

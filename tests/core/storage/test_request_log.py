@@ -119,8 +119,16 @@ def test_a_missing_database_driver_is_one_line_naming_the_package() -> None:
                                  "installed; install it with: pip install 'psycopg[binary]'")
 
 
-async def test_rows_round_trip_and_user_window_ignores_rejections(tmp_path: Path) -> None:
-    request_log = await RequestLog.open(db_url(tmp_path))
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The same test on SQLite and on PostgreSQL (a real server on loopback)."""
+    if request.param == "postgresql":
+        return str(request.getfixturevalue("postgres_url"))
+    return db_url(tmp_path)
+
+
+async def test_rows_round_trip_and_user_window_ignores_rejections(any_db_url: str) -> None:
+    request_log = await RequestLog.open(any_db_url)
     try:
         await request_log.insert(row("a", created=100.0, options=GenerationOptions().to_dict(),
                              reply_context={"message_id": 7, "thread": "x"}, seed=42))

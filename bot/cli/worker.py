@@ -1,0 +1,61 @@
+"""`sonify worker`: one GPU worker of the redis backend (README, "More than one GPU")."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+
+from bot.cli.common import EXIT_USAGE, CliError
+from core.config import Config
+from core.distributed.worker import RenderWorker, default_worker_name
+from core.storage.request_log import RequestLog
+
+logger = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser, config: Config) -> None:
+    parser.add_argument("--name", metavar="NAME",
+                        help="this worker's name in logs and statistics "
+                             f"(default: host name and process id, e.g. {default_worker_name()})")
+
+
+def run(args: argparse.Namespace, config: Config) -> int:
+    """Render jobs from the queue until SIGINT/SIGTERM; the running batch finishes first."""
+    if config.jobs.backend != "redis":
+        raise CliError(f'{config.source}: `sonify worker` needs [jobs] backend = "redis" '
+                       "(with the local backend `sonify run` renders itself)", EXIT_USAGE)
+    asyncio.run(_work(config, args.name))
+    return 0
+
+
+async def _work(config: Config, name: str | None) -> None:
+    # torch and the model libraries take seconds to import: only this command needs them, so
+    # `sonify --version`, `stats` and every early one-line error do not wait for them.
+    from core.models.loading import ModelLoader
+
+    stop = asyncio.Event()
+
+    def on_signal() -> None:
+        if stop.is_set():  # a second Ctrl-C means "now": the jobs go to another worker
+            logger.warning("second stop signal: exiting without waiting")
+            os._exit(130)
+        stop.set()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    request_log = await RequestLog.open(config.database_url)
+    if request_log.is_sqlite:
+        logger.warning("the request log is SQLite: workers on other machines cannot share "
+                       "it; set [storage] database_url to PostgreSQL (README)")
+    try:
+        worker = RenderWorker(config, request_log, name=name,
+                              pipeline_factory=lambda: ModelLoader(config).pipeline())
+        await worker.load_models()  # before taking a job: a missing model is told at once
+        await worker.run(stop)
+    finally:
+        await request_log.close()

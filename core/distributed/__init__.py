@@ -1,0 +1,1 @@
+"""The redis backend: adapters and `sonify worker` processes sharing one request log."""

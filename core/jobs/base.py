@@ -1,0 +1,192 @@
+"""What both job engines do the same way: refusals, rows, the clip cache, recovery handlers.
+
+`LocalJobEngine` (core/jobs/engine.py) and `RedisJobEngine` (core/distributed/engine.py)
+differ in where jobs wait, who renders them and where the limits are counted; everything
+about a request's row — and the semantics in core/jobs/contract.py — is kept here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from core.config import Config
+from core.errors import (
+    BadRequest,
+    DuplicateRequest,
+    GenerationFailed,
+    ShuttingDown,
+    UserFacingError,
+)
+from core.jobs.cache import CachedClip, ClipCache, cache_key
+from core.jobs.contract import ReceivedHandler, RecoveredHandler
+from core.jobs.events import Done, Failed, JobHandle, JobResult
+from core.jobs.journal import log_outcome, log_request_outcome
+from core.jobs.request import JobRequest
+from core.jobs.rows import model_tag, new_request_id, placeholder_request, record_for
+from core.jobs.spool import Spool
+from core.options import check_seed
+from core.storage.request_log import RequestLog, RequestRecord
+
+logger = logging.getLogger(__name__)
+
+MAX_TEXT_CHARS = 1000
+
+
+class EngineBase:
+    """The request-log side of a job engine (see `JobEngine` in core/jobs/contract.py)."""
+
+    def __init__(self, config: Config, request_log: RequestLog, cache: ClipCache, spool: Spool,
+                 *, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.jobs = config.jobs
+        self.request_log = request_log
+        self.cache = cache
+        self.spool = spool
+        self.model_tag = model_tag(config)
+        self._clock = clock
+        self._handler_tasks: set[asyncio.Task[None]] = set()
+        self._handlers: dict[str, RecoveredHandler] = {}
+        self._intake_handlers: dict[str, ReceivedHandler] = {}
+        self._accepting = False
+
+    @property
+    def accepting(self) -> bool:
+        return self._accepting
+
+    async def reject(self, *, platform: str, user_id: str, chat_id: str, source_kind: str,
+                     error: UserFacingError, lang: str = "en",
+                     dedupe_key: str | None = None) -> str:
+        """Log a request refused before anything was recorded; returns the row's id.
+
+        Raises `DuplicateRequest` when `dedupe_key` was recorded before (told already).
+        """
+        now = self._clock()
+        request_id = new_request_id()
+        await self.request_log.insert(RequestRecord(
+            id=request_id, platform=platform, user_id=user_id, chat_id=chat_id,
+            source_kind=source_kind, status="rejected", reason=error.code, lang=lang,
+            created_at=now, finished_at=now, total_s=0.0, dedupe_key=dedupe_key))
+        log_outcome(request_id, f"{platform}:{user_id}", source_kind, "rejected",
+                    reason=error.code)
+        return request_id
+
+    async def note_reply(self, request_id: str, **context: object) -> None:
+        """Add to a request's reply context (e.g. the status message shown), for restarts."""
+        await self.request_log.merge_reply_context(request_id, dict(context))
+
+    async def mark_delivery(self, request_id: str, state: str) -> None:
+        """How far a request's answer got: "sending" before posting it, "sent" after."""
+        await self.request_log.set_delivery(request_id, state)
+
+    def on_recovered(self, platform: str, handler: RecoveredHandler) -> None:
+        """Register who answers this platform's jobs after a crash (re-run, or finished and
+        not yet delivered: the handle holds the outcome already)."""
+        self._handlers[platform] = handler
+
+    def on_received(self, platform: str, handler: ReceivedHandler) -> None:
+        """Register who fetches the pictures of this platform's received rows after a crash."""
+        self._intake_handlers[platform] = handler
+
+    async def get_request(self, request_id: str) -> RequestRecord | None:
+        return await self.request_log.get(request_id)
+
+    async def clip_files(self, record: RequestRecord) -> dict[str, Path] | None:
+        """A done request's clip files on this machine, by format (None when gone)."""
+        return await self.cache.local_files(record.files or {})
+
+    async def _checked_seed(self, request: JobRequest) -> int:
+        """The request's seed (drawn if absent), after the refusals that need no lookup."""
+        seed: int | None = None
+        try:
+            if not self._accepting:
+                raise ShuttingDown("the service is stopping")
+            seed = check_seed(request.seed)
+            self._validate(request)
+        except (ShuttingDown, BadRequest) as exc:
+            await self._log_rejection(request, exc, seed)
+            raise
+        return seed
+
+    def _validate(self, request: JobRequest) -> None:
+        request.options.check(self.config.generation)
+        if request.image is not None or request.source is not None:
+            return
+        text = request.caption if request.caption is not None else request.prompt
+        if not text or not text.strip() or len(text) > MAX_TEXT_CHARS:
+            raise BadRequest(f"text must be 1 to {MAX_TEXT_CHARS} characters")
+
+    def _key_for(self, request: JobRequest, seed: int) -> str:
+        if request.image is not None:
+            # A drawn seed is random: a repeated picture with no seed given is still a hit.
+            return cache_key(model_tag=self.model_tag, options=request.options,
+                             image_sha256=request.image.sha256,
+                             seed=request.seed if request.seed is not None else "auto")
+        return cache_key(model_tag=self.model_tag, options=request.options,
+                         caption=request.caption, prompt=request.prompt, seed=seed)
+
+    async def _log_rejection(self, request: JobRequest, error: UserFacingError,
+                             seed: int | None) -> None:
+        """A refused request's row: everything known about it, nothing to answer later.
+
+        Raises `DuplicateRequest` for a redelivered request refused before: told already.
+        """
+        request_id = new_request_id()
+        try:
+            await self.request_log.insert(record_for(
+                request, request_id, status="rejected", created_at=self._clock(),
+                seed=seed, reason=error.code))
+            log_request_outcome(request_id, request, "rejected", reason=error.code)
+        except DuplicateRequest:
+            raise
+        except Exception:  # the refusal itself must still reach the user
+            logger.exception("could not log a rejected request")
+
+    async def _finish_from_cache(self, handle: JobHandle, request: JobRequest, seed: int,
+                                 hit: CachedClip, created_at: float) -> None:
+        now = self._clock()
+        timings = {"queue_wait_s": 0.0, "caption_s": 0.0, "sound_s": 0.0, "encode_s": 0.0,
+                   "total_s": max(0.0, now - created_at)}
+        await self.request_log.update(
+            handle.id, status="done", caption=hit.caption, prompt=hit.prompt, seed=hit.seed,
+            cache_hit=True, batch_size=0, duration_s=hit.duration_s, started_at=now,
+            finished_at=now, files={k: v.name for k, v in hit.files.items()}, **timings)
+        await self.spool.delete(handle.id)
+        log_request_outcome(handle.id, request, "done", text=hit.caption,
+                            total_s=timings["total_s"], cache_hit=True)
+        handle.emit(Done(JobResult(request_id=handle.id, caption=hit.caption, prompt=hit.prompt,
+                                   seed=hit.seed, duration_s=hit.duration_s,
+                                   files=dict(hit.files), cache_hit=True, batch_size=0,
+                                   timings=timings)))
+
+    async def _interrupt(self, record: RequestRecord, handler: RecoveredHandler | None) -> None:
+        now = self._clock()
+        await self.request_log.update(record.id, status="interrupted", reason="interrupted",
+                                      finished_at=now, total_s=max(0.0, now - record.created_at))
+        await self.spool.delete(record.id)
+        log_outcome(record.id, f"{record.platform}:{record.user_id}", record.source_kind,
+                    "interrupted", reason="interrupted")
+        if handler is None:
+            logger.warning("request %s (%s) was interrupted and no adapter takes it",
+                           record.id, record.platform)
+            return
+        handle = JobHandle(record.id, placeholder_request(record))
+        handle.emit(Failed(GenerationFailed("interrupted by a restart", code="interrupted")))
+        self._run_handler(handler(handle), record.id)
+
+    def _run_handler(self, work: Awaitable[None], request_id: str) -> None:
+        """Run an adapter's recovery handler in the background; its failure is only logged."""
+
+        async def call() -> None:
+            try:
+                await work
+            except Exception:
+                logger.exception("recovery handler failed for %s", request_id)
+
+        task = asyncio.create_task(call())
+        self._handler_tasks.add(task)
+        task.add_done_callback(self._handler_tasks.discard)
+

@@ -1,0 +1,60 @@
+"""One console line per request as it ends: who asked for what, how it ended, how long it took.
+
+Someone watching `sonify run` (or `sonify worker`) sees each request once, in the words of
+the request log's row (which keeps everything else). Texts are shortened: a log is not the
+place for a whole prompt.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from core.jobs.request import JobRequest
+from core.storage.records import RequestRecord
+
+logger = logging.getLogger("sonify.requests")
+TEXT_SHOWN = 60
+
+
+def _shown(text: str | None) -> str:
+    flat = " ".join((text or "").split())
+    if not flat:
+        return ""
+    return f' "{flat[:TEXT_SHOWN]}…"' if len(flat) > TEXT_SHOWN else f' "{flat}"'
+
+
+def log_outcome(request_id: str, who: str, kind: str, status: str, *, text: str | None = None,
+                reason: str | None = None, total_s: float | None = None,
+                batch_size: int | None = None, cache_hit: bool = False) -> None:
+    """`request ID PLATFORM:USER KIND → STATUS …`, at INFO (WARNING for failures)."""
+    parts = [f"request {request_id} {who} {kind} → {status}"]
+    if reason:
+        parts.append(f" ({reason})")
+    if total_s is not None:
+        parts.append(f" in {total_s:.1f} s")
+    if cache_hit:
+        parts.append(", from the cache")
+    elif batch_size and batch_size > 1:
+        parts.append(f", batch of {batch_size}")
+    parts.append(_shown(text))
+    level = logging.WARNING if status in ("failed", "interrupted") else logging.INFO
+    logger.log(level, "%s", "".join(parts))
+
+
+def log_request_outcome(request_id: str, request: JobRequest, status: str, *,
+                        text: str | None = None, reason: str | None = None,
+                        total_s: float | None = None, batch_size: int | None = None,
+                        cache_hit: bool = False) -> None:
+    """The line for a request at hand (its caption or prompt unless `text` is given)."""
+    log_outcome(request_id, f"{request.platform}:{request.user_id}", request.source_kind,
+                status, text=text or request.caption or request.prompt, reason=reason,
+                total_s=total_s, batch_size=batch_size, cache_hit=cache_hit)
+
+
+def log_record_outcome(record: RequestRecord) -> None:
+    """The line for a finished row (a job that ended in another process, a restart)."""
+    log_outcome(record.id, f"{record.platform}:{record.user_id}", record.source_kind,
+                record.status, text=record.caption or record.prompt,
+                reason=record.reason if record.status != "done" else None,
+                total_s=record.total_s, batch_size=record.batch_size,
+                cache_hit=record.cache_hit)

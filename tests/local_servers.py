@@ -1,0 +1,148 @@
+"""Real `redis-server` and PostgreSQL on loopback for the redis-backend tests.
+
+Debian's packages (`redis-server`, `postgresql`); `.ci/run` installs them. PostgreSQL
+refuses to run as root, so as root the cluster is created and run as the `postgres` user.
+Outside CI a missing binary skips the tests that need it; in CI (`CI` set) it fails them.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+START_WITHIN_S = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _missing(what: str) -> None:
+    message = f"{what} is not installed (Debian: apt-get install redis-server postgresql)"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen[bytes] | None, log: Path) -> None:
+    deadline = time.monotonic() + START_WITHIN_S
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited ({proc.returncode}):\n{_tail(log)}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError(f"server did not listen on {port}:\n{_tail(log)}")
+
+
+def _tail(log: Path) -> str:
+    return log.read_text("utf-8", "replace")[-2000:] if log.exists() else "(no log)"
+
+
+class RedisServer:
+    """One `redis-server` without persistence: a restart loses every key."""
+
+    def __init__(self, root: Path) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            _missing("redis-server")
+        self.binary = str(binary)
+        self.root = root
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        log = self.root / "redis.log"
+        with log.open("ab") as sink:
+            self.proc = subprocess.Popen(
+                [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--dir", str(self.root)], stdout=sink, stderr=sink)
+        _wait_for_port(self.port, self.proc, log)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()  # no persistence configured: whatever it held is gone
+            self.proc.wait(timeout=START_WITHIN_S)
+        self.proc = None
+
+    def restart_empty(self) -> None:
+        """Stop and start again on the same port, with no data (no persistence)."""
+        self.stop()
+        self.start()
+
+
+def _pg_bin() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if found:
+        return Path(found[-1]).parent
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+class PostgresServer:
+    """A throwaway PostgreSQL cluster on loopback (trust auth: it listens on 127.0.0.1)."""
+
+    def __init__(self) -> None:
+        bin_dir = _pg_bin()
+        if bin_dir is None:
+            _missing("PostgreSQL")
+        assert bin_dir is not None
+        self.bin = bin_dir
+        self.port = free_port()
+        # Under /tmp with its own owner: pytest's tmp folders are private to root.
+        self.root = Path(tempfile.mkdtemp(prefix="sonify-pg-"))
+        self.data = self.root / "data"
+        self.log = self.root / "postgres.log"
+        self.as_user: list[str] = []
+        if os.geteuid() == 0:
+            shutil.chown(self.root, "postgres", "postgres")
+            self.root.chmod(0o755)
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+        self._databases = 0
+
+    def _run(self, *argv: str) -> None:
+        done = subprocess.run([*self.as_user, *argv], capture_output=True, text=True,
+                              timeout=120, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"{argv[0]} failed:\n{done.stdout}\n{done.stderr}")
+
+    def start(self) -> PostgresServer:
+        self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres",
+                  "--auth=trust", "--no-sync", "-E", "UTF8")
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.log),
+                  "-o", options, "-w", "-t", str(int(START_WITHIN_S)), "start")
+        _wait_for_port(self.port, None, self.log)
+        return self
+
+    def new_database(self) -> str:
+        """A fresh, empty database; returns its SQLAlchemy (asyncpg) URL."""
+        self._databases += 1
+        name = f"sonify_{os.getpid()}_{self._databases}"
+        self._run(str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port),
+                  "-U", "postgres", name)
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/{name}"
+
+    def stop(self) -> None:
+        if self.data.exists():
+            subprocess.run([*self.as_user, str(self.bin / "pg_ctl"), "-D", str(self.data),
+                            "-m", "immediate", "stop"], capture_output=True, timeout=60,
+                           check=False)
+        shutil.rmtree(self.root, ignore_errors=True)
