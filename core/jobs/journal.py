@@ -34,7 +34,7 @@ def log_outcome(request_id: str, who: str, kind: str, status: str, *, text: str 
         parts.append(f" in {total_s:.1f} s")
     if cache_hit:
         parts.append(", from the cache")
-    elif batch_size and batch_size > 1:
+    elif batch_size:
         parts.append(f", batch of {batch_size}")
     parts.append(_shown(text))
     level = logging.WARNING if status in ("failed", "interrupted") else logging.INFO
