@@ -142,23 +142,28 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
         await services.close()
 
 
+def stop_on_signals() -> asyncio.Event:
+    """An event set by SIGINT/SIGTERM (the first: finish the running batch and stop); a second
+    signal exits at once, since a render that will not end should not hold the process."""
+    stop = asyncio.Event()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            logger.warning("second stop signal: exiting without waiting")
+            os._exit(130)
+        stop.set()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    return stop
+
+
 def run(config: Config) -> int:
     """Blocking entry point with SIGINT/SIGTERM handling; returns the exit code."""
 
     async def main() -> None:
-        stop = asyncio.Event()
-
-        def on_signal() -> None:
-            if stop.is_set():
-                # A second Ctrl-C means "now": don't wait for a render that won't end.
-                logger.warning("second stop signal: exiting without waiting")
-                os._exit(130)
-            stop.set()
-
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, on_signal)
-        await serve(config, stop)
+        await serve(config, stop_on_signals())
 
     asyncio.run(main())
     return 0

@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
-import signal
 
+from bot.app import stop_on_signals
 from bot.cli.common import EXIT_USAGE, CliError
 from core.config import Config
 from core.distributed.worker import RenderWorker, default_worker_name
@@ -36,17 +35,7 @@ async def _work(config: Config, name: str | None) -> None:
     # `sonify --version`, `stats` and every early one-line error do not wait for them.
     from core.models.loading import ModelLoader
 
-    stop = asyncio.Event()
-
-    def on_signal() -> None:
-        if stop.is_set():  # a second Ctrl-C means "now": the jobs go to another worker
-            logger.warning("second stop signal: exiting without waiting")
-            os._exit(130)
-        stop.set()
-
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal)
+    stop = stop_on_signals()
     config.data_dir.mkdir(parents=True, exist_ok=True)
     request_log = await RequestLog.open(config.database_url)
     if request_log.is_sqlite:
