@@ -141,6 +141,7 @@ def job_view(job: WebJob, lang: str) -> dict[str, Any]:
         "caption": None, "prompt": None, "seed": handle.request.seed, "duration": None,
         "cache_hit": False, "audio": None, "error": None,
         "image": f"/api/jobs/{handle.id}/image" if job.preview else None,
+        "kind": handle.request.source_kind,
     }
     # The last event says it all: positions and progress only move forward.
     event = handle.last_event
@@ -187,6 +188,7 @@ def record_view(record: RequestRecord, lang: str,
         "progress": 1.0 if status == "done" else 0.0, "caption": record.caption,
         "prompt": record.prompt, "seed": record.seed, "duration": record.duration_s,
         "cache_hit": bool(record.cache_hit), "image": None, "error": None,
+        "kind": record.source_kind,
         "audio": {fmt: url for fmt, url in audio_urls(record.id).items() if fmt in files} or None,
     }
     if status == "failed":

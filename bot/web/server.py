@@ -23,20 +23,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from bot.web.api import (
-    ADDRESS_LIMITS,
-    CLIENT,
-    DROPPED,
-    GUARD,
-    IDENTITIES,
-    JOBS,
-    PLATFORM,
-    SERVICES,
-    STOPPING,
-    USER_ID,
-    ClientGone,
-    add_api_routes,
-)
+from bot.web.api import add_api_routes
 from bot.web.connections import (
     ConnectionGuard,
     GuardedSite,
@@ -50,6 +37,7 @@ from bot.web.identity import (
     Identities,
     address_key,
 )
+from bot.web.intake import ClientGone
 from bot.web.jobs import (
     AUDIO_TYPES,
     JobRegistry,
@@ -58,6 +46,20 @@ from bot.web.jobs import (
     error_response,
     json_response,
 )
+from bot.web.share import SHARE_ASSETS, is_share_path
+from bot.web.state import (
+    ADDRESS_LIMITS,
+    CLIENT,
+    DROPPED,
+    GUARD,
+    IDENTITIES,
+    JOBS,
+    PLATFORM,
+    SERVICES,
+    STOPPING,
+    USER_ID,
+)
+from bot.web.submit import WORDS_MAX_CHARS
 from bot.web.texts import STATIC_DIR, render_page, request_language, web_message
 from core.errors import ImageRejected, UserFacingError
 from core.jobs.events import JobHandle
@@ -66,8 +68,8 @@ from core.services import Services
 
 logger = logging.getLogger(__name__)
 
-STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css",
-                "favicon.svg": "image/svg+xml"}
+STATIC_FILES = {"app.js": "text/javascript", "wave.js": "text/javascript",
+                "style.css": "text/css", "favicon.svg": "image/svg+xml"}
 UID_COOKIE = "sonify_uid"
 TOKEN_COOKIE = "sonify_token"
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
@@ -157,7 +159,8 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
     except (asyncio.CancelledError, ConnectionResetError):
         raise
     except Exception:
-        logger.exception("web request %s %s failed", request.method, request.path)
+        # The route, not the path: a shared page's path holds its link's secret token.
+        logger.exception("web request %s %s failed", request.method, _logged_path(request))
         if json_path:
             return json_response(error_body("failed", lang), status=500)
         return web.Response(status=500, text=web_message("failed", lang))
@@ -176,7 +179,8 @@ def guard_middleware(config_host: str, token: str) -> Callable[..., Awaitable[we
         if request.method not in ("GET", "HEAD", "OPTIONS") and _cross_origin(request):
             raise WebError(403, "cross_origin")
         set_cookie = False
-        if token:
+        # A shared page and its assets open with the link alone: the link is the secret.
+        if token and not (request.method in ("GET", "HEAD") and is_share_path(request.path)):
             given = request.query.get("token")
             if request.path == "/" and given is not None:
                 if not _same_secret(given, token):
@@ -236,7 +240,8 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
 async def index(request: web.Request) -> web.StreamResponse:
     """GET /: the page, in the browser's language; gives a new browser its id cookie (while
     its address has not had `[web] new_browsers_per_hour` of them this hour)."""
-    page = render_page(request_language(request), request.app[SERVICES].config.generation)
+    page = render_page(request_language(request), request.app[SERVICES].config.generation,
+                       WORDS_MAX_CHARS)
     response = web.Response(text=page, content_type="text/html", charset="utf-8",
                             headers={"Vary": "Accept-Language"})
     if not request[USER_ID].startswith("browser:"):
@@ -296,6 +301,7 @@ _LOGGED_PARTS: dict[str, Callable[[str], bool]] = {
     "id": lambda value: _JOB_ID.fullmatch(value) is not None,
     "fmt": lambda value: value in AUDIO_TYPES,
     "name": lambda value: value in STATIC_FILES,
+    "asset": lambda value: value in SHARE_ASSETS,
 }
 
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -19,8 +21,10 @@ from core.i18n import CATALOGUE, DEFAULT_LANGUAGE, describe_error, pick_language
 
 STATIC_DIR = Path(__file__).with_name("static")
 # Besides every "web.*" text, the page's script shows these shared ones.
-SCRIPT_KEYS = ("queued", "started", "progress", "error.too_large", "error.failed")
-_SLOT = "{{%s}}"
+SCRIPT_KEYS = ("queued", "started", "progress", "error.too_large", "error.failed",
+               "another_take", "use_my_words", "ask_words", "words_label",
+               "words_placeholder")
+_SLOT_PATTERN = re.compile(r"\{\{([A-Za-z0-9_.]+)\}\}")
 
 
 def request_language(request: web.BaseRequest) -> str:
@@ -44,17 +48,22 @@ def request_language(request: web.BaseRequest) -> str:
     return DEFAULT_LANGUAGE
 
 
-def web_message(code: str, lang: str) -> str:
-    """The text of a web-only error code (`web.error.<code>`)."""
+def web_message(code: str, lang: str, **params: Any) -> str:
+    """The text of a web-only error code (`web.error.<code>`), filled with `params`."""
     key = f"web.error.{code}"
-    return t(key if key in CATALOGUE[DEFAULT_LANGUAGE] else "web.error.bad_request", lang)
+    if key not in CATALOGUE[DEFAULT_LANGUAGE]:
+        key = "web.error.bad_request"
+    try:
+        return t(key, lang, **params)
+    except (KeyError, ValueError, IndexError):  # a text whose values did not come with it
+        return t("web.error.bad_request", lang)
 
 
 def describe(error: BaseException, lang: str) -> dict[str, str]:
     """`{"code", "message"}` for an error: the web's own wording where it has one."""
     if isinstance(error, UserFacingError):
         if f"web.error.{error.code}" in CATALOGUE[DEFAULT_LANGUAGE] and error.code != "failed":
-            return {"code": error.code, "message": web_message(error.code, lang)}
+            return {"code": error.code, "message": web_message(error.code, lang, **error.params)}
         return {"code": error.code, "message": describe_error(error, lang)}
     return {"code": "failed", "message": describe_error(error, lang)}
 
@@ -66,21 +75,40 @@ def script_texts(lang: str) -> dict[str, str]:
 
 
 @cache
-def _template() -> str:
-    return (STATIC_DIR / "index.html").read_text(encoding="utf-8")
+def _template(name: str) -> str:
+    return (STATIC_DIR / name).read_text(encoding="utf-8")
 
 
-def render_page(lang: str, generation: GenerationConfig) -> str:
+def fill(name: str, lang: str, values: dict[str, str], markup: dict[str, str] | None = None
+         ) -> str:
+    """The static page `name` in `lang`: its `{{key}}` slots take `values` (escaped), `markup`
+    (HTML the caller made, trusted) or the catalogue's "web.*" texts — in one pass, so what
+    is filled in (a caption, the user's words) is never read for slots itself."""
+    trusted = markup or {}
+    english = CATALOGUE[DEFAULT_LANGUAGE]
+
+    def slot(match: re.Match[str]) -> str:
+        key = match.group(1)
+        if key in trusted:
+            return trusted[key]
+        if key in values:
+            return html.escape(values[key])
+        if key.startswith("web.") and key in english:
+            return html.escape(t(key, lang))
+        return match.group(0)
+
+    return _SLOT_PATTERN.sub(slot, _template(name))
+
+
+def render_page(lang: str, generation: GenerationConfig, words_max_chars: int) -> str:
     """index.html in `lang`, with the configured bounds in the form."""
     # "</" inside the JSON would end the <script> element early.
     texts = json.dumps(script_texts(lang), ensure_ascii=False).replace("</", "<\\/")
-    values = {"lang": lang, "texts": texts, "min_seconds": f"{MIN_SECONDS:g}",
+    values = {"lang": lang, "min_seconds": f"{MIN_SECONDS:g}",
               "max_seconds": f"{generation.max_seconds:g}",
-              "seconds": f"{generation.seconds:g}", "max_seed": str(MAX_SEED)}
-    page = _template()
-    for key, value in values.items():
-        page = page.replace(_SLOT % key, value if key == "texts" else html.escape(value))
-    for key in CATALOGUE[DEFAULT_LANGUAGE]:
-        if key.startswith("web.") and _SLOT % key in page:
-            page = page.replace(_SLOT % key, html.escape(t(key, lang)))
-    return page
+              "seconds": f"{generation.seconds:g}", "max_seed": str(MAX_SEED),
+              "words_max_chars": str(words_max_chars)}
+    # The bots' own words for the buttons they share with the page.
+    values.update({key: t(key, lang) for key in ("another_take", "use_my_words", "ask_words",
+                                                 "words_label", "words_placeholder")})
+    return fill("index.html", lang, values, {"texts": texts})

@@ -24,6 +24,7 @@ from core.storage.blobs import BlobStore, ClipIndex
 from core.storage.migrate import current_revision, migrate
 from core.storage.records import RECORD_FIELDS, RequestRecord, without_secrets
 from core.storage.shared import SharedRequests
+from core.storage.shares import ShareLinks
 from core.storage.tables import UNFINISHED, cursors, requests
 
 logger = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ class RequestLog:
         self.clips = ClipIndex(self.engine)
         self.blobs = BlobStore(self.engine)
         self.shared = SharedRequests(self.engine)
+        self.shares = ShareLinks(self.engine)
 
     @classmethod
     async def open(cls, url: str) -> RequestLog:

@@ -133,3 +133,15 @@ service_keys = Table(
     Column("name", String(32), primary_key=True),
     Column("value", LargeBinary, nullable=False),
 )
+
+# Share links of web results (bot/web/share.py): the sha256 of each link's token, never the
+# token; the small JPEG preview of the picture, kept while shared (the web process holds
+# previews only in memory). Revoking a link deletes its row.
+shares = Table(
+    "shares", metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("request_id", String(24), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("preview", LargeBinary),
+    Index("ix_shares_request_id", "request_id"),
+)
