@@ -25,12 +25,46 @@ QUIET_LINK_ERRORS = ("not_image", "unsupported_format", "fetch_failed", "fetch_s
                      "fetch_unreachable", "fetch_timeout")
 
 
+class RecordingMarks:
+    """How far each channel's messages are all recorded: where its cursor may move.
+
+    discord.py handles each message in a task of its own, so a later message (or the bot's
+    own reply) can be recorded while an earlier one still is being; a cursor moved past that
+    one would lose it to a crash, as nothing reads it back. Per channel: the messages being
+    recorded, and those done but still behind one that is not.
+    """
+
+    def __init__(self) -> None:
+        self._open: dict[int, set[int]] = {}
+        self._done: dict[int, set[int]] = {}
+
+    def begin(self, channel_id: int, message_id: int) -> None:
+        """A message starts being recorded (before its handler first awaits anything)."""
+        self._open.setdefault(channel_id, set()).add(message_id)
+
+    def end(self, channel_id: int, message_id: int) -> int | None:
+        """The message is recorded (or refused); the id the cursor may now move to, if any."""
+        opened = self._open.get(channel_id, set())
+        opened.discard(message_id)
+        done = self._done.setdefault(channel_id, set())
+        done.add(message_id)
+        oldest_open = min(opened, default=None)
+        ready = {m for m in done if oldest_open is None or m < oldest_open}
+        done -= ready
+        if not opened:
+            self._open.pop(channel_id, None)
+        if not done:
+            self._done.pop(channel_id, None)
+        return max(ready, default=None)
+
+
 class MessageHandlers:
     """Takes the requests in posted messages, one per picture."""
 
     def __init__(self, requests: DiscordRequests) -> None:
         self.requests = requests
         self.config = requests.config
+        self._recording = RecordingMarks()
 
     def tracked(self, channel: object) -> bool:
         """A channel whose messages are read back after a restart: watched, or a DM."""
@@ -46,14 +80,26 @@ class MessageHandlers:
         me = client.user
         if me is None:
             return
-        if not message.author.bot:
-            await self._take_all(client, message, me)
-        if not self.tracked(message.channel):
+        self._recording.begin(message.channel.id, message.id)
+        try:
+            if not message.author.bot:
+                await self._take_all(client, message, me)
+        except Exception:
+            # Unexpected (discord.py logs it): not tried again live, so not waited for.
+            await self._recorded(message, read_back)
+            raise
+        # Cancelled by a stop mid-way, a message stays open: the cursor stays before it.
+        await self._recorded(message, read_back)
+
+    async def _recorded(self, message: discord.Message, read_back: bool) -> None:
+        """Move the channel's cursor as far as every message before it is recorded."""
+        last = self._recording.end(message.channel.id, message.id)
+        if last is None or not self.tracked(message.channel):
             return
         # While missed messages are read back, a live one only starts a channel's cursor
         # (a first DM): moving an existing cursor would skip what is not read yet.
         await self.requests.services.request_log.advance_cursor(
-            PLATFORM, str(message.channel.id), str(message.id),
+            PLATFORM, str(message.channel.id), str(last),
             is_private=message.guild is None,
             only_new=self.requests.reading_back and not read_back)
 

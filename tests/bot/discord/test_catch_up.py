@@ -7,6 +7,7 @@ import datetime
 from typing import Any
 
 import discord
+import pytest
 
 from tests.bot.discord.conftest import Bot, png_bytes
 from tests.bot.discord.fake_discord import ALICE, BOB, CAROL, WATCHED, FakeDiscord, Upload
@@ -96,3 +97,38 @@ async def test_messages_older_than_the_window_are_not_read_back(fake: FakeDiscor
     await bot.start()
     await fake.until(lambda: answers(fake, new), timeout=30)
     assert answers(fake, old) == []
+
+
+async def test_the_cursor_never_passes_a_message_still_being_recorded(
+        fake: FakeDiscord, make_bot: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each message is handled in a task of its own: a later picture (and the bot's replies
+    to it) can be recorded first. The cursor waits for the earlier one, else a crash at that
+    moment would lose it — nothing reads back what is behind the cursor."""
+    bot: Bot = await make_bot()
+    assert bot.adapter is not None and bot.services is not None
+    await asyncio.wait_for(bot.adapter.caught_up.wait(), 20)
+    requests = bot.adapter.requests
+    take, release = requests.take, asyncio.Event()
+
+    async def slow_to_record(request: Any, target: Any) -> bool:
+        if (request.source or {}).get("filename") == "slow.png":
+            await release.wait()  # say, a database busy with other writers
+        return await take(request, target)
+
+    monkeypatch.setattr(requests, "take", slow_to_record)
+    slow = await fake.send_message(WATCHED, ALICE, "", [Upload("slow.png", png_bytes(93))])
+    quick = await fake.send_message(WATCHED, BOB, "", [Upload("quick.png", png_bytes(94))])
+    await fake.until(lambda: answers(fake, quick), timeout=30)
+    cursor = await bot.services.request_log.cursor("discord", str(WATCHED))
+    assert cursor is not None and int(cursor) < int(slow["id"])
+
+    release.set()
+    await fake.until(lambda: answers(fake, slow), timeout=30)
+
+    async def past_both() -> None:  # then it moves on, past the quick one too
+        cursor_row = bot.services.request_log.cursor  # type: ignore[union-attr]
+        # Polling: the row changes in the handler's own time; no event tells the test.
+        while int(await cursor_row("discord", str(WATCHED)) or 0) < int(quick["id"]):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+    await asyncio.wait_for(past_both(), 10)
