@@ -136,7 +136,11 @@ async def read_json_object(request: web.Request, limit: int, idle_s: float,
         raise not_json
     body = _Body(limit, idle_s, slack=0, too_big=too_long)
     with _unreadable_as_refusals(request, body):
-        text = await _body_text(request, body, not_json)
+        return _json_object(await _body_text(request, body, not_json), not_json)
+
+
+def _json_object(text: str, not_json: BadRequest) -> dict[str, Any]:
+    """The JSON object in `text`; anything else (or no JSON at all) is `not_json`."""
     try:
         value = json.loads(text)
     except (ValueError, RecursionError):  # RecursionError: nesting deeper than Python's stack
@@ -183,18 +187,12 @@ async def _read_intake(request: web.Request, ctype: str, body: _Body) -> Intake:
                 while await body.step(part.read_chunk(CHUNK)):
                     pass  # a field we do not use: read past it
     elif ctype in ("application/json", ""):
-        not_json = BadRequest("body is not JSON", code="bad_json")
-        text = await _body_text(request, body, not_json)
-        try:
-            body = json.loads(text)
-        except (ValueError, RecursionError):  # RecursionError: nesting deeper than Python's stack
-            raise not_json from None
-        if not isinstance(body, dict):
-            raise BadRequest("body must be a JSON object", code="bad_json")
-        url = body.get("url")
+        not_json = BadRequest("body is not a JSON object", code="bad_json")
+        fields = _json_object(await _body_text(request, body, not_json), not_json)
+        url = fields.get("url")
         if url is not None and not isinstance(url, str):
             raise ImageRejected("url must be a string", code="bad_url")
-        intake.url, intake.seconds, intake.seed = url, body.get("seconds"), body.get("seed")
+        intake.url, intake.seconds, intake.seed = url, fields.get("seconds"), fields.get("seed")
     elif ctype == "application/x-www-form-urlencoded":
         bad_form = BadRequest("malformed form", code="bad_form")
         text = await _body_text(request, body, bad_form)
