@@ -139,6 +139,14 @@ def postgres_url(postgres_server: object) -> str:
     return postgres_server.new_database()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def log_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A request log's URL: a fresh SQLite file, then a fresh PostgreSQL database."""
+    if request.param == "postgresql":
+        return str(request.getfixturevalue("postgres_url"))
+    return f"sqlite+aiosqlite:///{tmp_path / 'log.db'}"
+
+
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[object]:
     """A `redis-server` on loopback for this test, without persistence."""

@@ -22,8 +22,13 @@ class ClipIndex:
         self.engine = engine
 
     async def put(self, values: dict[str, Any]) -> None:
-        """Add a clip; a keyed clip replaces the key of any older clip with that key."""
+        """Add a clip; a keyed clip replaces the key of any older clip with that key.
+
+        A clip of the same id replaces the earlier one: a job run again after a crash (its
+        clip indexed, its row not yet settled) writes its clip again.
+        """
         async with self.engine.begin() as conn:
+            await conn.execute(clips.delete().where(clips.c.clip_id == values["clip_id"]))
             if values.get("key"):
                 await conn.execute(update(clips).where(clips.c.key == values["key"])
                                    .values(key=None))

@@ -226,13 +226,6 @@ async def test_the_shared_page_keeps_its_picture_after_a_restart(start_web: WebF
         assert (await fresh.get(f"/s/{words_token}/picture.jpg")).status == 404
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def log_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "postgresql":
-        return str(request.getfixturevalue("postgres_url"))
-    return f"sqlite+aiosqlite:///{tmp_path / 'log.db'}"
-
-
 async def test_share_links_round_trip_on_sqlite_and_postgresql(log_url: str) -> None:
     from core.storage.request_log import RequestLog
 
