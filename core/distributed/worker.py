@@ -184,8 +184,14 @@ class RenderWorker:
         if request is None or record.cache_key is None:
             await self._fail_alone(request_id, "interrupted")
             return "picture gone"
+        try:
+            await self._renew(request_id)
+        except RedisError:
+            # Redis went away between handing the job out and its lease: not a try. Not
+            # held, so the sweep queues it again once Redis is back (arq only fails it).
+            await self.shared.give_back(request_id)
+            raise
         self._held.add(request_id)
-        await self._renew(request_id)
         handle = JobHandle(request_id, request)
         ticket = Ticket(handle, (record.platform, record.user_id), record.created_at)
         try:

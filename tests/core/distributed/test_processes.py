@@ -53,13 +53,17 @@ def write_config(root: Path, name: str, database_url: str, redis_url: str,
 
 async def wait_until(check: Any, what: str, limit_s: float,
                      procs: list[SonifyProcess]) -> None:
-    async with asyncio.timeout(limit_s):
-        while not await check():
-            for proc in procs:
-                if proc.returncode is not None:
-                    raise AssertionError(f"{proc.log.name} exited ({proc.returncode}) while "
-                                         f"waiting for {what}:\n{proc.tail()}")
-            await asyncio.sleep(0.05)
+    try:
+        async with asyncio.timeout(limit_s):
+            while not await check():
+                for proc in procs:
+                    if proc.returncode is not None:
+                        raise AssertionError(f"{proc.log.name} exited ({proc.returncode}) "
+                                             f"while waiting for {what}:\n{proc.tail()}")
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        tails = "\n".join(f"--- {proc.log.name}\n{proc.tail()}" for proc in procs)
+        raise AssertionError(f"no {what} within {limit_s} s\n{tails}") from None
 
 
 async def test_workers_share_jobs_and_lose_none_to_a_kill_or_a_redis_restart(

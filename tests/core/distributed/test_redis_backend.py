@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from arq.constants import in_progress_key_prefix
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from core.distributed.transport import connect, enqueue
 from core.errors import QueueFull, RateLimited
@@ -255,3 +257,32 @@ async def test_another_process_follows_a_job_live_to_its_clip(
         assert any(isinstance(e, Started) for e in followed._history)
         assert result.files["ogg"].parent == elsewhere.data_dir / "cache"
         assert result.caption == (await handle.result()).caption
+
+
+async def test_a_job_whose_lease_could_not_be_taken_is_queued_again(
+        tmp_path: Path, postgres_url: str, redis_server: RedisServer, tiny_pipeline: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Redis goes away between handing a job to a worker and the worker's lease on it (seen
+    when Redis restarted under load): the job is not lost, and that try does not count."""
+    adapter_cfg, worker_cfg = configs(tmp_path, postgres_url, redis_server)
+    async with adapter_engine(adapter_cfg) as engine:
+        async with render_worker(worker_cfg, tiny_pipeline) as worker:
+            assert worker.pool is not None
+            set_key, refused = worker.pool.set, asyncio.Event()
+
+            async def redis_gone_once(name: str, *args: Any, **kwargs: Any) -> Any:
+                if name.startswith(in_progress_key_prefix) and not refused.is_set():
+                    refused.set()
+                    raise RedisConnectionError("Connection closed by server.")
+                return await set_key(name, *args, **kwargs)
+
+            monkeypatch.setattr(worker.pool, "set", redis_gone_once)
+            handle = await engine.submit(text_request(adapter_cfg, "ann", "wind in reeds"))
+            await asyncio.wait_for(refused.wait(), 30)
+            await eventually(lambda: _status(engine.request_log, handle, "queued"))
+            worker._clock = lambda: 10**10  # past the redelivery delay
+            await eventually(worker.sweep_once)  # back in the queue once arq let go of it
+            result = await asyncio.wait_for(handle.result(), 60)
+        assert result.files["ogg"].read_bytes()[:4] == b"OggS"
+        row = await engine.request_log.get(handle.id)
+        assert row is not None and (row.status, row.attempts) == ("done", 1)
