@@ -15,6 +15,7 @@ moment leaves every recorded request with one answer: a clip or an apology.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
@@ -22,7 +23,7 @@ from typing import Any, Protocol
 
 from bot.common.following import JobSink, answer_once, follow_job
 from bot.common.tasks import BackgroundTasks
-from core.errors import DuplicateRequest, UserFacingError
+from core.errors import DuplicateRequest, GenerationFailed, UserFacingError
 from core.i18n import t
 from core.intake.decode import DecodedImage
 from core.jobs.contract import JobEngine
@@ -30,6 +31,8 @@ from core.jobs.events import JobEvent, JobHandle
 from core.jobs.request import JobRequest, Receipt
 
 Fetch = Callable[[dict[str, Any]], Awaitable[DecodedImage]]
+
+logger = logging.getLogger(__name__)
 
 
 class AnswerTarget(JobSink, Protocol):
@@ -79,8 +82,18 @@ class Intake:
         self.tasks.spawn(self._carry_on(request, receipt, target), waiting=True)
         return True
 
-    def resume(self, request: JobRequest, receipt: Receipt, target: AnswerTarget) -> None:
-        """Carry on a request recorded before a restart (its picture not fetched yet)."""
+    async def resume(self, request: JobRequest | None, receipt: Receipt,
+                     target: AnswerTarget | None) -> None:
+        """Carry on a request recorded before a restart (its picture not fetched yet).
+
+        One that cannot be (a row without its source, or nowhere left to answer) is refused,
+        which ends its row and gives back the user's place in the limits.
+        """
+        if request is None or target is None:
+            logger.warning("received request %s cannot be carried on", receipt.id)
+            await self.engine.refuse(receipt, GenerationFailed("unusable row",
+                                                               code="interrupted"))
+            return
         self.tasks.spawn(self._carry_on(request, receipt, target), waiting=True)
 
     def answer_recovered(self, handle: JobHandle, target: AnswerTarget) -> None:

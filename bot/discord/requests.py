@@ -144,12 +144,9 @@ class DiscordRequests:
     # ----- after a restart -----------------------------------------------------------------
     async def on_received(self, record: RequestRecord, receipt: Receipt) -> None:
         """A request recorded before a restart whose picture was not fetched yet."""
-        request = received_request(record)
         target = self.recovered_target(record.reply_context, record.lang)
-        if request is None or target is None:
-            logger.warning("received Discord request %s cannot be carried on", record.id)
-            return
-        self.intake.resume(request, receipt, self.answer_target(target))
+        await self.intake.resume(received_request(record), receipt,
+                                 self.answer_target(target) if target else None)
 
     async def on_recovered(self, handle: JobHandle) -> None:
         """A job re-run (or finished, not yet delivered) after a restart: answer it there."""

@@ -116,14 +116,9 @@ class TelegramRequests:
     # -- after a restart -------------------------------------------------------------
     async def on_received(self, record: RequestRecord, receipt: Receipt) -> None:
         """A request recorded before a restart whose picture was not fetched yet."""
-        request = received_request(record)
         target = ReplyTarget.from_context(record.reply_context)
-        if request is None or target is None:
-            logger.warning("telegram: received request %s cannot be carried on", record.id)
-            await self.engine.refuse(receipt, GenerationFailed("unusable row",
-                                                               code="interrupted"))
-            return
-        self.intake.resume(request, receipt, TelegramAnswer(self.reply, target))
+        await self.intake.resume(received_request(record), receipt,
+                                 TelegramAnswer(self.reply, target) if target else None)
 
     async def on_recovered(self, handle: JobHandle) -> None:
         """A job re-run (or finished, not yet delivered) after a restart: answer it there."""

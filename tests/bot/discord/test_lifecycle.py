@@ -6,6 +6,7 @@ import asyncio
 import base64
 import logging
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import pytest
 from bot.discord.commands import sync_commands
 from core.errors import ConfigError
 from core.i18n import t
+from core.storage.records import RequestRecord
 from tests.bot.discord.conftest import (
     TOKEN,
     GatedPipeline,
@@ -151,3 +153,31 @@ async def test_interaction_tokens_stay_out_of_debug_logs(fake: FakeDiscord, make
     await fake.until(lambda: [m for m in it.followups if m["flags"] & VOICE])
     assert f"/webhooks/{BOT_ID}/***" in caplog.text  # the URLs were logged, masked
     assert it.token not in caplog.text and TOKEN not in caplog.text
+
+
+async def test_a_received_request_with_nowhere_to_answer_is_ended_and_frees_its_place(
+        fake: FakeDiscord, make_bot: Any) -> None:
+    """A request recorded before a restart, whose channel can no longer be found, is ended
+    as interrupted — not left open holding its author's place within the limits."""
+    bot = await make_bot(jobs={"per_user_concurrent": 1})
+    assert bot.services is not None
+    await bot.services.request_log.insert(RequestRecord(
+        id="orphan000001", platform="discord", user_id=str(ALICE), chat_id="1",
+        source_kind="attachment", status="received", created_at=time.time(),
+        source={"kind": "attachment", "url": f"{fake.api_url}/nowhere.png"},
+        reply_context={"kind": "message"}))  # no channel: nowhere to answer
+    await bot.stop()
+    await bot.start()
+
+    async def ended() -> Any:
+        # Polling: adapters take up such rows in tasks of their own; no event tells the test.
+        while (row := await bot.request_row("orphan000001")).status == "received":  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        return row
+
+    row = await asyncio.wait_for(ended(), 20)
+    assert (row.status, row.reason) == ("rejected", "interrupted")
+    # Its author's one place is free: a new picture is answered, not refused as busy.
+    message = await fake.send_message(WATCHED, ALICE, "", [Upload("new.png", png_bytes(95))])
+    await fake.until(lambda: [m for m in fake.replies_to(message["id"]) if m["attachments"]],
+                     timeout=30)
