@@ -201,4 +201,8 @@ async def answer_once(request_id: str, post: Callable[[], Awaitable[None]],
         await delivery.mark_delivery(request_id, "sending")
     await post()
     if delivery is not None:
-        await delivery.mark_delivery(request_id, "sent")
+        try:
+            await delivery.mark_delivery(request_id, "sent")
+        except Exception as exc:  # posted already: an apology now would be a wrong answer
+            logger.warning("request %s was answered but not marked sent (%s); a restart may "
+                           "send it again", request_id, exc)
