@@ -29,16 +29,16 @@ from core.errors import (
     GenerationFailed,
     QueueFull,
     RateLimited,
-    UserFacingError,
 )
 from core.jobs.base import EngineBase
-from core.jobs.cache import ClipCache
+from core.jobs.cache import CachedClip, ClipCache
 from core.jobs.dispatch import stopping_failure
 from core.jobs.events import Done, Failed, JobHandle, Progress, Queued, Started
-from core.jobs.journal import log_outcome, log_record_outcome
+from core.jobs.journal import log_record_outcome
 from core.jobs.request import JobRequest, Receipt
 from core.jobs.rows import (
     failure_from_record,
+    image_sha,
     new_request_id,
     placeholder_request,
     rebuild_request,
@@ -70,7 +70,6 @@ class RedisJobEngine(EngineBase):
         self.pool: ArqRedis | None = None
         self._handles: dict[str, JobHandle] = {}  # open jobs this process answers
         self._waiting = 0  # the queue's length, as last read
-        self._to_recover: list[RequestRecord] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
 
@@ -136,6 +135,7 @@ class RedisJobEngine(EngineBase):
             # Cache hits and riders cost no render: they take no queue place (as locally).
             receipt = await self._admit(request, record, seed, place=hit is None and not leader,
                                         slot=hit is None)
+            return await self._go_on(request, receipt, hit)
         return await self._go_on(request, receipt)
 
     async def follow(self, request_id: str) -> JobHandle | None:
@@ -151,25 +151,6 @@ class RedisJobEngine(EngineBase):
         self._handles[record.id] = handle
         await self._refresh(handle)
         return handle
-
-    async def refuse(self, receipt: Receipt, error: UserFacingError) -> None:
-        record = await self.request_log.get(receipt.id)
-        if record is None or record.finished:
-            return
-        now = self._clock()
-        await self.request_log.update(receipt.id, status="rejected", reason=error.code,
-                                      finished_at=now, total_s=max(0.0, now - record.created_at))
-        log_outcome(record.id, f"{record.platform}:{record.user_id}", record.source_kind,
-                    "rejected", reason=error.code, total_s=max(0.0, now - record.created_at))
-
-    async def resume_recovered(self) -> int:
-        records, self._to_recover = self._to_recover, []
-        handed = 0
-        for record in records:
-            handed += await self._resume(record)
-        if records:
-            logger.warning("took up %d request(s) left by the last run", handed)
-        return handed
 
     # recording and queueing ----------------------------------------------------------------
 
@@ -204,16 +185,18 @@ class RedisJobEngine(EngineBase):
         turns = math.ceil(max(1, waiting) / max(1, self.jobs.max_batch))
         return max(1, math.ceil(turns * TURN_GUESS_S))
 
-    async def _go_on(self, request: JobRequest, receipt: Receipt) -> JobHandle:
-        """From a recorded request to a queued job (or a cached clip, or a ride)."""
+    async def _go_on(self, request: JobRequest, receipt: Receipt,
+                     hit: CachedClip | None = None) -> JobHandle:
+        """From a recorded request to a queued job (or a cached clip — `hit`, when it was
+        found before the row was written — or a ride)."""
         handle = JobHandle(receipt.id, request)
         try:
             self._validate(request)
             key = self._key_for(request, receipt.seed)
-            hit = await self.cache.lookup(key)
+            hit = hit or await self.cache.lookup(key)
             if hit is not None:
                 await self.request_log.update(receipt.id, cache_key=key,
-                                              image_sha256=_sha(request))
+                                              image_sha256=image_sha(request))
                 await self._finish_from_cache(handle, request, receipt.seed, hit,
                                               receipt.created_at)
                 return handle
@@ -224,18 +207,12 @@ class RedisJobEngine(EngineBase):
                 await self.spool.write(receipt.id, request.image)
             turn = await self.shared.queue_fairly(
                 receipt.id, request.platform, request.user_id, cache_key=key,
-                image_sha256=_sha(request), caption=request.caption, prompt=request.prompt)
+                image_sha256=image_sha(request), caption=request.caption, prompt=request.prompt)
             self._handles[receipt.id] = handle
             await self._enqueue(receipt.id, turn, receipt.created_at)
         except Exception as exc:
             self._handles.pop(receipt.id, None)
-            error = exc if isinstance(exc, UserFacingError) else GenerationFailed(
-                "could not queue the job")
-            logger.log(logging.INFO if isinstance(exc, UserFacingError) else logging.ERROR,
-                       "request %s cannot be queued: %s", receipt.id, exc,
-                       exc_info=not isinstance(exc, UserFacingError))
-            await self.refuse(receipt, error)
-            raise error from None
+            raise await self._cannot_queue(receipt, exc) from None
         position = await self.shared.position(receipt.id)
         if position is not None:
             handle.emit(Queued(position))
@@ -256,7 +233,7 @@ class RedisJobEngine(EngineBase):
                     leader: RequestRecord) -> JobHandle:
         """Wait for an identical job in flight; its worker answers this row with it."""
         await self.request_log.update(receipt.id, status="queued", cache_key=key,
-                                      rider_of=leader.id, image_sha256=_sha(request),
+                                      rider_of=leader.id, image_sha256=image_sha(request),
                                       caption=request.caption, prompt=request.prompt)
         self._handles[receipt.id] = handle
         # The leader may have finished while this row was written, its worker settling the
@@ -374,7 +351,3 @@ class RedisJobEngine(EngineBase):
             await self._refresh(handle)
         self._run_handler(handler(handle), record.id)
         return 1
-
-
-def _sha(request: JobRequest) -> str | None:
-    return request.image.sha256 if request.image is not None else None

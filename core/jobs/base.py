@@ -25,7 +25,7 @@ from core.jobs.cache import CachedClip, ClipCache, cache_key
 from core.jobs.contract import ReceivedHandler, RecoveredHandler
 from core.jobs.events import Done, Failed, JobHandle, JobResult
 from core.jobs.journal import log_outcome, log_request_outcome
-from core.jobs.request import JobRequest
+from core.jobs.request import JobRequest, Receipt
 from core.jobs.rows import model_tag, new_request_id, placeholder_request, record_for
 from core.jobs.spool import Spool
 from core.options import check_seed
@@ -51,6 +51,7 @@ class EngineBase:
         self._handler_tasks: set[asyncio.Task[None]] = set()
         self._handlers: dict[str, RecoveredHandler] = {}
         self._intake_handlers: dict[str, ReceivedHandler] = {}
+        self._to_recover: list[RequestRecord] = []  # rows the last run left, for `resume`
         self._accepting = False
 
     @property
@@ -73,6 +74,50 @@ class EngineBase:
         log_outcome(request_id, f"{platform}:{user_id}", source_kind, "rejected",
                     reason=error.code)
         return request_id
+
+    async def refuse(self, receipt: Receipt, error: UserFacingError) -> None:
+        """A received request cannot go on (its picture cannot be had): log it as refused.
+
+        The adapter then tells the user why (the answer the row owes them).
+        """
+        await self._end_refused(receipt, error)
+
+    async def _end_refused(self, receipt: Receipt, error: UserFacingError
+                           ) -> RequestRecord | None:
+        """End a received row as refused; the row, or None if it had ended already."""
+        record = await self.request_log.get(receipt.id)
+        if record is None or record.finished:
+            return None
+        now = self._clock()
+        await self.request_log.update(receipt.id, status="rejected", reason=error.code,
+                                      finished_at=now, total_s=max(0.0, now - record.created_at))
+        log_outcome(record.id, f"{record.platform}:{record.user_id}", record.source_kind,
+                    "rejected", reason=error.code, total_s=max(0.0, now - record.created_at))
+        return record
+
+    async def _cannot_queue(self, receipt: Receipt, exc: Exception) -> UserFacingError:
+        """A recorded request that could not be queued: refused; the error to raise."""
+        error = exc if isinstance(exc, UserFacingError) else GenerationFailed(
+            "could not queue the job")
+        logger.log(logging.INFO if isinstance(exc, UserFacingError) else logging.ERROR,
+                   "request %s cannot be queued: %s", receipt.id, exc,
+                   exc_info=not isinstance(exc, UserFacingError))
+        await self.refuse(receipt, error)
+        return error
+
+    async def resume_recovered(self) -> int:
+        """Take up what the last run left; returns how many requests were handed to adapters."""
+        records, self._to_recover = self._to_recover, []
+        handed = 0
+        for record in records:
+            handed += await self._resume(record)
+        if records:
+            logger.warning("took up %d request(s) left by the last run", len(records))
+        return handed
+
+    async def _resume(self, record: RequestRecord) -> int:
+        """Take up one row left by the last run; 1 if an adapter was handed it."""
+        raise NotImplementedError
 
     async def note_reply(self, request_id: str, **context: object) -> None:
         """Add to a request's reply context (e.g. the status message shown), for restarts."""

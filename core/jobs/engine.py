@@ -15,7 +15,6 @@ from core.config import Config
 from core.errors import (
     BadRequest,
     DuplicateRequest,
-    GenerationFailed,
     QueueFull,
     RateLimited,
     UserFacingError,
@@ -25,11 +24,11 @@ from core.jobs.base import EngineBase
 from core.jobs.cache import CachedClip, ClipCache
 from core.jobs.dispatch import Dispatcher, Ticket, User
 from core.jobs.events import Done, Failed, JobHandle
-from core.jobs.journal import log_outcome
 from core.jobs.model_runner import ModelRunner
 from core.jobs.request import JobRequest, Receipt
 from core.jobs.rows import (
     failure_from_record,
+    image_sha,
     new_request_id,
     placeholder_request,
     rebuild_request,
@@ -61,7 +60,6 @@ class LocalJobEngine(EngineBase):
         self.dispatcher = Dispatcher(jobs, request_log, self.cache, self.spool, self.runner,
                                      release=self._release, clock=clock)
         self.admission = Admission(jobs, request_log, self.dispatcher, clock=clock)
-        self._to_recover: list[RequestRecord] = []
         self._started = False
         self._stopped = False
 
@@ -194,29 +192,9 @@ class LocalJobEngine(EngineBase):
         return None
 
     async def refuse(self, receipt: Receipt, error: UserFacingError) -> None:
-        """A received request cannot go on (its picture cannot be had): log it as refused.
-
-        The adapter then tells the user why (the answer the row owes them).
-        """
-        record = await self.request_log.get(receipt.id)
-        if record is None or record.finished:
-            return
-        now = self._clock()
-        await self.request_log.update(receipt.id, status="rejected", reason=error.code,
-                                      finished_at=now, total_s=max(0.0, now - record.created_at))
-        log_outcome(record.id, f"{record.platform}:{record.user_id}", record.source_kind,
-                    "rejected", reason=error.code, total_s=max(0.0, now - record.created_at))
-        self._drop_hold((record.platform, record.user_id))
-
-    async def resume_recovered(self) -> int:
-        """Take up what a crash left; returns how many requests were handed to adapters."""
-        records, self._to_recover = self._to_recover, []
-        handed = 0
-        for record in records:
-            handed += await self._resume(record)
-        if records:
-            logger.warning("took up %d request(s) left by the last run", len(records))
-        return handed
+        record = await self._end_refused(receipt, error)
+        if record is not None:
+            self._drop_hold((record.platform, record.user_id))
 
     # submission helpers --------------------------------------------------------------------
 
@@ -231,7 +209,7 @@ class LocalJobEngine(EngineBase):
             hit = await self.cache.lookup(key)
             if hit is not None:
                 await self.request_log.update(receipt.id, status="queued", cache_key=key,
-                                              image_sha256=_sha(request))
+                                              image_sha256=image_sha(request))
                 await self._finish_from_cache(handle, request, receipt.seed, hit,
                                               receipt.created_at)
                 self._drop_hold(user)
@@ -240,16 +218,10 @@ class LocalJobEngine(EngineBase):
             if request.image is not None:
                 await self.spool.write(receipt.id, request.image)
             await self.request_log.update(receipt.id, status="queued", cache_key=key,
-                                          image_sha256=_sha(request), caption=request.caption,
+                                          image_sha256=image_sha(request), caption=request.caption,
                                           prompt=request.prompt)
         except Exception as exc:
-            error = exc if isinstance(exc, UserFacingError) else GenerationFailed(
-                "could not queue the job")
-            logger.log(logging.INFO if isinstance(exc, UserFacingError) else logging.ERROR,
-                       "received request %s cannot be queued: %s", receipt.id, exc,
-                       exc_info=not isinstance(exc, UserFacingError))
-            await self.refuse(receipt, error)
-            raise error from None
+            raise await self._cannot_queue(receipt, exc) from None
         self.admission.release_place()  # from here the job is in the queue (or rides one)
         await self._queue(Ticket(handle, user, receipt.created_at), request, receipt.seed, key,
                           rider)

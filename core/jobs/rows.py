@@ -33,6 +33,11 @@ def model_tag(config: Config) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
 
+def image_sha(request: JobRequest) -> str | None:
+    """The SHA-256 of the request's picture, when it has one at hand."""
+    return request.image.sha256 if request.image is not None else None
+
+
 def record_for(request: JobRequest, request_id: str, *, status: str, created_at: float,
                seed: int | None, cache_key: str | None = None,
                reason: str | None = None) -> RequestRecord:
@@ -42,7 +47,7 @@ def record_for(request: JobRequest, request_id: str, *, status: str, created_at:
         id=request_id, platform=request.platform, user_id=request.user_id,
         chat_id=request.chat_id, source_kind=request.source_kind, status=status,
         created_at=created_at, is_admin=request.is_admin,
-        image_sha256=request.image.sha256 if request.image is not None else None,
+        image_sha256=image_sha(request),
         caption=request.caption, prompt=request.prompt, options=request.options.to_dict(),
         seed=seed, lang=request.lang,
         # A refusal at the door is answered at once and never again: nothing to keep.
