@@ -20,6 +20,7 @@ from bot.web.jobs import (
     AUDIO_TYPES,
     WebError,
     WebJob,
+    clip_response,
     event_data,
     event_name,
     job_view,
@@ -168,12 +169,7 @@ async def get_audio(request: web.Request) -> web.StreamResponse:
     path = await _audio_path(request, job_id, fmt)
     if path is None:
         raise unknown_job()
-    if not path.is_file():
-        raise WebError(404, "audio_gone")
-    name = f"sonify-{job_id}.{fmt}"
-    return web.FileResponse(path, headers={"Content-Type": AUDIO_TYPES[fmt],
-                                           "Content-Disposition": f'inline; filename="{name}"',
-                                           "Cache-Control": "no-cache"})
+    return clip_response(path, job_id, fmt, {"Cache-Control": "no-cache"})
 
 
 async def page_config(request: web.Request) -> web.Response:

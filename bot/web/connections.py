@@ -31,7 +31,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_request import BaseRequest
 
 from bot.web.identity import address_key
-from bot.web.texts import web_message
+from bot.web.jobs import error_body, json_response
 
 logger = logging.getLogger(__name__)
 # aiohttp's server logger for our runner (passed as `logger=`), with `RequestLineFilter`.
@@ -45,8 +45,7 @@ REFUSAL_LOG_EVERY_S = 60.0
 
 def _refusal() -> bytes:
     """The whole HTTP answer to a connection over the cap (its request is not read)."""
-    body = json.dumps({"error": {"code": "too_many_connections",
-                                 "message": web_message("too_many_connections", "en")}}).encode()
+    body = json.dumps(error_body("too_many_connections", "en")).encode()
     head = ("HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\nRetry-After: {REFUSAL_RETRY_S}\r\n"
             "Cache-Control: no-store\r\nConnection: close\r\n\r\n")
@@ -139,9 +138,7 @@ class JsonErrorHandler(web.RequestHandler):
         super().handle_error(request, status, exc, message)  # logs; refuses if already sent
         # The parser's message quotes the raw request: the client gets a fixed text instead.
         code = "unreadable_request" if status < 500 else "failed"
-        body = {"error": {"code": code, "message": web_message(code, "en")}}
-        response = web.Response(status=status, text=json.dumps(body),
-                                content_type="application/json")
+        response = json_response(error_body(code, "en"), status=status)
         response.force_close()
         return response
 

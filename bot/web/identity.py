@@ -96,6 +96,12 @@ class _Window:
         self._events.setdefault(key, deque()).append(self._clock())
 
 
+def same_secret(given: str, expected: str) -> bool:
+    """A constant-time comparison that takes any header text, even bytes that are not UTF-8
+    (aiohttp keeps those as surrogates, which a plain `.encode()` refuses)."""
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode())
+
+
 class Identities:
     """Signed browser ids: issued at a bounded rate per address, checked, hashed for the log."""
 
@@ -122,8 +128,7 @@ class Identities:
         if not dot or len(browser_id) != _ID_CHARS or len(signature) != _SIG_CHARS:
             return None
         expected = _b64(self._mac(b"uid:", browser_id), _SIG_CHARS)
-        if not hmac.compare_digest(signature.encode("utf-8", "surrogateescape"),
-                                   expected.encode()):
+        if not same_secret(signature, expected):
             return None
         # A different label than the signature's: the stored hash is not a valid cookie part.
         return "browser:" + self._mac(b"log:", browser_id).hex()[:32]

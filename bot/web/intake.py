@@ -218,7 +218,6 @@ async def load_image(services: Services, intake: Intake) -> DecodedImage:
     """Decode the upload, or fetch the link through the SSRF-safe fetcher."""
     if intake.data is not None:
         return await decode_image_async(intake.data, services.config.images)
-    if intake.url:
-        return await services.fetcher.fetch_image(intake.url)
-    raise BadRequest("no image or url given", code="no_image")
+    assert intake.url, "submit_job refuses a request with neither a picture nor a link"
+    return await services.fetcher.fetch_image(intake.url)
 

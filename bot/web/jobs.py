@@ -35,6 +35,16 @@ def error_body(code: str, lang: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": web_message(code, lang)}}
 
 
+def clip_response(path: Path, job_id: str, fmt: str, headers: dict[str, str]
+                  ) -> web.FileResponse:
+    """A job's clip file, to play or save under its job's name (404 once it is gone)."""
+    if not path.is_file():
+        raise WebError(404, "audio_gone")
+    name = f"sonify-{job_id}.{fmt}"
+    return web.FileResponse(path, headers={**headers, "Content-Type": AUDIO_TYPES[fmt],
+                                           "Content-Disposition": f'inline; filename="{name}"'})
+
+
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None
                   ) -> web.Response:
     """A JSON body with exactly `application/json` (no HTML anywhere in the API)."""

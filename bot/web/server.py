@@ -12,7 +12,6 @@ Who a client is, and the per-address limits: `bot.web.identity`; the connection 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import ipaddress
 import logging
 import re
@@ -36,6 +35,7 @@ from bot.web.identity import (
     AddressLimits,
     Identities,
     address_key,
+    same_secret,
 )
 from bot.web.intake import ClientGone
 from bot.web.jobs import (
@@ -98,12 +98,6 @@ def _token_cookie_value(token: str) -> str:
     """What the page's token cookie holds: derived from the token, so the cookie is not the
     token. One function, shared with the log masking (`core.secrecy`), which masks it too."""
     return web_cookie_value(token)
-
-
-def _same_secret(given: str, expected: str) -> bool:
-    """A constant-time comparison that takes any header text, even bytes that are not UTF-8
-    (aiohttp keeps those as surrogates, which a plain `.encode()` refuses)."""
-    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode())
 
 
 def _is_loopback(host: str) -> bool:
@@ -183,7 +177,7 @@ def guard_middleware(config_host: str, token: str) -> Callable[..., Awaitable[we
         if token and not (request.method in ("GET", "HEAD") and is_share_path(request.path)):
             given = request.query.get("token")
             if request.path == "/" and given is not None:
-                if not _same_secret(given, token):
+                if not same_secret(given, token):
                     raise WebError(401, "unauthorized", UNAUTHORIZED)
                 set_cookie = True
             elif not _authorized(request, token, cookie_value):
@@ -215,9 +209,9 @@ def _cross_origin(request: web.Request) -> bool:
 def _authorized(request: web.Request, token: str, cookie_value: str) -> bool:
     auth = request.headers.get("Authorization", "")
     if auth.lower().startswith("bearer "):
-        return _same_secret(auth[7:].strip(), token)
+        return same_secret(auth[7:].strip(), token)
     cookie = request.cookies.get(TOKEN_COOKIE, "")
-    return bool(cookie) and _same_secret(cookie, cookie_value)
+    return bool(cookie) and same_secret(cookie, cookie_value)
 
 
 def _user_id(request: web.Request) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from bot.web.jobs import AUDIO_TYPES, WebError, json_response
+from bot.web.jobs import AUDIO_TYPES, WebError, clip_response, json_response
 from bot.web.state import SERVICES, live_job, owned_record, unknown_job
 from bot.web.texts import STATIC_DIR, fill, request_language
 from core.i18n import t
@@ -147,11 +147,9 @@ async def share_asset(request: web.Request) -> web.StreamResponse:
         return web.Response(body=shared.preview, headers=headers)
     fmt = asset.removeprefix("sound.")
     path = (await request.app[SERVICES].engine.clip_files(record) or {}).get(fmt)
-    if path is None or not path.is_file():
+    if path is None:
         raise WebError(404, "audio_gone")
-    name = f"sonify-{record.id}.{fmt}"
-    return web.FileResponse(path, headers={**headers,
-                                           "Content-Disposition": f'inline; filename="{name}"'})
+    return clip_response(path, record.id, fmt, SHARE_HEADERS)
 
 
 def add_share_routes(app: web.Application) -> None:

@@ -21,9 +21,9 @@ from core.i18n import CATALOGUE, DEFAULT_LANGUAGE, describe_error, pick_language
 
 STATIC_DIR = Path(__file__).with_name("static")
 # Besides every "web.*" text, the page's script shows these shared ones.
-SCRIPT_KEYS = ("queued", "started", "progress", "error.too_large", "error.failed",
-               "another_take", "use_my_words", "ask_words", "words_label",
-               "words_placeholder")
+SCRIPT_KEYS = ("queued", "started", "progress", "error.too_large", "error.failed")
+# The bots' own words for the buttons they share with the page (filled into index.html).
+PAGE_KEYS = ("another_take", "use_my_words", "ask_words", "words_label", "words_placeholder")
 _SLOT_PATTERN = re.compile(r"\{\{([A-Za-z0-9_.]+)\}\}")
 
 
@@ -108,7 +108,5 @@ def render_page(lang: str, generation: GenerationConfig, words_max_chars: int) -
               "max_seconds": f"{generation.max_seconds:g}",
               "seconds": f"{generation.seconds:g}", "max_seed": str(MAX_SEED),
               "words_max_chars": str(words_max_chars)}
-    # The bots' own words for the buttons they share with the page.
-    values.update({key: t(key, lang) for key in ("another_take", "use_my_words", "ask_words",
-                                                 "words_label", "words_placeholder")})
+    values.update({key: t(key, lang) for key in PAGE_KEYS})
     return fill("index.html", lang, values, {"texts": texts})
