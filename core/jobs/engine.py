@@ -42,8 +42,6 @@ from core.storage.request_log import RequestLog, RequestRecord
 
 logger = logging.getLogger(__name__)
 
-MAX_TEXT_CHARS = 1000
-
 
 class LocalJobEngine(EngineBase):
     """The embedded backend: everything in this process."""

@@ -79,7 +79,6 @@ class SoundGenerator:
         self.pipe = pipe.to(self.device) if pipe.dtype == dtype else pipe.to(self.device, dtype)
         self.pipe.set_progress_bar_config(disable=True)
         self.model: Backend = backend_for(self.pipe, self.device, dtype)
-        self.backend = self.model.name
         # An injected scorer wins; otherwise the pipeline's own CLAP, if it has one.
         self.scorer: Scorer | None = scorer if scorer is not None else self.model.own_scorer()
         self._lock = threading.Lock()

@@ -83,3 +83,10 @@ def without_secrets(context: dict[str, Any]) -> dict[str, Any]:
         else:
             kept[name] = value
     return kept
+
+
+def row_values(record: RequestRecord) -> dict[str, Any]:
+    """The columns of `record`'s new row (its reply context without credentials)."""
+    values = {f: getattr(record, f) for f in RECORD_FIELDS}
+    values["reply_context"] = without_secrets(record.reply_context or {})
+    return values

@@ -22,7 +22,7 @@ from core.errors import ConfigError, DuplicateRequest, StorageUnavailable
 from core.secrecy import SecretMasker, url_passwords
 from core.storage.blobs import BlobStore, ClipIndex
 from core.storage.migrate import current_revision, migrate
-from core.storage.records import RECORD_FIELDS, RequestRecord, without_secrets
+from core.storage.records import RECORD_FIELDS, RequestRecord, row_values, without_secrets
 from core.storage.shared import SharedRequests
 from core.storage.shares import ShareLinks
 from core.storage.tables import UNFINISHED, cursors, requests
@@ -115,8 +115,7 @@ class RequestLog:
 
     async def insert(self, record: RequestRecord) -> None:
         """Add a row; DuplicateRequest when its dedupe_key is already recorded."""
-        values = {f: getattr(record, f) for f in RECORD_FIELDS}
-        values["reply_context"] = without_secrets(record.reply_context or {})
+        values = row_values(record)
         try:
             async with self.engine.begin() as conn:
                 await conn.execute(insert(requests).values(**values))

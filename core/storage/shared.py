@@ -17,13 +17,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from core.errors import DuplicateRequest
-from core.storage.records import RECORD_FIELDS, RequestRecord, without_secrets
-from core.storage.tables import requests
+from core.storage.records import RequestRecord, row_values
+from core.storage.tables import UNFINISHED, requests
 
 # Any fixed 64-bit number names the lock among PostgreSQL advisory locks.
 _ADMISSION_LOCK_KEY = 0x536F6E69667901  # "Sonify" and 1
 WAITING = ("received", "queued")
-ACTIVE = ("received", "queued", "running")
 
 
 @dataclass(frozen=True)
@@ -55,29 +54,28 @@ class SharedRequests:
 
         Raises DuplicateRequest for a dedupe key recorded before.
         """
-        values = {f: getattr(record, f) for f in RECORD_FIELDS}
-        values["reply_context"] = without_secrets(record.reply_context or {})
+        values = row_values(record)
         try:
             async with self.engine.begin() as conn:
                 await self._lock(conn)
                 if record.dedupe_key is not None:
-                    found = (await conn.execute(
-                        select(requests.c.id, requests.c.created_at)
-                        .where(requests.c.dedupe_key == record.dedupe_key))).first()
-                    if found is not None:
-                        raise DuplicateRequest(str(found[0]), float(found[1]))
+                    await _refuse_known(conn, record.dedupe_key)
                 check(await self._counts(conn, record.platform, record.user_id, hour_since))
                 await conn.execute(insert(requests).values(**values))
         except IntegrityError:
             if record.dedupe_key is None:
                 raise
-            raise DuplicateRequest(record.id, record.created_at) from None
+            # Written meanwhile by a writer outside the lock: answer with that row, as
+            # `RequestLog.insert` does.
+            async with self.engine.connect() as conn:
+                await _refuse_known(conn, record.dedupe_key)
+            raise
 
     async def _counts(self, conn: AsyncConnection, platform: str, user_id: str,
                       hour_since: float) -> Counts:
         mine = (requests.c.platform == platform) & (requests.c.user_id == user_id)
         active = (await conn.execute(select(func.count()).where(
-            mine, requests.c.status.in_(ACTIVE)))).scalar() or 0
+            mine, requests.c.status.in_(UNFINISHED)))).scalar() or 0
         hour = (await conn.execute(select(func.count(), func.min(requests.c.created_at)).where(
             mine, requests.c.created_at > hour_since,
             requests.c.status != "rejected"))).one()
@@ -132,7 +130,7 @@ class SharedRequests:
     async def riders(self, leader_id: str) -> list[RequestRecord]:
         """Requests waiting for `leader_id`'s clip, not yet answered."""
         query = select(requests).where(requests.c.rider_of == leader_id,
-                                       requests.c.status.in_(ACTIVE))
+                                       requests.c.status.in_(UNFINISHED))
         async with self.engine.connect() as conn:
             return [RequestRecord.from_row(r) for r in await conn.execute(query)]
 
@@ -175,7 +173,7 @@ class SharedRequests:
             for request_id in request_ids:
                 done = await conn.execute(
                     update(requests).where(requests.c.id == request_id,
-                                           requests.c.status.in_(ACTIVE)).values(**values))
+                                           requests.c.status.in_(UNFINISHED)).values(**values))
                 if done.rowcount:
                     finished.append(request_id)
         return finished
@@ -197,3 +195,11 @@ def _queue_fairly(conn: Connection, request_id: str, platform: str, user_id: str
     conn.execute(update(requests).where(requests.c.id == request_id)
                  .values(status="queued", fair_round=turn, **values))
     return turn
+
+
+async def _refuse_known(conn: AsyncConnection, dedupe_key: str) -> None:
+    """Raise DuplicateRequest (with the recorded row's id) when `dedupe_key` is known."""
+    found = (await conn.execute(select(requests.c.id, requests.c.created_at)
+                                .where(requests.c.dedupe_key == dedupe_key))).first()
+    if found is not None:
+        raise DuplicateRequest(str(found[0]), float(found[1]))
