@@ -4,23 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from pathlib import Path
-
-from sqlalchemy.engine import make_url
 
 from bot.cli.common import CliError
 from core.config import Config
 from core.stats.collect import collect_stats
 from core.stats.render import render_stats_text
+from core.storage.migrate import sqlite_file
 from core.storage.request_log import RequestLog
-
-
-def sqlite_file(url: str) -> Path | None:
-    """The file behind a SQLite URL; None for other databases and in-memory SQLite."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
-        return None
-    return Path(parsed.database)
 
 
 def run(args: argparse.Namespace, config: Config) -> int:

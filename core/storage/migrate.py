@@ -85,6 +85,14 @@ async def _file_lock(path: Path) -> AsyncIterator[None]:
         os.close(fd)  # closing releases the lock
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The file behind a SQLite URL; None for other databases and in-memory SQLite."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
 async def migrate(engine: AsyncEngine) -> str:
     """Create or upgrade the schema to the newest revision; returns that revision."""
     url = make_url(str(engine.url))
@@ -95,8 +103,9 @@ async def migrate(engine: AsyncEngine) -> str:
                                {"key": _ADVISORY_LOCK_KEY})
             return await conn.run_sync(_upgrade)
     lock: contextlib.AbstractAsyncContextManager[None] = contextlib.nullcontext()
-    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-        lock = _file_lock(Path(f"{url.database}.migrate-lock"))
+    database = sqlite_file(str(engine.url))
+    if database is not None:
+        lock = _file_lock(Path(f"{database}.migrate-lock"))
     async with lock, engine.begin() as conn:
         return await conn.run_sync(_upgrade)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Integer, case, event, func, insert, select, update
@@ -21,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from core.errors import ConfigError, DuplicateRequest, StorageUnavailable
 from core.secrecy import SecretMasker, url_passwords
 from core.storage.blobs import BlobStore, ClipIndex
-from core.storage.migrate import current_revision, migrate
+from core.storage.migrate import current_revision, migrate, sqlite_file
 from core.storage.records import RECORD_FIELDS, RequestRecord, row_values, without_secrets
 from core.storage.shared import SharedRequests
 from core.storage.shares import ShareLinks
@@ -70,8 +69,9 @@ class RequestLog:
     def __init__(self, url: str) -> None:
         parsed = make_url(url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
-        if self.is_sqlite and parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        database = sqlite_file(url)
+        if database is not None:
+            database.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.engine: AsyncEngine = create_async_engine(url)
         except ModuleNotFoundError as exc:
