@@ -131,7 +131,7 @@ class TelegramAdapter:
             await with_retry(lambda: self.app.bot.delete_webhook(drop_pending_updates=False),
                              what="deleteWebhook", attempts=3)
             self._poller = UpdatePoller(self.app, timeout_s=self.config.telegram.poll_timeout_s,
-                                        unrecorded=self.handlers.unrecorded,
+                                        process=self.handlers.process,
                                         on_error=self._polling_error)
             self._poller.start()
 
@@ -206,9 +206,7 @@ class TelegramAdapter:
         except (ValueError, TypeError, KeyError, AttributeError):
             return web.Response(status=400)
         # Answered only once the request is recorded: Telegram sends it again otherwise.
-        await self.app.process_update(update)
-        if update.update_id in self.handlers.unrecorded:
-            self.handlers.unrecorded.discard(update.update_id)
+        if not await self.handlers.process(self.app, update):
             return web.Response(status=503)
         return web.Response()
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from typing import Any
 
 from telegram import Chat, ForceReply, InputFile, Message, Update, User
 from telegram.constants import ChatType
 from telegram.error import TelegramError
-from telegram.ext import ContextTypes
+from telegram.ext import Application, ContextTypes
 
 from bot.common.options import options_from_words
 from bot.telegram.parse import (
@@ -50,6 +51,16 @@ class Handlers:
         self.username = ""
         # Updates whose request could not be recorded: the poller must not confirm them.
         self.unrecorded: set[int] = set()
+
+    async def process(self, app: Application[Any, Any, Any, Any, Any, Any],
+                      update: Update) -> bool:
+        """Have `app` handle `update`; False when its request could not be recorded, so
+        Telegram must not be told it was handled (it sends it again)."""
+        await app.process_update(update)
+        if update.update_id in self.unrecorded:
+            self.unrecorded.discard(update.update_id)
+            return False
+        return True
 
     # -- helpers ---------------------------------------------------------------------
     def allowed(self, chat: Chat | None) -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -26,16 +26,18 @@ logger = logging.getLogger(__name__)
 
 ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
 MAX_BACKOFF_S = 30.0
+# Handles one update; False when its request could not be recorded (`Handlers.process`).
+Process = Callable[[Application[Any, Any, Any, Any, Any, Any], Update], Awaitable[bool]]
 
 
 class UpdatePoller:
     """Fetches updates, has them processed one by one, and confirms what was recorded."""
 
     def __init__(self, app: Application[Any, Any, Any, Any, Any, Any], *, timeout_s: float,
-                 unrecorded: set[int], on_error: Callable[[TelegramError], None]) -> None:
+                 process: Process, on_error: Callable[[TelegramError], None]) -> None:
         self.app = app
         self.timeout_s = timeout_s
-        self.unrecorded = unrecorded  # filled by the error handler (StorageUnavailable)
+        self.process = process  # False: the update's request could not be recorded
         self.on_error = on_error
         self.offset: int | None = None
         self._task: asyncio.Task[None] | None = None
@@ -82,9 +84,7 @@ class UpdatePoller:
     async def _process(self, updates: tuple[Update, ...]) -> bool:
         """Process in order; False at the first update that could not be recorded."""
         for update in updates:
-            await self.app.process_update(update)
-            if update.update_id in self.unrecorded:
-                self.unrecorded.discard(update.update_id)
+            if not await self.process(self.app, update):
                 return False  # offset stays: Telegram sends it (and what follows) again
             self.offset = update.update_id + 1
         return True
