@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from core.config import GenerationConfig
 from core.errors import BadRequest
 from core.options import GenerationOptions, parse_seconds, parse_seed
+from core.storage.records import RequestRecord
 
 # `8s`, `8.5 sec`, `8,5seg`: a length written as one word.
 _LENGTH_WORD = re.compile(r"^(\d+(?:[.,]\d+)?)\s*(?:s|sec|secs|seconds?|seg|segundos?)$", re.I)
@@ -63,3 +64,15 @@ def options_from_words(words: Sequence[str], generation: GenerationConfig, *,
         elif strict:
             raise BadRequest(f"unknown option {key!r}", code="bad_option")
     return requested_options(generation, seconds=seconds, seed=seed)
+
+
+def options_of(record: RequestRecord, generation: GenerationConfig) -> GenerationOptions:
+    """What a new take of `record` renders with: its own options (the configured ones for a
+    row that kept none); never its seed."""
+    return record.generation_options or GenerationOptions.from_config(generation)
+
+
+def retakes_words(record: RequestRecord) -> bool:
+    """Whether another take of `record` renders its words again (a "Use my words" result)
+    rather than its caption through the prompt template."""
+    return record.reply_context.get("mode") == "prompt" or not record.caption

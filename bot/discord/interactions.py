@@ -12,6 +12,7 @@ from typing import Any
 
 import discord
 
+from bot.common.options import options_of, retakes_words
 from bot.common.requests import Requester, refuse
 from bot.discord.replies import InteractionTarget, as_user_error, clip, error_text
 from bot.discord.requests import PLATFORM, DiscordRequests
@@ -135,9 +136,6 @@ class InteractionHandlers:
                      interaction.extras["sonify_kind"], BadRequest(refusal, code=refusal))
         return None
 
-    def _options_of(self, record: RequestRecord) -> GenerationOptions:
-        return record.generation_options or GenerationOptions.from_config(self.config.generation)
-
     async def again(self, interaction: discord.Interaction, request_id: str) -> None:
         """"Another take": the stored caption (or prompt), a fresh seed."""
         try:
@@ -145,8 +143,9 @@ class InteractionHandlers:
             record = await self._own_record(interaction, request_id, lang)
             if record is None:
                 return
-            words = not record.caption
-            await self._take(interaction, lang, options=self._options_of(record), seed=None,
+            words = retakes_words(record)
+            options = options_of(record, self.config.generation)
+            await self._take(interaction, lang, options=options, seed=None,
                              caption=None if words else record.caption,
                              prompt=record.prompt if words else None)
         except Exception as exc:
@@ -180,7 +179,7 @@ class InteractionHandlers:
             words = submitted_words(dict(interaction.data or {}))
             if not words:
                 raise BadRequest("empty description")
-            await self._take(interaction, lang, options=self._options_of(record), seed=None,
-                             prompt=words)
+            options = options_of(record, self.config.generation)
+            await self._take(interaction, lang, options=options, seed=None, prompt=words)
         except Exception as exc:
             await self.report(interaction, exc)

@@ -15,7 +15,7 @@ from telegram.constants import ChatType
 from telegram.error import TelegramError
 from telegram.ext import Application, ContextTypes
 
-from bot.common.options import options_from_words
+from bot.common.options import options_from_words, options_of, retakes_words
 from bot.telegram.parse import (
     WORDS_REF,
     ImageRef,
@@ -29,7 +29,6 @@ from bot.telegram.replies import ReplyTarget, with_retry
 from bot.telegram.requests import PLATFORM, TelegramRequests, source_of, update_key
 from core.errors import GenerationFailed, StorageUnavailable, UserFacingError
 from core.i18n import describe_error, pick_language, t
-from core.options import GenerationOptions
 from core.storage.records import RequestRecord
 
 logger = logging.getLogger(__name__)
@@ -186,9 +185,8 @@ class Handlers:
             await self.reply.try_send_text(target, text, reply_markup=ForceReply(
                 selective=True, input_field_placeholder=placeholder))
             return
-        options = record.generation_options or GenerationOptions.from_config(
-            self.config.generation)
-        words = record.reply_context.get("mode") == "prompt" or not record.caption
+        options = options_of(record, self.config.generation)
+        words = retakes_words(record)
         await self.requests.take(self.requests.requester(target, user).job(
             source_kind="retake", options=options, dedupe_key=update_key(update.update_id),
             caption=None if words else record.caption, prompt=record.prompt if words else None,
@@ -208,8 +206,7 @@ class Handlers:
         if not prompt:
             await self.reply.try_send_text(target, t("ask_words", lang))
             return
-        options = record.generation_options or GenerationOptions.from_config(
-            self.config.generation)
+        options = options_of(record, self.config.generation)
         await self.requests.take(self.requests.requester(target, user).job(
             source_kind="text", options=options, prompt=prompt,
             dedupe_key=update_key(update.update_id),

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from bot.common.options import requested_options
+from bot.common.options import options_of, requested_options, retakes_words
 from bot.common.requests import Requester, refuse
 from bot.web.intake import ClientGone, Intake, load_image, read_intake, read_json_object
 from bot.web.jobs import WebError, job_view, json_response, preview_of
@@ -31,7 +31,6 @@ from bot.web.texts import request_language
 from core.errors import BadRequest, ImageRejected, RateLimited, UserFacingError
 from core.intake.decode import DecodedImage
 from core.jobs.events import JobHandle
-from core.options import GenerationOptions
 from core.services import Services
 from core.storage.request_log import RequestRecord
 
@@ -135,12 +134,6 @@ async def _source(request: web.Request, requester: Requester, kind: str) -> Requ
     return record
 
 
-def _options(services: Services, record: RequestRecord) -> GenerationOptions:
-    """The options of the result a new take starts from (its length; never its seed)."""
-    return record.generation_options or GenerationOptions.from_config(
-        services.config.generation)
-
-
 async def retake_job(request: web.Request) -> web.Response:
     """POST /api/jobs/{id}/retake: the same caption (or words), a fresh seed — a new job."""
     services = request.app[SERVICES]
@@ -152,9 +145,9 @@ async def retake_job(request: web.Request) -> web.Response:
                          BadRequest("the job has no caption yet", code="not_finished"))
             raise WebError(409, "not_finished")
         # A result of the user's words is retaken from those words, as the bots do.
-        words = record.reply_context.get("mode") == "prompt" or not record.caption
+        words = retakes_words(record)
         handle = await services.engine.submit(requester.job(
-            source_kind="retake", options=_options(services, record),
+            source_kind="retake", options=options_of(record, services.config.generation),
             caption=None if words else record.caption,
             prompt=record.prompt if words else None,
             reply_context={"mode": "prompt" if words else "caption", "of": record.id}))
@@ -186,7 +179,8 @@ async def words_job(request: web.Request) -> web.Response:
             await refuse(services.engine, requester, "text", _as_refusal(exc))
             raise
         handle = await services.engine.submit(requester.job(
-            source_kind="text", options=_options(services, record), prompt=words,
+            source_kind="text", options=options_of(record, services.config.generation),
+            prompt=words,
             reply_context={"mode": "prompt", "of": record.id}))
         return handle, None
 
