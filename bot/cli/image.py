@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import os
 import re
-import secrets
 import stat
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ from bot.cli.common import EXIT_USAGE, CliError
 from bot.cli.progress import progress_for
 from core.audio.encode import FORMATS, clip_duration, encode_clip, format_for_path
 from core.config import MAX_SEED, MAX_STEPS, MIN_SECONDS, Config
+from core.files import write_atomically
 from core.intake.decode import DecodedImage, decode_image
 from core.intake.fetch import ImageFetcher
 from core.models.pipeline import PipelineInput
@@ -128,19 +128,10 @@ async def _fetch(url: str, config: Config) -> DecodedImage:
 def write_file(path: Path, data: bytes) -> None:
     """Write `data` to `path` atomically, with the permissions the umask gives new files.
 
-    The temporary file is opened with mode 0666 for the kernel to apply the umask, as for any
-    file a command creates (tempfile.mkstemp would make it 0600, private to its owner).
+    Created with mode 0666 for the kernel to apply the umask, as for any file a command
+    creates (tempfile.mkstemp would make it 0600, private to its owner).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(temporary, path)  # readers never see half a clip
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    write_atomically(path, data, mode=0o666)
 
 
 def run(args: argparse.Namespace, config: Config) -> int:

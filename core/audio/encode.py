@@ -7,14 +7,14 @@ the short axis). Every format here keeps stereo; `mono=True` downmixes (Telegram
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from dataclasses import dataclass
 from math import gcd
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+
+from core.files import write_atomically
 
 TARGET_PEAK = 0.95
 FADE_S = 0.015
@@ -192,13 +192,5 @@ def write_clip(audio: np.ndarray, rate: int, path: Path, fmt: str | None = None,
     path = Path(path)
     fmt = fmt or format_for_path(path)
     data = encode_clip(audio, rate, fmt, prepare=prepare, mono=mono)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(path, data)
     return clip_duration(data)

@@ -15,7 +15,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from core.audio.encode import channel_count, prepare_clip, write_clip
+from core.files import write_atomically
 from core.options import GenerationOptions
 from core.storage.blobs import ClipIndex
 from core.storage.request_log import RequestLog
@@ -134,12 +134,8 @@ class ClipCache:
         return None if missing else files
 
     def _copy_in(self, blobs: dict[str, tuple[Path, bytes]]) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
         for path, data in blobs.values():
-            # A name of its own: two tasks may fetch the same clip at once.
-            tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
-            tmp.write_bytes(data)
-            tmp.replace(path)  # whole or absent: a reader never sees half a clip
+            write_atomically(path, data)  # two tasks may fetch the same clip at once
 
     def write(self, clip_id: str, audio: np.ndarray, rate: int) -> tuple[dict[str, Path], float]:
         """Encode one clip in every served format (blocking: call it in a thread)."""

@@ -11,13 +11,12 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Protocol
 
 from PIL import Image
 
+from core.files import write_atomically
 from core.intake.decode import DecodedImage
 from core.storage.blobs import BlobStore
 from core.storage.records import RequestRecord
@@ -72,17 +71,7 @@ class FileSpool:
 
     def _write(self, request_id: str, data: bytes) -> None:
         """Whole or absent, and on disk before the row says "queued"."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{request_id}-", dir=self.root)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path(request_id))
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomically(self.path(request_id), data, durable=True)
 
     async def read(self, record: RequestRecord) -> DecodedImage | None:
         try:
