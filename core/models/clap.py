@@ -16,13 +16,12 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-from huggingface_hub import try_to_load_from_cache
 from transformers import AutoTokenizer, ClapFeatureExtractor, ClapModel
 
 from core.audio.encode import resample, to_mono
 from core.errors import ModelMissingError
-from core.models.hub import hub_is_offline
-from core.models.quiet import download_problem, first_line, held_logs
+from core.models.hub import is_hub_id, offline_and_not_cached, why_not_loaded
+from core.models.quiet import held_logs
 
 logger = logging.getLogger(__name__)
 
@@ -79,12 +78,11 @@ class ClapScorer:
         """
         source = source or DEFAULT_CLAP
         path = Path(source).expanduser()
-        local = path.is_dir() or source.startswith((".", "/", "~")) or source.count("/") > 1
+        local = not is_hub_id(source)
         if local and not (path / "config.json").is_file():
             raise ModelMissingError(f"CLAP model {source!r} is not a transformers model folder "
                                     f"(no config.json): {_FIX}")
-        if not local and hub_is_offline() and not isinstance(
-                try_to_load_from_cache(source, "config.json", cache_dir=cache_dir), str):
+        if not local and offline_and_not_cached(source, "config.json", cache_dir):
             raise ModelMissingError(f"CLAP model {source!r} is not in the Hugging Face cache "
                                     f"and downloads are off (HF_HUB_OFFLINE): {_FIX}")
         where = str(path) if local else source
@@ -95,8 +93,7 @@ class ClapScorer:
                 fe = ClapFeatureExtractor.from_pretrained(where, cache_dir=cache_dir)
         except Exception as exc:  # whatever transformers raises, the user gets one line
             logger.debug("loading CLAP %s failed", source, exc_info=True)
-            problem = None if local else download_problem(exc)
-            why = problem or f"could not be loaded ({type(exc).__name__}: {first_line(exc)})"
+            why = why_not_loaded(exc, local)
             raise ModelMissingError(f"CLAP model {source!r} {why}: {_FIX}") from None
         logger.info("CLAP model %s loaded on %s", source, torch.device(device))
         return cls(model, tokenizer, fe, device=device, dtype=dtype)

@@ -45,7 +45,7 @@ def hub_is_offline() -> bool:
 
 def _fix_for(backend: str, source: str) -> str:
     if backend in GATED:
-        repo = source if _is_hub_id(source) else DEFAULT_MODELS[backend]
+        repo = source if is_hub_id(source) else DEFAULT_MODELS[backend]
         # Stability publishes these in its own layout: one conversion gives a diffusers folder.
         return (f"accept the licence at https://huggingface.co/{repo} and set HF_TOKEN, convert "
                 "the checkpoint into a diffusers folder (README: Models) and point [models] "
@@ -54,9 +54,22 @@ def _fix_for(backend: str, source: str) -> str:
     return _FIX
 
 
-def _is_hub_id(source: str) -> bool:
+def is_hub_id(source: str) -> bool:
+    """A Hugging Face Hub id ("owner/name"), not a local folder."""
     path = Path(source).expanduser()
     return not (path.is_dir() or source.startswith((".", "/", "~")) or source.count("/") > 1)
+
+
+def offline_and_not_cached(repo: str, filename: str, cache_dir: str | None) -> bool:
+    """Downloads are off (HF_HUB_OFFLINE) and `filename` of `repo` is not in the cache."""
+    return hub_is_offline() and not isinstance(
+        try_to_load_from_cache(repo, filename, cache_dir=cache_dir), str)
+
+
+def why_not_loaded(exc: BaseException, local: bool) -> str:
+    """The phrase for a model that failed to load: the download's problem, else the error."""
+    problem = None if local else download_problem(exc)
+    return problem or f"could not be loaded ({type(exc).__name__}: {first_line(exc)})"
 
 
 def missing_model_error(backend: str, source: str, why: str) -> ModelMissingError:
@@ -98,7 +111,7 @@ def load_diffusers_pipeline(backend: str, source: str, *, dtype: torch.dtype,
     """
     cls = getattr(diffusers, PIPELINE_CLASSES[backend])
     path = Path(source).expanduser()
-    local = not _is_hub_id(source)
+    local = not is_hub_id(source)
     if local:
         index = path / "model_index.json"
         if not index.is_file():
@@ -109,11 +122,9 @@ def load_diffusers_pipeline(backend: str, source: str, *, dtype: torch.dtype,
             raise ConfigError(f"[models] sound_model: {source} holds a {found}, but "
                               f"sound_backend = {backend!r} needs a {cls.__name__}")
         source = str(path)
-    elif hub_is_offline():
-        if not isinstance(try_to_load_from_cache(source, "model_index.json", cache_dir=cache_dir),
-                          str):
-            raise missing_model_error(backend, source, "is not in the Hugging Face cache and "
-                                                       "downloads are off (HF_HUB_OFFLINE)")
+    elif offline_and_not_cached(source, "model_index.json", cache_dir):
+        raise missing_model_error(backend, source, "is not in the Hugging Face cache and "
+                                                   "downloads are off (HF_HUB_OFFLINE)")
     try:
         # On a failed load diffusers first warns that it cannot reach the Hub, in two lines.
         with held_logs("diffusers", "transformers", drop=_CHATTER), quiet_construction():
@@ -123,11 +134,7 @@ def load_diffusers_pipeline(backend: str, source: str, *, dtype: torch.dtype,
         if not local and _not_a_pipeline(exc):
             raise missing_model_error(backend, source, "is on the Hub but not as a diffusers "
                                                        "pipeline (no model_index.json)") from None
-        problem = None if local else download_problem(exc)
-        if problem:
-            raise missing_model_error(backend, source, problem) from None
-        raise missing_model_error(backend, source, f"could not be loaded ({type(exc).__name__}: "
-                                                   f"{first_line(exc)})") from None
+        raise missing_model_error(backend, source, why_not_loaded(exc, local)) from None
 
 
 def disable_progress_bars() -> None:
