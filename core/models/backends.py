@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from core.models.clap import ClapScorer
+from core.models.hub import PIPELINE_CLASSES
 from core.options import GenerationOptions
 
 SCHEDULERS = {"ddim": "DDIMScheduler", "dpm": "DPMSolverMultistepScheduler"}
@@ -27,8 +28,7 @@ StepFn = Callable[[int], None]  # called with the 0-based index of each finished
 class Backend:
     """A diffusers pipeline of one family, rendered in batches."""
 
-    name = ""
-    pipeline_class = ""
+    name = ""  # the `[models] sound_backend` value; hub.PIPELINE_CLASSES names its class
     has_own_clap = False  # a CLAP audio tower in the pipeline, to rank takes with
 
     def __init__(self, pipe: Any, device: torch.device, dtype: torch.dtype) -> None:
@@ -98,12 +98,10 @@ class _AudioLDMFamily(Backend):
 
 class AudioLDM(_AudioLDMFamily):
     name = "audioldm"
-    pipeline_class = "AudioLDMPipeline"
 
 
 class AudioLDM2(_AudioLDMFamily):
     name = "audioldm2"
-    pipeline_class = "AudioLDM2Pipeline"
     has_own_clap = True
 
     def own_scorer(self) -> ClapScorer | None:
@@ -158,7 +156,6 @@ class StableAudio3(Backend):
     """
 
     name = "stable-audio-3"
-    pipeline_class = "StableAudio3Pipeline"
 
     @property
     def sample_rate(self) -> int:
@@ -195,7 +192,7 @@ BACKENDS: dict[str, type[Backend]] = {b.name: b for b in (AudioLDM, AudioLDM2, S
 
 def backend_for(pipe: Any, device: torch.device, dtype: torch.dtype) -> Backend:
     """The backend that renders `pipe`, chosen by its class."""
-    by_class = {b.pipeline_class: b for b in BACKENDS.values()}
+    by_class = {PIPELINE_CLASSES[key]: backend for key, backend in BACKENDS.items()}
     name = type(pipe).__name__
     if name not in by_class:
         raise ValueError(f"unsupported sound pipeline {name}; use one of {', '.join(by_class)}")
