@@ -89,6 +89,18 @@ class ImagesConfig:
 
 
 @dataclass(frozen=True)
+class VideoConfig:
+    """Moving pictures (videos, animated GIF/WebP/PNG): bounds checked before any frame decodes."""
+
+    max_bytes: int = _opt(20_000_000, lo=1_000, hi=2_000_000_000)
+    max_seconds: float = _opt(20.0, lo=0.5, hi=600.0)
+    max_pixels: int = _opt(8_294_400, lo=4_096, hi=67_108_864)  # one frame; 3840×2160
+    max_side: int = _opt(4_096, lo=64, hi=16_384)
+    max_frames: int = _opt(1_200, lo=2, hi=100_000)
+    caption_frames: int = _opt(3, lo=1, hi=16)
+
+
+@dataclass(frozen=True)
 class JobsConfig:
     max_batch: int = _opt(4, lo=1, hi=64)
     max_wait_ms: int = _opt(150, lo=0, hi=10_000)
@@ -178,6 +190,7 @@ class Config:
     models: ModelsConfig = field(default_factory=ModelsConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     images: ImagesConfig = field(default_factory=ImagesConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
     jobs: JobsConfig = field(default_factory=JobsConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     telegram: TelegramConfig = field(default_factory=TelegramConfig)

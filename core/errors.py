@@ -69,6 +69,19 @@ class ImageRejected(UserFacingError):
     code = "not_image"
 
 
+class VideoRejected(ImageRejected):
+    """A moving picture (a video, or an animated GIF, WebP or PNG) cannot be used.
+
+    Codes besides ``too_large`` and ``empty``: ``not_video``, ``unsupported_video`` (a container
+    we recognise and refuse, ``params['format']``), ``unsupported_codec`` (``params['codec']``),
+    ``video_too_long`` (``params['max_seconds']``), ``video_too_many_frames``
+    (``params['max_frames']``), ``video_too_many_pixels``, ``video_bad_dimensions``,
+    ``video_no_frames``, ``video_corrupt``.
+    """
+
+    code = "not_video"
+
+
 class BadRequest(UserFacingError):
     """A request option is invalid (e.g. ``seconds`` out of range). Code ``bad_option``."""
 
