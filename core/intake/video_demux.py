@@ -24,9 +24,8 @@ from statistics import median
 from typing import Any
 
 import av
-import av.container
+import av.error
 import av.stream
-import av.video.stream
 
 from core.config import VideoConfig
 from core.errors import VideoRejected
@@ -102,6 +101,10 @@ def ffmpeg_errors() -> Iterator[None]:
         raise
     except MemoryError:
         raise VideoRejected("out of memory decoding", code="video_too_many_pixels") from None
+    except av.error.ArgumentError:
+        # EINVAL: what a decoder answers for a frame above its max_pixels (bad data is
+        # AVERROR_INVALIDDATA, below): the stream holds larger frames than its header said.
+        raise VideoRejected("frames too large", code="video_too_many_pixels") from None
     except (av.FFmpegError, OSError, ValueError, EOFError, IndexError, OverflowError) as exc:
         logger.debug("video refused: %s: %s", type(exc).__name__, exc)
         raise VideoRejected("damaged or incomplete video", code="video_corrupt") from None
@@ -137,8 +140,9 @@ def scan_video(data: bytes, fmt: MovingFormat, settings: VideoConfig) -> VideoSc
             if last - first > limit:
                 raise VideoRejected("video too long", code="video_too_long",
                                     max_seconds=settings.max_seconds)
-        if not starts:
-            raise VideoRejected("no frames", code="video_no_frames")
+        if not starts:  # none at all, or none of those the index lists: a cut-off file
+            raise VideoRejected("no frames", code="video_corrupt" if stream.frames
+                                else "video_no_frames")
         order = sorted(range(len(starts)), key=starts.__getitem__)
         origin = starts[order[0]]
         times = tuple(float((starts[i] - origin) * time_base) for i in order)
