@@ -14,6 +14,7 @@ index to the front).
 from __future__ import annotations
 
 import tempfile
+from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
 from fractions import Fraction
@@ -164,11 +165,11 @@ class _Interleaver:
     """Muxes the sound's packets in time order with the video's as these are written."""
 
     def __init__(self, out: Any, packets: list[Any]) -> None:
-        self.out, self.pending = out, packets
+        self.out, self.pending = out, deque(packets)
 
     def until(self, seconds: float) -> None:
         while self.pending and float(self.pending[0].pts * self.pending[0].time_base) <= seconds:
-            self.out.mux(self.pending.pop(0))
+            self.out.mux(self.pending.popleft())
 
     def finish(self) -> None:
         self.until(float("inf"))
