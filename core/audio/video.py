@@ -27,7 +27,7 @@ import numpy as np
 from core.audio.encode import prepare_clip
 from core.config import VideoConfig
 from core.intake.video import DecodedClip, iter_clip_frames
-from core.intake.video_demux import ffmpeg_errors, open_video
+from core.intake.video_demux import ffmpeg_errors, open_video, read_only
 
 AUDIO_RATE = 48_000
 AUDIO_KBPS = {1: 96, 2: 128}  # AAC-LC, by channel count
@@ -196,6 +196,7 @@ def _copy_video(out: Any, sound: _Interleaver, data: bytes, clip: DecodedClip,
     with open_video(data, clip.format, settings) as source:
         (stream,) = [s for s in source.streams.video if s.codec_context.codec.canonical_name
                      == clip.codec][:1]
+        read_only(source, stream)
         target = out.add_stream_from_template(stream)
         for packet in source.demux(stream):
             if packet.dts is None:

@@ -118,6 +118,7 @@ def scan_video(data: bytes, fmt: MovingFormat, settings: VideoConfig) -> VideoSc
         if time_base is None or time_base <= 0:
             raise VideoRejected("no time base", code="video_corrupt")
         _check_declared(container, stream, settings)
+        read_only(container, stream)
         starts: list[int] = []
         durations: list[int] = []
         seen = 0
@@ -158,6 +159,14 @@ def scan_video(data: bytes, fmt: MovingFormat, settings: VideoConfig) -> VideoSc
                          width=context.width, height=context.height,
                          pixel_format=context.pix_fmt, frame_times_s=times,
                          duration_s=duration, has_audio=bool(container.streams.audio))
+
+
+def read_only(container: Any, stream: Any) -> None:
+    """Have the demuxer skip every other stream's packets (sound, subtitles, data): a file
+    with a million tiny packets beside its video costs no more than its video."""
+    for other in container.streams:
+        if other.index != stream.index:
+            other.discard = av.stream.Discard.all
 
 
 def _codec_id(stream: Any) -> str:
@@ -230,6 +239,7 @@ def iter_video_frames(data: bytes, fmt: MovingFormat, scan: VideoScan,
     """
     with ffmpeg_errors(), open_guarded(data, fmt.demuxer or "", settings) as container:
         stream = container.streams.video[_video_position(container, scan.stream_index)]
+        read_only(container, stream)
         context = stream.codec_context
         context.options = _decoder_options(settings)
         context.thread_count = DECODER_THREADS

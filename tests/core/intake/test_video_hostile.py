@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 import core.intake.video
 from core.config import VideoConfig
 from core.errors import VideoRejected
+from core.i18n import describe_error, t
 from core.intake.video import decode_clip
 from core.intake.video_demux import open_guarded
 from tests.core.intake.hostile import encode, photo
@@ -333,6 +334,7 @@ import resource, sys
 from pathlib import Path
 from core.config import VideoConfig
 from core.errors import VideoRejected
+from core.i18n import describe_error, t
 from core.intake.video import decode_clip
 for warm in sys.argv[2:]:
     decode_clip(Path(warm).read_bytes(), VideoConfig())
@@ -384,3 +386,25 @@ def test_memory_stays_bounded(case: str, tmp_path: Path) -> None:
     outcome, grown_mb = _peak_growth_mb(tmp_path, make())
     assert outcome == expected
     assert grown_mb < 64, f"{case}: peak resident memory grew by {grown_mb} MB"
+
+
+# --- what the user reads -------------------------------------------------------------------
+
+@pytest.mark.parametrize("lang", ["en", "es"])
+def test_every_refusal_reads_as_its_own_text(lang: str) -> None:
+    refusals = [
+        VideoRejected("x", code="not_video"),
+        VideoRejected("x", code="unsupported_video", format="M3U/HLS playlist"),
+        VideoRejected("x", code="unsupported_codec", codec="ProRes"),
+        VideoRejected("x", code="video_too_long", max_seconds=20.0),
+        VideoRejected("x", code="video_too_many_frames", max_frames=1200),
+        VideoRejected("x", code="video_too_many_pixels"),
+        VideoRejected("x", code="video_bad_dimensions"),
+        VideoRejected("x", code="video_no_frames"),
+        VideoRejected("x", code="video_corrupt"),
+        VideoRejected("x", code="too_large", max_bytes=20_000_000),
+    ]
+    texts = [describe_error(refused, lang) for refused in refusals]
+    assert t("error.failed", lang) not in texts
+    assert len(set(texts)) == len(texts)
+    assert "20" in texts[3] and "1200" in texts[4] and "ProRes" in texts[2]
