@@ -41,6 +41,7 @@ TEXTS: dict[str, str] = {
     "error.too_many_pixels": "That image has too many pixels to process safely.",
     "error.bad_dimensions": "That image's dimensions are not usable.",
     "error.corrupt": "That image file is damaged or incomplete.",
+    "error.words_invalid": "Your description holds characters that are not text (control characters or broken encoding). Type it again in plain words.",
     "error.bad_option": "One of the options is not valid.",
     "error.bad_seconds": "The length must be between {min_seconds:g} and {max_seconds:g} seconds.",
     "error.bad_seed": "The seed must be a whole number between 0 and {max_seed}.",

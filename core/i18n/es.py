@@ -39,6 +39,7 @@ TEXTS: dict[str, str] = {
     "error.too_many_pixels": "Esa imagen tiene demasiados píxeles para procesarla con seguridad.",
     "error.bad_dimensions": "Las dimensiones de esa imagen no son válidas.",
     "error.corrupt": "Ese archivo de imagen está dañado o incompleto.",
+    "error.words_invalid": "Tu descripción contiene caracteres que no son texto (caracteres de control o codificación rota). Escríbela de nuevo con palabras normales.",
     "error.bad_option": "Una de las opciones no es válida.",
     "error.bad_seconds": "La duración debe estar entre {min_seconds:g} y {max_seconds:g} segundos.",
     "error.bad_seed": "La semilla debe ser un número entero entre 0 y {max_seed}.",

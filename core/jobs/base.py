@@ -30,6 +30,7 @@ from core.jobs.rows import model_tag, new_request_id, placeholder_request, recor
 from core.jobs.spool import Spool
 from core.options import check_seed
 from core.storage.request_log import RequestLog, RequestRecord
+from core.user_text import check_words
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +164,7 @@ class EngineBase:
         text = request.caption if request.caption is not None else request.prompt
         if not text or not text.strip() or len(text) > MAX_TEXT_CHARS:
             raise BadRequest(f"text must be 1 to {MAX_TEXT_CHARS} characters")
+        check_words(text)  # every adapter's words pass here: one rule for all of them
 
     def _key_for(self, request: JobRequest, seed: int) -> str:
         if request.image is not None:
