@@ -54,6 +54,7 @@ class RequestRecord:
     user_name: str | None = None
     fair_round: int | None = None
     rider_of: str | None = None
+    times: int = 1  # a refusal row stands for this many refusals (see `record_refusal`)
 
     @property
     def generation_options(self) -> GenerationOptions | None:
@@ -68,6 +69,7 @@ class RequestRecord:
         data = dict(row._mapping)
         data["reply_context"] = data.get("reply_context") or {}
         data["attempts"] = data.get("attempts") or 0
+        data["times"] = data.get("times") or 1
         return cls(**data)
 
 
