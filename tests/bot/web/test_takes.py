@@ -160,3 +160,31 @@ def test_the_web_bounds_words_like_the_telegram_bot() -> None:
     from bot.telegram.handlers import WORDS_MAX_CHARS as TELEGRAM_WORDS
 
     assert WORDS_MAX_CHARS == TELEGRAM_WORDS
+
+
+async def test_words_that_are_not_text_are_a_400_on_both_databases(
+        start_web: WebFactory, log_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A lone surrogate (both databases) or a NUL (PostgreSQL) in "Use my words" gave a 500:
+    now a 400 `words_invalid` with the catalogue text, logged as a refusal row."""
+    from core.logs import setup_logging
+
+    web = await start_web(generation={"steps": 2}, storage={"database_url": log_url})
+    setup_logging()
+    job_id, _ = await finished_upload(web)
+    path = f"/api/jobs/{job_id}/words"
+    for words in ("\ud800 x", "x\u0000y", "\x1b]0;owned\x07 \x9b2J"):
+        error = await expect_error(await web.client.post(path, json={"words": words}),
+                                   400, "words_invalid")
+        assert error["message"].startswith("Your description holds characters")
+    spanish = await expect_error(await web.client.post(
+        path, json={"words": "\udfff"}, headers={"Accept-Language": "es"}), 400, "words_invalid")
+    assert spanish["message"].startswith("Tu descripción contiene caracteres")
+    rows = [r for r in await last_rows(web) if r.status == "rejected"]
+    assert [(r.reason, r.times, r.prompt) for r in rows] == [("words_invalid", 4, "\ufffd x")]
+    # The page goes on: the same browser's ordinary words are rendered.
+    ok = await web.client.post(path, json={"words": "rain on a tin roof"})
+    assert ok.status == 202, await ok.text()
+    assert (await read_events(web.client, (await ok.json())["id"]))[-1][0] == "done"
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\x00" not in err and "\x9b" not in err
+    assert "\\ud800 x" in err  # the first refusal's line, escaped
