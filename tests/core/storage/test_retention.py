@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -224,3 +226,17 @@ async def test_sonify_stats_keeps_the_history_of_pruned_rows(
     out = capsys.readouterr()
     assert code == 0, out.err
     assert "All time: 4 requests — discord 3, telegram 1 · done 4" in out.out
+
+
+def test_the_growth_bench_runs_and_a_flood_adds_one_row() -> None:
+    """`bench/log_growth_bench.py` (the README's growth figures) runs as documented."""
+    bench = Path(__file__).resolve().parents[3] / "bench" / "log_growth_bench.py"
+    done = subprocess.run([sys.executable, str(bench)], capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    flood = next(line for line in lines if line.startswith("flood:"))
+    assert " 1 rows " in flood
+    assert any(line.startswith("1,000 clients refused") and " 1000 rows " in line
+               for line in lines)
+    assert "keep_days = 30 pruned 2,001 of 2,001 rows" in done.stdout
