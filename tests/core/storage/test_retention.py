@@ -240,3 +240,38 @@ def test_the_growth_bench_runs_and_a_flood_adds_one_row() -> None:
     assert any(line.startswith("1,000 clients refused") and " 1000 rows " in line
                for line in lines)
     assert "keep_days = 30 pruned 2,001 of 2,001 rows" in done.stdout
+
+
+async def test_pruning_takes_turns_with_new_requests(tmp_path: Path) -> None:
+    """Small transactions with a pause between them: requests are recorded while a long
+    pruning goes on, not after it."""
+    request_log = await RequestLog.open(f"sqlite+aiosqlite:///{tmp_path / 'log.db'}")
+    try:
+        for n in range(60):
+            await request_log.insert(row(f"old{n}", 40 * DAY - n))
+        events: list[str] = []
+        prune_batch = request_log.retention.prune_requests
+
+        async def batch(before: float, limit: int) -> int:
+            pruned = await prune_batch(before, limit)
+            events.append(f"batch of {pruned}")
+            return pruned
+
+        request_log.retention.prune_requests = batch  # type: ignore[method-assign]
+
+        async def requests() -> None:
+            for n in range(10):
+                await request_log.insert(row(f"new{n}", 60.0 - n))
+                events.append("request recorded")
+
+        pruner = Pruner(request_log, tmp_path / "cache", KEEP_DAYS, clock=Clock(), batch=5,
+                        pause_s=0.01)
+        pruned, _ = await asyncio.gather(pruner.prune(), requests())
+        assert pruned.rows == 60
+        batches = [n for n, e in enumerate(events) if e.startswith("batch of 5")]
+        recorded = [n for n, e in enumerate(events) if e == "request recorded"]
+        assert len(batches) == 12 and len(recorded) == 10
+        assert recorded[0] < batches[-1]  # recorded in between, not held until the end
+        assert {r.id for r in await request_log.rows_since(0)} == {f"new{n}" for n in range(10)}
+    finally:
+        await request_log.close()
