@@ -35,6 +35,8 @@ MAX_SECONDS = 30.0
 MAX_STEPS = 500
 MAX_CANDIDATES = 8
 MAX_SEED = 2**31 - 1
+# The statistics read their last 14 days (chart, week, top users, latency) from the rows.
+MIN_KEEP_DAYS = 14
 # Stable Audio 3's released checkpoints are distilled for 8 steps with guidance baked in; the
 # [generation] defaults (20 steps, guidance 2.5) are AudioLDM's.
 BACKEND_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -126,6 +128,9 @@ class JobsConfig:
 class StorageConfig:
     database_url: str = _opt("")  # empty: SQLite file in data_dir
     data_dir: str = _opt("data")
+    # Finished requests' rows, and clips unused, for longer than this are pruned (their counts
+    # kept as daily totals for the stats); 0 keeps everything forever.
+    keep_days: int = _opt(30, lo=0, hi=36_500)
 
 
 @dataclass(frozen=True)
@@ -332,6 +337,10 @@ def parse_config(data: dict[str, Any], source: str = "built-in defaults",
     if not rejected & {("telegram", "mode"), ("telegram", "webhook_url")} \
             and config.telegram.mode == "webhook" and not config.telegram.webhook_url:
         problems.append(f"{source}: [telegram] webhook_url: required when mode = 'webhook'")
+    if ("storage", "keep_days") not in rejected and 0 < config.storage.keep_days < MIN_KEEP_DAYS:
+        problems.append(f"{source}: [storage] keep_days: {config.storage.keep_days} is too short; "
+                        f"use 0 (keep forever) or at least {MIN_KEEP_DAYS} (the stats read the "
+                        f"last {MIN_KEEP_DAYS} days row by row)")
     if problems:
         raise ConfigError("\n".join(problems))
     return config

@@ -1,8 +1,10 @@
-"""Logging set-up that keeps secrets out of every log line.
+"""Logging set-up that keeps secrets out of every log line, and terminal controls too.
 
 Bot tokens travel inside URLs (Telegram puts the token in the path of every API
 call, and HTTP client libraries log those URLs), so masking has to happen on
-the final formatted text, for every logger, not only ours.
+the final formatted text, for every logger, not only ours. Log lines also carry what
+strangers typed (words, names, links, a library's error quoting them): their control
+characters are escaped on the same final text, whichever logger wrote it.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ import sys
 from collections.abc import Iterable
 
 from core.secrecy import MASK, SecretMasker
+from core.user_text import escape_controls
 
-__all__ = ["MASK", "SecretMaskingFilter", "setup_logging"]
+__all__ = ["MASK", "ControlCharacterFilter", "SecretMaskingFilter", "setup_logging"]
 
 _HANDLER_NAME = "sonify"
 
@@ -45,11 +48,32 @@ class SecretMaskingFilter(logging.Filter):
         return True
 
 
+class ControlCharacterFilter(logging.Filter):
+    """Write control characters as escapes (`\\x1b`, `\\x00`, `\\ud800`) in a record's final
+    text: an ESC or OSC sequence a user typed must not drive the operator's terminal, and a
+    newline must not start a line that looks like the program's own. Tracebacks keep their
+    newlines (the lines inside them are escaped all the same)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        escaped = escape_controls(message, keep="\t")
+        if escaped is not message:
+            record.msg, record.args = escaped, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = escape_controls(record.exc_text, keep="\t\n")
+        if record.stack_info:
+            record.stack_info = escape_controls(record.stack_info, keep="\t\n")
+        return True
+
+
 def setup_logging(secrets: Iterable[str] = (), level: int = logging.INFO) -> None:
     """Log to stderr with secrets masked; quieten chatty HTTP client loggers."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(SecretMaskingFilter(secrets))
+    handler.addFilter(ControlCharacterFilter())  # after masking: it needs the text as it was
     handler.set_name(_HANDLER_NAME)
     root = logging.getLogger()
     # Replace only our own handler: a host program's (or pytest's) handlers stay.

@@ -64,8 +64,8 @@ def _hex(byte: int) -> str:
     return "%" + "".join(f"[{d}{d.lower()}]" if d.isalpha() else d for d in f"{byte:02X}")
 
 
-def _char_pattern(ch: str) -> str:
-    """A regex for one character of a secret in any form it may take in a message."""
+def _char_forms(ch: str) -> list[str]:
+    """Regexes for the forms one character of a secret may take in a message."""
     encoded = ch.encode()
     forms = ["".join(_hex(b) for b in encoded)]  # percent-encoded (UTF-8)
     code = ord(ch)
@@ -79,32 +79,44 @@ def _char_pattern(ch: str) -> str:
         forms.append(re.escape("\\" + ch))  # repr's and JSON's escapes
     if ch == " ":
         forms.append(r"\+")  # form encoding
-    # Escaped forms first: at a "%" the escape is tried before the bare character.
-    return "(?:" + "|".join([*forms, re.escape(ch)]) + ")"
+    return [*forms, re.escape(ch)]
 
 
 class _Matcher:
-    """Finds one secret: its first `required` characters, then as many more as follow."""
+    """Finds one secret: its first `required` characters, then as many more as follow.
+
+    A character may be spelled several ways, and one spelling may be the start of another
+    (the "%" of a password written `LongHead%25Tail` reads as the escape "%25" too), so the
+    match follows every spelling of every character at once and keeps the longest: a greedy
+    choice would stop at "LongHead%25" and leave the rest of the password showing.
+    """
 
     def __init__(self, secret: str, required: int) -> None:
-        units = [_char_pattern(ch) for ch in secret]
-        self.head = re.compile("".join(units[:required]))
-        self.tail = [re.compile(unit) for unit in units[required:]]
+        forms = [_char_forms(ch) for ch in secret]
+        self.head = re.compile("".join("(?:" + "|".join(f) + ")" for f in forms[:required]))
+        self.units = [[re.compile(form) for form in unit] for unit in forms]
+        self.required = required
 
-    def sub(self, text: str) -> str:
-        pieces: list[str] = []
+    def _longest(self, text: str, start: int) -> int:
+        """The furthest end of a match that starts at `start` (-1: none)."""
+        ends, best = {start}, -1
+        for index, unit in enumerate(self.units):
+            ends = {found.end() for pos in ends for form in unit
+                    if (found := form.match(text, pos)) is not None}
+            if not ends:
+                break
+            if index + 1 >= self.required:
+                best = max(best, *ends)
+        return best
+
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        found: list[tuple[int, int]] = []
         pos = 0
-        while (found := self.head.search(text, pos)) is not None:
-            end = found.end()
-            for unit in self.tail:
-                step = unit.match(text, end)
-                if step is None:
-                    break
-                end = step.end()
-            pieces += [text[pos:found.start()], MASK]
-            pos = end
-        pieces.append(text[pos:])
-        return "".join(pieces)
+        while (hit := self.head.search(text, pos)) is not None:
+            end = self._longest(text, hit.start())
+            found.append((hit.start(), max(end, hit.end())))
+            pos = hit.start() + 1
+        return found
 
 
 class SecretMasker:
@@ -131,6 +143,19 @@ class SecretMasker:
         return bool(self._matchers)
 
     def mask(self, text: str) -> str:
-        for matcher in self._matchers:
-            text = matcher.sub(text)
-        return text
+        # Every secret's matches in the text as it is, then merged: masking one secret first
+        # would cut into a longer spelling of another (a password and its decoded form).
+        spans = sorted(span for matcher in self._matchers for span in matcher.spans(text))
+        if not spans:
+            return text
+        pieces: list[str] = []
+        pos = 0
+        start, end = spans[0]
+        for next_start, next_end in spans[1:]:
+            if next_start <= end:
+                end = max(end, next_end)
+                continue
+            pieces += [text[pos:start], MASK]
+            pos, (start, end) = end, (next_start, next_end)
+        pieces += [text[pos:start], MASK, text[end:]]
+        return "".join(pieces)

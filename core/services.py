@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from core.config import Config
 from core.distributed.engine import RedisJobEngine
 from core.intake.fetch import ImageFetcher
 from core.jobs.contract import JobEngine
 from core.jobs.engine import LocalJobEngine
+from core.jobs.pruning import Pruner
 from core.models.pipeline import Pipeline
 from core.stats.collect import collect_stats
 from core.stats.render import render_stats_chart, render_stats_text
@@ -28,6 +29,7 @@ class Services:
     request_log: RequestLog
     engine: JobEngine
     fetcher: ImageFetcher
+    pruner: Pruner | None = field(default=None)
 
     @classmethod
     async def create(cls, config: Config, *,
@@ -51,11 +53,16 @@ class Services:
         except BaseException:
             await request_log.close()
             raise
+        # `[storage] keep_days`: old rows and clips go in the background (never with 0).
+        pruner = Pruner(request_log, config.data_dir / "cache", config.storage.keep_days)
+        pruner.start()
         return cls(config=config, request_log=request_log, engine=engine,
-                   fetcher=ImageFetcher(config.images))
+                   fetcher=ImageFetcher(config.images), pruner=pruner)
 
     async def close(self) -> None:
-        """Stop the engine (if still running), close the fetcher and the log."""
+        """Stop the pruning and the engine (if still running), close the fetcher and the log."""
+        if self.pruner is not None:
+            await self.pruner.stop()
         await self.engine.stop()
         try:
             await self.fetcher.close()

@@ -15,6 +15,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -52,9 +53,10 @@ def _tail(log: Path) -> str:
 
 
 class RedisServer:
-    """One `redis-server` without persistence: a restart loses every key."""
+    """One `redis-server` without persistence: a restart loses every key. With `password`,
+    clients must give it (`requirepass`); `url` then holds it percent-encoded."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, password: str | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             _missing("redis-server")
@@ -62,17 +64,21 @@ class RedisServer:
         self.root = root
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        self.password = password
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        login = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"redis://{login}127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
         log = self.root / "redis.log"
         with log.open("ab") as sink:
             self.proc = subprocess.Popen(
                 [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                 "--appendonly", "no", "--dir", str(self.root)], stdout=sink, stderr=sink)
+                 "--appendonly", "no", "--dir", str(self.root),
+                 *(["--requirepass", self.password] if self.password else [])],
+                stdout=sink, stderr=sink)
         _wait_for_port(self.port, self.proc, log)
         return self
 

@@ -23,12 +23,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_request import BaseRequest
+from cachetools import TTLCache
 
 from bot.web.identity import address_key
 from bot.web.jobs import error_body, json_response
@@ -151,7 +153,10 @@ class ConnectionGuard:
         self.max_per_address = max_per_address  # 0: no cap
         self._open: dict[str, int] = {}
         self._protocols: dict[asyncio.BaseTransport, _GuardedProtocol] = {}
-        self._logged: dict[str, float] = {}
+        # Addresses whose refusal was logged in the last minute (bounded, expiring: a flood
+        # from many addresses neither grows it nor makes it scan).
+        self._logged: TTLCache[str, bool] = TTLCache(1024, REFUSAL_LOG_EVERY_S,
+                                                     timer=time.monotonic)
 
     def protocol(self, make_inner: Callable[[], asyncio.Protocol]) -> asyncio.Protocol:
         """The protocol of a new connection: `make_inner()` (aiohttp's), behind the guard."""
@@ -189,12 +194,9 @@ class ConnectionGuard:
             protocol.request_finished()
 
     def _log_refusal(self, address: str) -> None:
-        now = asyncio.get_running_loop().time()
-        if now - self._logged.get(address, -REFUSAL_LOG_EVERY_S) < REFUSAL_LOG_EVERY_S:
+        if address in self._logged:
             return
-        if len(self._logged) > 1024:
-            self._logged.clear()
-        self._logged[address] = now
+        self._logged[address] = True
         logger.info("web: refusing connections from %s: %d open (max_connections_per_address)",
                     address, self._open.get(address, 0))
 

@@ -31,8 +31,10 @@ import ipaddress
 import logging
 import secrets
 import time
-from collections import deque
+from bisect import bisect_right
 from collections.abc import Callable
+
+from cachetools import TTLCache
 
 from core.errors import RateLimited
 from core.jobs.events import JobHandle
@@ -46,8 +48,9 @@ _ID_CHARS = 22  # secrets.token_urlsafe(16)
 _SIG_CHARS = 22  # 128 bits of the HMAC, base64url
 # How soon to try again after a per-address "too many in progress": about one batch.
 ADDRESS_RETRY_S = 30
-# Forget quiet addresses once this many are tracked (bounds the memory of the counters).
-_PRUNE_AT = 4096
+# The most client addresses the hourly counters remember (one IPv6 /48 holds 65,536 /64s):
+# past that, the least recently active one is forgotten — memory stays bounded whoever asks.
+MAX_ADDRESSES = 100_000
 
 
 def address_key(address: str | None) -> str:
@@ -70,30 +73,34 @@ def _b64(data: bytes, chars: int) -> str:
 
 
 class _Window:
-    """Events per key in the last hour (a sliding window), pruned as it goes."""
+    """Events per key in the last hour (a sliding window), for at most `max_keys` keys.
 
-    def __init__(self, clock: Callable[[], float]) -> None:
+    The keys live in a `cachetools.TTLCache`: each expires an hour after its last event
+    (when every event of its window is over) and the least recently active goes first when
+    the map is full. Its expiry walks a list ordered by expiry time from the oldest end and
+    stops at the first key still alive, so each key is removed once, in O(1) amortised —
+    never a scan of every key, however many addresses are tracked.
+    """
+
+    def __init__(self, clock: Callable[[], float], max_keys: int = MAX_ADDRESSES) -> None:
         self._clock = clock
-        self._events: dict[str, deque[float]] = {}
+        self._events: TTLCache[str, list[float]] = TTLCache(max_keys, HOUR_S, timer=clock)
+
+    def __len__(self) -> int:
+        return len(self._events)
 
     def count(self, key: str) -> tuple[int, float | None]:
         """(events in the last hour, the oldest of them)."""
         events = self._events.get(key)
-        if events is None:
-            return 0, None
-        since = self._clock() - HOUR_S
-        while events and events[0] <= since:
-            events.popleft()
         if not events:
-            del self._events[key]
             return 0, None
-        return len(events), events[0]
+        del events[:bisect_right(events, self._clock() - HOUR_S)]  # at most the limit's worth
+        return (len(events), events[0]) if events else (0, None)
 
     def add(self, key: str) -> None:
-        if len(self._events) >= _PRUNE_AT:
-            for old in list(self._events):
-                self.count(old)  # drops keys with nothing left in the window
-        self._events.setdefault(key, deque()).append(self._clock())
+        events = self._events.get(key) or []
+        events.append(self._clock())
+        self._events[key] = events  # set again: its hour starts anew, it is the most recent
 
 
 def same_secret(given: str, expected: str) -> bool:
@@ -142,16 +149,16 @@ class AddressLimits:
         self.concurrent, self.per_hour = concurrent, per_hour
         self._hourly = _Window(clock)
         self._clock = clock
+        # Both exact and small: an address is in them only while it has something in progress.
         self._pending: dict[str, int] = {}  # submissions still being read, checked, decoded
-        self._jobs: dict[str, list[JobHandle]] = {}  # accepted jobs, until they finish
+        self._running: dict[str, int] = {}  # accepted jobs, until they finish
+
+    def tracked(self) -> int:
+        """Addresses the hourly counter remembers (bounded by `MAX_ADDRESSES`)."""
+        return len(self._hourly)
 
     def in_progress(self, address: str) -> int:
-        jobs = [h for h in self._jobs.get(address, []) if not h.finished]
-        if jobs:
-            self._jobs[address] = jobs
-        else:
-            self._jobs.pop(address, None)
-        return len(jobs) + self._pending.get(address, 0)
+        return self._running.get(address, 0) + self._pending.get(address, 0)
 
     def reserve(self, address: str) -> None:
         """Count one more submission from `address` as in progress, or raise RateLimited.
@@ -173,15 +180,17 @@ class AddressLimits:
         """A reserved submission became a job: it counts for the hour, and while it runs."""
         self._hourly.add(address)
         if not handle.finished:  # a cache hit is done already
-            self._jobs.setdefault(address, []).append(handle)
-        if len(self._jobs) >= _PRUNE_AT:
-            for known in list(self._jobs):
-                self.in_progress(known)
+            self._running[address] = self._running.get(address, 0) + 1
+            handle.add_done_callback(lambda: _count_down(self._running, address))
 
     def release(self, address: str) -> None:
         """A reserved submission is answered (its job, if any, is counted by `accept`)."""
-        left = self._pending.get(address, 0) - 1
-        if left > 0:
-            self._pending[address] = left
-        else:
-            self._pending.pop(address, None)
+        _count_down(self._pending, address)
+
+
+def _count_down(counts: dict[str, int], address: str) -> None:
+    left = counts.get(address, 0) - 1
+    if left > 0:
+        counts[address] = left
+    else:
+        counts.pop(address, None)

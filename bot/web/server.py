@@ -216,10 +216,12 @@ def _authorized(request: web.Request, token: str, cookie_value: str) -> bool:
 
 def _user_id(request: web.Request) -> str:
     """Who asks, for per-user limits and private jobs: the browser's signed id (as a keyed
-    hash: the request log never holds the cookie), else the client's address."""
+    hash: the request log never holds the cookie), else the client's address — an IPv6 one's
+    /64, as the per-address limits count it: the addresses of one host are one client, and
+    its refusals fold into one row (core/storage/request_log.py, `record_refusal`)."""
     cookie = request.cookies.get(UID_COOKIE, "")
     browser = request.app[IDENTITIES].user_id(cookie) if cookie else None
-    return browser or f"ip:{request.remote or 'unknown'}"
+    return browser or f"ip:{request[CLIENT]}"
 
 
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:

@@ -17,9 +17,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from arq.connections import ArqRedis, RedisSettings, create_pool
+from redis.connection import SSLConnection, parse_url
 from redis.exceptions import RedisError
 
-from core.errors import QueueUnavailable
+from core.errors import ConfigError, QueueUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +36,21 @@ CONNECT_TRIES = 3
 
 
 def redis_settings(url: str) -> RedisSettings:
-    return RedisSettings.from_dsn(url)
+    """arq's settings for `[jobs] redis_url`, read as redis-py reads a URL.
+
+    arq's own `RedisSettings.from_dsn` passes the user name and password on as written, still
+    percent-encoded — so a password with "@", "/", "%", "#" or "?" (which a URL must encode)
+    could not be given at all — and ignores `?password=`. redis-py's parser decodes both.
+    """
+    try:
+        parts = parse_url(url)
+    except ValueError as exc:
+        raise ConfigError(f"[jobs] redis_url: {exc}") from None
+    return RedisSettings(
+        host=parts.get("host", "localhost"), port=parts.get("port", 6379),
+        unix_socket_path=parts.get("path"), database=parts.get("db", 0),
+        username=parts.get("username"), password=parts.get("password"),
+        ssl=parts.get("connection_class") is SSLConnection)
 
 
 async def connect(url: str) -> ArqRedis:

@@ -51,6 +51,7 @@ from core.jobs.dispatch import Dispatcher, Ticket
 from core.jobs.events import Done, Failed, JobHandle, Progress, Started
 from core.jobs.journal import log_record_outcome
 from core.jobs.model_runner import ModelRunner
+from core.jobs.pruning import Pruner
 from core.jobs.rows import rebuild_request
 from core.jobs.spool import DatabaseSpool
 from core.models.pipeline import Pipeline
@@ -84,6 +85,10 @@ class RenderWorker:
         self.runner = ModelRunner(pipeline_factory, timeout_s=jobs.job_timeout_s)
         self.dispatcher = Dispatcher(jobs, request_log, self.cache, self.spool, self.runner,
                                      release=lambda _user: None, clock=clock)
+        # The `sonify run` processes prune the shared log; a worker only drops its own copies
+        # of the clips pruned there.
+        self.pruner = Pruner(request_log, self.cache.root, config.storage.keep_days,
+                             prune_database=False, clock=clock)
         self._clock = clock
         self.pool: ArqRedis | None = None
         self.arq: Worker | None = None
@@ -99,6 +104,7 @@ class RenderWorker:
     async def start(self) -> None:
         """Connect, start the dispatch loop, the lease renewal and the sweep; take jobs."""
         await self.cache.start()
+        self.pruner.start()
         self.pool = await connect(self.jobs.redis_url)
         self.dispatcher.start()
         render = func(self._render, name=RENDER_FUNCTION,
@@ -147,6 +153,7 @@ class RenderWorker:
         timeout = self.jobs.shutdown_timeout_s if timeout is None else timeout
         # Jobs not rendered get ShuttingDown: their renders raise Retry, arq keeps them queued.
         await self.dispatcher.stop(timeout)
+        await self.pruner.stop()
         for task in self._tasks[1:]:
             task.cancel()
         if self.arq is not None:

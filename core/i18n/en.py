@@ -50,6 +50,7 @@ TEXTS: dict[str, str] = {
     "error.video_bad_dimensions": "That clip's frame size is not usable.",
     "error.video_no_frames": "That clip has no frames to show.",
     "error.video_corrupt": "That video file is damaged or incomplete.",
+    "error.words_invalid": "Your description holds characters that are not text (control characters or broken encoding). Type it again in plain words.",
     "error.bad_option": "One of the options is not valid.",
     "error.bad_seconds": "The length must be between {min_seconds:g} and {max_seconds:g} seconds.",
     "error.bad_seed": "The seed must be a whole number between 0 and {max_seed}.",

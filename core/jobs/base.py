@@ -30,6 +30,7 @@ from core.jobs.rows import model_tag, new_request_id, placeholder_request, recor
 from core.jobs.spool import Spool
 from core.options import check_seed
 from core.storage.request_log import RequestLog, RequestRecord
+from core.user_text import check_words
 
 logger = logging.getLogger(__name__)
 
@@ -66,13 +67,12 @@ class EngineBase:
         Raises `DuplicateRequest` when `dedupe_key` was recorded before (told already).
         """
         now = self._clock()
-        request_id = new_request_id()
-        await self.request_log.insert(RequestRecord(
-            id=request_id, platform=platform, user_id=user_id, chat_id=chat_id,
+        request_id, times = await self.request_log.record_refusal(RequestRecord(
+            id=new_request_id(), platform=platform, user_id=user_id, chat_id=chat_id,
             source_kind=source_kind, status="rejected", reason=error.code, lang=lang,
             created_at=now, finished_at=now, total_s=0.0, dedupe_key=dedupe_key))
         log_outcome(request_id, f"{platform}:{user_id}", source_kind, "rejected",
-                    reason=error.code)
+                    reason=error.code, times=times)
         return request_id
 
     async def refuse(self, receipt: Receipt, error: UserFacingError) -> None:
@@ -163,6 +163,7 @@ class EngineBase:
         text = request.caption if request.caption is not None else request.prompt
         if not text or not text.strip() or len(text) > MAX_TEXT_CHARS:
             raise BadRequest(f"text must be 1 to {MAX_TEXT_CHARS} characters")
+        check_words(text)  # every adapter's words pass here: one rule for all of them
 
     def _key_for(self, request: JobRequest, seed: int) -> str:
         if request.image is not None:
@@ -175,16 +176,17 @@ class EngineBase:
 
     async def _log_rejection(self, request: JobRequest, error: UserFacingError,
                              seed: int | None) -> None:
-        """A refused request's row: everything known about it, nothing to answer later.
+        """A refused request's row: everything known about it, nothing to answer later (or
+        one more count on the row of the same refusal a moment ago: `record_refusal`).
 
         Raises `DuplicateRequest` for a redelivered request refused before: told already.
         """
-        request_id = new_request_id()
         try:
-            await self.request_log.insert(record_for(
-                request, request_id, status="rejected", created_at=self._clock(),
+            request_id, times = await self.request_log.record_refusal(record_for(
+                request, new_request_id(), status="rejected", created_at=self._clock(),
                 seed=seed, reason=error.code))
-            log_request_outcome(request_id, request, "rejected", reason=error.code)
+            log_request_outcome(request_id, request, "rejected", reason=error.code,
+                                times=times)
         except DuplicateRequest:
             raise
         except Exception:  # the refusal itself must still reach the user

@@ -8,7 +8,7 @@ An adapter calls `JobEngine.submit` with a `JobRequest` and reads the returned
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,6 +86,10 @@ class JobHandle:
     @property
     def last_event(self) -> JobEvent | None:
         return self._history[-1] if self._history else None
+
+    def add_done_callback(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` once the job has its outcome (soon, if it has it already)."""
+        self._future.add_done_callback(lambda _future: callback())
 
     def emit(self, event: JobEvent) -> None:
         """Record an event (engine side). Events after the final one are ignored."""

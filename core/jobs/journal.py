@@ -25,11 +25,18 @@ def _shown(text: str | None) -> str:
 
 def log_outcome(request_id: str, who: str, kind: str, status: str, *, text: str | None = None,
                 reason: str | None = None, total_s: float | None = None,
-                batch_size: int | None = None, cache_hit: bool = False) -> None:
-    """`request ID PLATFORM:USER KIND → STATUS …`, at INFO (WARNING for failures)."""
+                batch_size: int | None = None, cache_hit: bool = False,
+                times: int = 1) -> None:
+    """`request ID PLATFORM:USER KIND → STATUS …`, at INFO (WARNING for failures).
+
+    `times`: a refusal folded into its row's count. Its 10th, 100th… are shown with the
+    count; the others only at DEBUG — a flood is one line per order of magnitude.
+    """
     parts = [f"request {request_id} {who} {kind} → {status}"]
     if reason:
         parts.append(f" ({reason})")
+    if times > 1:
+        parts.append(f" ×{times} in a minute")
     if total_s is not None:
         parts.append(f" in {total_s:.1f} s")
     if cache_hit:
@@ -38,17 +45,25 @@ def log_outcome(request_id: str, who: str, kind: str, status: str, *, text: str 
         parts.append(f", batch of {batch_size}")
     parts.append(_shown(text))
     level = logging.WARNING if status in ("failed", "interrupted") else logging.INFO
+    if times > 1 and not _power_of_ten(times):
+        level = logging.DEBUG
     logger.log(level, "%s", "".join(parts))
+
+
+def _power_of_ten(n: int) -> bool:
+    while n % 10 == 0:
+        n //= 10
+    return n == 1
 
 
 def log_request_outcome(request_id: str, request: JobRequest, status: str, *,
                         text: str | None = None, reason: str | None = None,
                         total_s: float | None = None, batch_size: int | None = None,
-                        cache_hit: bool = False) -> None:
+                        cache_hit: bool = False, times: int = 1) -> None:
     """The line for a request at hand (its caption or prompt unless `text` is given)."""
     log_outcome(request_id, f"{request.platform}:{request.user_id}", request.source_kind,
                 status, text=text or request.caption or request.prompt, reason=reason,
-                total_s=total_s, batch_size=batch_size, cache_hit=cache_hit)
+                total_s=total_s, batch_size=batch_size, cache_hit=cache_hit, times=times)
 
 
 def log_record_outcome(record: RequestRecord) -> None:

@@ -4,6 +4,11 @@ the jobs each worker computed (the redis backend).
 Days are UTC days. Latency percentiles cover the last 7 days of jobs the models
 actually computed (cache hits answer in milliseconds and would hide the real wait);
 the cache hit rate covers every finished job in the log.
+
+Rows older than `[storage] keep_days` (at least `MIN_KEEP_DAYS`, longer than every window
+read row by row here) are pruned into daily totals (core/storage/retention.py): counts add
+those totals to the live rows, so pruning changes no number an admin sees. A refusal row
+counts the refusals folded into it (`times`).
 """
 
 from __future__ import annotations
@@ -108,6 +113,21 @@ def _day_start(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
+def _first_whole_day(since: float) -> str:
+    """The first UTC day that lies wholly after `since` (daily totals cannot be split)."""
+    start = _day_start(since)
+    if start.timestamp() < since:
+        start += timedelta(days=1)
+    return start.strftime("%Y-%m-%d")
+
+
+async def _totals_since(request_log: RequestLog, since: float | None = None) -> Totals:
+    """Requests created after `since`: the live rows plus the daily totals of pruned ones."""
+    pruned = await request_log.retention.totals(
+        None if since is None else _first_whole_day(since))
+    return _totals([*await request_log.counts(since), *pruned])
+
+
 async def collect_stats(request_log: RequestLog, queue_length: int = 0, *,
                         now: float | None = None) -> Stats:
     """Read the log and summarise it."""
@@ -117,8 +137,9 @@ async def collect_stats(request_log: RequestLog, queue_length: int = 0, *,
     week_since = now - WEEK_DAYS * DAY_S
     rows = await request_log.rows_since(min(first_day.timestamp(), week_since), [
         "platform", "user_id", "status", "cache_hit", "queue_wait_s", "total_s", "created_at",
-        "user_name", "worker", "batch_size"])
+        "user_name", "worker", "batch_size", "times"])
     hits, done = await request_log.cache_hit_counts()
+    pruned_hits, pruned_done = await request_log.retention.cache_hit_counts()
 
     per_day: dict[str, Counter[str]] = defaultdict(Counter)
     day_latency: dict[str, list[float]] = defaultdict(list)
@@ -128,10 +149,13 @@ async def collect_stats(request_log: RequestLog, queue_length: int = 0, *,
     # (created_at, name) of each user's newest named row: people rename themselves.
     names: dict[tuple[str, str], tuple[float, str]] = {}
     worker_batches: dict[str, list[int]] = defaultdict(list)
+    for day, platform, count in await request_log.retention.per_day(
+            first_day.strftime("%Y-%m-%d")):
+        per_day[day][platform] += count
     for (platform, user_id, status, cache_hit, wait, total, created, user_name, worker,
-         batch_size) in rows:
+         batch_size, times) in rows:
         day = datetime.fromtimestamp(created, UTC).strftime("%Y-%m-%d")
-        per_day[day][platform] += 1
+        per_day[day][platform] += times or 1
         computed = status == "done" and not cache_hit
         if computed and total is not None:
             day_latency[day].append(total)
@@ -155,10 +179,10 @@ async def collect_stats(request_log: RequestLog, queue_length: int = 0, *,
                              percentile(lat, 95)))
     return Stats(
         generated_at=now,
-        today=_totals(await request_log.counts(today_start.timestamp())),
-        week=_totals(await request_log.counts(week_since)),
-        all_time=_totals(await request_log.counts()),
-        cache_hits=hits, done=done,
+        today=await _totals_since(request_log, today_start.timestamp()),
+        week=await _totals_since(request_log, week_since),
+        all_time=await _totals_since(request_log),
+        cache_hits=hits + pruned_hits, done=done + pruned_done,
         queue_wait_p50_s=percentile(waits, 50), queue_wait_p95_s=percentile(waits, 95),
         total_p50_s=percentile(totals, 50), total_p95_s=percentile(totals, 95),
         queue_length=queue_length,

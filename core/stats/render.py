@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from core.i18n import t
 from core.stats.collect import Stats, TopUser, Totals
+from core.user_text import escape_controls
 
 NAME_CHARS = 32  # a top user's name is cut to this: a few of them share one line
 
@@ -33,8 +34,9 @@ def _seconds(value: float | None, lang: str) -> str:
 
 def _top_user(user: TopUser, lang: str) -> str:
     """`Alice — telegram:123 (4)`, or `telegram:123 (4)` where the platform gave no name."""
-    # Names are chosen by strangers: one line, bounded length, whatever they typed.
-    name = " ".join((user.name or "").split())
+    # Names are chosen by strangers: one line, bounded length, whatever they typed — with its
+    # control characters escaped, as `sonify stats` prints this to a terminal.
+    name = escape_controls(" ".join((user.name or "").split()))
     if len(name) > NAME_CHARS:
         name = name[:NAME_CHARS - 1] + "…"
     key = "stats.top_user_named" if name else "stats.top_user"

@@ -8,6 +8,7 @@ from typing import Any
 
 from core.options import GenerationOptions
 from core.storage.tables import UNFINISHED
+from core.user_text import storable
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ class RequestRecord:
     user_name: str | None = None
     fair_round: int | None = None
     rider_of: str | None = None
+    times: int = 1  # a refusal row stands for this many refusals (see `record_refusal`)
 
     @property
     def generation_options(self) -> GenerationOptions | None:
@@ -67,11 +69,13 @@ class RequestRecord:
         data = dict(row._mapping)
         data["reply_context"] = data.get("reply_context") or {}
         data["attempts"] = data.get("attempts") or 0
+        data["times"] = data.get("times") or 1
         return cls(**data)
 
 
 RECORD_FIELDS = {f.name for f in fields(RequestRecord)}
 _SECRET_WORDS = ("token", "secret", "password", "authorization")
+_USER_TEXT = ("caption", "prompt", "user_name")
 
 
 def without_secrets(context: dict[str, Any]) -> dict[str, Any]:
@@ -89,4 +93,8 @@ def row_values(record: RequestRecord) -> dict[str, Any]:
     """The columns of `record`'s new row (its reply context without credentials)."""
     values = {f: getattr(record, f) for f in RECORD_FIELDS}
     values["reply_context"] = without_secrets(record.reply_context or {})
+    # Text from users: words refused as invalid are still logged, and a platform's user name
+    # is not checked at all; neither database can store a lone surrogate (nor PostgreSQL a NUL).
+    for name in _USER_TEXT:
+        values[name] = storable(values[name])
     return values

@@ -22,11 +22,15 @@ from core.secrecy import SecretMasker, url_passwords
 from core.storage.blobs import BlobStore, ClipIndex
 from core.storage.migrate import current_revision, migrate, sqlite_file
 from core.storage.records import RECORD_FIELDS, RequestRecord, row_values, without_secrets
+from core.storage.retention import Retention
 from core.storage.shared import SharedRequests
 from core.storage.shares import ShareLinks
 from core.storage.tables import UNFINISHED, cursors, requests
 
 logger = logging.getLogger(__name__)
+
+# Refusals of one kind from one user within this many seconds are one row (`record_refusal`).
+FOLD_WINDOW_S = 60.0
 
 # The package that provides each SQLAlchemy async driver.
 DRIVER_PACKAGES = {"asyncpg": "asyncpg", "psycopg": "psycopg[binary]", "aiosqlite": "aiosqlite",
@@ -82,6 +86,7 @@ class RequestLog:
         self.blobs = BlobStore(self.engine)
         self.shared = SharedRequests(self.engine)
         self.shares = ShareLinks(self.engine)
+        self.retention = Retention(self.engine)
 
     @classmethod
     async def open(cls, url: str) -> RequestLog:
@@ -127,6 +132,51 @@ class RequestLog:
                 raise
             raise DuplicateRequest(existing.id, existing.created_at) from None
         except (DBAPIError, OSError) as exc:  # locked, read-only, unreachable: not recorded
+            raise StorageUnavailable(f"the request log refused a write ({type(exc).__name__})"
+                                     ) from None
+
+    async def record_refusal(self, record: RequestRecord, *,
+                             within_s: float = FOLD_WINDOW_S) -> tuple[str, int]:
+        """Log a refused request; returns (its row's id, how many refusals that row holds).
+
+        A refusal with the same reason for the same user as one logged in the last `within_s`
+        seconds is folded into that row (its `times` counts up, `finished_at` moves on)
+        instead of making a row of its own: a client hammering the door adds one row a
+        minute, not one per request. Raises DuplicateRequest for a dedupe key recorded
+        before; a folded row keeps the newest key (a redelivery is most likely the newest).
+        """
+        values = row_values(record)
+        same = (requests.c.platform == record.platform) & (requests.c.user_id == record.user_id)
+        recent = select(requests.c.id, requests.c.times).where(
+            same, requests.c.status == "rejected", requests.c.reason == record.reason,
+            requests.c.delivery.is_(None),
+            requests.c.created_at.between(record.created_at - within_s, record.created_at),
+        ).order_by(requests.c.created_at.desc()).limit(1)
+        try:
+            async with self.engine.begin() as conn:
+                if record.dedupe_key is not None:
+                    known = (await conn.execute(select(requests.c.id, requests.c.created_at)
+                                                .where(requests.c.dedupe_key == record.dedupe_key))
+                             ).first()
+                    if known is not None:
+                        raise DuplicateRequest(str(known[0]), float(known[1]))
+                folded = (await conn.execute(recent)).first()
+                if folded is None:
+                    await conn.execute(insert(requests).values(**values))
+                    return record.id, 1
+                changes: dict[str, Any] = {"times": requests.c.times + 1,
+                                           "finished_at": record.created_at}
+                if record.dedupe_key is not None:
+                    changes["dedupe_key"] = record.dedupe_key
+                await conn.execute(update(requests).where(requests.c.id == folded[0])
+                                   .values(**changes))
+                return str(folded[0]), int(folded[1]) + 1
+        except IntegrityError:  # the same dedupe key written meanwhile by another process
+            existing = await self.find_dedupe(record.dedupe_key) if record.dedupe_key else None
+            if existing is None:
+                raise
+            raise DuplicateRequest(existing.id, existing.created_at) from None
+        except (DBAPIError, OSError) as exc:
             raise StorageUnavailable(f"the request log refused a write ({type(exc).__name__})"
                                      ) from None
 
@@ -223,9 +273,11 @@ class RequestLog:
             return list(await conn.execute(query))
 
     async def counts(self, since: float | None = None) -> list[tuple[str, str, int]]:
-        """(platform, status, count) groups, optionally only rows created after `since`."""
-        query = select(requests.c.platform, requests.c.status, func.count()).group_by(
-            requests.c.platform, requests.c.status)
+        """(platform, status, requests) groups of the rows (a folded refusal counts its
+        `times`), optionally only rows created after `since`."""
+        query = select(requests.c.platform, requests.c.status,
+                       func.sum(requests.c.times)).group_by(requests.c.platform,
+                                                            requests.c.status)
         if since is not None:
             query = query.where(requests.c.created_at > since)
         async with self.engine.connect() as conn:

@@ -1,4 +1,5 @@
-"""The request log's tables: one row per request, the clip-cache index, per-channel cursors.
+"""The request log's tables: one row per request, the clip-cache index, per-channel cursors,
+and the daily totals that outlive the rows.
 
 The schema changes only through Alembic revisions (core/storage/migrations); these
 definitions are what the newest revision creates, used by the queries.
@@ -74,6 +75,8 @@ requests = Table(
     # identical job in flight a request waits for instead of being computed again.
     Column("fair_round", Integer),
     Column("rider_of", String(24)),
+    # Refusals of one kind from one user within a minute are one row: how many it stands for.
+    Column("times", Integer, nullable=False, default=1, server_default="1"),
     Index("ix_requests_user", "platform", "user_id", "created_at"),
     Index("ix_requests_status", "status"),
     Index("ix_requests_created", "created_at"),
@@ -96,6 +99,7 @@ clips = Table(
     Column("size_bytes", Integer, nullable=False),
     Column("created_at", Float, nullable=False),
     Column("last_used_at", Float, nullable=False),
+    Index("ix_clips_last_used_at", "last_used_at"),
 )
 
 # The last message handled per channel (Discord): after a restart, what came since is read
@@ -144,4 +148,16 @@ shares = Table(
     Column("created_at", Float, nullable=False),
     Column("preview", LargeBinary),
     Index("ix_shares_request_id", "request_id"),
+)
+
+# What is left of finished rows once they are older than `[storage] keep_days` (see
+# core/storage/retention.py): per UTC day, platform and status, how many requests (refusals
+# by their `times`) and how many of those were cache hits — what the statistics count.
+daily_totals = Table(
+    "daily_totals", metadata,
+    Column("day", String(10), primary_key=True),  # YYYY-MM-DD, UTC
+    Column("platform", String(16), primary_key=True),
+    Column("status", String(16), primary_key=True),
+    Column("request_count", Integer, nullable=False),
+    Column("cache_hits", Integer, nullable=False),
 )

@@ -117,3 +117,42 @@ def test_every_log_line_hides_the_database_password(capsys: pytest.CaptureFixtur
     for spelling in encodings("p@ss:word") | {"p%40ss%3aword", "ss:word", "p@ss:w"}:
         assert spelling not in err, spelling
     assert "user:***@127.0.0.1:1/db" in err and "password='***'" in err
+
+
+# Issue 20: a password whose "%" reads as the start of an escape ("%25" is both the escape of
+# "%" and "%" followed by "25") was masked only up to there: `?password=***SecretTail`.
+@pytest.mark.parametrize("url", [
+    "postgresql+asyncpg://sonify@db.example/sonify?password=LongHead%25SecretTail",
+    "postgresql+asyncpg://sonify:LongHead%25SecretTail@db.example/sonify",
+    "redis://:LongHead%25SecretTail@redis.example:6379/0",
+    "redis://redis.example:6379/0?password=LongHead%25SecretTail",
+    "redis://default:LongHead%25SecretTail@redis.example:6379/0?db=1",
+    "rediss://redis.example:6379/0?db=2&PASSWORD=LongHead%25SecretTail",
+])
+def test_a_percent_encoded_password_is_masked_whole_in_every_spelling(url: str) -> None:
+    decoded = "LongHead%SecretTail"
+    masker = SecretMasker(url_passwords(url))
+    spellings = {
+        url, "LongHead%25SecretTail", decoded,  # as written, decoded
+        "LongHead%2525SecretTail",  # encoded once more (a URL quoted again)
+        "LongHead%25SecretT", "LongHead%25Sec",  # cut short
+        "LongHead%Secre", "LongHead%2",
+    }
+    for spelling in spellings:
+        masked = masker.mask(f"cannot connect: {spelling} (tried 3 times)")
+        for piece in ("Head", "Secret", "Tail", "cretT", "%25S"):
+            assert piece not in masked, (spelling, masked)
+        assert masked.startswith("cannot connect: ") and masked.endswith(" (tried 3 times)")
+        assert MASK in masked
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("postgresql://user:pa%40ss%2Fword%3F@db.example/x", "postgresql://user:***@db.example/x"),
+    ("postgresql://user:pa%40ss%2fword%3f@db.example/x", "postgresql://user:***@db.example/x"),
+    ("redis://:pa%40ss%2Fword%3F@r.example:6379/0", "redis://:***@r.example:6379/0"),
+])
+def test_userinfo_passwords_are_masked_in_either_case_of_hex(url: str, shown: str) -> None:
+    masker = SecretMasker(url_passwords(url))
+    assert masker.mask(url) == shown
+    for spelling in ("pa@ss/word?", "pa%40ss/word?", "pa@ss%2fword%3F", "pa@ss/wo"):
+        assert masker.mask(f"[{spelling}]") == f"[{MASK}]", spelling

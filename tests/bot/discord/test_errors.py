@@ -184,3 +184,24 @@ async def test_requests_refused_during_shutdown_are_rejected_rows(fake: FakeDisc
     it = await fake.slash("sonify", upload=Upload("b.png", png_bytes(62)), author=BOB)
     assert await private_note(fake, it) == "The bot is restarting. Please try again in a minute."
     assert await rejected_reasons(bot) == ["shutting_down", "shutting_down"]
+
+
+async def test_words_that_are_not_text_get_the_catalogue_text(fake: FakeDiscord,
+                                                              make_bot: Any) -> None:
+    """"Use my words" with a lone surrogate or a NUL: the plain refusal, a `words_invalid`
+    row — never a failure (neither database can store such words)."""
+    bot = await make_bot()
+    it = await fake.slash("sonify", upload=Upload("b.png", png_bytes(14)))
+    answer = await fake.until(lambda: it.original if it.original and
+                              it.original["attachments"] else None)
+    words_id = next(c["custom_id"] for row in answer["components"]
+                    for c in row["components"] if c["label"] == "Use my words")
+    for words in ("\ud800 x", "x\u0000y", "\x1b]0;owned\x07"):
+        opened = await fake.click(answer, words_id)
+        await fake.until(lambda opened=opened: opened.callbacks)
+        submitted = await fake.submit_modal(opened.callbacks[0].json["data"], [words])
+        note = await private_note(fake, submitted)
+        assert note.startswith("Your description holds characters that are not text"), note
+    assert await rejected_reasons(bot) == ["words_invalid"]  # three refusals, one row
+    rows = await bot.services.request_log.rows_since(0.0)
+    assert [r.times for r in rows if r.status == "rejected"] == [3]

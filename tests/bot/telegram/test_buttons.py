@@ -129,3 +129,18 @@ async def test_buttons_respect_a_narrowed_allow_list(start_bot: Any) -> None:
     assert "text" not in (await answer_of(narrowed, query)).params
     await narrowed.settled()
     assert [c for c in narrowed.fake.calls_of("sendVoice") if delivered(c)] == [voice]
+
+
+async def test_words_that_are_not_text_get_the_catalogue_text(bot: Harness) -> None:
+    """Words no database can store (a lone surrogate, a NUL): the plain refusal in the
+    user's language and a `words_invalid` row, never a failure."""
+    _, voice = await first_answer(bot, ELENA)
+    for words in ("\ud800 x", "x\u0000y"):
+        ask = await ask_words(bot, voice, ELENA)
+        sent = await bot.send(ELENA, text=words, reply_to_message=ask.result)
+        assert (await bot.text_for(sent)).startswith(
+            "Tu descripción contiene caracteres que no son texto")
+    assert bot.services is not None
+    rows = [r for r in await bot.services.request_log.rows_since(0) if r.status == "rejected"]
+    assert [(r.reason, r.times, r.prompt) for r in rows] == [("words_invalid", 2, "\ufffd x")]
+    assert len(bot.fake.calls_of("sendVoice")) == 1  # nothing rendered

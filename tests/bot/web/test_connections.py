@@ -232,4 +232,4 @@ async def test_a_body_that_stops_arriving_is_a_408(serve: ServeFactory) -> None:
         assert 0.9 < loop.time() - started < 3.0, name
         writer.close()
     rows = await served.services.request_log.rows_since(0)
-    assert [(r.status, r.reason) for r in rows] == [("rejected", "request_timeout")] * 2
+    assert [(r.status, r.reason, r.times) for r in rows] == [("rejected", "request_timeout", 2)]

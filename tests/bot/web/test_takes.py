@@ -90,8 +90,9 @@ async def test_someone_elses_result_looks_unknown_and_each_refusal_is_a_row(
                     unknown.append(await expect_error(resp, 404, "unknown_job"))
     assert all(error == unknown[0] for error in unknown)  # indistinguishable
     rows = (await last_rows(web))[before:]
-    assert [(r.source_kind, r.status, r.reason) for r in rows] == \
-        [("retake", "rejected", "unknown_job"), ("text", "rejected", "unknown_job")] * 2
+    # Refusals of one kind within a minute share a row, counted in `times`.
+    assert [(r.source_kind, r.status, r.reason, r.times) for r in rows] == [
+        ("retake", "rejected", "unknown_job", 4)]
 
 
 async def test_words_are_bounded_and_refusals_carry_the_catalogue_code(
@@ -122,11 +123,10 @@ async def test_words_are_bounded_and_refusals_carry_the_catalogue_code(
     assert ok.status == 202, await ok.text()
     await read_events(web.client, (await ok.json())["id"])
     rows = (await last_rows(web))[before:]
-    assert [(r.source_kind, r.status, r.reason) for r in rows] == [
-        ("text", "rejected", "words_too_long"), ("text", "rejected", "words_too_long"),
-        ("text", "rejected", "words_too_long"), ("text", "rejected", "no_words"),
-        ("text", "rejected", "no_words"), ("text", "rejected", "bad_json"),
-        ("text", "done", None)]
+    # Refusals of one kind within a minute are one row with a count.
+    assert [(r.source_kind, r.status, r.reason, r.times) for r in rows] == [
+        ("text", "rejected", "words_too_long", 3), ("text", "rejected", "no_words", 2),
+        ("text", "rejected", "bad_json", 1), ("text", "done", None, 1)]
 
 
 async def test_takes_pass_the_same_limits_as_pictures(start_web: WebFactory) -> None:
@@ -160,3 +160,31 @@ def test_the_web_bounds_words_like_the_telegram_bot() -> None:
     from bot.telegram.handlers import WORDS_MAX_CHARS as TELEGRAM_WORDS
 
     assert WORDS_MAX_CHARS == TELEGRAM_WORDS
+
+
+async def test_words_that_are_not_text_are_a_400_on_both_databases(
+        start_web: WebFactory, log_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A lone surrogate (both databases) or a NUL (PostgreSQL) in "Use my words" gave a 500:
+    now a 400 `words_invalid` with the catalogue text, logged as a refusal row."""
+    from core.logs import setup_logging
+
+    web = await start_web(generation={"steps": 2}, storage={"database_url": log_url})
+    setup_logging()
+    job_id, _ = await finished_upload(web)
+    path = f"/api/jobs/{job_id}/words"
+    for words in ("\ud800 x", "x\u0000y", "\x1b]0;owned\x07 \x9b2J"):
+        error = await expect_error(await web.client.post(path, json={"words": words}),
+                                   400, "words_invalid")
+        assert error["message"].startswith("Your description holds characters")
+    spanish = await expect_error(await web.client.post(
+        path, json={"words": "\udfff"}, headers={"Accept-Language": "es"}), 400, "words_invalid")
+    assert spanish["message"].startswith("Tu descripción contiene caracteres")
+    rows = [r for r in await last_rows(web) if r.status == "rejected"]
+    assert [(r.reason, r.times, r.prompt) for r in rows] == [("words_invalid", 4, "\ufffd x")]
+    # The page goes on: the same browser's ordinary words are rendered.
+    ok = await web.client.post(path, json={"words": "rain on a tin roof"})
+    assert ok.status == 202, await ok.text()
+    assert (await read_events(web.client, (await ok.json())["id"]))[-1][0] == "done"
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\x00" not in err and "\x9b" not in err
+    assert "\\ud800 x" in err  # the first refusal's line, escaped

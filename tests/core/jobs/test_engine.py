@@ -130,7 +130,9 @@ async def test_repeated_image_is_served_from_the_cache_without_the_models(
 
 async def test_identical_requests_in_flight_are_computed_once(tmp_path: Path,
                                                               tiny_pipeline: Any) -> None:
-    cfg = make_config(tmp_path)
+    # The batch waits long enough for all three to arrive while it is queued, even on a
+    # loaded machine: a rider that joins a job already running starts with `Started`.
+    cfg = make_config(tmp_path, jobs={"max_wait_ms": 2000})
     pipe = WrappedPipeline(tiny_pipeline)
     async with running_engine(cfg, pipe) as engine:
         handles = await asyncio.gather(*(engine.submit(image_request(cfg, f"u{i}", picture(9)))
