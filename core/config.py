@@ -114,6 +114,9 @@ class JobsConfig:
 class StorageConfig:
     database_url: str = _opt("")  # empty: SQLite file in data_dir
     data_dir: str = _opt("data")
+    # How long the paths that settle a request wait out a database outage (then the job is
+    # handed back, to be answered after the next start).
+    outage_grace_s: float = _opt(120.0, lo=0.0, hi=3_600.0)
 
 
 @dataclass(frozen=True)
