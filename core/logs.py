@@ -7,13 +7,16 @@ the final formatted text, for every logger, not only ours.
 
 from __future__ import annotations
 
+import contextlib
+import faulthandler
+import io
 import logging
 import sys
 from collections.abc import Iterable
 
 from core.secrecy import MASK, SecretMasker
 
-__all__ = ["MASK", "SecretMaskingFilter", "setup_logging"]
+__all__ = ["MASK", "SecretMaskingFilter", "report_fatal_signals", "setup_logging"]
 
 _HANDLER_NAME = "sonify"
 
@@ -65,3 +68,12 @@ def setup_logging(secrets: Iterable[str] = (), level: int = logging.INFO) -> Non
     for name in ("httpx", "httpcore", "discord.http", "discord.gateway", "aiohttp.access",
                  "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def report_fatal_signals() -> None:
+    """A process killed by a fatal signal (SIGSEGV, SIGBUS — e.g. SQLite's shared-memory file
+    made unwritable under it —, SIGABRT, SIGFPE, SIGILL) leaves a last word on stderr, the
+    log: Python's "Fatal Python error" line and where every thread was. Nothing else can run
+    at that point; SIGKILL leaves nothing anywhere."""
+    with contextlib.suppress(AttributeError, ValueError, io.UnsupportedOperation):
+        faulthandler.enable(file=sys.stderr, all_threads=True)  # needs a real file descriptor
