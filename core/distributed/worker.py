@@ -230,11 +230,14 @@ class RenderWorker:
         if isinstance(outcome, Failed) and isinstance(outcome.error, ShuttingDown):
             # Stopping, or its outcome could not be recorded (the database stayed away):
             # the next worker takes it; this try does not count, where that can be said.
+            stopping = outcome.error.code == "shutting_down"
+            if not stopping:
+                logger.warning("job %s goes back to the queue: its outcome could not be "
+                               "recorded", request_id)
             try:
                 await self.shared.give_back(request_id)
             except StorageUnavailable:
-                pass
-            stopping = outcome.error.code == "shutting_down"
+                pass  # the try stays counted: the next one renders it alone
             raise Retry(defer=0 if stopping else OUTAGE_RETRY_AFTER_S)
         await self._after(request_id)
         return outcome.__class__.__name__.lower()

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, ExceptionContext
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -115,11 +115,20 @@ def is_unavailable(exc: BaseException) -> bool:
         if kind in ("ConnectionDoesNotExistError", "ConnectionFailureError") or (
                 kind == "InterfaceError" and "closed" in str(err).lower()):
             return True
+        if _broken_asyncpg(err):
+            return True
     return False
 
 
+def _broken_asyncpg(err: BaseException) -> bool:
+    """asyncpg's protocol left mid-operation: a pooled connection the server ended while it
+    sat idle ("terminating connection due to administrator command") says so on next use."""
+    return type(err).__name__ == "InternalClientError" and "another operation" in str(err)
+
+
 def _discards_connection(exc: BaseException) -> bool:
-    return any(_sqlite_name(err).startswith(_SQLITE_DISCARD) for err in _chain(exc))
+    return any(_sqlite_name(err).startswith(_SQLITE_DISCARD) or _broken_asyncpg(err)
+               for err in _chain(exc))
 
 
 def reason(exc: BaseException) -> str:
@@ -139,8 +148,9 @@ class Outage:
     def __init__(self, grace_s: float = DEFAULT_GRACE_S, *,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.grace_s = grace_s
-        self._clock = clock
+        self.clock = clock
         self.since: float | None = None  # when the current outage was first noticed
+        self.back_at: float | None = None  # when the last one ended
         # Off until the database has been reached once: a log that cannot be opened at all
         # is one line of its own (`cannot_open`), not an outage.
         self.armed = False
@@ -152,7 +162,7 @@ class Outage:
     def noticed(self, exc: BaseException) -> None:
         """An operation failed because the database is away."""
         if self.armed and self.since is None:
-            self.since = self._clock()
+            self.since = self.clock()
             logger.warning("the request log is unavailable (%s); requests that end meanwhile "
                            "are recorded once it is back (waiting up to %.0f s, [storage] "
                            "outage_grace_s); new requests are asked to try again in a moment",
@@ -161,7 +171,8 @@ class Outage:
     def worked(self) -> None:
         """An operation succeeded: an outage in progress is over."""
         if self.since is not None:
-            lasted, self.since = self._clock() - self.since, None
+            self.back_at = self.clock()
+            lasted, self.since = self.back_at - self.since, None
             logger.warning("the request log is back (it was unavailable for %.1f s)", lasted)
 
     async def wait_out(self, op: Callable[[], Awaitable[T]], what: str) -> T:
@@ -179,7 +190,7 @@ class Outage:
                 try:
                     return await op()
                 except DatabaseUnavailable:
-                    now = self._clock()
+                    now = self.clock()
                     if deadline is None:
                         deadline = now + self.grace_s
                     if now >= deadline:
@@ -224,6 +235,21 @@ def watch_engine(engine: AsyncEngine, outage: Outage, where: str) -> None:
             raise DatabaseUnavailable(f"the request log is unavailable ({reason(exc)})"
                                       ) from exc
 
+    def on_new(_dbapi_conn: Any, record: Any) -> None:
+        record.info["sonify_born"] = outage.clock()
+
+    # A connection made during an outage may stay unusable after it (SQLite opens a file it
+    # cannot write read-only, for good) even if it was only read from: none is kept.
+    def on_checkin(_dbapi_conn: Any, record: Any) -> None:
+        if outage.down and record is not None:
+            record.invalidate(soft=True)  # replaced when next taken
+
+    def on_checkout(_dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        # One still in use while the database came back is replaced when next taken.
+        back = outage.back_at
+        if back is not None and record.info.get("sonify_born", back) < back:
+            raise DisconnectionError("made before the request log came back")
+
     def on_success(_conn: Any, _cursor: Any, _statement: Any, _params: Any, context: Any,
                    _many: Any) -> None:
         # A write: reads may go on working while writes are refused (a read-only SQLite file).
@@ -234,6 +260,9 @@ def watch_engine(engine: AsyncEngine, outage: Outage, where: str) -> None:
     event.listen(sync_engine, "handle_error", on_error)
     event.listen(sync_engine, "do_connect", on_connect)
     event.listen(sync_engine, "after_cursor_execute", on_success)
+    event.listen(sync_engine, "connect", on_new)
+    event.listen(sync_engine, "checkout", on_checkout)
+    event.listen(sync_engine, "checkin", on_checkin)
 
 
 def damaged_error(where: str, exc: BaseException) -> DatabaseDamaged:
