@@ -185,6 +185,7 @@ class AdvisoryLease:
 
     async def _keep(self) -> None:
         """Take the lock again after the database came back (a restart drops it)."""
+        told = False
         while True:
             await asyncio.sleep(HOLD_CHECK_S)
             try:
@@ -199,12 +200,14 @@ class AdvisoryLease:
                 if not is_unavailable(exc):
                     logger.warning("could not take the request log's lease again (%s)", exc)
                 continue  # still away: the main connections say so in the log
-            if holder is not None:
+            if holder is None:
+                logger.info("took the request log's lease again")
+                told = False
+            elif not told:
                 logger.error("while the database was away another process took the request "
-                             "log's lease (%s): two processes now answer the same jobs; stop "
-                             "one of them (%s)", holder, SEVERAL)
-                return
-            logger.info("took the request log's lease again")
+                             "log's lease (%s): two processes may now answer the same jobs; "
+                             "stop one of them (%s)", holder, SEVERAL)
+                told = True
 
     async def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None
