@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from core.errors import DatabaseUnavailable
+from core.errors import DatabaseUnavailable, RequestLogInUse
 from core.jobs.events import Done, Failed, Started
 from core.storage.request_log import RequestLog
 from tests.core.distributed.support import adapter_engine, redis_config, render_worker
@@ -102,3 +102,36 @@ async def test_past_the_grace_the_worker_gives_the_job_back_and_it_is_answered_o
         assert row is not None and row.status == "done"
     finally:
         await check.close()
+
+
+async def test_a_local_backends_postgres_lease_is_taken_again_after_a_restart(
+        halting_postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A restart of PostgreSQL drops session locks: the owner takes its lease again as soon
+    as the database is back, before anyone else can."""
+    import core.storage.ownership as ownership
+
+    monkeypatch.setattr(ownership, "HOLD_CHECK_S", 0.1)
+    url = halting_postgres.new_database()
+    owner = await RequestLog.open(url)
+    other = await RequestLog.open(url)
+    try:
+        await owner.take_lease()
+        await asyncio.to_thread(halting_postgres.halt)
+        await asyncio.to_thread(halting_postgres.resume)
+
+        async def refused() -> bool:
+            try:
+                await other.take_lease()
+            except RequestLogInUse:
+                return True
+            except DatabaseUnavailable:
+                return False  # its pooled connections are finding out the restart
+            await other.release_lease()
+            return False
+
+        async with asyncio.timeout(30):
+            while not await refused():  # noqa: ASYNC110 (another party's retries)
+                await asyncio.sleep(0.05)
+    finally:
+        await owner.close()
+        await other.close()
