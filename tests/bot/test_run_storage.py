@@ -35,7 +35,7 @@ def write_config(root: Path, port: int) -> Path:
     path = root / "sonify.toml"
     path.write_text(tiny_toml(
         root / "data",
-        generation={"steps": 8},  # renders slow enough that jobs are in flight at the fault
+        generation={"steps": 16},  # renders slow enough that jobs are in flight at the fault
         jobs={"max_batch": 4, "max_wait_ms": 100, "max_queue": 1000,
               "per_user_concurrent": 100, "per_user_per_hour": 10_000},
         web={"enabled": "true", "port": port, "per_address_concurrent": 0,

@@ -33,7 +33,7 @@ def write_config(root: Path, name: str, database_url: str, redis_url: str,
     path = root / f"{name}.toml"
     path.write_text(tiny_toml(
         root / name,
-        generation={"steps": 8},  # renders slow enough that jobs are in flight at the stop
+        generation={"steps": 16},  # renders slow enough that jobs are in flight at the stop
         jobs={"backend": "redis", "redis_url": redis_url, "redeliver_after_s": 5.0,
               "poll_interval_s": 0.2, "max_batch": 4, "max_wait_ms": 100, "max_queue": 1000,
               "per_user_concurrent": 100, "per_user_per_hour": 10_000},
