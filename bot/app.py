@@ -13,6 +13,7 @@ from typing import Protocol
 from core.config import Config
 from core.errors import ConfigError
 from core.services import Services
+from core.storage.ownership import check_free
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +113,10 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
     if not (config.telegram.token or config.discord.token or config.web_enabled):
         raise ConfigError(f"{config.source}: nothing to run: set [telegram] token, "
                           "[discord] token, or [web] enabled = true")
+    if config.jobs.backend == "local":
+        # A second `sonify run` on the same log is told so, not that the first one's port is
+        # taken (the lease itself is taken in `LocalJobEngine.start`).
+        check_free(config.database_url)
     await check_ports(config)  # before the models load: a taken port is told at once
     services = await Services.create(config)
     adapters: list[Adapter] = []
@@ -147,15 +152,16 @@ def stop_on_signals() -> asyncio.Event:
     signal exits at once, since a render that will not end should not hold the process."""
     stop = asyncio.Event()
 
-    def on_signal() -> None:
+    def on_signal(sig: signal.Signals) -> None:
         if stop.is_set():
-            logger.warning("second stop signal: exiting without waiting")
+            logger.warning("%s again: exiting without waiting", sig.name)
             os._exit(130)
+        logger.warning("%s received: stopping (a second one exits at once)", sig.name)
         stop.set()
 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal)
+        loop.add_signal_handler(sig, on_signal, sig)
     return stop
 
 
@@ -166,4 +172,5 @@ def run(config: Config) -> int:
         await serve(config, stop_on_signals())
 
     asyncio.run(main())
+    logger.info("stopped")
     return 0

@@ -131,6 +131,9 @@ class StorageConfig:
     # Finished requests' rows, and clips unused, for longer than this are pruned (their counts
     # kept as daily totals for the stats); 0 keeps everything forever.
     keep_days: int = _opt(30, lo=0, hi=36_500)
+    # How long the paths that settle a request wait out a database outage (then the job is
+    # handed back, to be answered after the next start).
+    outage_grace_s: float = _opt(120.0, lo=0.0, hi=3_600.0)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
+# How long a client is asked to wait while the request log is away (HTTP Retry-After).
+OUTAGE_RETRY_AFTER_S = 5
+
 
 class SonifyError(Exception):
     """Base class for every error Sonify raises on purpose."""
@@ -26,6 +29,21 @@ class ModelMissingError(SonifyError):
 
 class StorageUnavailable(SonifyError):
     """The request log cannot be written: a request cannot be recorded (so it is not taken)."""
+
+
+class DatabaseUnavailable(StorageUnavailable):
+    """The request log's database is away for now (stopped, restarting, unreachable; SQLite
+    locked, read-only or failing to write). New requests are refused with "try again in a
+    moment"; what ends a request waits it out (`[storage] outage_grace_s`)."""
+
+
+class DatabaseDamaged(StorageUnavailable):
+    """The request log's file is damaged; the message names it and says what to do."""
+
+
+class RequestLogInUse(SonifyError):
+    """Another process owns this request log (one `sonify run` per log with the local
+    backend); the message names it and says how to run several processes."""
 
 
 class QueueUnavailable(SonifyError):
@@ -107,6 +125,19 @@ class GenerationFailed(UserFacingError):
     """A job failed in the worker. Codes: ``failed``, ``timeout``, ``interrupted``."""
 
     code = "failed"
+
+
+class ServiceUnavailable(UserFacingError):
+    """Requests cannot be recorded for a moment (the request log is away); nothing was taken.
+    Code ``unavailable``; ``params['retry_after_s']`` says when to try again."""
+
+    code = "unavailable"
+
+
+def try_again_soon() -> ServiceUnavailable:
+    """What a user is told for a request the request log could not take (StorageUnavailable)."""
+    return ServiceUnavailable("the request log is unavailable",
+                              retry_after_s=OUTAGE_RETRY_AFTER_S)
 
 
 class ShuttingDown(UserFacingError):

@@ -9,6 +9,9 @@ characters are escaped on the same final text, whichever logger wrote it.
 
 from __future__ import annotations
 
+import contextlib
+import faulthandler
+import io
 import logging
 import sys
 from collections.abc import Iterable
@@ -16,7 +19,8 @@ from collections.abc import Iterable
 from core.secrecy import MASK, SecretMasker
 from core.user_text import escape_controls
 
-__all__ = ["MASK", "ControlCharacterFilter", "SecretMaskingFilter", "setup_logging"]
+__all__ = ["MASK", "ControlCharacterFilter", "SecretMaskingFilter", "report_fatal_signals",
+           "setup_logging"]
 
 _HANDLER_NAME = "sonify"
 
@@ -89,3 +93,12 @@ def setup_logging(secrets: Iterable[str] = (), level: int = logging.INFO) -> Non
     for name in ("httpx", "httpcore", "discord.http", "discord.gateway", "aiohttp.access",
                  "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def report_fatal_signals() -> None:
+    """A process killed by a fatal signal (SIGSEGV, SIGBUS — e.g. SQLite's shared-memory file
+    made unwritable under it —, SIGABRT, SIGFPE, SIGILL) leaves a last word on stderr, the
+    log: Python's "Fatal Python error" line and where every thread was. Nothing else can run
+    at that point; SIGKILL leaves nothing anywhere."""
+    with contextlib.suppress(AttributeError, ValueError, io.UnsupportedOperation):
+        faulthandler.enable(file=sys.stderr, all_threads=True)  # needs a real file descriptor

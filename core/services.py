@@ -42,7 +42,8 @@ class Services:
                 return ModelLoader(config).pipeline()
 
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        request_log = await RequestLog.open(config.database_url)
+        request_log = await RequestLog.open(config.database_url,
+                                           outage_grace_s=config.storage.outage_grace_s)
         try:
             engine: JobEngine
             if config.jobs.backend == "redis":  # `sonify worker`s render; this process serves

@@ -48,6 +48,61 @@ def _wait_for_port(port: int, proc: subprocess.Popen[bytes] | None, log: Path) -
     raise RuntimeError(f"server did not listen on {port}:\n{_tail(log)}")
 
 
+class Unwritable:
+    """Files no process can write — root included — until restored: `chattr +i` (the
+    immutable flag). A process that has them open gets "disk I/O error" on its next write, and
+    one that opens them then gets them read-only ("attempt to write a readonly database").
+
+    Needs root (CAP_LINUX_IMMUTABLE) and a filesystem with the flag (ext4, xfs, btrfs);
+    elsewhere the tests that need it skip, and fail in CI (`CI` set), as for the servers.
+    Never give it SQLite's `-shm` file: that one is mapped into memory, and a write to it then
+    kills the process with SIGBUS (which is a test of its own).
+    """
+
+    def __init__(self, *paths: Path) -> None:
+        self.paths = list(paths)
+        self.applied: list[Path] = []
+
+    @staticmethod
+    def check(folder: Path) -> None:
+        """Skip (fail in CI) unless files in `folder` can be made immutable here."""
+        chattr = shutil.which("chattr")
+        if chattr is None or os.geteuid() != 0:
+            _missing_fault("chattr +i needs root and e2fsprogs")
+        probe = folder / ".immutable-probe"
+        probe.touch()
+        try:
+            done = subprocess.run([str(chattr), "+i", str(probe)], capture_output=True,
+                                  check=False)
+            if done.returncode != 0:
+                _missing_fault(f"chattr +i is refused here: {done.stderr.decode().strip()}")
+            subprocess.run([str(chattr), "-i", str(probe)], check=True, capture_output=True)
+        finally:
+            probe.unlink(missing_ok=True)
+
+    def apply(self) -> None:
+        for path in self.paths:
+            if path.exists():
+                subprocess.run(["chattr", "+i", str(path)], check=True, capture_output=True)
+                self.applied.append(path)
+
+    def restore(self) -> None:
+        while self.applied:
+            subprocess.run(["chattr", "-i", str(self.applied.pop())], check=True,
+                           capture_output=True)
+
+
+def sqlite_files(database: Path) -> Unwritable:
+    """A SQLite database and its write-ahead log, to make unwritable (not its -shm)."""
+    return Unwritable(database, database.with_name(database.name + "-wal"))
+
+
+def _missing_fault(why: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(why)
+    pytest.skip(why)
+
+
 def _tail(log: Path) -> str:
     return log.read_text("utf-8", "replace")[-2000:] if log.exists() else "(no log)"
 
@@ -132,11 +187,21 @@ class PostgresServer:
     def start(self) -> PostgresServer:
         self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres",
                   "--auth=trust", "--no-sync", "-E", "UTF8")
+        self.resume()
+        return self
+
+    def halt(self) -> None:
+        """Stop the server as an operator would (`pg_ctl stop -m fast`: sessions are cut with
+        "terminating connection due to administrator command"); `resume` starts it again."""
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "-t",
+                  str(int(START_WITHIN_S)), "stop")
+
+    def resume(self) -> None:
+        """Start the server (again) on the same port, with the same data."""
         options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.log),
                   "-o", options, "-w", "-t", str(int(START_WITHIN_S)), "start")
         _wait_for_port(self.port, None, self.log)
-        return self
 
     def new_database(self) -> str:
         """A fresh, empty database; returns its SQLAlchemy (asyncpg) URL."""

@@ -19,7 +19,7 @@ from bot.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, CliError, 
 from core.config import Config, load_config, secret_values
 from core.errors import ConfigError, ImageRejected, ModelMissingError, SonifyError
 from core.i18n import describe_error
-from core.logs import setup_logging
+from core.logs import report_fatal_signals, setup_logging
 from core.secrecy import SecretMasker
 
 COMMANDS: tuple[Command, ...] = (
@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         return fail(config_error, EXIT_USAGE)
     secrets = secret_values(config)
     setup_logging(secrets, logging.DEBUG if args.verbose else logging.INFO)
+    report_fatal_signals()
     command = next(c for c in COMMANDS if c.name == args.command)
     try:
         return command.run(args, config)

@@ -37,7 +37,8 @@ async def _work(config: Config, name: str | None) -> None:
 
     stop = stop_on_signals()
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    request_log = await RequestLog.open(config.database_url)
+    request_log = await RequestLog.open(config.database_url,
+                                       outage_grace_s=config.storage.outage_grace_s)
     if request_log.is_sqlite:
         logger.warning("the request log is SQLite: workers on other machines cannot share "
                        "it; set [storage] database_url to PostgreSQL (README)")

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Protocol
 
-from core.errors import GenerationFailed, ShuttingDown, UserFacingError
+from core.errors import GenerationFailed, ShuttingDown, StorageUnavailable, UserFacingError
 from core.i18n import t
 from core.jobs.events import Done, Failed, JobEvent, JobHandle, JobResult, Progress, Queued, Started
 
@@ -195,10 +195,16 @@ async def answer_once(request_id: str, post: Callable[[], Awaitable[None]],
     """Post one answer, recorded as sending before and sent after (when `delivery` is given).
 
     A crash between the two leaves it "sending": the next start posts it again, since
-    whether it arrived cannot be known — a second copy beats silence.
+    whether it arrived cannot be known — a second copy beats silence. The request log being
+    away longer than the engine waits changes nothing: an answer still "owed" is posted
+    again after a crash too.
     """
     if delivery is not None:
-        await delivery.mark_delivery(request_id, "sending")
+        try:
+            await delivery.mark_delivery(request_id, "sending")
+        except StorageUnavailable as exc:
+            logger.warning("request %s is answered without being marked sending (%s)",
+                           request_id, exc)
     await post()
     if delivery is not None:
         try:

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from bot.common.following import JobSink, answer_once, follow_job
 from bot.common.tasks import BackgroundTasks
-from core.errors import DuplicateRequest, GenerationFailed, UserFacingError
+from core.errors import DuplicateRequest, GenerationFailed, StorageUnavailable, UserFacingError
 from core.i18n import t
 from core.intake.decode import DecodedImage
 from core.jobs.contract import JobEngine
@@ -66,7 +66,8 @@ class Intake:
 
         Returns False for a redelivered request (already taken). A refusal is raised (it
         is logged already; the platform says why); a StorageUnavailable means it was not
-        recorded, so the platform must not confirm the update.
+        recorded (the request log is away), so the platform must not confirm the update and
+        the user is asked to try again in a moment.
         """
         if request.content_at_hand:
             try:
@@ -103,7 +104,11 @@ class Intake:
     async def _announce(self, request_id: str, target: AnswerTarget, text: str) -> None:
         context = await target.announce(text)
         if context:
-            await self.engine.note_reply(request_id, **context)
+            try:
+                await self.engine.note_reply(request_id, **context)
+            except StorageUnavailable as exc:  # only a restart would miss it (a new line)
+                logger.warning("request %s: its status message was not recorded (%s)",
+                               request_id, exc)
 
     async def _follow_new(self, handle: JobHandle, target: AnswerTarget, shown: str) -> None:
         await self._announce(handle.id, target, shown)
@@ -115,18 +120,31 @@ class Intake:
         await self._announce(receipt.id, target, shown)
         assert request.source is not None
         try:
+            handle = await self._submit_fetched(request, receipt, target)
+        except StorageUnavailable as exc:
+            # The request log stayed away longer than the engine waits: the row is still
+            # received, and the next start fetches and answers it (one answer, not two).
+            logger.warning("request %s is left for the next start (%s)", receipt.id, exc)
+            return
+        if handle is not None:
+            self.tasks.follows(handle)
+            await self._follow(handle, target, shown)
+
+    async def _submit_fetched(self, request: JobRequest, receipt: Receipt,
+                              target: AnswerTarget) -> JobHandle | None:
+        """Fetch the picture and submit the job; None when it was refused (and told so)."""
+        assert request.source is not None
+        try:
             image = await self.settings.fetch(request.source)
         except UserFacingError as error:
             await self.engine.refuse(receipt, error)
             await answer_once(receipt.id, partial(target.apologise, error), self.engine)
-            return
+            return None
         try:
-            handle = await self.engine.submit(request.with_image(image), receipt=receipt)
+            return await self.engine.submit(request.with_image(image), receipt=receipt)
         except UserFacingError as error:  # the engine has marked the row refused
             await answer_once(receipt.id, partial(target.apologise, error), self.engine)
-            return
-        self.tasks.follows(handle)
-        await self._follow(handle, target, shown)
+            return None
 
     async def _follow(self, handle: JobHandle, target: AnswerTarget, shown: str) -> None:
         await follow_job(handle, target, interval=self.settings.interval, shown=shown,

@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from core.errors import DuplicateRequest, UserFacingError
+from core.errors import DuplicateRequest, StorageUnavailable, UserFacingError
 from core.intake.decode import DecodedImage
 from core.jobs.contract import JobEngine
 from core.jobs.request import JobRequest
@@ -64,6 +64,8 @@ async def refuse(engine: JobEngine, requester: Requester, source_kind: str,
                             lang=requester.lang, dedupe_key=dedupe_key)
     except DuplicateRequest:
         return False
+    except StorageUnavailable as exc:  # the request log is away (said once): still tell them
+        logger.info("%s: a refused request was not logged (%s)", requester.platform, exc)
     except Exception:  # the refusal itself must still reach the user
         logger.exception("%s: could not log a refused request", requester.platform)
     return True

@@ -15,7 +15,7 @@ import discord
 from bot.common.requests import Requester, refuse
 from bot.discord.replies import MessageTarget, Target, Undeliverable, as_user_error, error_text
 from bot.discord.requests import PLATFORM, DiscordRequests, Source
-from core.errors import GenerationFailed, ImageRejected, UserFacingError
+from core.errors import GenerationFailed, ImageRejected, StorageUnavailable, UserFacingError
 from core.options import GenerationOptions
 
 logger = logging.getLogger(__name__)
@@ -98,10 +98,13 @@ class MessageHandlers:
             return
         # While missed messages are read back, a live one only starts a channel's cursor
         # (a first DM): moving an existing cursor would skip what is not read yet.
-        await self.requests.services.request_log.advance_cursor(
-            PLATFORM, str(message.channel.id), str(last),
-            is_private=message.guild is None,
-            only_new=self.requests.reading_back and not read_back)
+        try:
+            await self.requests.services.request_log.advance_cursor(
+                PLATFORM, str(message.channel.id), str(last),
+                is_private=message.guild is None,
+                only_new=self.requests.reading_back and not read_back)
+        except StorageUnavailable as exc:  # the next recorded message moves it past this one
+            logger.info("discord: the cursor of channel %s stays (%s)", message.channel.id, exc)
 
     async def _take_all(self, client: discord.Client, message: discord.Message,
                         me: discord.ClientUser) -> None:
@@ -164,6 +167,8 @@ class MessageHandlers:
         try:
             await self.requests.take(request, self._target(client, message, lang))
         except UserFacingError as exc:  # refused by the engine, which logged it
+            await _tell(self._target(client, message, lang), error_text(exc, lang))
+        except StorageUnavailable as exc:  # not recorded (the request log is away): not taken
             await _tell(self._target(client, message, lang), error_text(exc, lang))
 
     async def _refuse(self, client: discord.Client, message: discord.Message, lang: str,

@@ -21,7 +21,7 @@ import soundfile as sf
 from discord import app_commands
 from discord.http import Route, handle_message_parameters
 
-from core.errors import UserFacingError
+from core.errors import StorageUnavailable, UserFacingError, try_again_soon
 from core.i18n import describe_error
 from core.jobs.events import JobEvent, JobResult
 
@@ -30,11 +30,13 @@ CONTENT_LIMIT = 2000
 
 
 def as_user_error(exc: BaseException) -> UserFacingError | None:
-    """The user-facing meaning of `exc`, or None when it is a bug (or an outage)."""
+    """The user-facing meaning of `exc`, or None when it is a bug (or a Discord outage)."""
     if isinstance(exc, app_commands.CommandInvokeError | app_commands.TransformerError):
         exc = getattr(exc, "original", None) or exc.__cause__ or exc
     if isinstance(exc, UserFacingError):
         return exc
+    if isinstance(exc, StorageUnavailable):  # not recorded, so not taken: try again soon
+        return try_again_soon()
     if isinstance(exc, discord.Forbidden):
         return UserFacingError("missing permissions", code="missing_permissions")
     return None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections import OrderedDict
 from typing import Any
 
 from telegram import Chat, ForceReply, InputFile, Message, Update, User
@@ -35,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 Context = ContextTypes.DEFAULT_TYPE
 WORDS_MAX_CHARS = 300
+TOLD_KEPT = 1000  # updates remembered as told "later" (each is told once, not per delivery)
 
 
 class Handlers:
@@ -50,6 +52,7 @@ class Handlers:
         self.username = ""
         # Updates whose request could not be recorded: the poller must not confirm them.
         self.unrecorded: set[int] = set()
+        self._told_later: OrderedDict[int, None] = OrderedDict()
 
     async def process(self, app: Application[Any, Any, Any, Any, Any, Any],
                       update: Update) -> bool:
@@ -239,12 +242,30 @@ class Handlers:
             target.chat_id, InputFile(png, filename="stats.png"), reply_parameters=target.reply,
             message_thread_id=target.thread_id), what="sendPhoto")
 
+    async def tell_later(self, update: Update) -> None:
+        """"Not now, soon": once per update, for a request the request log could not take."""
+        if update.update_id in self._told_later or update.effective_user is None:
+            return
+        self._told_later[update.update_id] = None
+        while len(self._told_later) > TOLD_KEPT:
+            self._told_later.popitem(last=False)
+        lang = pick_language(update.effective_user.language_code)
+        text = t("unavailable_later", lang)
+        if update.callback_query is not None:
+            with contextlib.suppress(TelegramError):
+                await update.callback_query.answer(text)
+        elif update.effective_message is not None:
+            await self.reply.try_send_text(
+                self.target_for(update.effective_message, update.effective_user, lang), text)
+
     async def on_error(self, update: object, context: Context) -> None:
         """PTB's error handler: log it, and tell the user in plain words (never a traceback)."""
         if isinstance(context.error, StorageUnavailable):
-            # Not recorded, so not taken: Telegram sends the update again (see UpdatePoller).
+            # Not recorded, so not taken: Telegram sends the update again (see UpdatePoller),
+            # and it is answered then. The user hears so once, not at every delivery.
             if isinstance(update, Update):
                 self.unrecorded.add(update.update_id)
+                await self.tell_later(update)
             logger.warning("telegram: an update could not be recorded (%s); it will be read "
                            "again", context.error)
             return

@@ -14,7 +14,14 @@ from typing import Any
 from aiohttp import web
 
 from bot.web.texts import describe, web_message
-from core.errors import ImageRejected, QueueFull, RateLimited, ShuttingDown, UserFacingError
+from core.errors import (
+    ImageRejected,
+    QueueFull,
+    RateLimited,
+    ServiceUnavailable,
+    ShuttingDown,
+    UserFacingError,
+)
 from core.jobs.events import Done, Failed, JobEvent, JobHandle, Progress, Queued, Started
 from core.storage.request_log import RequestRecord
 
@@ -54,7 +61,7 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
 
 def status_for(error: UserFacingError) -> int:
     """The HTTP status of a user-facing error."""
-    if isinstance(error, QueueFull | ShuttingDown):
+    if isinstance(error, QueueFull | ShuttingDown | ServiceUnavailable):
         return 503
     if isinstance(error, RateLimited):
         return 429
@@ -68,7 +75,7 @@ def status_for(error: UserFacingError) -> int:
 
 def retry_after(error: UserFacingError) -> int | None:
     """Seconds for a Retry-After header, for errors that mean 'try again later'."""
-    if isinstance(error, QueueFull | RateLimited | ShuttingDown):
+    if isinstance(error, QueueFull | RateLimited | ShuttingDown | ServiceUnavailable):
         return max(1, math.ceil(float(error.params.get("retry_after_s", 60))))
     return None
 

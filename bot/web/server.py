@@ -45,6 +45,7 @@ from bot.web.jobs import (
     error_body,
     error_response,
     json_response,
+    retry_after,
 )
 from bot.web.share import SHARE_ASSETS, is_share_path
 from bot.web.state import (
@@ -61,7 +62,14 @@ from bot.web.state import (
 )
 from bot.web.submit import WORDS_MAX_CHARS
 from bot.web.texts import STATIC_DIR, render_page, request_language, web_message
-from core.errors import ImageRejected, UserFacingError
+from core.errors import (
+    DatabaseDamaged,
+    ImageRejected,
+    StorageUnavailable,
+    UserFacingError,
+    try_again_soon,
+)
+from core.i18n import describe_error
 from core.jobs.events import JobHandle
 from core.secrecy import web_cookie_value
 from core.services import Services
@@ -150,6 +158,16 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
         code = HTTP_CODES.get(exc.status, "bad_request")
         headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
         return json_response(error_body(code, lang), status=exc.status, headers=headers)
+    except StorageUnavailable as exc:
+        # The request log is away (said once in the log when it goes): nothing was taken,
+        # and the client is asked to come back in a moment — a 503, never a 500.
+        if isinstance(exc, DatabaseDamaged):
+            logger.error("web request %s %s: %s", request.method, _logged_path(request), exc)
+        later = try_again_soon()
+        if json_path:
+            return error_response(later, lang)
+        return web.Response(status=503, text=describe_error(later, lang),
+                            headers={"Retry-After": str(retry_after(later))})
     except (asyncio.CancelledError, ConnectionResetError):
         raise
     except Exception:

@@ -29,6 +29,7 @@ from core.errors import (
     GenerationFailed,
     QueueFull,
     RateLimited,
+    StorageUnavailable,
 )
 from core.jobs.base import EngineBase
 from core.jobs.cache import CachedClip, ClipCache
@@ -188,36 +189,51 @@ class RedisJobEngine(EngineBase):
     async def _go_on(self, request: JobRequest, receipt: Receipt,
                      hit: CachedClip | None = None) -> JobHandle:
         """From a recorded request to a queued job (or a cached clip — `hit`, when it was
-        found before the row was written — or a ride)."""
+        found before the row was written — or a ride). The row exists already, so a
+        database outage is waited out here rather than failing the request."""
         handle = JobHandle(receipt.id, request)
         try:
             self._validate(request)
             key = self._key_for(request, receipt.seed)
-            hit = hit or await self.cache.lookup(key)
-            if hit is not None:
-                await self.request_log.update(receipt.id, cache_key=key,
-                                              image_sha256=image_sha(request))
-                await self._finish_from_cache(handle, request, receipt.seed, hit,
-                                              receipt.created_at)
-                return handle
-            leader = await self.shared.leader(key, exclude=receipt.id)
-            if leader is not None:
-                return await self._ride(handle, request, receipt, key, leader)
-            if request.image is not None:
-                await self.spool.write(receipt.id, request.image)
-            turn = await self.shared.queue_fairly(
-                receipt.id, request.platform, request.user_id, cache_key=key,
-                image_sha256=image_sha(request), caption=request.caption, prompt=request.prompt)
-            self._handles[receipt.id] = handle
-            await self._enqueue(receipt.id, turn, receipt.created_at)
+            queued = await self._patiently(
+                f"queueing request {receipt.id}",
+                lambda: self._queue_recorded(handle, request, receipt, key, hit))
         except Exception as exc:
             self._handles.pop(receipt.id, None)
             raise await self._cannot_queue(receipt, exc) from None
-        position = await self.shared.position(receipt.id)
-        if position is not None:
-            handle.emit(Queued(position))
-        self._waiting = await self.shared.waiting()
+        if queued:
+            try:  # where it stands: a nicety, already true in the rows
+                position = await self.shared.position(receipt.id)
+                if position is not None:
+                    handle.emit(Queued(position))
+                self._waiting = await self.shared.waiting()
+            except StorageUnavailable:
+                pass  # the row comparison moves it on once the database is back
         return handle
+
+    async def _queue_recorded(self, handle: JobHandle, request: JobRequest, receipt: Receipt,
+                              key: str, hit: CachedClip | None) -> bool:
+        """Answer a recorded request from the cache, have it ride an identical job, or queue
+        it for a worker (True). Safe to run again after a failure part-way."""
+        hit = hit or await self.cache.lookup(key)
+        if hit is not None:
+            await self.request_log.update(receipt.id, cache_key=key,
+                                          image_sha256=image_sha(request))
+            await self._finish_from_cache(handle, request, receipt.seed, hit,
+                                          receipt.created_at)
+            return False
+        leader = await self.shared.leader(key, exclude=receipt.id)
+        if leader is not None:
+            await self._ride(handle, request, receipt, key, leader)
+            return False
+        if request.image is not None:
+            await self.spool.write(receipt.id, request.image)
+        turn = await self.shared.queue_fairly(
+            receipt.id, request.platform, request.user_id, cache_key=key,
+            image_sha256=image_sha(request), caption=request.caption, prompt=request.prompt)
+        self._handles[receipt.id] = handle
+        await self._enqueue(receipt.id, turn, receipt.created_at)
+        return True
 
     async def _enqueue(self, request_id: str, turn: int, created_at: float) -> None:
         """Hand a queued row to Redis; if Redis is away the row stays queued and a worker's
@@ -256,6 +272,8 @@ class RedisJobEngine(EngineBase):
                 continue
             try:
                 await self._apply(handle, update)
+            except StorageUnavailable:
+                pass  # the database is away (logged once); the row comparison catches up
             except Exception:  # one job's update must not end the reader
                 logger.exception("applying an update of %s failed", update.request_id)
 
@@ -270,20 +288,19 @@ class RedisJobEngine(EngineBase):
     async def _settle(self, handle: JobHandle) -> None:
         """Emit how a job ended, as its row says; nothing if the row is not finished yet."""
         record = await self.request_log.get(handle.id)
-        if record is None or not record.finished:
+        if record is None or not record.finished or self._handles.get(handle.id) is not handle:
             return
-        # The update reader and the row comparison may both get here: one settles.
+        event: Done | Failed = Failed(failure_from_record(record))
+        if record.status == "done":
+            files = await self.clip_files(record)
+            event = (Done(result_from_record(record, files)) if files is not None
+                     else Failed(GenerationFailed("the clip is gone", code="failed")))
+        # The update reader and the row comparison may both get here: one settles. The
+        # handle is let go only now, so that a read failing above leaves it to be settled.
         if self._handles.pop(handle.id, None) is not handle:
             return
         log_record_outcome(record)
-        if record.status == "done":
-            files = await self.clip_files(record)
-            if files is not None:
-                handle.emit(Done(result_from_record(record, files)))
-                return
-            handle.emit(Failed(GenerationFailed("the clip is gone", code="failed")))
-            return
-        handle.emit(Failed(failure_from_record(record)))
+        handle.emit(event)
 
     async def _compare_with_rows(self) -> None:
         """Every poll interval: settle jobs whose updates were missed, move queue positions."""
@@ -293,7 +310,9 @@ class RedisJobEngine(EngineBase):
                 self._waiting = await self.shared.waiting()
                 for handle in list(self._handles.values()):
                     await self._refresh(handle)
-            except Exception:  # the database may be away for a moment; try again
+            except StorageUnavailable:
+                pass  # the database is away (logged once); the next round tries again
+            except Exception:
                 logger.exception("comparing open jobs with their rows failed")
 
     async def _refresh(self, handle: JobHandle) -> None:

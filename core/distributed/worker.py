@@ -17,6 +17,10 @@ updates:
   persistence). Enqueueing is by request id, so every worker may do this at once.
 - **Answered once.** A row already finished is skipped; riders (identical requests that
   waited for this job) are settled with a conditional update.
+- **Database outages.** Each database call of a job waits an outage out (`[storage]
+  outage_grace_s`), and its outcome is recorded before anyone is told (core/jobs/settle.py).
+  A job that still cannot be started or settled goes back to the queue (arq's `Retry`):
+  this worker neither holds it nor renews its lease any longer.
 """
 
 from __future__ import annotations
@@ -27,8 +31,8 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix, job_key_prefix
@@ -45,7 +49,12 @@ from core.distributed.transport import (
     enqueue,
     publish,
 )
-from core.errors import ShuttingDown
+from core.errors import (
+    OUTAGE_RETRY_AFTER_S,
+    DatabaseUnavailable,
+    ShuttingDown,
+    StorageUnavailable,
+)
 from core.jobs.cache import ClipCache
 from core.jobs.dispatch import Dispatcher, Ticket
 from core.jobs.events import Done, Failed, JobHandle, Progress, Started
@@ -58,6 +67,8 @@ from core.models.pipeline import Pipeline
 from core.storage.request_log import RequestLog
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 POLL_DELAY_S = 0.1  # how often arq looks for jobs when idle (a cheap Redis call)
 RECONNECT_S = 1.0
@@ -177,17 +188,31 @@ class RenderWorker:
 
     async def _render(self, ctx: dict[str, Any], request_id: str) -> str:
         """arq's job: render one request (with whatever else the dispatcher batches)."""
-        tries = await self.shared.attempt(request_id, self.name)
+        try:
+            return await self._render_one(request_id)
+        except DatabaseUnavailable:
+            # The request log stayed away past [storage] outage_grace_s: the job goes back to
+            # the queue rather than being held here (its lease is no longer renewed).
+            logger.warning("job %s goes back to the queue: the request log is unavailable",
+                           request_id)
+            raise Retry(defer=OUTAGE_RETRY_AFTER_S) from None
+
+    async def _render_one(self, request_id: str) -> str:
+        # Each read and write waits out a database outage (up to the grace) before giving up.
+        tries = await self._patiently(f"the start of job {request_id}",
+                                      lambda: self.shared.attempt(request_id, self.name))
         if tries is None:  # finished meanwhile (another worker, a duplicate enqueue)
             return "finished already"
-        record = await self.request_log.get(request_id)
+        record = await self._patiently(f"the start of job {request_id}",
+                                       lambda: self.request_log.get(request_id))
         assert record is not None
         self.taken += 1
         logger.info("worker %s took job %s (try %d of %d, %s)", self.name, request_id, tries,
                     self.jobs.max_tries, record.platform)
         if tries > self.jobs.max_tries:
             return await self._give_up(request_id, tries)
-        request = await rebuild_request(record, self.spool)
+        request = await self._patiently(f"the picture of job {request_id}",
+                                        lambda: rebuild_request(record, self.spool))
         if request is None or record.cache_key is None:
             await self._fail_alone(request_id, "interrupted")
             return "picture gone"
@@ -210,10 +235,22 @@ class RenderWorker:
         finally:
             self._held.discard(request_id)
         if isinstance(outcome, Failed) and isinstance(outcome.error, ShuttingDown):
-            await self.shared.give_back(request_id)
-            raise Retry(defer=0)  # the next worker takes it; this try did not count
+            # Stopping, or its outcome could not be recorded (the database stayed away):
+            # the next worker takes it; this try does not count, where that can be said.
+            stopping = outcome.error.code == "shutting_down"
+            if not stopping:
+                logger.warning("job %s goes back to the queue: its outcome could not be "
+                               "recorded", request_id)
+            try:
+                await self.shared.give_back(request_id)
+            except StorageUnavailable:
+                pass  # the try stays counted: the next one renders it alone
+            raise Retry(defer=0 if stopping else OUTAGE_RETRY_AFTER_S)
         await self._after(request_id)
         return outcome.__class__.__name__.lower()
+
+    async def _patiently(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
+        return await self.request_log.outage.wait_out(op, what)
 
     async def _forward(self, handle: JobHandle) -> Done | Failed:
         """Publish the job's live updates for the adapters; returns how it ended."""
@@ -230,7 +267,19 @@ class RenderWorker:
         raise AssertionError("a job's events end with Done or Failed")
 
     async def _after(self, request_id: str) -> None:
-        """The row is finished: tell the adapters, settle riders, drop the picture."""
+        """The row is finished: tell the adapters, settle riders, drop the picture.
+
+        Waits a database outage out; past the grace the job stays answered (its row says so)
+        and the adapters settle its riders themselves when they compare rows.
+        """
+        try:
+            await self._patiently(f"the riders of job {request_id}",
+                                  lambda: self._settle_after(request_id))
+        except StorageUnavailable as exc:
+            logger.warning("job %s is done, its riders and picture left to later (%s)",
+                           request_id, exc)
+
+    async def _settle_after(self, request_id: str) -> None:
         assert self.pool is not None
         record = await self.request_log.get(request_id)
         if record is None:
@@ -251,14 +300,17 @@ class RenderWorker:
         return "gave up"
 
     async def _fail_alone(self, request_id: str, code: str) -> None:
-        record = await self.request_log.get(request_id)
-        if record is None:
-            return
-        now = self._clock()
-        if await self.shared.finish_open([request_id], status="failed", reason=code,
-                                         finished_at=now,
-                                         total_s=max(0.0, now - record.created_at)):
-            log_record_outcome(await self.request_log.get(request_id) or record)
+        async def fail() -> None:
+            record = await self.request_log.get(request_id)
+            if record is None:
+                return
+            now = self._clock()
+            if await self.shared.finish_open([request_id], status="failed", reason=code,
+                                             finished_at=now,
+                                             total_s=max(0.0, now - record.created_at)):
+                log_record_outcome(await self.request_log.get(request_id) or record)
+
+        await self._patiently(f"the outcome of job {request_id}", fail)
         await self._after(request_id)
 
     # leases and the sweep --------------------------------------------------------------------
@@ -285,7 +337,9 @@ class RenderWorker:
             await asyncio.sleep(self.jobs.redeliver_after_s / 2)
             try:
                 await self.sweep_once()
-            except Exception as exc:  # Redis or the database away for a moment
+            except StorageUnavailable:
+                pass  # the database is away (logged once); the next sweep tries again
+            except Exception as exc:  # Redis away for a moment
                 logger.warning("the queue sweep failed (%s); trying again later", exc)
 
     async def sweep_once(self) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from core.errors import UserFacingError
+from core.errors import StorageUnavailable, UserFacingError, try_again_soon
 from core.i18n import en, es
 
 DEFAULT_LANGUAGE = "en"
@@ -43,6 +43,8 @@ def format_wait(seconds: float, lang: str = DEFAULT_LANGUAGE) -> str:
 
 def describe_error(error: BaseException, lang: str = DEFAULT_LANGUAGE) -> str:
     """The user-facing text for any exception; unknown ones get the generic failure text."""
+    if isinstance(error, StorageUnavailable):  # not taken: "try again in a moment"
+        error = try_again_soon()
     if not isinstance(error, UserFacingError):
         return t("error.failed", lang)
     key = f"error.{error.code}"

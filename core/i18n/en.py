@@ -17,6 +17,7 @@ TEXTS: dict[str, str] = {
     "expired": "That request is no longer available. Send the picture again.",
     "interrupted": "Sorry — the bot restarted while working on your picture. Please send it again.",
     "no_image_in_reply": "Reply to a message with a photo, an image file or an image link, or add a link after /sonify.",
+    "unavailable_later": "I can't take requests for a moment; I'll get to this one as soon as I can.",
     "stats_denied": "Sorry, that command is only for the bot's admins.",
     "help": (
         "Send me a picture and I will tell you what it sounds like.\n\n"
@@ -62,6 +63,7 @@ TEXTS: dict[str, str] = {
     "error.failed": "Sorry, generating the sound failed. Please try again.",
     "error.timeout": "Sorry, that took too long and was stopped. Please try again.",
     "error.interrupted": "Sorry — the bot restarted while working on your picture. Please send it again.",
+    "error.unavailable": "I can't take new requests for a moment. Please try again in about {wait}.",
     "error.shutting_down": "The bot is restarting. Please try again in a minute.",
     "error.missing_permissions": "I don't have permission to post here (I need to send messages and attach files).",
     "error.no_image": "I couldn't find an image in that message.",

@@ -16,6 +16,7 @@ TEXTS: dict[str, str] = {
     "expired": "Esa petición ya no está disponible. Envía la imagen de nuevo.",
     "interrupted": "Lo siento: el bot se reinició mientras trabajaba en tu imagen. Envíala de nuevo, por favor.",
     "no_image_in_reply": "Responde a un mensaje con una foto, un archivo de imagen o un enlace, o añade un enlace después de /sonify.",
+    "unavailable_later": "No puedo aceptar peticiones en este momento; me ocuparé de esta en cuanto pueda.",
     "stats_denied": "Lo siento, ese comando es solo para los administradores del bot.",
     "help": (
         "Envíame una imagen y te diré cómo suena.\n\n"
@@ -60,6 +61,7 @@ TEXTS: dict[str, str] = {
     "error.failed": "Lo siento, no se pudo generar el sonido. Inténtalo de nuevo.",
     "error.timeout": "Lo siento, tardó demasiado y se detuvo. Inténtalo de nuevo.",
     "error.interrupted": "Lo siento: el bot se reinició mientras trabajaba en tu imagen. Envíala de nuevo, por favor.",
+    "error.unavailable": "No puedo aceptar peticiones nuevas en este momento. Inténtalo de nuevo en unos {wait}.",
     "error.shutting_down": "El bot se está reiniciando. Inténtalo de nuevo en un minuto.",
     "error.missing_permissions": "No tengo permiso para publicar aquí (necesito enviar mensajes y adjuntar archivos).",
     "error.no_image": "No encontré ninguna imagen en ese mensaje.",

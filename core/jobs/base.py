@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 from core.config import Config
 from core.errors import (
@@ -19,6 +20,7 @@ from core.errors import (
     DuplicateRequest,
     GenerationFailed,
     ShuttingDown,
+    StorageUnavailable,
     UserFacingError,
 )
 from core.jobs.cache import CachedClip, ClipCache, cache_key
@@ -35,6 +37,7 @@ from core.user_text import check_words
 logger = logging.getLogger(__name__)
 
 MAX_TEXT_CHARS = 1000
+T = TypeVar("T")
 
 
 class EngineBase:
@@ -58,6 +61,11 @@ class EngineBase:
     @property
     def accepting(self) -> bool:
         return self._accepting
+
+    async def _patiently(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
+        """`op()` on a request that is recorded already: a database outage is waited out
+        (up to `[storage] outage_grace_s`, then DatabaseUnavailable)."""
+        return await self.request_log.outage.wait_out(op, what)
 
     async def reject(self, *, platform: str, user_id: str, chat_id: str, source_kind: str,
                      error: UserFacingError, lang: str = "en",
@@ -85,18 +93,27 @@ class EngineBase:
     async def _end_refused(self, receipt: Receipt, error: UserFacingError
                            ) -> RequestRecord | None:
         """End a received row as refused; the row, or None if it had ended already."""
-        record = await self.request_log.get(receipt.id)
+        record = await self._patiently(f"the refusal of {receipt.id}",
+                                       lambda: self.request_log.get(receipt.id))
         if record is None or record.finished:
             return None
         now = self._clock()
-        await self.request_log.update(receipt.id, status="rejected", reason=error.code,
-                                      finished_at=now, total_s=max(0.0, now - record.created_at))
+        await self._patiently(f"the refusal of {receipt.id}", lambda: self.request_log.update(
+            receipt.id, status="rejected", reason=error.code, finished_at=now,
+            total_s=max(0.0, now - record.created_at)))
         log_outcome(record.id, f"{record.platform}:{record.user_id}", record.source_kind,
                     "rejected", reason=error.code, total_s=max(0.0, now - record.created_at))
         return record
 
-    async def _cannot_queue(self, receipt: Receipt, exc: Exception) -> UserFacingError:
-        """A recorded request that could not be queued: refused; the error to raise."""
+    async def _cannot_queue(self, receipt: Receipt, exc: Exception) -> Exception:
+        """A recorded request that could not be queued: refused; the error to raise.
+
+        One that could not be queued because the request log stayed away (past the grace)
+        cannot be refused either: its row stays received, and the next start carries it on.
+        """
+        if isinstance(exc, StorageUnavailable):
+            logger.warning("request %s is left for the next start: %s", receipt.id, exc)
+            return exc
         error = exc if isinstance(exc, UserFacingError) else GenerationFailed(
             "could not queue the job")
         logger.log(logging.INFO if isinstance(exc, UserFacingError) else logging.ERROR,
@@ -121,11 +138,14 @@ class EngineBase:
 
     async def note_reply(self, request_id: str, **context: object) -> None:
         """Add to a request's reply context (e.g. the status message shown), for restarts."""
-        await self.request_log.merge_reply_context(request_id, dict(context))
+        await self._patiently(f"the reply context of {request_id}",
+                              lambda: self.request_log.merge_reply_context(request_id,
+                                                                           dict(context)))
 
     async def mark_delivery(self, request_id: str, state: str) -> None:
         """How far a request's answer got: "sending" before posting it, "sent" after."""
-        await self.request_log.set_delivery(request_id, state)
+        await self._patiently(f"the delivery of {request_id}",
+                              lambda: self.request_log.set_delivery(request_id, state))
 
     def on_recovered(self, platform: str, handler: RecoveredHandler) -> None:
         """Register who answers this platform's jobs after a crash (re-run, or finished and
@@ -189,6 +209,8 @@ class EngineBase:
                                 times=times)
         except DuplicateRequest:
             raise
+        except StorageUnavailable as exc:  # said once by the outage watch; the user is told
+            logger.info("could not log a rejected request (%s)", exc)
         except Exception:  # the refusal itself must still reach the user
             logger.exception("could not log a rejected request")
 
@@ -197,23 +219,34 @@ class EngineBase:
         now = self._clock()
         timings = {"queue_wait_s": 0.0, "caption_s": 0.0, "sound_s": 0.0, "encode_s": 0.0,
                    "total_s": max(0.0, now - created_at)}
-        await self.request_log.update(
-            handle.id, status="done", caption=hit.caption, prompt=hit.prompt, seed=hit.seed,
-            cache_hit=True, batch_size=0, duration_s=hit.duration_s, started_at=now,
-            finished_at=now, files={k: v.name for k, v in hit.files.items()}, **timings)
-        await self.spool.delete(handle.id)
+        await self._patiently(f"the outcome of request {handle.id}", lambda: (
+            self.request_log.update(
+                handle.id, status="done", caption=hit.caption, prompt=hit.prompt, seed=hit.seed,
+                cache_hit=True, batch_size=0, duration_s=hit.duration_s, started_at=now,
+                finished_at=now, files={k: v.name for k, v in hit.files.items()}, **timings)))
         log_request_outcome(handle.id, request, "done", text=hit.caption,
                             total_s=timings["total_s"], cache_hit=True)
         handle.emit(Done(JobResult(request_id=handle.id, caption=hit.caption, prompt=hit.prompt,
                                    seed=hit.seed, duration_s=hit.duration_s,
                                    files=dict(hit.files), cache_hit=True, batch_size=0,
                                    timings=timings)))
+        await self._clean_up(handle.id)
+
+    async def _clean_up(self, request_id: str) -> None:
+        """Drop a settled request's spooled picture; never holds up or undoes its answer."""
+        try:
+            await self._patiently(f"the clean-up of {request_id}",
+                                  lambda: self.spool.delete(request_id))
+        except Exception as exc:  # a leftover picture is pruned later
+            logger.warning("could not drop the spooled picture of %s (%s)", request_id, exc)
 
     async def _interrupt(self, record: RequestRecord, handler: RecoveredHandler | None) -> None:
         now = self._clock()
-        await self.request_log.update(record.id, status="interrupted", reason="interrupted",
-                                      finished_at=now, total_s=max(0.0, now - record.created_at))
-        await self.spool.delete(record.id)
+        await self._patiently(f"the outcome of request {record.id}", lambda: (
+            self.request_log.update(record.id, status="interrupted", reason="interrupted",
+                                    finished_at=now,
+                                    total_s=max(0.0, now - record.created_at))))
+        await self._clean_up(record.id)
         log_outcome(record.id, f"{record.platform}:{record.user_id}", record.source_kind,
                     "interrupted", reason="interrupted")
         if handler is None:

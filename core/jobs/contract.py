@@ -44,6 +44,23 @@ Semantics adapters can rely on:
 - On `stop`, jobs left queued (or a batch cut short) get `Failed(ShuttingDown)`
   with ``params["resumes"] = True``: their rows stay queued/running and they are
   answered through `on_recovered` after the next start.
+- `Done` and `Failed` come only once the row says so; cleaning up (the spooled picture)
+  comes after them and never holds them up or changes them.
+- While the request log's database is away (`DatabaseUnavailable`, a `StorageUnavailable`:
+  stopped, restarting, unreachable; a SQLite file locked or read-only), `receive`, `submit`
+  without a receipt and `reject` raise it at once: nothing was recorded, so the adapter asks
+  the user to try again in a moment (the web: 503 with Retry-After; Telegram: the update is
+  not confirmed, so it comes again). Everything after a request's row exists — queueing a
+  received request (`submit` with its receipt), its outcome, its refusal (`refuse`), its
+  clean-up, `note_reply`, `mark_delivery` — waits the outage out, retrying for
+  `[storage] outage_grace_s`. A job whose outcome still cannot be recorded is handed back
+  (`Failed(ShuttingDown)` with ``resumes``, as on `stop`): its row stays unfinished and it
+  is answered after the next start (with the redis backend, by the next worker) — never
+  told one outcome now and another later. A received request that could not be queued in
+  that time stays received, and the next start carries it on.
+- One process owns a local request log: the local backend's `start` takes its lease
+  (`RequestLogInUse`, naming the holder, while another process has it), held until the
+  request log is closed. Readers such as `sonify stats` take none.
 - Several processes may share one request log (the redis backend): the limits, the
   queue bound, fairness and identical-request detection then hold across all of them,
   and any of them can read a request's row and clip (`get_request`, `clip_files`) or

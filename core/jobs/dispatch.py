@@ -3,8 +3,9 @@
 The dispatch loop takes the job at the head of the fair queue plus the next jobs
 with equal options (up to ``max_batch``, waiting at most ``max_wait_ms`` for more),
 hands them to the `ModelRunner`, then finishes each job in its own task (encode
-the clip into the cache off the loop, update the rows, emit `Done`/`Failed`) so
-the next batch can start while the last one is being encoded.
+the clip into the cache off the loop, update the rows, emit `Done`/`Failed`: the
+`Settler`, core/jobs/settle.py) so the next batch can start while the last one is
+being encoded.
 """
 
 from __future__ import annotations
@@ -16,62 +17,26 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from functools import partial
 
 from core.config import JobsConfig
-from core.errors import GenerationFailed, ShuttingDown, UserFacingError
+from core.errors import GenerationFailed, ShuttingDown, StorageUnavailable
 from core.jobs.cache import ClipCache
-from core.jobs.events import (
-    Done,
-    Failed,
-    JobHandle,
-    JobRequest,
-    JobResult,
-    Progress,
-    Queued,
-    Started,
-)
+from core.jobs.events import Failed, JobRequest, Progress, Queued, Started
 from core.jobs.fair_queue import FairQueue
-from core.jobs.journal import log_request_outcome
+from core.jobs.inflight import Job, Ticket, User
 from core.jobs.model_runner import ModelRunner, Outcome, WorkItem
+from core.jobs.settle import Settler
 from core.jobs.spool import Spool
-from core.models.pipeline import PipelineInput, PipelineResult
+from core.models.pipeline import PipelineInput
 from core.options import GenerationOptions
 from core.storage.request_log import RequestLog
 
 logger = logging.getLogger(__name__)
 
-User = tuple[str, str]  # (platform, user id)
 FIRST_BATCH_GUESS_S = 10.0  # wait estimate before any batch has been timed
 
-
-@dataclass(eq=False)
-class Ticket:
-    """One request answered by a job (the job's own, or an identical one riding along)."""
-
-    handle: JobHandle
-    user: User
-    created_at: float
-
-
-@dataclass(eq=False)
-class Job:
-    """One computation: its input and every request waiting for it."""
-
-    id: str
-    user: User
-    options: GenerationOptions
-    request: JobRequest
-    seed: int
-    key: str
-    tickets: list[Ticket] = field(default_factory=list)
-    position: int = 0
-    started_at: float | None = None
-    batch_size: int = 1
-    last_progress: Progress | None = None
-    sealed: bool = False  # answered (or being answered): no more riders
-    solo: bool = False  # rendered in a batch of its own (it was in a batch that crashed)
+__all__ = ["Dispatcher", "Job", "Ticket", "User", "stopping_failure"]
 
 
 def stopping_failure() -> Failed:
@@ -90,7 +55,7 @@ class Dispatcher:
         self.cache = cache
         self.spool = spool
         self.runner = runner
-        self._release = release  # a ticket's user has one job fewer running
+        self.settler = Settler(request_log, cache, spool, release=release, clock=clock)
         self._clock = clock
         self.queue: FairQueue[Job] = FairQueue(lambda j: j.user)
         self._inflight: dict[str, Job] = {}
@@ -246,8 +211,13 @@ class Dispatcher:
             for ticket in job.tickets:
                 ticket.handle.emit(Started(len(batch)))
         try:
-            await self.request_log.mark_started(
-                [t.handle.id for job in batch for t in job.tickets], now, len(batch))
+            try:
+                await self.request_log.mark_started(
+                    [t.handle.id for job in batch for t in job.tickets], now, len(batch))
+            except StorageUnavailable:
+                # Only the interim status: the batch renders, its outcome waits for the log.
+                logger.info("rendering a batch of %d not marked as running: the request log "
+                            "is unavailable", len(batch))
             items = [WorkItem(_pipeline_input(job.request, job.seed),
                               on_progress=partial(self._on_progress, job), tag=job.id)
                      for job in batch]
@@ -269,64 +239,7 @@ class Dispatcher:
             ticket.handle.emit(event)
 
     async def _finish(self, job: Job, outcome: Outcome) -> None:
-        try:
-            if outcome.result is None:
-                await self._fail(job, outcome.error or GenerationFailed("generation failed"))
-            else:
-                await self._succeed(job, outcome.result, outcome.batch_size)
-        except Exception:
-            logger.exception("finishing job %s failed", job.id)
-            await self._fail(job, GenerationFailed("generation failed"))
-
-    async def _succeed(self, job: Job, result: PipelineResult, batch_size: int) -> None:
-        started = time.perf_counter()
-        files, duration = await asyncio.to_thread(self.cache.write, job.id, result.audio,
-                                                  result.sample_rate)
-        encode_s = time.perf_counter() - started
-        await self.cache.add(clip_id=job.id, key=job.key, caption=result.caption,
-                             prompt=result.prompt, seed=job.seed, duration_s=duration,
-                             files=files)
-        tickets = self._seal(job)  # from here on, identical requests are cache hits
-        now = self._clock()
-        done: list[tuple[Ticket, JobResult]] = []
-        for ticket in tickets:
-            leader = ticket is tickets[0]  # riders were served without a model call
-            timings = {"queue_wait_s": max(0.0, (job.started_at or now) - ticket.created_at),
-                       "caption_s": float(result.timings.get("caption_s", 0.0)),
-                       "sound_s": float(result.timings.get("sound_s", 0.0)),
-                       "encode_s": encode_s, "total_s": max(0.0, now - ticket.created_at)}
-            await self.request_log.update(
-                ticket.handle.id, status="done", caption=result.caption, prompt=result.prompt,
-                seed=job.seed, cache_hit=not leader, batch_size=batch_size, duration_s=duration,
-                finished_at=now, files={k: v.name for k, v in files.items()},
-                score=result.score, **timings)
-            done.append((ticket, JobResult(
-                request_id=ticket.handle.id, caption=result.caption, prompt=result.prompt,
-                seed=job.seed, duration_s=duration, files=dict(files), cache_hit=not leader,
-                batch_size=batch_size, timings=timings, score=result.score)))
-        for ticket, res in done:
-            await self.spool.delete(ticket.handle.id)
-            self._release(ticket.user)
-            log_request_outcome(ticket.handle.id, ticket.handle.request, "done",
-                                text=res.caption, total_s=res.timings["total_s"],
-                                batch_size=batch_size, cache_hit=res.cache_hit)
-            ticket.handle.emit(Done(res))
-
-    async def _fail(self, job: Job, error: UserFacingError) -> None:
-        tickets = self._seal(job)
-        now = self._clock()
-        for ticket in tickets:
-            try:
-                await self.request_log.update(ticket.handle.id, status="failed", reason=error.code,
-                                      finished_at=now, total_s=max(0.0, now - ticket.created_at))
-            except Exception:
-                logger.exception("could not log the failure of %s", ticket.handle.id)
-        for ticket in tickets:
-            await self.spool.delete(ticket.handle.id)
-            self._release(ticket.user)
-            log_request_outcome(ticket.handle.id, ticket.handle.request, "failed",
-                                reason=error.code, total_s=max(0.0, now - ticket.created_at))
-            ticket.handle.emit(Failed(error))
+        await self.settler.finish(job, outcome, seal=lambda: self._seal(job))
 
     def _seal(self, job: Job) -> list[Ticket]:
         job.sealed = True

@@ -17,6 +17,7 @@ from core.errors import (
     DuplicateRequest,
     QueueFull,
     RateLimited,
+    StorageUnavailable,
     UserFacingError,
 )
 from core.jobs.admission import Admission
@@ -69,14 +70,22 @@ class LocalJobEngine(EngineBase):
     # lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Prepare the cache and spool, remember what a crash left, start the dispatch loop."""
+        """Take the request log's lease (RequestLogInUse when another process holds it),
+        prepare the cache and spool, remember what a crash left, start the dispatch loop."""
         if self._started:
             return
+        # Before anything is read: the rows left unfinished are this process's to take up
+        # only if no other process is answering them right now.
+        await self.request_log.take_lease()
+        try:
+            await self.cache.start()
+            unfinished = await self.request_log.unfinished()
+            self._to_recover = [*unfinished, *await self.request_log.unanswered()]
+            await self.spool.prune({r.id for r in unfinished})
+        except BaseException:
+            await self.request_log.release_lease()
+            raise
         self._started = True
-        await self.cache.start()
-        unfinished = await self.request_log.unfinished()
-        self._to_recover = [*unfinished, *await self.request_log.unanswered()]
-        await self.spool.prune({r.id for r in unfinished})
         if self._to_recover:
             logger.warning("%d request(s) were left unanswered; resume_recovered() takes "
                            "them up", len(self._to_recover))
@@ -94,6 +103,8 @@ class LocalJobEngine(EngineBase):
         self._stopped = True
         self._accepting = False
         timeout = self.jobs.shutdown_timeout_s if timeout is None else timeout
+        # The lease stays until the request log is closed: answers still being delivered
+        # after this are this process's, not a next one's to send again.
         await self.dispatcher.stop(timeout)
 
     def queue_length(self) -> int:
@@ -204,26 +215,41 @@ class LocalJobEngine(EngineBase):
             if not request.content_at_hand:
                 raise BadRequest("the picture was not fetched", code="bad_option")
             key = self._key_for(request, receipt.seed)
-            hit = await self.cache.lookup(key)
-            if hit is not None:
-                await self.request_log.update(receipt.id, status="queued", cache_key=key,
-                                              image_sha256=image_sha(request))
+            # The request is recorded already: a database outage is waited out, not failed.
+            hit = await self._patiently(f"queueing request {receipt.id}",
+                                        lambda: self._queue_received(request, receipt, key))
+        except Exception as exc:
+            error = await self._cannot_queue(receipt, exc)
+            if isinstance(error, StorageUnavailable):  # its row waits for the next start
+                self._drop_hold(user)
+            raise error from None
+        if hit is not None:
+            try:
                 await self._finish_from_cache(handle, request, receipt.seed, hit,
                                               receipt.created_at)
+            finally:
                 self._drop_hold(user)
-                return handle
-            rider = self.dispatcher.rideable(key) is not None
-            if request.image is not None:
-                await self.spool.write(receipt.id, request.image)
-            await self.request_log.update(receipt.id, status="queued", cache_key=key,
-                                          image_sha256=image_sha(request), caption=request.caption,
-                                          prompt=request.prompt)
-        except Exception as exc:
-            raise await self._cannot_queue(receipt, exc) from None
+            return handle
+        rider = self.dispatcher.rideable(key) is not None
         self.admission.release_place()  # from here the job is in the queue (or rides one)
         await self._queue(Ticket(handle, user, receipt.created_at), request, receipt.seed, key,
                           rider)
         return handle
+
+    async def _queue_received(self, request: JobRequest, receipt: Receipt,
+                              key: str) -> CachedClip | None:
+        """Mark a received row queued (its picture spooled first), or find its clip cached."""
+        hit = await self.cache.lookup(key)
+        if hit is not None:
+            await self.request_log.update(receipt.id, status="queued", cache_key=key,
+                                          image_sha256=image_sha(request))
+            return hit
+        if request.image is not None:
+            await self.spool.write(receipt.id, request.image)
+        await self.request_log.update(receipt.id, status="queued", cache_key=key,
+                                      image_sha256=image_sha(request), caption=request.caption,
+                                      prompt=request.prompt)
+        return None
 
     async def _queue(self, ticket: Ticket, request: JobRequest, seed: int, key: str,
                      rider: bool) -> None:

@@ -17,10 +17,18 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from core.errors import ConfigError, DuplicateRequest, StorageUnavailable
+from core.errors import (
+    ConfigError,
+    DatabaseDamaged,
+    DatabaseUnavailable,
+    DuplicateRequest,
+    StorageUnavailable,
+)
 from core.secrecy import SecretMasker, url_passwords
 from core.storage.blobs import BlobStore, ClipIndex
 from core.storage.migrate import current_revision, migrate, sqlite_file
+from core.storage.outage import DEFAULT_GRACE_S, Outage, watch_engine
+from core.storage.ownership import Lease, take_lease
 from core.storage.records import RECORD_FIELDS, RequestRecord, row_values, without_secrets
 from core.storage.retention import Retention
 from core.storage.shared import SharedRequests
@@ -49,7 +57,13 @@ def cannot_open(url: str, exc: BaseException) -> str:
     """The one-line error for a request log that cannot be opened (server down, login
     refused, file not writable): where, with the password hidden, and the driver's reason."""
     where = make_url(url).render_as_string(hide_password=True)
-    reason = getattr(exc, "orig", None) or exc  # SQLAlchemy wraps the driver's error
+    reason: BaseException = exc
+    # SQLAlchemy wraps the driver's error (`orig`), and so does DatabaseUnavailable (cause).
+    while isinstance(reason, DBAPIError | DatabaseUnavailable):
+        inner = getattr(reason, "orig", None) or reason.__cause__
+        if inner is None:
+            break
+        reason = inner
     text = " ".join(str(reason).split()) or type(reason).__name__
     if len(text) > 300:
         text = text[:297] + "..."
@@ -68,10 +82,16 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 class RequestLog:
-    """Async access to the request log (and the clip-cache index stored beside it)."""
+    """Async access to the request log (and the clip-cache index stored beside it).
 
-    def __init__(self, url: str) -> None:
+    Its database being away shows as `DatabaseUnavailable`, a damaged file as
+    `DatabaseDamaged` (core/storage/outage.py); `outage` waits the first out where a request
+    is being settled (`outage_grace_s`).
+    """
+
+    def __init__(self, url: str, *, outage_grace_s: float = DEFAULT_GRACE_S) -> None:
         parsed = make_url(url)
+        self.url = url
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         database = sqlite_file(url)
         if database is not None:
@@ -82,6 +102,10 @@ class RequestLog:
             raise ConfigError(missing_driver(parsed.drivername, exc.name)) from None
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        self.outage = Outage(outage_grace_s)
+        self._lease: Lease | None = None
+        watch_engine(self.engine, self.outage, str(database) if database is not None
+                     else parsed.render_as_string(hide_password=True))
         self.clips = ClipIndex(self.engine)
         self.blobs = BlobStore(self.engine)
         self.shared = SharedRequests(self.engine)
@@ -89,23 +113,43 @@ class RequestLog:
         self.retention = Retention(self.engine)
 
     @classmethod
-    async def open(cls, url: str) -> RequestLog:
+    async def open(cls, url: str, *, outage_grace_s: float = DEFAULT_GRACE_S) -> RequestLog:
         """Connect and bring the schema up to date; StorageUnavailable (one line, password
-        hidden) when the database cannot be reached or refuses us."""
-        request_log = cls(url)
+        hidden) when the database cannot be reached or refuses us, DatabaseDamaged (one line:
+        which file, what to do) when its file is damaged."""
+        request_log = cls(url, outage_grace_s=outage_grace_s)
         try:
             await request_log.migrate()
-        except (DBAPIError, OSError) as exc:
+        except DatabaseDamaged:
+            await request_log.close()
+            raise
+        except (DBAPIError, OSError, DatabaseUnavailable) as exc:
             await request_log.close()
             # `from None`: the driver's traceback would print the URL's parts, password included.
             raise StorageUnavailable(cannot_open(url, exc)) from None
         except BaseException:
             await request_log.close()
             raise
+        request_log.outage.armed = True
         return request_log
 
     async def close(self) -> None:
+        await self.release_lease()
         await self.engine.dispose()
+
+    # ownership ------------------------------------------------------------------------------
+
+    async def take_lease(self) -> None:
+        """Become this log's one owner (the local backend); RequestLogInUse, naming the
+        holder, when another process is (core/storage/ownership.py). Held until
+        `release_lease` or `close`."""
+        if self._lease is None:
+            self._lease = await take_lease(self.url)
+
+    async def release_lease(self) -> None:
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            await lease.release()
 
     # schema ---------------------------------------------------------------------------------
 

@@ -118,3 +118,34 @@ def test_an_unexpected_error_is_logged_masked_not_printed_raw(
     err = capsys.readouterr().err
     assert "unexpected error in `sonify stats`" in err and "RuntimeError: a bug holding ***" in err
     assert "AAFake-Key" not in err
+
+
+@pytest.mark.parametrize("command", ["stats", "run"])
+async def test_a_damaged_database_is_one_line_naming_the_file_and_what_to_do(
+        tmp_path: Path, command: str) -> None:
+    """A valid header and corrupted pages (a disk fault, a copy taken mid-write)."""
+    path = tmp_path / "data" / "sonify.db"
+    url = f"sqlite+aiosqlite:///{path}"
+    request_log = await RequestLog.open(url)
+    try:
+        for n in range(2000):
+            await request_log.insert(RequestRecord(
+                id=f"r{n:011d}", platform="web", user_id="u", chat_id="c", source_kind="upload",
+                status="queued" if n % 3 else "done", created_at=time.time(), caption="x" * 200))
+    finally:
+        await request_log.close()
+    data = bytearray(path.read_bytes())
+    page = 4096
+    for start in range(2 * page, len(data), page):  # every page but the header's
+        data[start + 100:start + 1100] = bytes(range(256)) * 3 + bytes(232)
+    path.write_bytes(bytes(data))
+    config = tmp_path / "config.toml"
+    config.write_text(f'[storage]\ndata_dir = "{tmp_path / "data"}"\n[web]\nport = 0\n',
+                      encoding="utf-8")
+    done = await asyncio.to_thread(sonify, command, "--config", str(config), cwd=tmp_path,
+                                   database_url=url)
+    assert done.returncode == 1, done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(f"sonify: the request log {path} is damaged (")
+    assert line.endswith("; restore it from a backup, or move it aside (with its -wal and "
+                         "-shm files, if any) to start with an empty one")

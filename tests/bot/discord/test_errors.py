@@ -8,6 +8,7 @@ from typing import Any
 
 from PIL import Image
 
+from core.storage.migrate import sqlite_file
 from tests.bot.discord.conftest import BrokenPipeline, GatedPipeline, png_bytes
 from tests.bot.discord.fake_discord import (
     ALICE,
@@ -19,6 +20,7 @@ from tests.bot.discord.fake_discord import (
     Interaction,
     Upload,
 )
+from tests.local_servers import Unwritable, sqlite_files
 
 
 def texts_to(fake: FakeDiscord, message: dict) -> list[str]:
@@ -205,3 +207,28 @@ async def test_words_that_are_not_text_get_the_catalogue_text(fake: FakeDiscord,
     assert await rejected_reasons(bot) == ["words_invalid"]  # three refusals, one row
     rows = await bot.services.request_log.rows_since(0.0)
     assert [r.times for r in rows if r.status == "rejected"] == [3]
+async def test_requests_the_log_cannot_take_are_try_again_in_a_moment(
+        fake: FakeDiscord, make_bot: Any, caplog: Any) -> None:
+    """The SQLite file unwritable for real (`chattr +i`): a posted image and a /sonify are
+    not taken, and the user is asked to try again in a moment — in plain words, no
+    traceback; once the file can be written, the next one is answered."""
+    bot = await make_bot()
+    database = sqlite_file(bot.config.database_url)
+    assert database is not None
+    Unwritable.check(database.parent)
+    fault = sqlite_files(database)
+    fault.apply()
+    try:
+        posted = await fake.send_message(WATCHED, ALICE, "", [Upload("a.png", png_bytes(71))])
+        await reply_text(fake, posted, "I can't take new requests for a moment. Please try "
+                                       "again in about 5 s.")
+        it = await fake.slash("sonify", upload=Upload("b.png", png_bytes(72)), author=BOB)
+        assert await private_note(fake, it) == ("I can't take new requests for a moment. "
+                                                "Please try again in about 5 s.")
+    finally:
+        fault.restore()
+    again = await fake.send_message(WATCHED, ALICE, "", [Upload("c.png", png_bytes(73))])
+    await fake.until(lambda: [r for r in fake.replies_to(again["id"]) if r["attachments"]])
+    assert "Traceback" not in caplog.text
+    rows = await bot.services.request_log.rows_since(0.0, ["status"])
+    assert [r.status for r in rows] == ["done"]  # the two refused ones were never recorded

@@ -13,6 +13,7 @@ import asyncio
 import itertools
 import json
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -94,6 +95,7 @@ class FakeBotAPI:
         self.downloads_gate: asyncio.Event | None = None
         self.confirmed = 0  # the highest offset a getUpdates call confirmed
         self.last_update_id = 0  # the newest update pushed
+        self.deliveries: Counter[int] = Counter()  # how often each update was handed out
         self._runner: web.AppRunner | None = None
         self.url = ""
 
@@ -191,6 +193,13 @@ class FakeBotAPI:
         except TimeoutError:
             seen = [(c.method, c.text[:60]) for c in self.calls[after:]]
             raise AssertionError(f"no {method} call matched in {within} s; saw {seen}") from None
+
+    async def wait_delivered(self, update_id: int, times: int, *, within: float = 30.0) -> None:
+        """Wait until `update_id` has been handed to the bot `times` times (Telegram delivers
+        an update again until an offset past it confirms it)."""
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(
+                lambda: self.deliveries[update_id] >= times), within)
 
     async def wait_confirmed(self, update_id: int, *, within: float = 20.0) -> None:
         """Wait until the bot confirms `update_id` (asks for an offset past it): it does so
@@ -312,6 +321,9 @@ class FakeBotAPI:
                 await asyncio.wait_for(wait(), timeout)
             except TimeoutError:
                 pass
+        async with self._changed:  # wakes `wait_delivered`
+            self.deliveries.update(u["update_id"] for u in self._updates)
+            self._changed.notify_all()
         return list(self._updates)
 
     def _chat(self, chat_id: Any) -> dict[str, Any]:

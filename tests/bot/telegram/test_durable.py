@@ -11,7 +11,10 @@ from typing import Any
 import aiohttp
 
 from core.errors import StorageUnavailable
+from core.i18n import t
+from core.storage.migrate import sqlite_file
 from tests.bot.telegram.conftest import ANA, BOB, ELENA, Harness, StartBot, picture, private
+from tests.local_servers import Unwritable, sqlite_files
 
 
 def photo_update(bot: Harness, user: dict[str, Any], update_id: int) -> dict[str, Any]:
@@ -42,8 +45,8 @@ async def test_a_redelivered_update_is_answered_once(bot: Harness) -> None:
 
 
 async def test_an_update_that_cannot_be_recorded_is_read_again(bot: Harness) -> None:
-    """The request log refuses a write once: no answer, no error shown, no confirmation;
-    Telegram's next delivery is recorded and answered."""
+    """The request log refuses a write once: no apology, no confirmation; Telegram's next
+    delivery is recorded and answered."""
     assert bot.services is not None
     request_log = bot.services.request_log
     real_insert = request_log.insert
@@ -62,6 +65,32 @@ async def test_an_update_that_cannot_be_recorded_is_read_again(bot: Harness) -> 
     texts = [c.text for c in bot.fake.calls if c.method in ("sendMessage", "editMessageText")]
     assert not any("Lo siento" in text for text in texts)
     assert len(bot.fake.calls_of("sendVoice")) == 1
+    assert await statuses(bot) == [("done", "sent")]
+
+
+async def test_while_the_log_cannot_be_written_a_photo_is_told_later_and_answered_after(
+        bot: Harness) -> None:
+    """The SQLite file unwritable for real (`chattr +i`): the user hears once that the bot
+    will get to it, the update is not confirmed, and once the file can be written the next
+    delivery is recorded and answered — one clip."""
+    assert bot.services is not None
+    database = sqlite_file(bot.config.database_url)
+    assert database is not None
+    Unwritable.check(database.parent)
+    later = t("unavailable_later", "en")
+    fault = sqlite_files(database)
+    fault.apply()
+    try:
+        msg = await bot.send_photo(ANA)
+        await bot.fake.wait_for("sendMessage", lambda c: c.text == later)
+        # Delivered again (and refused again) while the file stays unwritable.
+        await bot.fake.wait_delivered(bot.fake.last_update_id, 3)
+        assert bot.fake.confirmed <= bot.fake.last_update_id  # never confirmed meanwhile
+    finally:
+        fault.restore()
+    voice = await bot.voice_for(msg)
+    assert voice.files["voice"].startswith(b"OggS")
+    assert [c.text for c in bot.fake.calls if c.text == later] == [later]  # told once
     assert await statuses(bot) == [("done", "sent")]
 
 

@@ -19,6 +19,8 @@ async def services_for(tmp_path: Path, fake: FakeBotAPI) -> AsyncIterator:
     made: list[Services] = []
 
     async def make(**telegram: object) -> Services:
+        for earlier in made:  # one process at a time on a request log
+            await earlier.close()
         services = await Services.create(bot_config(tmp_path, fake, telegram=telegram))
         made.append(services)
         return services

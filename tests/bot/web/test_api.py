@@ -258,6 +258,7 @@ async def test_jobs_kept_over_a_restart_stay_reachable(start_web: WebFactory) ->
     assert "event: queued" in text and "retry: 3000" in text and "event: failed" not in text
     assert (await row(web, job_id)).status == "queued"  # re-run at the next start
     assert (await row(web, (await first.json())["id"])).status in ("queued", "running")
+    await web.services.close()  # the process ends (and its hold on the request log)
 
     # The next start takes both jobs back; the page finds them under the same ids.
     services = await Services.create(web.services.config.with_section("web", port=0))

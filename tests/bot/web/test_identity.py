@@ -171,10 +171,10 @@ async def test_address_limits_release_and_expire() -> None:
 
 async def test_a_second_web_process_on_the_same_database_knows_the_browser(
         start_web: WebFactory, tmp_path: Path) -> None:
-    """The identity key is in the database: a cookie is good at every web process."""
+    """The identity key is in the database: a cookie is good at the next process on it (a
+    restart, or — with the redis backend — another web process of the same service)."""
     database = {"database_url": f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}"}
     first = await start_web(storage=database)
-    second = await start_web(storage=database)  # its own data_dir, the same request log
     session, cookie = await fresh_browser(first)
     assert cookie is not None
     async with session:
@@ -184,6 +184,9 @@ async def test_a_second_web_process_on_the_same_database_knows_the_browser(
             job_id = (await resp.json())["id"]
         assert (await read_events(first.client, job_id,
                                   cookies={"sonify_uid": cookie}))[-1][0] == "done"
+        # One local-backend process per request log: the first ends before the next.
+        await first.services.close()
+        second = await start_web(storage=database)  # its own data_dir, the same log
         async with aiohttp.ClientSession(cookies={"sonify_uid": cookie}) as same_browser:
             async with same_browser.get(f"{second.origin}/api/jobs/{job_id}") as resp:
                 view = await resp.json()

@@ -26,7 +26,8 @@ def redis_config(root: Path, database_url: str, redis_url: str, **jobs: Any) -> 
 @asynccontextmanager
 async def adapter_engine(config: Config) -> AsyncIterator[RedisJobEngine]:
     """The engine a `sonify run` process of the redis backend holds."""
-    request_log = await RequestLog.open(config.database_url)
+    request_log = await RequestLog.open(config.database_url,
+                                       outage_grace_s=config.storage.outage_grace_s)
     engine = RedisJobEngine(config, request_log)
     await engine.start()
     try:
@@ -40,7 +41,8 @@ async def adapter_engine(config: Config) -> AsyncIterator[RedisJobEngine]:
 async def render_worker(config: Config, pipeline: Any, name: str = "w1"
                         ) -> AsyncIterator[RenderWorker]:
     """A started `sonify worker` in this process."""
-    request_log = await RequestLog.open(config.database_url)
+    request_log = await RequestLog.open(config.database_url,
+                                       outage_grace_s=config.storage.outage_grace_s)
     worker = RenderWorker(config, request_log, pipeline_factory=lambda: pipeline, name=name)
     await worker.start()
     try:

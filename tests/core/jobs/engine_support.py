@@ -114,7 +114,8 @@ class WrappedPipeline:
 async def running_engine(config: Config, pipeline: Any,
                          clock: Callable[[], float] | None = None) -> AsyncIterator[LocalJobEngine]:
     """A started engine over a fresh log; stopped and closed afterwards."""
-    request_log = await RequestLog.open(config.database_url)
+    request_log = await RequestLog.open(config.database_url,
+                                       outage_grace_s=config.storage.outage_grace_s)
     extra = {"clock": clock} if clock is not None else {}
     engine = LocalJobEngine(config, request_log, pipeline_factory=lambda: pipeline, **extra)
     await engine.start()
@@ -132,7 +133,8 @@ async def gated_engine(config: Config, pipeline: Any
                        ) -> tuple[RequestLog, LocalJobEngine, threading.Event]:
     """A started engine whose model calls wait at the returned gate (to stop it mid-batch)."""
     gate = threading.Event()
-    request_log = await RequestLog.open(config.database_url)
+    request_log = await RequestLog.open(config.database_url,
+                                       outage_grace_s=config.storage.outage_grace_s)
     engine = LocalJobEngine(config, request_log,
                        pipeline_factory=lambda: WrappedPipeline(pipeline, gate=gate))
     await engine.start()
@@ -146,7 +148,8 @@ async def restarted_engine(config: Config, pipeline: Any
     Returns the request_log, the engine, the handles given to platform "test"'s recovery
     handler (after they have run) and the count `resume_recovered` reported.
     """
-    request_log = await RequestLog.open(config.database_url)
+    request_log = await RequestLog.open(config.database_url,
+                                       outage_grace_s=config.storage.outage_grace_s)
     engine = LocalJobEngine(config, request_log, pipeline_factory=lambda: pipeline)
     await engine.start()
     handed = Handed()
