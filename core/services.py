@@ -34,9 +34,8 @@ class Services:
     fetcher: ImageFetcher
     pruner: Pruner | None = field(default=None)
     # This process's metrics and health checks (core/ops): the one registry it has.
-    ops: Operations = field(default_factory=lambda: Operations(Metrics(role="run",
-                                                                       answers=False),
-                                                               Health()))
+    ops: Operations = field(default_factory=lambda: Operations(
+        Metrics(role="run", answers=False, renders=False), Health()))
 
     @classmethod
     async def create(cls, config: Config, *,

@@ -57,11 +57,15 @@ Refresher = Callable[[], Awaitable[None]]
 
 class Metrics:
     """The series of one process. `role`: "run" or "worker"; `answers`: this process
-    answers requests (counts them as they end)."""
+    answers requests (counts them as they end); `renders`: it renders jobs (times their
+    stages). A process that does not render hears of outcomes only as rows read back (a
+    line with no stage times): a rendering line in it is another part's (a worker run in
+    the same process, as tests do), already counted there."""
 
-    def __init__(self, *, role: str, answers: bool) -> None:
+    def __init__(self, *, role: str, answers: bool, renders: bool) -> None:
         self.role = role
         self.answers = answers
+        self.renders = renders
         self.registry = CollectorRegistry()
         registry = self.registry
         self.requests = Counter(
@@ -91,11 +95,11 @@ class Metrics:
 
     def observe_outcome(self, line: OutcomeLine) -> None:
         """A request ended (the journal's listener)."""
-        if self.answers:
+        if self.answers and (self.renders or line.timings is None):
             self.requests.labels(line.platform, line.kind, line.outcome, line.code or "").inc()
             if line.outcome != "refused" and line.total_s is not None:
                 self.request_seconds.labels(line.platform, line.outcome).observe(line.total_s)
-        if line.timings is not None and line.outcome == "done":  # rendered here
+        if self.renders and line.timings is not None and line.outcome == "done":
             wait = line.timings.get("queue_wait_s")
             if wait is not None:
                 self.queue_wait_seconds.observe(wait)

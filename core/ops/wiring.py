@@ -46,7 +46,7 @@ class Operations:
 
 async def for_run(request_log: RequestLog, engine: JobEngine) -> Operations:
     """The operations of `sonify run` (adapters add their own checks when they start)."""
-    metrics = Metrics(role="run", answers=True)
+    metrics = Metrics(role="run", answers=True, renders=isinstance(engine, LocalJobEngine))
     health = Health()
     health.add("database", database_check(request_log))
     found = metrics.sources
@@ -80,7 +80,7 @@ async def for_run(request_log: RequestLog, engine: JobEngine) -> Operations:
 async def for_worker(request_log: RequestLog, worker: RenderWorker,
                      heartbeat: Heartbeat | None = None) -> Operations:
     """The operations of `sonify worker`."""
-    metrics = Metrics(role="worker", answers=False)
+    metrics = Metrics(role="worker", answers=False, renders=True)
     health = Health()
     health.add("database", database_check(request_log))
     health.add("models", models_check(worker.runner))
