@@ -287,16 +287,6 @@ def _check_value(where: str, tp: Any, meta: dict[str, Any], value: Any) -> Any:
     return value
 
 
-def _check_rule(where: str, meta: dict[str, Any], value: Any) -> Any:
-    """`value` after its type and range, and then the key's own rule (`check`)."""
-    check = meta.get("check")
-    if check is not None:
-        try:
-            check(value)
-        except ValueError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
-    return value
-
 
 def _build_section(source: str, name: str, cls: type, raw: Any,
                    problems: list[str]) -> tuple[Any, set[str]]:
@@ -318,11 +308,14 @@ def _build_section(source: str, name: str, cls: type, raw: Any,
             problems.append(f"{where}: unknown key; known keys are {', '.join(known)}")
             rejected.add(key)
             continue
+        meta = dict(known[key].metadata)
         try:
-            meta = dict(known[key].metadata)
-            values[key] = _check_rule(where, meta, _check_value(where, hints[key], meta, value))
-        except ConfigError as exc:
-            problems.append(str(exc))
+            checked = _check_value(where, hints[key], meta, value)
+            if meta["check"] is not None:  # the key's own rule, after its type and range
+                meta["check"](checked)
+            values[key] = checked
+        except (ConfigError, ValueError) as exc:
+            problems.append(str(exc) if isinstance(exc, ConfigError) else f"{where}: {exc}")
             rejected.add(key)
     return cls(**values), rejected
 
