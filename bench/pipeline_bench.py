@@ -59,8 +59,9 @@ from core.config import Config, parse_config
 from core.models.captioner import Captioner
 from core.models.clap import ClapScorer, Scorer
 from core.models.hub import quiet_construction
-from core.models.loading import ModelLoader, resolve_device
+from core.models.loading import ModelLoader
 from core.models.pipeline import Pipeline, PipelineInput, PipelineResult
+from core.models.precision import choose_precision
 from core.models.sound import SoundGenerator, auto_candidates, sound_dtype
 from core.models.tiny.audioldm import offline_roberta_tokenizer
 from core.models.tiny.stable_audio3 import tiny_gemma_tokenizer
@@ -347,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="sound backend (repeat for several; default audioldm and stable-audio-3)")
     ap.add_argument("--n", type=int, default=4, help="images (default 4)")
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    ap.add_argument("--dtype", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
     ap.add_argument("--seconds", type=float, default=1.0)
     ap.add_argument("--steps", type=int, default=0,
                     help="diffusion steps (0: each backend's default: AudioLDM 20, SA3 8)")
@@ -363,7 +365,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     backends = args.backend or ["audioldm", "stable-audio-3"]
 
-    device, dtype = resolve_device(args.device)
+    precision = choose_precision(args.device, args.dtype)
+    device, dtype = precision.device, precision.dtype
     print(f"Sonify pipeline benchmark: preset {args.preset}, {device.type} "
           f"({str(dtype).removeprefix('torch.')}), torch threads {torch.get_num_threads()}, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
