@@ -28,7 +28,7 @@ from tests.core.models.reference_decoder import FullRecomputeDecoder, TwinDecode
 
 LOGP_TOLERANCE = 1e-4
 EOT = 49407
-BENCH = Path(__file__).resolve().parents[3] / "bench" / "pipeline_bench.py"
+REAL_SIZE = Path(__file__).resolve().parents[3] / "bench" / "real_size.py"
 
 
 def pictures(n: int, seed: int = 3) -> list[Image.Image]:
@@ -145,7 +145,7 @@ class EncodedOnce(torch.nn.Module):
 
 
 def test_full_size_cached_decoder_equals_full_recompute() -> None:
-    spec = importlib.util.spec_from_file_location("pipeline_bench", BENCH)
+    spec = importlib.util.spec_from_file_location("real_size", REAL_SIZE)
     assert spec is not None and spec.loader is not None
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
