@@ -230,14 +230,17 @@ def main(argv: list[str] | None = None) -> int:
           f"{torch.__version__}, {torch.get_num_threads()} threads")
     dtypes = (torch.float32, torch.bfloat16, torch.float16) if device.type == "cuda" else \
         tuple(dict.fromkeys((torch.float32, torch.bfloat16, precision.dtype)))
-    limits = measure_limits(device, dtypes)
-    print(f"this machine now: {limits.describe()}")
     print(f"N={args.n} pictures, captions {args.beams} beams x {args.max_tokens} tokens")
     print()
+    # Measured again before each table (other load comes and goes): the best figures so far.
+    limits = measure_limits(device, dtypes)
+    print(f"this machine now: {limits.describe()}")
     captioner = build_captioner(args, precision)  # one for every backend: building takes a while
     caption_work = print_caption_speed(captioner, pictures(max(batches)), limits, batches)
     rows = []
     for backend in args.backend or ["audioldm", "stable-audio-3"]:
+        limits = limits.best_with(measure_limits(device, dtypes))
+        print(f"best so far: {limits.describe()}")
         rows.append(run_backend(backend, args, captioner, caption_work, precision, limits))
         gc.collect()  # the previous backend's weights go before the next one is built
 

@@ -175,7 +175,7 @@ def real_size_captioner(device: torch.device, dtype: torch.dtype, beams: int,
                         max_tokens: int) -> Captioner:
     """Full-size CoCa ViT-L/14 with random weights, no files."""
     torch.manual_seed(SEED)
-    with held_logs(root_paths=("open_clip",)):  # "No pretrained weights loaded": we know
+    with held_logs(root_paths=("open_clip",), drop=("No pretrained weights",)):  # we know
         model, _, preprocess = open_clip.create_model_and_transforms(
             "coca_ViT-L-14", pretrained=None, precision="fp32")
     # open_clip leaves the decoder's output projection uninitialised (torch.empty).

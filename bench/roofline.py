@@ -68,6 +68,11 @@ class Limits:
     peak: dict[torch.dtype, float]
     bandwidth: dict[torch.dtype, float]
 
+    def best_with(self, other: Limits) -> Limits:
+        """The best of two measurements: a bound must hold whenever the machine was free."""
+        return Limits({d: max(v, other.peak.get(d, 0.0)) for d, v in self.peak.items()},
+                      {d: max(v, other.bandwidth.get(d, 0.0)) for d, v in self.bandwidth.items()})
+
     def bound(self, flops: float, weight_bytes: float, dtype: torch.dtype) -> float:
         return max(flops / self.peak[dtype], weight_bytes / self.bandwidth[dtype])
 
