@@ -53,9 +53,11 @@ def print_caption_speed(captioner: Captioner, pictures: list[Image.Image], limit
     params = sum(p.numel() for p in captioner.model.parameters())
     print(f"== caption: CoCa {params / 1e6:.1f} M, {captioner.beams} beams x "
           f"{captioner.max_tokens} tokens, {dtype_name(dtype)}")
+    started = time.perf_counter()
+    captioner.caption(pictures[:1])  # first use: one-time set-up stays out of the table
+    print(f"   the first picture after loading: {time.perf_counter() - started:.2f} s")
     print(f"   {'pictures':>8} {'per picture':>12} {ROOFLINE_HEADER}   (per picture)")
     single = Work()
-    captioner.caption(pictures[:1])  # first use: one-time set-up stays out of the figures
     for n in batches:
         images = (pictures * n)[:n]
         started = time.perf_counter()

@@ -181,7 +181,7 @@ def run_backend(backend: str, args: argparse.Namespace, captioner: Captioner,
           f"{takes} take(s) per picture, {dtype_name(dtype)}; built in {build_s:.1f} s")
     print(f"   parameters: {parts}")
     print(f"   {'stage':<8} {'first':>8} {'later':>8} {f'batch of {n}':>11}   {ROOFLINE_HEADER}"
-          "   (per picture; roofline of a later one)")
+          "   (per picture; roofline of a later one; first = this backend's first picture)")
     for stage in STAGES:
         row = f"   {stage:<8} {first[stage]:>6.2f} s {later[stage]:>6.2f} s {batch[stage]:>9.2f} s"
         if stage in work:

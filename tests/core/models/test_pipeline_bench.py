@@ -28,7 +28,8 @@ def test_the_bench_names_the_machine_and_puts_every_stage_against_its_bound(
     assert re.search(r"matmul peak GFLOP/s: fp32 [\d,]+, bf16 [\d,]+; a 6-row matmul streams "
                      r"weights at GB/s: fp32 [\d.]+, bf16 [\d.]+", out)
     assert "models run in fp32 on the CPU: [models] dtype = 'fp32'" in out
-    # The caption by batch size, and one decoder step early and late.
+    # The caption: first picture, by batch size, and one decoder step early and late.
+    assert re.search(r"the first picture after loading: [\d.]+ s", out)
     assert re.search(r"^ +3 +[\d.]+ s +[\d.]+ +[\d.]+ +[\d.]+ s +[\d.]+$", out, re.M)
     assert re.search(r"decoder step, 2 beams of 1 picture: token 1: [\d.]+ ms .*token 4: "
                      r"[\d.]+ ms .*token 4 / token 1 = [\d.]+", out)
