@@ -91,20 +91,20 @@ def probe_bf16_speedup(size: int = PROBE_SIZE, repeats: int = PROBE_REPEATS) -> 
     return best[torch.float32] / max(best[torch.bfloat16], 1e-9)
 
 
-def choose_precision(device_name: str, dtype_name_: str = "auto", *,
+def choose_precision(device_name: str, setting: str = "auto", *,
                      test_models: bool = False) -> Precision:
     """The device and dtype for `[models] device` and `[models] dtype`, with the reason."""
     device = resolve_device(device_name)
-    if dtype_name_ != "auto":
-        if dtype_name_ not in DTYPES:
-            raise ConfigError(f"[models] dtype: {dtype_name_!r} is not allowed; use 'auto', "
+    if setting != "auto":
+        if setting not in DTYPES:
+            raise ConfigError(f"[models] dtype: {setting!r} is not allowed; use 'auto', "
                               f"{', '.join(repr(d) for d in DTYPES)}")
-        dtype = DTYPES[dtype_name_]
+        dtype = DTYPES[setting]
         if device.type == "cuda" and dtype == torch.bfloat16 \
                 and not torch.cuda.is_bf16_supported():
             raise ConfigError("[models] dtype: 'bf16' is set but this GPU has no bf16; "
                               "use 'auto', 'fp16' or 'fp32'")
-        return Precision(device, dtype, f"[models] dtype = {dtype_name_!r}")
+        return Precision(device, dtype, f"[models] dtype = {setting!r}")
     if device.type == "cuda":
         return Precision(device, torch.float16, "dtype 'auto' on a GPU")
     if test_models:
