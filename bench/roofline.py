@@ -32,8 +32,19 @@ def _cpu_sdpa_flop(query: Any, key: Any, value: Any, *args: Any, out_shape: Any 
     return int(sdpa_flop_count(query, key, value))
 
 
-# torch's counter knows the CUDA attention kernels; on a CPU SDPA runs this one.
-CPU_ATTENTION = {aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flop}
+def _native_mha_flop(query: Any, key: Any, value: Any, embed_dim: int, *args: Any,
+                     out_shape: Any = None, **kwargs: Any) -> int:
+    """nn.MultiheadAttention's inference fast path: projections, attention, output."""
+    batch, length, width = query
+    keys = key[1]
+    projections = 2 * batch * width * width * (2 * length + 2 * keys)  # q and out; k and v
+    return projections + 4 * batch * length * keys * width
+
+
+# torch's counter knows the CUDA attention kernels and not these: SDPA on a CPU, and the fused
+# attention nn.MultiheadAttention runs in inference (open_clip's image tower uses it).
+CPU_ATTENTION = {aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flop,
+                 aten._native_multi_head_attention: _native_mha_flop}
 PEAK_SIZE = 2048  # square matmul for the peak: 17 GFLOP
 STREAM_ROWS = 6  # rows of a few-row matmul: one picture's beams
 STREAM_SHAPE = (3072, 768)  # one CoCa MLP weight; enough of them to overflow the caches
