@@ -30,10 +30,6 @@ class BeamSearchState:
         self.finished: list[list[Hypothesis]] = [[] for _ in range(images)]
         self.done = [False] * images
 
-    def live_images(self) -> list[int]:
-        """Indexes of the images whose search goes on."""
-        return [i for i in range(self.image_count) if not self.done[i]]
-
     def _normalised(self, score: float, length: int) -> float:
         return score / math.pow(length, self.length_penalty)
 
