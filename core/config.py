@@ -60,6 +60,7 @@ def _opt(default: Any, *, lo: float | None = None, hi: float | None = None,
 class ModelsConfig:
     preset: str = _opt("default", choices=("default", "tiny"))
     device: str = _opt("auto", choices=("auto", "cpu", "cuda"))
+    dtype: str = _opt("auto", choices=("auto", "fp32", "bf16", "fp16"))
     cache_dir: str = _opt("")
     caption_model: str = _opt("coca_ViT-L-14")
     caption_pretrained: str = _opt("mscoco_finetuned_laion2b_s13b_b90k")

@@ -14,6 +14,7 @@ import diffusers
 import numpy as np
 import torch
 
+from core.models import context_cache
 from core.models.clap import ClapScorer
 from core.models.hub import PIPELINE_CLASSES
 from core.options import GenerationOptions
@@ -157,6 +158,11 @@ class StableAudio3(Backend):
 
     name = "stable-audio-3"
 
+    def __init__(self, pipe: Any, device: torch.device, dtype: torch.dtype) -> None:
+        super().__init__(pipe, device, dtype)
+        # The text context's keys/values, projected once per call rather than once per step.
+        self._context_caches = context_cache.install(pipe.transformer)
+
     @property
     def sample_rate(self) -> int:
         return int(self.pipe.vae.config.sampling_rate)
@@ -179,11 +185,16 @@ class StableAudio3(Backend):
             on_step(step)
             return {}
 
-        out = self.pipe(prompt=batch, duration=float(options.seconds),
-                        num_inference_steps=int(options.steps),
-                        guidance_scale=float(options.guidance_scale),
-                        negative_prompt=[negative] * len(batch) if negative else None,
-                        generator=generators, callback_on_step_end=step_end, output_type="np")
+        try:
+            out = self.pipe(prompt=batch, duration=float(options.seconds),
+                            num_inference_steps=int(options.steps),
+                            guidance_scale=float(options.guidance_scale),
+                            negative_prompt=[negative] * len(batch) if negative else None,
+                            generator=generators, callback_on_step_end=step_end,
+                            output_type="np")
+        finally:
+            for cache in self._context_caches:
+                cache.forget()
         return np.asarray(out.audios, dtype=np.float32)
 
 
