@@ -14,6 +14,9 @@ from core.jobs.contract import JobEngine
 from core.jobs.engine import LocalJobEngine
 from core.jobs.pruning import Pruner
 from core.models.pipeline import Pipeline
+from core.ops.health import Health
+from core.ops.metrics import Metrics
+from core.ops.wiring import Operations, for_run
 from core.stats.collect import collect_stats
 from core.stats.render import render_stats_chart, render_stats_text
 from core.storage.request_log import RequestLog
@@ -30,6 +33,9 @@ class Services:
     engine: JobEngine
     fetcher: ImageFetcher
     pruner: Pruner | None = field(default=None)
+    # This process's metrics and health checks (core/ops): the one registry it has.
+    ops: Operations = field(default_factory=lambda: Operations(
+        Metrics(role="run", answers=False, renders=False), Health()))
 
     @classmethod
     async def create(cls, config: Config, *,
@@ -54,14 +60,21 @@ class Services:
         except BaseException:
             await request_log.close()
             raise
+        try:
+            ops = await for_run(request_log, engine)
+        except BaseException:
+            await engine.stop()
+            await request_log.close()
+            raise
         # `[storage] keep_days`: old rows and clips go in the background (never with 0).
         pruner = Pruner(request_log, config.data_dir / "cache", config.storage.keep_days)
         pruner.start()
         return cls(config=config, request_log=request_log, engine=engine,
-                   fetcher=ImageFetcher(config.images), pruner=pruner)
+                   fetcher=ImageFetcher(config.images), pruner=pruner, ops=ops)
 
     async def close(self) -> None:
         """Stop the pruning and the engine (if still running), close the fetcher and the log."""
+        self.ops.close()
         if self.pruner is not None:
             await self.pruner.stop()
         await self.engine.stop()

@@ -8,8 +8,13 @@ import logging
 
 from bot.app import stop_on_signals
 from bot.cli.common import EXIT_USAGE, CliError
+from bot.ops.server import OpsServer
 from core.config import Config
+from core.distributed.heartbeat import Heartbeat
+from core.distributed.transport import connect
 from core.distributed.worker import RenderWorker, default_worker_name
+from core.errors import ConfigError
+from core.ops.wiring import for_worker
 from core.storage.request_log import RequestLog
 
 logger = logging.getLogger(__name__)
@@ -19,6 +24,12 @@ def add_arguments(parser: argparse.ArgumentParser, config: Config) -> None:
     parser.add_argument("--name", metavar="NAME",
                         help="this worker's name in logs and statistics "
                              f"(default: host name and process id, e.g. {default_worker_name()})")
+    parser.add_argument("--metrics-port", metavar="PORT", type=int,
+                        help="serve /metrics, /livez and /readyz on this port (0: any free "
+                             "one; default: none)")
+    parser.add_argument("--metrics-host", metavar="HOST", default="127.0.0.1",
+                        help="the address for --metrics-port (default: %(default)s; 0.0.0.0 "
+                             "for a Prometheus on another machine or container)")
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
@@ -26,11 +37,14 @@ def run(args: argparse.Namespace, config: Config) -> int:
     if config.jobs.backend != "redis":
         raise CliError(f'{config.source}: `sonify worker` needs [jobs] backend = "redis" '
                        "(with the local backend `sonify run` renders itself)", EXIT_USAGE)
-    asyncio.run(_work(config, args.name))
+    if args.metrics_port is not None and not 0 <= args.metrics_port <= 65_535:
+        raise CliError("--metrics-port: use a port from 0 to 65535", EXIT_USAGE)
+    asyncio.run(_work(config, args.name, args.metrics_host, args.metrics_port))
     return 0
 
 
-async def _work(config: Config, name: str | None) -> None:
+async def _work(config: Config, name: str | None, metrics_host: str,
+                metrics_port: int | None) -> None:
     # torch and the model libraries take seconds to import: only this command needs them, so
     # `sonify --version`, `stats` and every early one-line error do not wait for them.
     from core.models.loading import ModelLoader
@@ -42,10 +56,33 @@ async def _work(config: Config, name: str | None) -> None:
     if request_log.is_sqlite:
         logger.warning("the request log is SQLite: workers on other machines cannot share "
                        "it; set [storage] database_url to PostgreSQL (README)")
+    ops_server: OpsServer | None = None
+    heartbeat: Heartbeat | None = None
     try:
         worker = RenderWorker(config, request_log, name=name,
                               pipeline_factory=lambda: ModelLoader(config).pipeline())
-        await worker.load_models()  # before taking a job: a missing model is told at once
-        await worker.run(stop)
+        # Its own connection: the heartbeat goes on while the worker's is busy or away.
+        heartbeat = Heartbeat(await connect(config.jobs.redis_url), worker.name,
+                              jobs=lambda: worker.taken,
+                              models_loaded=lambda: worker.runner.loaded)
+        heartbeat.start()
+        ops = await for_worker(request_log, worker, heartbeat)
+        try:
+            if metrics_port is not None:  # up while the models load: not ready until loaded
+                ops_server = OpsServer(ops, metrics_host, metrics_port)
+                try:
+                    await ops_server.start()
+                except OSError as exc:
+                    raise ConfigError(f"--metrics-port: cannot listen on {metrics_host}:"
+                                      f"{metrics_port} ({exc.strerror or exc})") from None
+            await worker.load_models()  # before taking a job: a missing model is told at once
+            await worker.run(stop)
+        finally:
+            ops.close()
     finally:
+        if ops_server is not None:
+            await ops_server.stop()
+        if heartbeat is not None:
+            await heartbeat.stop()
+            await heartbeat.pool.aclose()
         await request_log.close()

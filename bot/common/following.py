@@ -156,11 +156,13 @@ class JobSink(Protocol):
 
 async def follow_job(handle: JobHandle, sink: JobSink, *, interval: float, shown: str = "",
                      on_event: Callable[[JobEvent], Awaitable[None]] | None = None,
-                     delivery: DeliveryLog | None = None) -> None:
+                     delivery: DeliveryLog | None = None,
+                     delivered: Callable[[float], None] | None = None) -> None:
     """Mirror `handle`'s events on `sink` (the status line now reads `shown`), then answer.
 
     `on_event` sees every event first (e.g. to renew a "recording…" indicator). With
     `delivery`, the answer is recorded as sending before it is posted and sent after.
+    `delivered` hears how many seconds posting a clip took (the metrics' delivery stage).
     """
     status = ThrottledStatus(sink.show, interval, shown)
     try:
@@ -173,7 +175,9 @@ async def follow_job(handle: JobHandle, sink: JobSink, *, interval: float, shown
                 continue
             await status.close()
             if isinstance(event, Done):
-                await answer_once(handle.id, partial(sink.deliver, event.result), delivery)
+                post = partial(sink.deliver, event.result)
+                await answer_once(handle.id, _timed(post, delivered) if delivered else post,
+                                  delivery)
             elif isinstance(event, Failed) and not resumes(event):
                 await answer_once(handle.id, partial(sink.apologise, event.error), delivery)
     except asyncio.CancelledError:
@@ -188,6 +192,18 @@ async def follow_job(handle: JobHandle, sink: JobSink, *, interval: float, shown
         apology = exc if isinstance(exc, UserFacingError) else GenerationFailed("answering failed")
         with contextlib.suppress(Exception):
             await answer_once(handle.id, partial(sink.apologise, apology), delivery)
+
+
+def _timed(post: Callable[[], Awaitable[None]], took: Callable[[float], None]
+           ) -> Callable[[], Awaitable[None]]:
+    """`post`, telling `took` how long it took when it succeeds."""
+
+    async def timed() -> None:
+        started = time.perf_counter()
+        await post()
+        took(time.perf_counter() - started)
+
+    return timed
 
 
 async def answer_once(request_id: str, post: Callable[[], Awaitable[None]],

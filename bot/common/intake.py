@@ -52,6 +52,7 @@ class IntakeSettings:
 
     interval: float  # shortest time between two status edits
     fetch: Fetch  # a request's picture from its stored source
+    delivered: Callable[[float], None] | None = None  # seconds a clip took to post (metrics)
 
 
 class Intake:
@@ -148,4 +149,5 @@ class Intake:
 
     async def _follow(self, handle: JobHandle, target: AnswerTarget, shown: str) -> None:
         await follow_job(handle, target, interval=self.settings.interval, shown=shown,
-                         on_event=target.on_event, delivery=self.engine)
+                         on_event=target.on_event, delivery=self.engine,
+                         delivered=self.settings.delivered)

@@ -216,8 +216,12 @@ async def _read_intake(request: web.Request, ctype: str, body: _Body) -> Intake:
 
 async def load_image(services: Services, intake: Intake) -> DecodedImage:
     """Decode the upload, or fetch the link through the SSRF-safe fetcher."""
-    if intake.data is not None:
-        return await decode_image_async(intake.data, services.config.images)
-    assert intake.url, "submit_job refuses a request with neither a picture nor a link"
-    return await services.fetcher.fetch_image(intake.url)
+    metrics = services.ops.metrics
+    data = intake.data
+    if data is None:
+        assert intake.url, "submit_job refuses a request with neither a picture nor a link"
+        with metrics.stage("fetch"):
+            data = await services.fetcher.fetch(intake.url)
+    with metrics.stage("decode"):
+        return await decode_image_async(data, services.config.images)
 
