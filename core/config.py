@@ -18,6 +18,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 from core.addresses import check_listen, check_networks
 from core.errors import ConfigError
 from core.secrecy import url_passwords, web_cookie_value
+from core.sound_backends import DEFAULT_SOUND_BACKEND, SOUND_BACKENDS
 
 DEFAULT_PATH = Path("config.toml")
 
@@ -39,11 +40,6 @@ MAX_CANDIDATES = 8
 MAX_SEED = 2**31 - 1
 # The statistics read their last 14 days (chart, week, top users, latency) from the rows.
 MIN_KEEP_DAYS = 14
-# Stable Audio 3's released checkpoints are distilled for 8 steps with guidance baked in; the
-# [generation] defaults (20 steps, guidance 2.5) are AudioLDM's.
-BACKEND_DEFAULTS: dict[str, dict[str, Any]] = {
-    "stable-audio-3": {"steps": 8, "guidance_scale": 1.0},
-}
 
 
 def _opt(default: Any, *, lo: float | None = None, hi: float | None = None,
@@ -65,7 +61,7 @@ class ModelsConfig:
     caption_model: str = _opt("coca_ViT-L-14")
     caption_pretrained: str = _opt("mscoco_finetuned_laion2b_s13b_b90k")
     caption_path: str = _opt("")
-    sound_backend: str = _opt("audioldm", choices=("audioldm", "audioldm2", "stable-audio-3"))
+    sound_backend: str = _opt(DEFAULT_SOUND_BACKEND, choices=tuple(SOUND_BACKENDS))
     sound_model: str = _opt("")
     clap_model: str = _opt("")
 
@@ -353,8 +349,8 @@ def parse_config(data: dict[str, Any], source: str = "built-in defaults",
     # A backend's own defaults for the [generation] keys the file leaves unset.
     raw_generation = data.get("generation")
     given = raw_generation if isinstance(raw_generation, dict) else {}
-    unset = {key: value for key, value in BACKEND_DEFAULTS.get(config.models.sound_backend,
-                                                               {}).items()
+    unset = {key: value for key, value
+             in SOUND_BACKENDS[config.models.sound_backend].generation_defaults.items()
              if key not in given}
     if unset:
         config = config.with_section("generation", **unset)

@@ -15,16 +15,12 @@ from core.models.hub import disable_progress_bars
 from core.models.pipeline import Pipeline
 from core.models.precision import choose_precision
 from core.models.sound import SoundGenerator, auto_candidates
-from core.models.tiny.audioldm import build_tiny_audioldm, build_tiny_audioldm2
 from core.models.tiny.clap import build_tiny_clap
 from core.models.tiny.coca import build_tiny_coca
-from core.models.tiny.stable_audio3 import build_tiny_stable_audio3
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CACHE = Path("~/.cache/sonify")
-TINY_SOUND_BUILDS = {"audioldm": build_tiny_audioldm, "audioldm2": build_tiny_audioldm2,
-                     "stable-audio-3": build_tiny_stable_audio3}
 
 
 def cache_root(models: ModelsConfig) -> Path:
@@ -35,7 +31,7 @@ def cache_root(models: ModelsConfig) -> Path:
 def tiny_models(models: ModelsConfig) -> ModelsConfig:
     """Build (once) the tiny random models and point `models` at their folders."""
     root = cache_root(models) / "tiny"
-    coca, sound = build_tiny_coca(root), TINY_SOUND_BUILDS[models.sound_backend](root)
+    coca, sound = build_tiny_coca(root), BACKENDS[models.sound_backend].build_tiny(root)
     return replace(models, caption_path=str(coca), sound_model=str(sound),
                    clap_model=str(build_tiny_clap(root)))
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -45,6 +46,31 @@ def test_a_batch_renders_stereo_clips_of_the_asked_length_equal_to_singles(
             np.testing.assert_allclose(clip, alone, atol=1e-5, rtol=0)
         assert float(np.abs(batch[0] - batch[1]).max()) > 1e-2  # distinct clips
         assert float(np.abs(batch[0][0] - batch[0][1]).max()) > 1e-3  # two distinct channels
+
+
+def test_lengths_past_the_pipelines_ten_seconds_are_rendered_not_padded(
+        sa3: SoundGenerator) -> None:
+    """15 s is asked of the model itself (diffusers' default is 10 s): the duration it is
+    conditioned on, latents long enough for 15 s, and sound to the end, not 5 s of padding."""
+    seconds = 15.0
+    durations: list[float] = []
+    latent_lengths: list[int] = []
+    hooks = [sa3.pipe.duration_embedder.register_forward_pre_hook(
+                 lambda _m, args: durations.extend(float(d) for d in args[0])),
+             sa3.pipe.transformer.register_forward_pre_hook(
+                 lambda _m, args: latent_lengths.append(int(args[0].shape[-1])))]
+    try:
+        (take,) = sa3.render(["waves on a pebble beach"], [3], opts(seconds=seconds))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert set(durations) == {seconds}
+    ratio = sa3.pipe.vae.downsampling_ratio
+    assert set(latent_lengths) == {math.ceil(seconds * RATE / ratio)}, (latent_lengths, ratio)
+    assert_clip(take.audio, seconds, RATE, channels=2)
+    for second in range(int(seconds)):  # every second of it is sound, the last five too
+        window = take.audio[:, second * RATE:(second + 1) * RATE]
+        assert float(np.abs(window).max()) > 1e-3, f"silent from {second} s"
 
 
 def test_renders_what_a_plain_diffusers_call_renders(sa3: SoundGenerator) -> None:
