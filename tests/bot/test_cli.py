@@ -116,8 +116,6 @@ def test_bad_inputs_exit_non_zero_with_one_line(workdir: Path, capsys: pytest.Ca
         ("ftp://example.com/a.jpg",): "sonify: ftp:// links are not supported; give an http:// "
                                       "or https:// link, or a local file",
         ("FILE:///etc/passwd",): "sonify: file:// links are not supported",
-        ("photo.jpg", "--seconds", "99"): "sonify: seconds must be between 0.5 and 10",
-        ("photo.jpg", "--seed", "-4"): "sonify: seed must be between 0 and 2147483647",
     }
     for extra, expected in cases.items():
         code, out, err = run_cli(capsys, "image", *extra, "-o", "x.ogg")
@@ -125,6 +123,43 @@ def test_bad_inputs_exit_non_zero_with_one_line(workdir: Path, capsys: pytest.Ca
         assert len(err.splitlines()) == 1, err  # refused before the models load: no progress
         assert err.lower().startswith(expected.lower()), err
     assert not (workdir / "x.ogg").exists()
+
+
+def test_every_command_line_mistake_exits_2(workdir: Path, capsys: pytest.CaptureFixture[str],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Options out of their bounds are command-line mistakes, like `--seed abc`: exit code 2."""
+    monkeypatch.chdir(workdir)
+    cases = {
+        ("--seconds", "0"): "sonify: seconds must be between 0.5 and 10",
+        ("--seconds", "9999"): "sonify: seconds must be between 0.5 and 10",
+        ("--seconds", "nan"): "sonify: seconds must be between 0.5 and 10",
+        ("--seed", "-1"): "sonify: seed must be between 0 and 2147483647",
+        ("--seed", "2147483648"): "sonify: seed must be between 0 and 2147483647",
+        ("--steps", "0"): "sonify: steps must be between 1 and 500",
+    }
+    for extra, expected in cases.items():
+        code, out, err = run_cli(capsys, "image", "photo.jpg", "-o", "x.ogg", *extra)
+        assert (code, out, err) == (2, "", expected + "\n"), extra
+    with pytest.raises(SystemExit) as argparse_exit:  # argparse's own refusal, for comparison
+        main(["image", "photo.jpg", "-o", "x.ogg", "--seed", "abc"])
+    assert argparse_exit.value.code == 2
+    assert not (workdir / "x.ogg").exists()
+
+
+def test_a_missing_output_folder_is_refused_unless_mkdir(
+        workdir: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`-o typo/x.ogg` is refused before anything loads; `--mkdir` creates the folder."""
+    monkeypatch.chdir(workdir)
+    code, out, err = run_cli(capsys, "image", "photo.jpg", "-o", "nonexistent/dir/x.ogg")
+    assert (code, out) == (2, "")
+    assert err == ("sonify: cannot write nonexistent/dir/x.ogg: there is no folder "
+                   "nonexistent/dir; create it, or add --mkdir\n")
+    assert not (workdir / "nonexistent").exists()
+    code, _, err = run_cli(capsys, "image", "photo.jpg", "-o", "nonexistent/dir/x.ogg",
+                           "--mkdir")
+    assert code == 0, err
+    assert sf.info(str(workdir / "nonexistent/dir/x.ogg")).format == "OGG"
 
 
 def test_the_format_comes_from_the_extension(workdir: Path, capsys: pytest.CaptureFixture[str],
@@ -168,7 +203,8 @@ def test_the_clip_is_created_as_the_umask_says(workdir: Path, umask: int, mode: 
     monkeypatch.chdir(workdir)
     old = os.umask(umask)
     try:
-        code, _, err = run_cli(capsys, "image", "photo.jpg", "-o", "new/folder/clip.ogg")
+        code, _, err = run_cli(capsys, "image", "photo.jpg", "-o", "new/folder/clip.ogg",
+                                 "--mkdir")
     finally:
         os.umask(old)
     assert code == 0, err
