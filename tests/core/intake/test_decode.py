@@ -174,6 +174,23 @@ def test_limits_follow_the_config() -> None:
     assert decode_image(picture, replace(CFG, max_pixels=60_000, max_side=300)).width == 300
 
 
+def test_refusals_name_the_limit_they_apply() -> None:
+    """A refused size says the bound it broke, in each language of the catalogue."""
+    picture = hostile.encode(Image.new("RGB", (300, 200), RED), "PNG")
+    pixels = reject_code(picture, replace(CFG, max_pixels=50_000))
+    assert describe_error(pixels, "en") == ("That image has too many pixels to process safely "
+                                            "— the limit is 0.1 megapixels.")
+    assert "0.1 megapíxeles" in describe_error(pixels, "es")
+    side = reject_code(picture, replace(CFG, max_side=256))
+    assert describe_error(side, "en") == ("That image's size is not usable: each side must be "
+                                          "between 1 and 256 pixels.")
+    assert "entre 1 y 256 píxeles" in describe_error(side, "es")
+    flat = reject_code(hostile.huge_header_png(0, 5), CFG)
+    assert f"between 1 and {CFG.max_side} pixels" in describe_error(flat, "en")
+    bomb = reject_code(hostile.bomb_png(), CFG)
+    assert f"the limit is {CFG.max_pixels / 1e6:g} megapixels" in describe_error(bomb, "en")
+
+
 def test_pillow_global_limits_are_left_alone() -> None:
     before = (Image.MAX_IMAGE_PIXELS, getattr(Image, "LOAD_TRUNCATED_IMAGES", None))
     for data in (hostile.bomb_png(2_000), hostile.truncated_jpeg(), hostile.seeds()["PNG"]):
