@@ -130,6 +130,20 @@ async def check_ports(config: Config) -> None:
                               f"{_port_problem(exc, host, port, key)}") from None
 
 
+async def check_tokens(config: Config) -> None:
+    """Each bot token's shape, then one call with it: minutes of model loading come after."""
+    if config.telegram.token:
+        from bot.telegram.token_check import check_telegram_token
+
+        name = await check_telegram_token(config)
+        logger.info("Telegram: the token works%s", f" (bot @{name})" if name else "")
+    if config.discord.token:
+        from bot.discord.token_check import check_discord_token
+
+        name = await check_discord_token(config)
+        logger.info("Discord: the token works%s", f" (bot {name})" if name else "")
+
+
 async def serve(config: Config, stop: asyncio.Event) -> None:
     """Run until `stop` is set, then shut down in order: engine, adapters, storage."""
     if not (config.telegram.token or config.discord.token or config.web_enabled):
@@ -140,6 +154,7 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
         # taken (the lease itself is taken in `LocalJobEngine.start`).
         check_free(config.database_url)
     await check_ports(config)  # before the models load: a taken port is told at once
+    await check_tokens(config)
     logger.info("%s", platforms_line(config))
     services = await Services.create(config)
     adapters: list[Adapter] = []
