@@ -297,6 +297,32 @@ def test_missing_weights_is_one_line(tmp_path: Path, missing: str,
     assert not (tmp_path / "x.ogg").exists()
 
 
+def test_missing_weights_without_a_network_is_one_line_without_retries(tmp_path: Path) -> None:
+    """Not offline mode, just no route to the Hub: no retry chatter, no minutes of back-off."""
+    Image.new("RGB", (64, 64), "red").save(tmp_path / "red.png")
+    (tmp_path / "real.toml").write_text(
+        f'[models]\ncache_dir = "{tmp_path / "empty-cache"}"\ndevice = "cpu"\n'
+        f'[storage]\ndata_dir = "{tmp_path / "data"}"\n', encoding="utf-8")
+    with socket.socket() as closed:  # a port nothing listens on: the Hub "cannot be reached"
+        closed.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    env = {k: v for k, v in os.environ.items() if k.lower() not in (
+        "hf_hub_offline", "transformers_offline", "sonify_models", "https_proxy", "http_proxy",
+        "all_proxy")}
+    env["HF_ENDPOINT"] = endpoint
+    done = subprocess.run([sys.executable, "-m", "bot.cli", "image", "red.png", "-o", "x.ogg",
+                           "--config", "real.toml"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=240, check=False)
+    assert done.returncode == 2 and done.stdout == ""
+    said = [ln for ln in done.stderr.splitlines()
+            if " INFO core.models.loading: models run in " not in ln]
+    assert said == ["sonify: loading torch and the model libraries...",
+                    "sonify: loading the caption model...", said[-1]], done.stderr
+    assert said[-1].startswith("sonify: Caption model coca_ViT-L-14") and \
+        "cannot be fetched (offline or no network)" in said[-1]
+    assert not (tmp_path / "x.ogg").exists()
+
+
 async def test_url_to_loopback_refused_by_default_allowed_when_configured(
         workdir: Path, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
