@@ -56,7 +56,10 @@ async def create_share(request: web.Request) -> web.Response:
     # The preview lives in this process's memory only; kept with the link, the shared page
     # still shows the picture after a restart (and a new link keeps the earlier one's).
     job = live_job(request, record.id)
-    token = await services.request_log.shares.create(record.id, job.preview if job else None)
+    # A sound from the user's words was not made from the picture shown beside it on their
+    # page (context there): the visitor gets the words alone.
+    preview = job.preview if job and record.source_kind != "text" else None
+    token = await services.request_log.shares.create(record.id, preview)
     return json_response({"token": token, "url": f"/s/{token}"}, status=201)
 
 
@@ -126,7 +129,11 @@ async def share_page(request: web.Request) -> web.Response:
     base = f"/s/{request.match_info['token']}"
     markup = _share_markup(base, shared, record, lang, clip)
     caption = record.caption or record.prompt or ""
-    page = fill("share.html", lang, {"lang": lang, "base": base, "caption": caption}, markup)
+    # A result of the user's own words was not made from a description of a picture.
+    intro = t("web.share_intro_words" if record.source_kind == "text" else "web.share_intro",
+              lang)
+    page = fill("share.html", lang, {"lang": lang, "base": base, "caption": caption,
+                                     "intro": intro}, markup)
     return web.Response(text=page, content_type="text/html", charset="utf-8",
                         headers={**SHARE_HEADERS, "Vary": "Accept-Language"})
 
