@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from core.config import parse_config
 from core.errors import RateLimited
 from core.jobs.cache import ClipCache
-from core.jobs.engine import LocalJobEngine
+from core.jobs.local import local_engine
 from core.jobs.pruning import DAY_S, Pruner
 from core.jobs.request import JobRequest
 from core.jobs.rows import record_for
@@ -103,7 +103,7 @@ async def main(args: argparse.Namespace) -> None:
         now = time.time() - 40 * DAY_S  # old enough for retention to prune afterwards
         clock = [now]
         # Refusals need no models (nothing is rendered): the factory is never called.
-        engine = LocalJobEngine(config, request_log, pipeline_factory=lambda: None,  # type: ignore[arg-type,return-value]
+        engine = local_engine(config, request_log, pipeline_factory=lambda: None,  # type: ignore[arg-type,return-value]
                                 clock=lambda: clock[0])
 
         async def flood() -> None:

@@ -115,7 +115,7 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
                           "[discord] token, or [web] enabled = true")
     if config.jobs.backend == "local":
         # A second `sonify run` on the same log is told so, not that the first one's port is
-        # taken (the lease itself is taken in `LocalJobEngine.start`).
+        # taken (the lease itself is taken when the local backend starts).
         check_free(config.database_url)
     await check_ports(config)  # before the models load: a taken port is told at once
     services = await Services.create(config)

@@ -8,10 +8,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from core.config import Config
-from core.distributed.engine import RedisJobEngine
+from core.distributed.transport import redis_engine
 from core.intake.fetch import ImageFetcher
 from core.jobs.contract import JobEngine
-from core.jobs.engine import LocalJobEngine
+from core.jobs.local import local_engine
 from core.jobs.pruning import Pruner
 from core.models.pipeline import Pipeline
 from core.stats.collect import collect_stats
@@ -47,9 +47,9 @@ class Services:
         try:
             engine: JobEngine
             if config.jobs.backend == "redis":  # `sonify worker`s render; this process serves
-                engine = RedisJobEngine(config, request_log)
+                engine = redis_engine(config, request_log)
             else:
-                engine = LocalJobEngine(config, request_log, pipeline_factory=pipeline_factory)
+                engine = local_engine(config, request_log, pipeline_factory=pipeline_factory)
             await engine.start()
         except BaseException:
             await request_log.close()

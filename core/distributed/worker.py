@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import socket
@@ -40,8 +41,7 @@ from arq.worker import Retry, Worker, func
 from redis.exceptions import RedisError
 
 from core.config import Config
-from core.distributed.riders import settle_riders
-from core.distributed.transport import (
+from core.distributed.redis_queue import (
     QUEUE_NAME,
     RENDER_FUNCTION,
     JobUpdate,
@@ -49,19 +49,20 @@ from core.distributed.transport import (
     enqueue,
     publish,
 )
+from core.distributed.riders import settle_riders
 from core.errors import (
     OUTAGE_RETRY_AFTER_S,
     DatabaseUnavailable,
     ShuttingDown,
     StorageUnavailable,
 )
-from core.jobs.cache import ClipCache
+from core.jobs.cache import clip_cache
 from core.jobs.dispatch import Dispatcher, Ticket
 from core.jobs.events import Done, Failed, JobHandle, Progress, Started
 from core.jobs.journal import log_record_outcome
 from core.jobs.model_runner import ModelRunner
 from core.jobs.pruning import Pruner
-from core.jobs.rows import rebuild_request
+from core.jobs.rows import ended_row, rebuild_request, seed_of
 from core.jobs.spool import DatabaseSpool
 from core.models.pipeline import Pipeline
 from core.storage.request_log import RequestLog
@@ -89,13 +90,12 @@ class RenderWorker:
         self.jobs = jobs
         self.name = name or default_worker_name()
         self.request_log = request_log
-        self.shared = request_log.shared
-        self.cache = ClipCache(request_log, config.data_dir / "cache",
-                               int(jobs.cache_max_mb * 1_000_000), clock=clock, shared=True)
+        self.rows = request_log.row_queue
+        self.cache = clip_cache(config, request_log, shared=True, clock=clock)
         self.spool = DatabaseSpool(request_log.blobs)
         self.runner = ModelRunner(pipeline_factory, timeout_s=jobs.job_timeout_s)
         self.dispatcher = Dispatcher(jobs, request_log, self.cache, self.spool, self.runner,
-                                     release=lambda _user: None, clock=clock)
+                                     release=lambda _request_id: None, clock=clock)
         # The `sonify run` processes prune the shared log; a worker only drops its own copies
         # of the clips pruned there.
         self.pruner = Pruner(request_log, self.cache.root, config.storage.keep_days,
@@ -200,17 +200,21 @@ class RenderWorker:
     async def _render_one(self, request_id: str) -> str:
         # Each read and write waits out a database outage (up to the grace) before giving up.
         tries = await self._patiently(f"the start of job {request_id}",
-                                      lambda: self.shared.attempt(request_id, self.name))
+                                      lambda: self.rows.attempt(request_id, self.name))
         if tries is None:  # finished meanwhile (another worker, a duplicate enqueue)
             return "finished already"
-        record = await self._patiently(f"the start of job {request_id}",
-                                       lambda: self.request_log.get(request_id))
-        assert record is not None
+        found = await self._patiently(f"the start of job {request_id}",
+                                      lambda: self.request_log.get(request_id))
+        assert found is not None
+        record = found
         self.taken += 1
         logger.info("worker %s took job %s (try %d of %d, %s)", self.name, request_id, tries,
                     self.jobs.max_tries, record.platform)
         if tries > self.jobs.max_tries:
             return await self._give_up(request_id, tries)
+        seed = await self._patiently(f"the seed of job {request_id}",
+                                     lambda: seed_of(self.request_log, record))
+        record = dataclasses.replace(record, seed=seed)
         request = await self._patiently(f"the picture of job {request_id}",
                                         lambda: rebuild_request(record, self.spool))
         if request is None or record.cache_key is None:
@@ -221,13 +225,13 @@ class RenderWorker:
         except RedisError:
             # Redis went away between handing the job out and its lease: not a try. Not
             # held, so the sweep queues it again once Redis is back (arq only fails it).
-            await self.shared.give_back(request_id)
+            await self.rows.give_back(request_id)
             raise
         self._held.add(request_id)
         handle = JobHandle(request_id, request)
         ticket = Ticket(handle, (record.platform, record.user_id), record.created_at)
         try:
-            if self.dispatcher.attach(ticket, request, record.seed or 0, record.cache_key,
+            if self.dispatcher.attach(ticket, request, seed, record.cache_key,
                                       solo=tries > 1) is None:
                 handle.emit(Failed(ShuttingDown("stopping", code="shutting_down",
                                                 resumes=True)))
@@ -242,7 +246,7 @@ class RenderWorker:
                 logger.warning("job %s goes back to the queue: its outcome could not be "
                                "recorded", request_id)
             try:
-                await self.shared.give_back(request_id)
+                await self.rows.give_back(request_id)
             except StorageUnavailable:
                 pass  # the try stays counted: the next one renders it alone
             raise Retry(defer=0 if stopping else OUTAGE_RETRY_AFTER_S)
@@ -304,10 +308,9 @@ class RenderWorker:
             record = await self.request_log.get(request_id)
             if record is None:
                 return
-            now = self._clock()
-            if await self.shared.finish_open([request_id], status="failed", reason=code,
-                                             finished_at=now,
-                                             total_s=max(0.0, now - record.created_at)):
+            changes = ended_row("failed", code, created_at=record.created_at,
+                                finished_at=self._clock())
+            if await self.rows.finish_open([request_id], **changes):
                 log_record_outcome(await self.request_log.get(request_id) or record)
 
         await self._patiently(f"the outcome of job {request_id}", fail)
@@ -347,7 +350,7 @@ class RenderWorker:
         assert self.pool is not None
         older = self._clock() - self.jobs.redeliver_after_s
         requeued = 0
-        for request_id, fair_round, created_at in await self.shared.stalled(older):
+        for request_id, fair_round, created_at in await self.rows.stalled(older):
             if request_id in self._held:
                 continue
             known = await self.pool.exists(job_key_prefix + request_id,

@@ -1,9 +1,11 @@
-"""The job engine as adapters see it: one interface, two backends.
+"""The job engine as adapters see it: one interface, one engine, two backends.
 
-`LocalJobEngine` (core/jobs/engine.py) runs everything in this process: the embedded
-default. `RedisJobEngine` (core/distributed/engine.py) records requests in a shared
-database and queues them on arq for `sonify worker` processes, possibly on other
-machines. Adapters hold a `JobEngine` and cannot tell which one it is.
+One `Engine` (core/jobs/engine.py) keeps every rule below; a backend's `Transport` says only
+where jobs wait and where the limits are counted. `local` (core/jobs/local.py) runs
+everything in this process: the embedded default. `redis` (core/distributed/transport.py)
+records requests in a shared database and queues them on arq for `sonify worker`
+processes, possibly on other machines. Adapters hold a `JobEngine` and cannot tell which
+backend it is.
 
 Life of a request. A request whose picture is still to be fetched is first *received*:
 `receive` checks the cheap limits (per user, queue bound) and writes its row (status

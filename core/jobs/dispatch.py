@@ -48,7 +48,7 @@ class Dispatcher:
     """Owns the waiting line, the jobs in flight and the dispatch loop."""
 
     def __init__(self, jobs: JobsConfig, request_log: RequestLog, cache: ClipCache, spool: Spool,
-                 runner: ModelRunner, *, release: Callable[[User], None],
+                 runner: ModelRunner, *, release: Callable[[str], None],
                  clock: Callable[[], float]) -> None:
         self.jobs = jobs
         self.request_log = request_log

@@ -1,22 +1,29 @@
-"""Between requests and request-log rows: a row for a request, and a request (or its
-outcome) back from a row after a restart."""
+"""Between requests and request-log rows: a row for a request, the columns of how it ended
+(the same for every backend and every path: rendered, a rider, a cache hit, failed, refused,
+interrupted), and a request (or its outcome) back from a row after a restart."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import secrets
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from core.config import Config
 from core.errors import GenerationFailed, UserFacingError
 from core.intake.decode import DecodedImage
-from core.jobs.events import JobResult
+from core.jobs.events import Done, Failed, JobResult
 from core.jobs.request import JobRequest
 from core.jobs.spool import Spool
-from core.options import GenerationOptions
+from core.options import GenerationOptions, check_seed
 from core.storage.records import RequestRecord
+from core.storage.request_log import RequestLog
+
+# A done row's timings, in seconds: also what `JobResult.timings` holds.
+TIMINGS = ("queue_wait_s", "caption_s", "sound_s", "encode_s", "total_s")
 
 
 def new_request_id() -> str:
@@ -121,3 +128,58 @@ def failure_from_record(record: RequestRecord) -> UserFacingError:
     """Why a failed, refused or interrupted row got no clip, as the user is told."""
     code = record.reason or "failed"
     return GenerationFailed(f"request {record.status}", code=code)
+
+
+def done_row(*, created_at: float, started_at: float | None, finished_at: float, caption: str,
+             prompt: str, seed: int, duration_s: float, files: Mapping[str, Path | str],
+             cache_hit: bool, batch_size: int, score: float | None = None,
+             stages: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """The columns of a request answered with a clip.
+
+    Rendered (`stages`: the model's caption and sound seconds and the encoding's), riding an
+    identical job (`cache_hit`, no stages of its own: it cost no model call) or served from
+    the cache (`cache_hit`, `batch_size` 0, started as it finished). A request's render
+    never starts before it was made: one that joined a running job waited 0 s.
+    """
+    started = max(created_at, started_at if started_at is not None else finished_at)
+    stages = stages or {}
+    return dict(
+        status="done", caption=caption, prompt=prompt, seed=seed, cache_hit=cache_hit,
+        batch_size=batch_size, duration_s=duration_s, score=score,
+        files={fmt: Path(name).name for fmt, name in files.items()},
+        started_at=started, finished_at=finished_at, queue_wait_s=started - created_at,
+        caption_s=float(stages.get("caption_s", 0.0)), sound_s=float(stages.get("sound_s", 0.0)),
+        encode_s=float(stages.get("encode_s", 0.0)),
+        total_s=max(0.0, finished_at - created_at))
+
+
+def timings_of(changes: Mapping[str, Any]) -> dict[str, float]:
+    """A done row's timings, as `JobResult.timings` carries them."""
+    return {name: float(changes[name]) for name in TIMINGS}
+
+
+def ended_row(status: str, reason: str, *, created_at: float, finished_at: float
+              ) -> dict[str, Any]:
+    """The columns of a request that ended without a clip: failed, refused, interrupted."""
+    return dict(status=status, reason=reason, finished_at=finished_at,
+                total_s=max(0.0, finished_at - created_at))
+
+
+async def seed_of(request_log: RequestLog, record: RequestRecord) -> int:
+    """The row's seed; a row without one (written by an older version) is given one here,
+    drawn at random like any request's and kept in the row, so that every later try of it
+    renders the same — on either backend, by whichever process takes it up."""
+    if record.seed is not None:
+        return record.seed
+    seed = check_seed(None)
+    await request_log.update(record.id, seed=seed)
+    return seed
+
+
+def outcome_of(record: RequestRecord, files: dict[str, Path] | None) -> Done | Failed:
+    """How a finished row ended, as its handle tells it (`files`: its clip on this machine)."""
+    if record.status != "done":
+        return Failed(failure_from_record(record))
+    if files is None:
+        return Failed(GenerationFailed("the clip is gone", code="failed"))
+    return Done(result_from_record(record, files))

@@ -43,7 +43,7 @@ from core.storage.outage import is_unavailable
 logger = logging.getLogger(__name__)
 
 # Names the lease among PostgreSQL advisory locks: "Sonify" in ASCII, then 2 (1 is the
-# admission lock of core/storage/shared.py).
+# admission lock of core/storage/row_queue.py).
 _LEASE_KEY = 0x536F6E69667902
 HOLD_CHECK_S = 5.0  # how often a PostgreSQL lease checks its connection is still there
 SEVERAL = ('for several processes on one request log, use [jobs] backend = "redis" with '

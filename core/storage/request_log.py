@@ -31,7 +31,7 @@ from core.storage.outage import DEFAULT_GRACE_S, Outage, watch_engine
 from core.storage.ownership import Lease, take_lease
 from core.storage.records import RECORD_FIELDS, RequestRecord, row_values, without_secrets
 from core.storage.retention import Retention
-from core.storage.shared import SharedRequests
+from core.storage.row_queue import RowQueue
 from core.storage.shares import ShareLinks
 from core.storage.tables import UNFINISHED, cursors, requests
 
@@ -108,7 +108,7 @@ class RequestLog:
                      else parsed.render_as_string(hide_password=True))
         self.clips = ClipIndex(self.engine)
         self.blobs = BlobStore(self.engine)
-        self.shared = SharedRequests(self.engine)
+        self.row_queue = RowQueue(self.engine)
         self.shares = ShareLinks(self.engine)
         self.retention = Retention(self.engine)
 

@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 
 from bot.web.submit import WORDS_MAX_CHARS
-from core.jobs.base import MAX_TEXT_CHARS
+from core.jobs.engine import MAX_TEXT_CHARS
 from tests.bot.web.conftest import (
     Web,
     WebFactory,

@@ -11,7 +11,7 @@ import pytest
 from arq.constants import in_progress_key_prefix
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from core.distributed.transport import connect, enqueue
+from core.distributed.redis_queue import connect, enqueue
 from core.errors import QueueFull, RateLimited
 from core.jobs.events import Done, Failed, JobHandle, Progress, Queued, Started
 from core.stats.collect import collect_stats
@@ -109,8 +109,8 @@ async def test_turns_alternate_between_users_whichever_process_queued_them(
         ann = [await one.submit(text_request(cfg_a, "ann", f"ann {n}")) for n in range(3)]
         bob = await other.submit(text_request(cfg_b, "bob", "bob 0"))
         # Bob's first job goes before Ann's second, though it came last.
-        assert await one.shared.position(bob.id) == 2
-        assert await one.shared.position(ann[1].id) == 3
+        assert await one.transport.rows.position(bob.id) == 2
+        assert await one.transport.rows.position(ann[1].id) == 3
 
 
 async def test_a_job_taken_too_often_fails_alone_with_an_apology(
@@ -121,7 +121,7 @@ async def test_a_job_taken_too_often_fails_alone_with_an_apology(
         doomed = await engine.submit(text_request(adapter_cfg, "ann", "crashes workers"))
         fine = await engine.submit(text_request(adapter_cfg, "bob", "a quiet night"))
         for _ in range(2):  # two workers died while rendering it
-            await engine.shared.attempt(doomed.id, "dead-worker")
+            await engine.request_log.row_queue.attempt(doomed.id, "dead-worker")
         async with render_worker(worker_cfg, tiny_pipeline):
             failed = await asyncio.wait_for(_outcome(doomed), 60)
             done = await asyncio.wait_for(_outcome(fine), 60)

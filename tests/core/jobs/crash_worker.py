@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from core.jobs.engine import LocalJobEngine
+from core.jobs.local import local_engine
 from core.models.loading import ModelLoader
 from core.storage.request_log import RequestLog
 from tests.conftest import make_config
@@ -65,7 +65,7 @@ async def main(data_root: Path) -> None:
     cfg = crash_config(data_root)
     pipeline = SlowAfterFirst(ModelLoader(cfg).pipeline())
     request_log = await RequestLog.open(cfg.database_url)
-    engine = LocalJobEngine(cfg, request_log, pipeline_factory=lambda: pipeline)
+    engine = local_engine(cfg, request_log, pipeline_factory=lambda: pipeline)
     await engine.start()
     print("READY", flush=True)
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from core.errors import GenerationFailed
-from core.jobs.engine import LocalJobEngine
+from core.jobs.local import local_engine
 from core.storage.request_log import RequestLog
 from tests.core.jobs.crash_worker import PLATFORM, crash_config, requests
 from tests.core.jobs.engine_support import Handed
@@ -85,7 +85,7 @@ async def test_sigkill_mid_batch_then_restart_answers_or_interrupts_every_job(
     (cfg.data_dir / "spool" / f"{spooled[0]}.png").unlink()
 
     answer = Handed()
-    engine = LocalJobEngine(cfg, request_log, pipeline_factory=lambda: tiny_pipeline)
+    engine = local_engine(cfg, request_log, pipeline_factory=lambda: tiny_pipeline)
     await engine.start()
     engine.on_recovered(PLATFORM, answer)
     try:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from core.jobs.engine import LocalJobEngine
+from core.jobs.engine import Engine
 from core.jobs.events import Done, Progress, Queued, Started
 from core.services import Services
 from tests.conftest import make_config
@@ -25,7 +25,7 @@ from tests.core.jobs.engine_support import (
 )
 
 
-async def rows(engine: LocalJobEngine, ids: list[str]) -> dict[str, Any]:
+async def rows(engine: Engine, ids: list[str]) -> dict[str, Any]:
     out = {}
     for request_id in ids:
         record = await engine.get_request(request_id)

@@ -12,8 +12,8 @@ import pytest
 
 from core.errors import BadRequest, GenerationFailed, ModelMissingError, ShuttingDown
 from core.i18n import describe_error
-from core.jobs.engine import LocalJobEngine
 from core.jobs.events import Failed, Started
+from core.jobs.local import local_engine
 from core.storage.request_log import RequestLog
 from tests.conftest import make_config
 from tests.core.jobs.engine_support import (
@@ -138,7 +138,7 @@ async def test_a_thread_that_ignores_cancellation_is_replaced(tmp_path: Path,
     cfg = make_config(tmp_path, jobs={"job_timeout_s": 1.0, "max_batch": 1})
     pipe = Stubborn(tiny_pipeline)
     async with running_engine(cfg, pipe) as engine:
-        engine.runner.grace_s = 0.3
+        engine.transport.runner.grace_s = 0.3
         stuck = await engine.submit(text_request(cfg, "u", "stubborn"))
         with pytest.raises(GenerationFailed, match="timed out"):
             await stuck.result()
@@ -159,7 +159,7 @@ async def test_models_that_fail_to_load_fail_the_batch_and_load_again_later(
         return tiny_pipeline
 
     request_log = await RequestLog.open(cfg.database_url)
-    engine = LocalJobEngine(cfg, request_log, pipeline_factory=factory)
+    engine = local_engine(cfg, request_log, pipeline_factory=factory)
     await engine.start()
     try:
         first = await engine.submit(text_request(cfg, "u", "a"))

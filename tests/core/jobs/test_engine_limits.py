@@ -102,7 +102,7 @@ async def test_full_queue_says_busy_with_an_estimate(tmp_path: Path, tiny_pipeli
         gate.set()
         await asyncio.gather(*(h.result() for h in [running, *queued]))
         # Once batches are timed, the estimate follows them instead of the first guess.
-        assert engine.dispatcher.estimate(2) < 2 * FIRST_BATCH_GUESS_S
+        assert engine.transport.dispatcher.estimate(2) < 2 * FIRST_BATCH_GUESS_S
 
 
 async def test_round_robin_across_users_within_the_queue(tmp_path: Path,

@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 from core.errors import BadRequest, GenerationFailed, ImageRejected, RateLimited
-from core.jobs.engine import LocalJobEngine
+from core.jobs.engine import Engine
 from core.jobs.events import Started
+from core.jobs.local import local_engine
 from core.storage.request_log import RequestLog, RequestRecord
 from tests.conftest import make_config
 from tests.core.jobs.engine_support import (
@@ -31,7 +32,7 @@ from tests.core.jobs.engine_support import (
 TIMINGS = ("queue_wait_s", "caption_s", "sound_s", "encode_s", "total_s")
 
 
-async def row(engine: LocalJobEngine, request_id: str) -> RequestRecord:
+async def row(engine: Engine, request_id: str) -> RequestRecord:
     record = await engine.get_request(request_id)
     assert record is not None, f"no row for {request_id}"
     return record
@@ -220,7 +221,7 @@ async def test_a_slow_first_load_does_not_time_the_job_out(tmp_path: Path,
     cfg = make_config(tmp_path, jobs={"job_timeout_s": 1.5})
     factory = SlowToLoad(tiny_pipeline, load_s=1.8)
     request_log = await RequestLog.open(cfg.database_url)
-    engine = LocalJobEngine(cfg, request_log, pipeline_factory=factory)
+    engine = local_engine(cfg, request_log, pipeline_factory=factory)
     await engine.start()
     try:
         handle = await engine.submit(text_request(cfg, "u", "first of the day"))

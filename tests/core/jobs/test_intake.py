@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from core.errors import DuplicateRequest, ImageRejected, QueueFull, RateLimited
-from core.jobs.engine import LocalJobEngine
+from core.jobs.engine import Engine
 from core.jobs.events import Done, Failed, JobHandle
+from core.jobs.local import local_engine
 from core.jobs.request import JobRequest, Receipt
 from core.jobs.rows import received_request
 from core.options import GenerationOptions
@@ -92,9 +93,9 @@ async def test_limits_are_checked_before_any_picture_is_fetched(tmp_path: Path,
                     ("cy", "received", None, "owed")}
 
 
-async def restart(cfg: Any, pipeline: Any) -> tuple[RequestLog, LocalJobEngine]:
+async def restart(cfg: Any, pipeline: Any) -> tuple[RequestLog, Engine]:
     request_log = await RequestLog.open(cfg.database_url)
-    engine = LocalJobEngine(cfg, request_log, pipeline_factory=lambda: pipeline)
+    engine = local_engine(cfg, request_log, pipeline_factory=lambda: pipeline)
     await engine.start()
     return request_log, engine
 

@@ -1,22 +1,24 @@
-"""Limits, fairness and identical-job detection counted where the rows are.
+"""The queue kept in the request log's rows, which several processes share (the redis
+backend): limits, fairness and identical-job detection counted where the rows are.
 
-With several processes (adapters and workers of the redis backend) no process can keep
-counts in memory: a user's jobs at once, the queue bound, whose turn it is and whether an
-identical job is already in flight are all read from the request log, in the transaction
-that writes the row — under a PostgreSQL advisory lock, so two processes admitting at the
-same moment cannot both take the last place.
+With several processes (adapters and workers) no process can keep counts in memory: a
+user's jobs at once, the queue bound, whose turn it is and whether an identical job is
+already in flight are all read from the request log, in the transaction that writes the
+row — under a PostgreSQL advisory lock, so two processes admitting at the same moment
+cannot both take the last place. The rules themselves are the engine's (`core.limits`,
+`core.jobs.fair_queue.fair_round`): this module only counts and writes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from sqlalchemy import Connection, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from core.errors import DuplicateRequest
+from core.limits import Counts
 from core.storage.records import RequestRecord, row_values
 from core.storage.tables import UNFINISHED, requests
 
@@ -25,17 +27,11 @@ _ADMISSION_LOCK_KEY = 0x536F6E69667901  # "Sonify" and 1
 WAITING = ("received", "queued")
 
 
-@dataclass(frozen=True)
-class Counts:
-    """What a new request is measured against."""
-
-    user_active: int  # the user's requests received, queued or running
-    user_in_hour: int  # the user's accepted requests since the hour began
-    oldest_in_hour: float | None
-    waiting: int  # requests received or queued, riders aside (the queue bound)
+# The fairness rule: a job's round from the round being served and the user's last one.
+FairRound = Callable[[int, int | None], int]
 
 
-class SharedRequests:
+class RowQueue:
     """Queries over the request log that every process must agree on."""
 
     def __init__(self, engine: AsyncEngine) -> None:
@@ -90,16 +86,17 @@ class SharedRequests:
                 requests.c.status.in_(WAITING), requests.c.rider_of.is_(None)))).scalar() or 0)
 
     async def queue_fairly(self, request_id: str, platform: str, user_id: str,
-                           **values: object) -> int:
-        """Mark a request queued with its turn (round); returns the round.
+                           fair_round: FairRound, **values: object) -> int:
+        """Mark a request queued with its turn (round, from `fair_round`); returns it.
 
-        Start-time fair queuing over the rows: a newcomer joins the round after the one
-        being served; a user with jobs waiting gets the round after their last. So one user
-        cannot fill a batch while others wait, whatever process queued whose job.
+        The round being served is the highest one running (or the one before the first
+        waiting); the user's last is that of their newest waiting job. So one user cannot
+        fill a batch while others wait, whatever process queued whose job.
         """
         async with self.engine.begin() as conn:
             await self._lock(conn)
-            return await conn.run_sync(_queue_fairly, request_id, platform, user_id, values)
+            return await conn.run_sync(_queue_fairly, request_id, platform, user_id,
+                                       fair_round, values)
 
     async def position(self, request_id: str) -> int | None:
         """1 for the next job to render, None when the request is not waiting."""
@@ -180,7 +177,7 @@ class SharedRequests:
 
 
 def _queue_fairly(conn: Connection, request_id: str, platform: str, user_id: str,
-                  values: dict[str, object]) -> int:
+                  fair_round: FairRound, values: dict[str, object]) -> int:
     waiting = (requests.c.status == "queued") & requests.c.rider_of.is_(None)
     serving = conn.execute(select(func.max(requests.c.fair_round))
                            .where(requests.c.status == "running")).scalar()
@@ -191,7 +188,7 @@ def _queue_fairly(conn: Connection, request_id: str, platform: str, user_id: str
     user_last = conn.execute(select(func.max(requests.c.fair_round)).where(
         waiting, requests.c.platform == platform, requests.c.user_id == user_id,
         requests.c.id != request_id)).scalar()
-    turn = max(int(serving), int(user_last or 0)) + 1
+    turn = fair_round(int(serving), None if user_last is None else int(user_last))
     conn.execute(update(requests).where(requests.c.id == request_id)
                  .values(status="queued", fair_round=turn, **values))
     return turn
