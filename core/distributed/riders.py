@@ -27,7 +27,7 @@ async def settle_riders(request_log: RequestLog, leader: RequestRecord, now: flo
                 duration_s=leader.duration_s or 0.0, files=leader.files or {}, cache_hit=True,
                 batch_size=leader.batch_size or 1, score=leader.score)
         else:
-            changes = ended_row("failed", leader.reason or "failed", created_at=rider.created_at,
-                                finished_at=now)
+            changes = ended_row(leader.status, leader.reason or "failed",
+                                created_at=rider.created_at, finished_at=now)
         settled += await request_log.row_queue.finish_open([rider.id], **changes)
     return settled

@@ -218,7 +218,8 @@ class RenderWorker:
         request = await self._patiently(f"the picture of job {request_id}",
                                         lambda: rebuild_request(record, self.spool))
         if request is None or record.cache_key is None:
-            await self._fail_alone(request_id, "interrupted")
+            # As after a restart of the local backend: it cannot be carried on.
+            await self._end_alone(request_id, "interrupted", "interrupted")
             return "picture gone"
         try:
             await self._renew(request_id)
@@ -300,15 +301,16 @@ class RenderWorker:
     async def _give_up(self, request_id: str, tries: int) -> str:
         logger.error("job %s was taken %d times without finishing; it fails alone",
                      request_id, tries)
-        await self._fail_alone(request_id, "failed")
+        await self._end_alone(request_id, "failed", "failed")
         return "gave up"
 
-    async def _fail_alone(self, request_id: str, code: str) -> None:
+    async def _end_alone(self, request_id: str, status: str, code: str) -> None:
+        """End a job without rendering it (its riders get the same outcome)."""
         async def fail() -> None:
             record = await self.request_log.get(request_id)
             if record is None:
                 return
-            changes = ended_row("failed", code, created_at=record.created_at,
+            changes = ended_row(status, code, created_at=record.created_at,
                                 finished_at=self._clock())
             if await self.rows.finish_open([request_id], **changes):
                 log_record_outcome(await self.request_log.get(request_id) or record)

@@ -65,26 +65,6 @@ async def test_jobs_of_several_users_share_a_worker_batch_and_come_back_with_cli
             in render_stats_text(stats)
 
 
-async def test_an_identical_request_rides_along_and_both_are_answered(
-        tmp_path: Path, postgres_url: str, redis_server: RedisServer,
-        tiny_pipeline: Any) -> None:
-    adapter_cfg, worker_cfg = configs(tmp_path, postgres_url, redis_server)
-    pipeline = WrappedPipeline(tiny_pipeline)
-    async with adapter_engine(adapter_cfg) as engine:
-        first = await engine.submit(text_request(adapter_cfg, "ann", "a bell", seed=7))
-        second = await engine.submit(text_request(adapter_cfg, "bob", "a bell", seed=7))
-        row = await engine.request_log.get(second.id)
-        assert row is not None and row.rider_of == first.id
-        async with render_worker(worker_cfg, pipeline):
-            one = await asyncio.wait_for(first.result(), 60)
-            two = await asyncio.wait_for(second.result(), 60)
-        assert sum(pipeline.calls) == 1
-        assert two.cache_hit and not one.cache_hit
-        assert two.files["ogg"].read_bytes() == one.files["ogg"].read_bytes()
-        rider = await engine.request_log.get(second.id)
-        assert rider is not None and rider.status == "done" and rider.cache_hit
-
-
 async def test_limits_hold_across_adapter_processes(
         tmp_path: Path, postgres_url: str, redis_server: RedisServer) -> None:
     cfg_a, cfg_b = configs(tmp_path, postgres_url, redis_server, per_user_concurrent=1,

@@ -3,7 +3,7 @@
 The wrappers sit around the real (tiny) `Pipeline` and only add misbehaviour:
 raising for a marked picture, running out of memory above a batch size, hanging
 until cancelled, or counting calls. The crash test's subprocess is
-tests/core/jobs/crash_worker.py.
+tests/core/jobs/contract/victim.py.
 """
 
 from __future__ import annotations

@@ -215,29 +215,6 @@ async def test_shutdown_finishes_the_batch_and_keeps_the_rest_for_next_start(
         await request_log.close()
 
 
-async def test_shutdown_timeout_leaves_the_running_batch_for_the_next_start(
-        tmp_path: Path, tiny_pipeline: Any) -> None:
-    cfg = make_config(tmp_path)
-    request_log, engine, gate = await gated_engine(cfg, tiny_pipeline)
-    running = await engine.submit(text_request(cfg, "a", "slow"))
-    await wait_for(running, Started)
-    await engine.stop(0.2)
-    event = events_of(running)[-1]
-    assert isinstance(event, Failed) and event.error.code == "shutting_down"
-    assert (await request_log.get(running.id)).status == "running"  # type: ignore[union-attr]
-    gate.set()
-    await request_log.close()
-
-    request_log, engine, got, _ = await restarted_engine(cfg, tiny_pipeline)
-    try:
-        [again] = got
-        assert again.id == running.id
-        assert (await asyncio.wait_for(again.result(), 30)).prompt == "slow"
-    finally:
-        await engine.stop(5)
-        await request_log.close()
-
-
 async def test_recovery_interrupts_what_cannot_be_rerun(tmp_path: Path,
                                                         tiny_pipeline: Any) -> None:
     cfg = make_config(tmp_path, jobs={"max_batch": 1})
