@@ -70,7 +70,7 @@ async def run_once(pipeline: object, args: argparse.Namespace, max_batch: int,
     async def user(u: int) -> None:
         for j in range(args.jobs):
             n = u * args.jobs + j
-            request = JobRequest(platform="bench", user_id=f"user{u}", chat_id=f"c{u}",
+            request = JobRequest(platform="web", user_id=f"user{u}", chat_id=f"c{u}",
                                  source_kind="photo", options=options, image=pictures[n],
                                  seed=n)
             started = time.perf_counter()

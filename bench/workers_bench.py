@@ -125,7 +125,7 @@ async def run_once(args: argparse.Namespace, workers: int, root: Path, pg: Postg
         options = GenerationOptions.from_config(config.generation)
         started = time.perf_counter()
         handles = [await engine.submit(JobRequest(
-            platform="bench", user_id=f"u{n % args.users}", chat_id="bench", source_kind="text",
+            platform="web", user_id=f"u{n % args.users}", chat_id="bench", source_kind="text",
             options=options, caption=f"a sound number {n} of {workers}", seed=n))
             for n in range(args.jobs)]
         queued_s = time.perf_counter() - started

@@ -21,7 +21,8 @@ logger = logging.getLogger(__name__)
 class Adapter(Protocol):
     """What `serve` needs from a platform adapter."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     async def start(self) -> None: ...
 

@@ -21,6 +21,7 @@ from typing import Protocol
 from core.errors import GenerationFailed, ShuttingDown, StorageUnavailable, UserFacingError
 from core.i18n import t
 from core.jobs.events import Done, Failed, JobEvent, JobHandle, JobResult, Progress, Queued, Started
+from core.records import Delivery
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +134,7 @@ class DeliveryLog(Protocol):
     """Where an answer's progress is recorded (the job engine), so a restart re-sends only
     what may not have arrived."""
 
-    async def mark_delivery(self, request_id: str, state: str) -> None: ...
+    async def mark_delivery(self, request_id: str, state: Delivery) -> None: ...
 
 
 class JobSink(Protocol):
@@ -201,14 +202,14 @@ async def answer_once(request_id: str, post: Callable[[], Awaitable[None]],
     """
     if delivery is not None:
         try:
-            await delivery.mark_delivery(request_id, "sending")
+            await delivery.mark_delivery(request_id, Delivery.SENDING)
         except StorageUnavailable as exc:
             logger.warning("request %s is answered without being marked sending (%s)",
                            request_id, exc)
     await post()
     if delivery is not None:
         try:
-            await delivery.mark_delivery(request_id, "sent")
+            await delivery.mark_delivery(request_id, Delivery.SENT)
         except Exception as exc:  # posted already: an apology now would be a wrong answer
             logger.warning("request %s was answered but not marked sent (%s); a restart may "
                            "send it again", request_id, exc)

@@ -20,7 +20,7 @@ from bot.discord.views import PROMPT_ID, submitted_words, words_modal
 from core.errors import BadRequest, GenerationFailed, ImageRejected
 from core.i18n import pick_language, t
 from core.options import GenerationOptions, check_seed
-from core.storage.request_log import RequestRecord
+from core.records import RequestRecord, SourceKind
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class InteractionHandlers:
                              message: discord.Message) -> None:
         """The "Sonify this image" message command: the first image in that message."""
         sources = self.requests.sources(message, addressed=True)
-        kind = "url" if sources and isinstance(sources[0], str) else "attachment"
+        kind = SourceKind.URL if sources and isinstance(sources[0], str) else SourceKind.ATTACHMENT
         lang = self._begin(interaction, kind)
         if not sources:
             raise ImageRejected("no image in the message", code="no_image")

@@ -17,6 +17,7 @@ from bot.discord.replies import MessageTarget, Target, Undeliverable, as_user_er
 from bot.discord.requests import PLATFORM, DiscordRequests, Source
 from core.errors import GenerationFailed, ImageRejected, StorageUnavailable, UserFacingError
 from core.options import GenerationOptions
+from core.records import SourceKind
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +124,7 @@ class MessageHandlers:
             sources = self.requests.sources(ref, addressed)  # "@Sonify" on someone's picture
         if not sources:
             if addressed:
-                await self._refuse(client, message, lang, "attachment", 0,
+                await self._refuse(client, message, lang, SourceKind.ATTACHMENT, 0,
                                    ImageRejected("no image in the message", code="no_image"))
             return
         for index, source in enumerate(sources):
@@ -141,7 +142,7 @@ class MessageHandlers:
 
     async def _take_one(self, client: discord.Client, message: discord.Message, index: int,
                         source: Source, lang: str, *, quiet: bool) -> None:
-        kind = "url" if isinstance(source, str) else "attachment"
+        kind = SourceKind.URL if isinstance(source, str) else SourceKind.ATTACHMENT
         guild_id = message.guild.id if message.guild else None
         request = self._requester(message, lang).job(
             source_kind=kind, options=GenerationOptions.from_config(self.config.generation),
@@ -159,7 +160,7 @@ class MessageHandlers:
                 image = await self.requests.fetch(request.source or {})
                 request = request.with_image(image)
         except UserFacingError as exc:
-            if quiet and kind == "url" and exc.code in QUIET_LINK_ERRORS:
+            if quiet and kind == SourceKind.URL and exc.code in QUIET_LINK_ERRORS:
                 logger.debug("ignoring a non-image link in a watched channel (%s)", exc.code)
                 return
             await self._refuse(client, message, lang, kind, index, exc)
@@ -172,7 +173,7 @@ class MessageHandlers:
             await _tell(self._target(client, message, lang), error_text(exc, lang))
 
     async def _refuse(self, client: discord.Client, message: discord.Message, lang: str,
-                      kind: str, index: int, error: BaseException) -> None:
+                      kind: SourceKind, index: int, error: BaseException) -> None:
         """A request refused before it was recorded: logged, then told (once per message)."""
         err = as_user_error(error) or GenerationFailed("internal error")
         if await refuse(self.requests.services.engine, self._requester(message, lang), kind,

@@ -26,12 +26,12 @@ from core.intake.links import all_urls
 from core.jobs.events import JobHandle, JobResult
 from core.jobs.request import JobRequest, Receipt
 from core.jobs.rows import received_request
+from core.records import Platform, RequestRecord
 from core.services import Services
-from core.storage.records import RequestRecord
 
 logger = logging.getLogger(__name__)
 
-PLATFORM = "discord"
+PLATFORM = Platform.DISCORD
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 Source = discord.Attachment | str
 

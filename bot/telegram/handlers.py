@@ -30,7 +30,7 @@ from bot.telegram.replies import ReplyTarget, with_retry
 from bot.telegram.requests import PLATFORM, TelegramRequests, source_of, update_key
 from core.errors import GenerationFailed, StorageUnavailable, UserFacingError
 from core.i18n import describe_error, pick_language, t
-from core.storage.records import RequestRecord
+from core.records import RequestRecord, SourceKind
 
 logger = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ class Handlers:
         options = options_of(record, self.config.generation)
         words = retakes_words(record)
         await self.requests.take(self.requests.requester(target, user).job(
-            source_kind="retake", options=options, dedupe_key=update_key(update.update_id),
+            source_kind=SourceKind.RETAKE, options=options, dedupe_key=update_key(update.update_id),
             caption=None if words else record.caption, prompt=record.prompt if words else None,
             reply_context={**target.to_context(), "mode": "prompt" if words else "caption"}),
             target)
@@ -211,7 +211,7 @@ class Handlers:
             return
         options = options_of(record, self.config.generation)
         await self.requests.take(self.requests.requester(target, user).job(
-            source_kind="text", options=options, prompt=prompt,
+            source_kind=SourceKind.TEXT, options=options, prompt=prompt,
             dedupe_key=update_key(update.update_id),
             reply_context={**target.to_context(), "mode": "prompt"}), target)
 

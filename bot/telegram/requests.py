@@ -24,12 +24,12 @@ from core.intake.decode import DecodedImage, decode_image_async
 from core.jobs.events import JobHandle
 from core.jobs.request import JobRequest, Receipt
 from core.jobs.rows import received_request
+from core.records import Platform, RequestRecord, SourceKind
 from core.services import Services
-from core.storage.records import RequestRecord
 
 logger = logging.getLogger(__name__)
 
-PLATFORM = "telegram"
+PLATFORM = Platform.TELEGRAM
 
 
 def update_key(update_id: int) -> str:
@@ -81,7 +81,7 @@ class TelegramRequests:
         except UserFacingError as exc:
             await self.reply.reply_error(target, exc)
 
-    async def refuse(self, target: ReplyTarget, user: User | None, source_kind: str,
+    async def refuse(self, target: ReplyTarget, user: User | None, source_kind: SourceKind,
                      error: UserFacingError, dedupe_key: str | None) -> None:
         """A request refused before it was recorded: logged, then told (once per update)."""
         if await refuse(self.engine, self.requester(target, user), source_kind, error,
@@ -93,7 +93,7 @@ class TelegramRequests:
         if source.get("kind") == "url":
             return await self.services.fetcher.fetch_image(str(source["url"]))
         limit = self.download_limit
-        check_file(ImageRef(str(source.get("ref_kind") or "document"),
+        check_file(ImageRef(SourceKind(source.get("ref_kind") or SourceKind.DOCUMENT),
                             file_id=str(source["file_id"]), file_size=source.get("file_size"),
                             mime_type=source.get("mime_type"),
                             file_name=source.get("file_name")), limit)

@@ -17,6 +17,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from core.errors import BadRequest, ImageRejected, UserFacingError
 from core.intake.decode import DecodedImage, decode_image_async
+from core.records import SourceKind
 from core.services import Services
 
 T = TypeVar("T")
@@ -36,8 +37,8 @@ class Intake:
     seed: str | int | float | None = None
 
     @property
-    def source_kind(self) -> str:
-        return "upload" if self.data is not None else "url"
+    def source_kind(self) -> SourceKind:
+        return SourceKind.UPLOAD if self.data is not None else SourceKind.URL
 
 
 class ClientGone(Exception):

@@ -26,7 +26,7 @@ from bot.web.jobs import AUDIO_TYPES, WebError, clip_response, json_response
 from bot.web.state import SERVICES, live_job, owned_record, unknown_job
 from bot.web.texts import STATIC_DIR, fill, request_language
 from core.i18n import t
-from core.storage.request_log import RequestRecord
+from core.records import RequestRecord, RequestStatus
 from core.storage.shares import SharedResult
 
 # Assets of a shared page, each under its link: a visitor needs nothing outside it.
@@ -51,7 +51,7 @@ async def create_share(request: web.Request) -> web.Response:
     record = await owned_record(request, request.match_info["id"])
     if record is None:
         raise unknown_job()
-    if record.status != "done":
+    if record.status != RequestStatus.DONE:
         raise WebError(409, "not_finished")
     # The preview lives in this process's memory only; kept with the link, the shared page
     # still shows the picture after a restart (and a new link keeps the earlier one's).
@@ -76,7 +76,7 @@ async def _shared(request: web.Request) -> tuple[SharedResult, RequestRecord] | 
     if shared is None:
         return None
     record = await services.engine.get_request(shared.request_id)
-    if record is None or record.status != "done":
+    if record is None or record.status != RequestStatus.DONE:
         return None
     return shared, record
 

@@ -15,6 +15,7 @@ import datetime
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from enum import StrEnum
 
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from redis.connection import SSLConnection, parse_url
@@ -84,12 +85,24 @@ async def enqueue(pool: ArqRedis, request_id: str, fair_round: int, created_at: 
     return job is not None
 
 
+class UpdateKind(StrEnum):
+    """What a job update says."""
+
+    STARTED = "started"  # its batch began rendering
+    PROGRESS = "progress"  # a diffusion step
+    DONE = "done"  # its row says done: read it
+    FAILED = "failed"  # its row says how it failed: read it
+    # Not from a worker: the reader lost the stream (Redis away) and may have missed
+    # updates; whoever reads it compares its open jobs with their rows meanwhile.
+    LOST = "lost"
+
+
 @dataclass(frozen=True)
 class JobUpdate:
     """One event of one job, as workers publish it."""
 
     request_id: str
-    kind: str  # "started" | "progress" | "done" | "failed"
+    kind: UpdateKind
     step: int = 0
     total: int = 0
     batch_size: int = 0
@@ -102,7 +115,7 @@ class JobUpdate:
     @classmethod
     def from_fields(cls, raw: dict[bytes, bytes]) -> JobUpdate:
         data = {k.decode(): v.decode() for k, v in raw.items()}
-        return cls(data["id"], data["kind"], int(data.get("step", 0)),
+        return cls(data["id"], UpdateKind(data["kind"]), int(data.get("step", 0)),
                    int(data.get("total", 0)), int(data.get("batch", 0)), data.get("code", ""))
 
 
@@ -124,7 +137,7 @@ async def updates(pool: ArqRedis, *, block_ms: int = 1000) -> AsyncIterator[JobU
         except RedisError as exc:
             logger.warning("reading job updates failed (%s); retrying", exc)
             last = "$"
-            yield JobUpdate("", "lost")  # the caller re-reads its rows meanwhile
+            yield JobUpdate("", UpdateKind.LOST)  # the caller re-reads its rows meanwhile
             await asyncio.sleep(1.0)
             continue
         for _stream, entries in batches or []:

@@ -8,7 +8,8 @@ update (`RowQueue.finish_open`), so a rider is answered once whoever gets there 
 from __future__ import annotations
 
 from core.jobs.rows import done_row, ended_row
-from core.storage.request_log import RequestLog, RequestRecord
+from core.records import RequestRecord, RequestStatus
+from core.storage.request_log import RequestLog
 
 
 async def settle_riders(request_log: RequestLog, leader: RequestRecord, now: float,
@@ -20,7 +21,7 @@ async def settle_riders(request_log: RequestLog, leader: RequestRecord, now: flo
         riders = await request_log.row_queue.riders(leader.id)
     settled: list[str] = []
     for rider in riders:
-        if leader.status == "done":
+        if leader.status == RequestStatus.DONE:
             changes = done_row(
                 created_at=rider.created_at, started_at=leader.started_at, finished_at=now,
                 caption=leader.caption or "", prompt=leader.prompt or "", seed=leader.seed or 0,

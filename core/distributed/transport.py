@@ -22,7 +22,7 @@ from arq.connections import ArqRedis
 from redis.exceptions import RedisError
 
 from core.config import Config
-from core.distributed.redis_queue import JobUpdate, connect, enqueue, updates
+from core.distributed.redis_queue import JobUpdate, UpdateKind, connect, enqueue, updates
 from core.distributed.riders import settle_riders
 from core.errors import StorageUnavailable
 from core.jobs.cache import CachedClip, clip_cache
@@ -36,7 +36,8 @@ from core.jobs.rows import image_sha, outcome_of, placeholder_request
 from core.jobs.spool import DatabaseSpool, Spool
 from core.jobs.transport import User
 from core.limits import Counts
-from core.storage.request_log import RequestLog, RequestRecord
+from core.records import RequestRecord, RequestStatus
+from core.storage.request_log import RequestLog
 
 logger = logging.getLogger(__name__)
 
@@ -150,7 +151,7 @@ class RedisTransport:
     async def _ride(self, handle: JobHandle, request: JobRequest, receipt: Receipt, key: str,
                     leader: RequestRecord) -> None:
         """Wait for an identical job in flight; its worker answers this row with it."""
-        await self.request_log.update(receipt.id, status="queued", cache_key=key,
+        await self.request_log.update(receipt.id, status=RequestStatus.QUEUED, cache_key=key,
                                       rider_of=leader.id, image_sha256=image_sha(request),
                                       caption=request.caption, prompt=request.prompt)
         self._handles[receipt.id] = handle
@@ -193,11 +194,11 @@ class RedisTransport:
                 logger.exception("applying an update of %s failed", update.request_id)
 
     async def _apply(self, handle: JobHandle, update: JobUpdate) -> None:
-        if update.kind == "started":
+        if update.kind == UpdateKind.STARTED:
             handle.emit(Started(update.batch_size or 1))
-        elif update.kind == "progress":
+        elif update.kind == UpdateKind.PROGRESS:
             handle.emit(Progress(update.step, update.total))
-        elif update.kind in ("done", "failed"):
+        elif update.kind in (UpdateKind.DONE, UpdateKind.FAILED):
             await self._settle(handle)
 
     async def _settle(self, handle: JobHandle) -> None:
@@ -206,7 +207,7 @@ class RedisTransport:
         if record is None or not record.finished or self._handles.get(handle.id) is not handle:
             return
         files = await self.cache.local_files(record.files or {}) \
-            if record.status == "done" else None
+            if record.status == RequestStatus.DONE else None
         # The update reader and the row comparison may both get here: one settles. The
         # handle is let go only now, so that a read failing above leaves it to be settled.
         if self._handles.pop(handle.id, None) is not handle:
@@ -238,11 +239,11 @@ class RedisTransport:
                 record = await self.request_log.get(handle.id) or record
         if record.finished:
             await self._settle(handle)
-        elif record.status == "queued":
+        elif record.status == RequestStatus.QUEUED:
             position = await self.rows.position(record.rider_of or handle.id)
             if position is not None and handle.last_event != Queued(position):
                 handle.emit(Queued(position))
-        elif record.status == "running" and not isinstance(handle.last_event,
+        elif record.status == RequestStatus.RUNNING and not isinstance(handle.last_event,
                                                           Started | Progress):
             handle.emit(Started(record.batch_size or 1))
 

@@ -45,6 +45,7 @@ from core.distributed.redis_queue import (
     QUEUE_NAME,
     RENDER_FUNCTION,
     JobUpdate,
+    UpdateKind,
     connect,
     enqueue,
     publish,
@@ -65,6 +66,7 @@ from core.jobs.pruning import Pruner
 from core.jobs.rows import ended_row, rebuild_request, seed_of
 from core.jobs.spool import DatabaseSpool
 from core.models.pipeline import Pipeline
+from core.records import RequestStatus
 from core.storage.request_log import RequestLog
 
 logger = logging.getLogger(__name__)
@@ -219,7 +221,7 @@ class RenderWorker:
                                         lambda: rebuild_request(record, self.spool))
         if request is None or record.cache_key is None:
             # As after a restart of the local backend: it cannot be carried on.
-            await self._end_alone(request_id, "interrupted", "interrupted")
+            await self._end_alone(request_id, RequestStatus.INTERRUPTED, "interrupted")
             return "picture gone"
         try:
             await self._renew(request_id)
@@ -262,10 +264,10 @@ class RenderWorker:
         assert self.pool is not None
         async for event in handle.events():
             if isinstance(event, Started):
-                await publish(self.pool, JobUpdate(handle.id, "started",
+                await publish(self.pool, JobUpdate(handle.id, UpdateKind.STARTED,
                                                    batch_size=event.batch_size))
             elif isinstance(event, Progress):
-                await publish(self.pool, JobUpdate(handle.id, "progress", step=event.step,
+                await publish(self.pool, JobUpdate(handle.id, UpdateKind.PROGRESS, step=event.step,
                                                    total=event.total))
             elif isinstance(event, Done | Failed):
                 return event
@@ -289,7 +291,7 @@ class RenderWorker:
         record = await self.request_log.get(request_id)
         if record is None:
             return
-        kind = "done" if record.status == "done" else "failed"
+        kind = UpdateKind.DONE if record.status == RequestStatus.DONE else UpdateKind.FAILED
         await publish(self.pool, JobUpdate(request_id, kind, code=record.reason or ""))
         for rider in await settle_riders(self.request_log, record, self._clock()):
             await publish(self.pool, JobUpdate(rider, kind, code=record.reason or ""))
@@ -301,10 +303,10 @@ class RenderWorker:
     async def _give_up(self, request_id: str, tries: int) -> str:
         logger.error("job %s was taken %d times without finishing; it fails alone",
                      request_id, tries)
-        await self._end_alone(request_id, "failed", "failed")
+        await self._end_alone(request_id, RequestStatus.FAILED, "failed")
         return "gave up"
 
-    async def _end_alone(self, request_id: str, status: str, code: str) -> None:
+    async def _end_alone(self, request_id: str, status: RequestStatus, code: str) -> None:
         """End a job without rendering it (its riders get the same outcome)."""
         async def fail() -> None:
             record = await self.request_log.get(request_id)

@@ -79,7 +79,7 @@ from typing import Protocol
 from core.errors import UserFacingError
 from core.jobs.events import JobHandle
 from core.jobs.request import JobRequest, Receipt
-from core.storage.records import RequestRecord
+from core.records import Delivery, Platform, RequestRecord, SourceKind
 
 RecoveredHandler = Callable[[JobHandle], Awaitable[None]]
 ReceivedHandler = Callable[[RequestRecord, Receipt], Awaitable[None]]
@@ -113,7 +113,8 @@ class JobEngine(Protocol):
     async def refuse(self, receipt: Receipt, error: UserFacingError) -> None:
         """A received request cannot go on (its picture cannot be had)."""
 
-    async def reject(self, *, platform: str, user_id: str, chat_id: str, source_kind: str,
+    async def reject(self, *, platform: Platform, user_id: str, chat_id: str,
+                     source_kind: SourceKind,
                      error: UserFacingError, lang: str = "en",
                      dedupe_key: str | None = None) -> str:
         """Log a request refused before anything was recorded; returns the row's id."""
@@ -121,7 +122,7 @@ class JobEngine(Protocol):
     async def note_reply(self, request_id: str, **context: object) -> None:
         """Add to a request's reply context (e.g. the status message shown), for restarts."""
 
-    async def mark_delivery(self, request_id: str, state: str) -> None:
+    async def mark_delivery(self, request_id: str, state: Delivery) -> None:
         """How far a request's answer got: "sending" before posting it, "sent" after."""
 
     def on_recovered(self, platform: str, handler: RecoveredHandler) -> None:

@@ -45,7 +45,8 @@ from core.jobs.rows import (
 from core.jobs.transport import Transport
 from core.limits import HOUR_S, Counts, Limits
 from core.options import check_seed
-from core.storage.request_log import RequestLog, RequestRecord
+from core.records import Delivery, Platform, RequestRecord, RequestStatus, SourceKind
+from core.storage.request_log import RequestLog
 from core.user_text import check_words
 
 logger = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ class Engine(Recovery):
         if request.source is None or request.content_at_hand:
             raise ValueError("receive() takes a request with a source and no content")
         seed = await self._checked_seed(request)
-        record = record_for(request, new_request_id(), status="received",
+        record = record_for(request, new_request_id(), status=RequestStatus.RECEIVED,
                             created_at=self._clock(), seed=seed)
         try:
             await self._admit(request, record, slot=True, place=True)
@@ -142,7 +143,7 @@ class Engine(Recovery):
         key = self._key_for(request, seed)
         hit = await self.cache.lookup(key)
         rider = hit is None and await self.transport.in_flight(key)
-        record = record_for(request, new_request_id(), status="received",
+        record = record_for(request, new_request_id(), status=RequestStatus.RECEIVED,
                             created_at=self._clock(), seed=seed, cache_key=key)
         # A cache hit costs no render and holds nothing; a rider takes no queue place.
         await self._admit(request, record, slot=hit is None, place=hit is None and not rider)
@@ -159,16 +160,17 @@ class Engine(Recovery):
             if record is None or record.finished:
                 return
             now = self._clock()
-            changes = ended_row("rejected", error.code, created_at=record.created_at,
+            changes = ended_row(RequestStatus.REJECTED, error.code, created_at=record.created_at,
                                 finished_at=now)
             await self._patiently(f"the refusal of {receipt.id}",
                                   lambda: self.request_log.update(receipt.id, **changes))
         finally:
             self.transport.let_go(receipt.id)
         log_outcome(record.id, f"{record.platform}:{record.user_id}", record.source_kind,
-                    "rejected", reason=error.code, total_s=changes["total_s"])
+                    RequestStatus.REJECTED, reason=error.code, total_s=changes["total_s"])
 
-    async def reject(self, *, platform: str, user_id: str, chat_id: str, source_kind: str,
+    async def reject(self, *, platform: Platform, user_id: str, chat_id: str,
+                     source_kind: SourceKind,
                      error: UserFacingError, lang: str = "en",
                      dedupe_key: str | None = None) -> str:
         """Log a request refused before anything was recorded; returns the row's id.
@@ -178,9 +180,9 @@ class Engine(Recovery):
         now = self._clock()
         request_id, times = await self.request_log.record_refusal(RequestRecord(
             id=new_request_id(), platform=platform, user_id=user_id, chat_id=chat_id,
-            source_kind=source_kind, status="rejected", reason=error.code, lang=lang,
+            source_kind=source_kind, status=RequestStatus.REJECTED, reason=error.code, lang=lang,
             created_at=now, finished_at=now, total_s=0.0, dedupe_key=dedupe_key))
-        log_outcome(request_id, f"{platform}:{user_id}", source_kind, "rejected",
+        log_outcome(request_id, f"{platform}:{user_id}", source_kind, RequestStatus.REJECTED,
                     reason=error.code, times=times)
         return request_id
 
@@ -190,7 +192,7 @@ class Engine(Recovery):
                               lambda: self.request_log.merge_reply_context(request_id,
                                                                            dict(context)))
 
-    async def mark_delivery(self, request_id: str, state: str) -> None:
+    async def mark_delivery(self, request_id: str, state: Delivery) -> None:
         """How far a request's answer got: "sending" before posting it, "sent" after."""
         await self._patiently(f"the delivery of {request_id}",
                               lambda: self.request_log.set_delivery(request_id, state))
@@ -279,9 +281,9 @@ class Engine(Recovery):
         """
         try:
             request_id, times = await self.request_log.record_refusal(record_for(
-                request, new_request_id(), status="rejected", created_at=self._clock(),
+                request, new_request_id(), status=RequestStatus.REJECTED, created_at=self._clock(),
                 seed=seed, reason=error.code))
-            log_request_outcome(request_id, request, "rejected", reason=error.code,
+            log_request_outcome(request_id, request, RequestStatus.REJECTED, reason=error.code,
                                 times=times)
         except DuplicateRequest:
             raise
@@ -343,12 +345,12 @@ class Engine(Recovery):
                            caption=hit.caption, prompt=hit.prompt, seed=hit.seed,
                            duration_s=hit.duration_s, files=hit.files, cache_hit=True,
                            batch_size=0)
-        await self._patiently(f"the outcome of request {handle.id}", lambda: (
-            self.request_log.update(handle.id, cache_key=key, image_sha256=image_sha(request),
-                                    **changes)))
+        changes["cache_key"], changes["image_sha256"] = key, image_sha(request)
+        await self._patiently(f"the outcome of request {handle.id}",
+                              lambda: self.request_log.update(handle.id, **changes))
         self.transport.let_go(handle.id)
         timings = timings_of(changes)
-        log_request_outcome(handle.id, request, "done", text=hit.caption,
+        log_request_outcome(handle.id, request, RequestStatus.DONE, text=hit.caption,
                             total_s=timings["total_s"], cache_hit=True)
         handle.emit(Done(JobResult(request_id=handle.id, caption=hit.caption, prompt=hit.prompt,
                                    seed=hit.seed, duration_s=hit.duration_s,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from core.jobs.request import JobRequest
-from core.storage.records import RequestRecord
+from core.records import RequestRecord, RequestStatus
 
 logger = logging.getLogger("sonify.requests")
 TEXT_SHOWN = 60
@@ -23,7 +23,8 @@ def _shown(text: str | None) -> str:
     return f' "{flat[:TEXT_SHOWN]}…"' if len(flat) > TEXT_SHOWN else f' "{flat}"'
 
 
-def log_outcome(request_id: str, who: str, kind: str, status: str, *, text: str | None = None,
+def log_outcome(request_id: str, who: str, kind: str, status: RequestStatus, *,
+                text: str | None = None,
                 reason: str | None = None, total_s: float | None = None,
                 batch_size: int | None = None, cache_hit: bool = False,
                 times: int = 1) -> None:
@@ -44,7 +45,8 @@ def log_outcome(request_id: str, who: str, kind: str, status: str, *, text: str 
     elif batch_size:
         parts.append(f", batch of {batch_size}")
     parts.append(_shown(text))
-    level = logging.WARNING if status in ("failed", "interrupted") else logging.INFO
+    level = (logging.WARNING if status in (RequestStatus.FAILED, RequestStatus.INTERRUPTED)
+             else logging.INFO)
     if times > 1 and not _power_of_ten(times):
         level = logging.DEBUG
     logger.log(level, "%s", "".join(parts))
@@ -56,7 +58,7 @@ def _power_of_ten(n: int) -> bool:
     return n == 1
 
 
-def log_request_outcome(request_id: str, request: JobRequest, status: str, *,
+def log_request_outcome(request_id: str, request: JobRequest, status: RequestStatus, *,
                         text: str | None = None, reason: str | None = None,
                         total_s: float | None = None, batch_size: int | None = None,
                         cache_hit: bool = False, times: int = 1) -> None:
@@ -70,6 +72,6 @@ def log_record_outcome(record: RequestRecord) -> None:
     """The line for a finished row (a job that ended in another process, a restart)."""
     log_outcome(record.id, f"{record.platform}:{record.user_id}", record.source_kind,
                 record.status, text=record.caption or record.prompt,
-                reason=record.reason if record.status != "done" else None,
+                reason=record.reason if record.status != RequestStatus.DONE else None,
                 total_s=record.total_s, batch_size=record.batch_size,
                 cache_hit=record.cache_hit)

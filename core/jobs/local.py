@@ -29,7 +29,8 @@ from core.jobs.spool import FileSpool, Spool
 from core.jobs.transport import User
 from core.limits import Counts
 from core.models.pipeline import Pipeline
-from core.storage.request_log import RequestLog, RequestRecord
+from core.records import RequestRecord, RequestStatus
+from core.storage.request_log import RequestLog
 
 logger = logging.getLogger(__name__)
 
@@ -177,7 +178,7 @@ class LocalTransport:
         rider = self.dispatcher.rideable(key) is not None
         if request.image is not None:
             await self.spool.write(receipt.id, request.image)
-        await self.request_log.update(receipt.id, status="queued", started_at=None,
+        await self.request_log.update(receipt.id, status=RequestStatus.QUEUED, started_at=None,
                                       cache_key=key, image_sha256=image_sha(request),
                                       caption=request.caption, prompt=request.prompt)
         if rider and self.dispatcher.rideable(key) is None:

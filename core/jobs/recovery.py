@@ -35,7 +35,8 @@ from core.jobs.request import JobRequest, Receipt
 from core.jobs.rows import ended_row, outcome_of, placeholder_request, rebuild_request, seed_of
 from core.jobs.spool import Spool
 from core.jobs.transport import Transport
-from core.storage.request_log import RequestLog, RequestRecord
+from core.records import RequestRecord, RequestStatus
+from core.storage.request_log import RequestLog
 
 logger = logging.getLogger(__name__)
 
@@ -88,8 +89,8 @@ class Recovery(ABC):
         if record.finished:  # its answer is owed: hand over the outcome to deliver
             if handler is None:
                 return 0
-            files = await self.clip_files(record) if record.status == "done" else None
-            if record.status != "done" or files is not None:
+            files = await self.clip_files(record) if record.status == RequestStatus.DONE else None
+            if record.status != RequestStatus.DONE or files is not None:
                 self._hand_over(handler, record, outcome_of(record, files))
                 return 1
             # A done row whose clip is gone: render it again from its caption and seed.
@@ -97,7 +98,7 @@ class Recovery(ABC):
                                      lambda: seed_of(self.request_log, record))
         record = dataclasses.replace(record, seed=seed)
         receipt = Receipt(record.id, record.created_at, seed)
-        if record.status == "received" and not (record.caption or record.prompt):
+        if record.status == RequestStatus.RECEIVED and not (record.caption or record.prompt):
             if intake is None or record.source is None:
                 await self._interrupt(record, handler)
                 return int(handler is not None)
@@ -107,7 +108,8 @@ class Recovery(ABC):
         if handler is None:
             await self._interrupt(record, None)
             return 0
-        if self.transport.keeps_queue and not record.finished and record.status != "received":
+        if (self.transport.keeps_queue and not record.finished
+                and record.status != RequestStatus.RECEIVED):
             handle = await self.transport.follow(record.id)
         else:
             handle = await self._queue_again(record, receipt)
@@ -139,13 +141,13 @@ class Recovery(ABC):
 
     async def _interrupt(self, record: RequestRecord, handler: RecoveredHandler | None) -> None:
         """End a row that cannot go on; its adapter (if any) apologises."""
-        changes = ended_row("interrupted", "interrupted", created_at=record.created_at,
+        changes = ended_row(RequestStatus.INTERRUPTED, "interrupted", created_at=record.created_at,
                             finished_at=self._clock())
         await self._patiently(f"the outcome of request {record.id}",
                               lambda: self.request_log.update(record.id, **changes))
         await self._clean_up(record.id)
         log_outcome(record.id, f"{record.platform}:{record.user_id}", record.source_kind,
-                    "interrupted", reason="interrupted")
+                    RequestStatus.INTERRUPTED, reason="interrupted")
         if handler is None:
             logger.warning("request %s (%s) was interrupted and no adapter takes it",
                            record.id, record.platform)

@@ -8,6 +8,7 @@ from typing import Any
 
 from core.intake.decode import DecodedImage
 from core.options import GenerationOptions
+from core.records import Platform, SourceKind
 
 
 @dataclass
@@ -24,10 +25,10 @@ class JobRequest:
       with the row so that the picture can be fetched again after a restart.
     """
 
-    platform: str  # "telegram" | "discord" | "web" | "cli"
+    platform: Platform
     user_id: str
     chat_id: str
-    source_kind: str  # "photo" | "document" | "url" | "attachment" | "upload" | "retake" | "text"
+    source_kind: SourceKind
     options: GenerationOptions
     image: DecodedImage | None = None
     caption: str | None = None

@@ -10,7 +10,6 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 from core.config import Config
 from core.errors import GenerationFailed, UserFacingError
@@ -19,11 +18,8 @@ from core.jobs.events import Done, Failed, JobResult
 from core.jobs.request import JobRequest
 from core.jobs.spool import Spool
 from core.options import GenerationOptions, check_seed
-from core.storage.records import RequestRecord
+from core.records import Delivery, RequestRecord, RequestStatus, RowChanges
 from core.storage.request_log import RequestLog
-
-# A done row's timings, in seconds: also what `JobResult.timings` holds.
-TIMINGS = ("queue_wait_s", "caption_s", "sound_s", "encode_s", "total_s")
 
 
 def new_request_id() -> str:
@@ -45,11 +41,11 @@ def image_sha(request: JobRequest) -> str | None:
     return request.image.sha256 if request.image is not None else None
 
 
-def record_for(request: JobRequest, request_id: str, *, status: str, created_at: float,
+def record_for(request: JobRequest, request_id: str, *, status: RequestStatus, created_at: float,
                seed: int | None, cache_key: str | None = None,
                reason: str | None = None) -> RequestRecord:
     """The row of a request as it is accepted (or refused: `reason`)."""
-    refused = status == "rejected"
+    refused = status == RequestStatus.REJECTED
     return RequestRecord(
         id=request_id, platform=request.platform, user_id=request.user_id,
         chat_id=request.chat_id, source_kind=request.source_kind, status=status,
@@ -61,7 +57,7 @@ def record_for(request: JobRequest, request_id: str, *, status: str, created_at:
         reply_context={} if refused else dict(request.reply_context),
         cache_key=cache_key, reason=reason, source=None if refused else request.source,
         dedupe_key=request.dedupe_key, user_name=request.user_name,
-        delivery="owed" if request.answer_owed and not refused else None,
+        delivery=Delivery.OWED if request.answer_owed and not refused else None,
         finished_at=created_at if refused else None, total_s=0.0 if refused else None)
 
 
@@ -133,7 +129,7 @@ def failure_from_record(record: RequestRecord) -> UserFacingError:
 def done_row(*, created_at: float, started_at: float | None, finished_at: float, caption: str,
              prompt: str, seed: int, duration_s: float, files: Mapping[str, Path | str],
              cache_hit: bool, batch_size: int, score: float | None = None,
-             stages: Mapping[str, float] | None = None) -> dict[str, Any]:
+             stages: Mapping[str, float] | None = None) -> RowChanges:
     """The columns of a request answered with a clip.
 
     Rendered (`stages`: the model's caption and sound seconds and the encoding's), riding an
@@ -143,8 +139,9 @@ def done_row(*, created_at: float, started_at: float | None, finished_at: float,
     """
     started = max(created_at, started_at if started_at is not None else finished_at)
     stages = stages or {}
-    return dict(
-        status="done", caption=caption, prompt=prompt, seed=seed, cache_hit=cache_hit,
+    return RowChanges(
+        status=RequestStatus.DONE, caption=caption, prompt=prompt, seed=seed,
+        cache_hit=cache_hit,
         batch_size=batch_size, duration_s=duration_s, score=score,
         files={fmt: Path(name).name for fmt, name in files.items()},
         started_at=started, finished_at=finished_at, queue_wait_s=started - created_at,
@@ -153,16 +150,20 @@ def done_row(*, created_at: float, started_at: float | None, finished_at: float,
         total_s=max(0.0, finished_at - created_at))
 
 
-def timings_of(changes: Mapping[str, Any]) -> dict[str, float]:
+def timings_of(changes: RowChanges) -> dict[str, float]:
     """A done row's timings, as `JobResult.timings` carries them."""
-    return {name: float(changes[name]) for name in TIMINGS}
+    return {"queue_wait_s": changes.get("queue_wait_s") or 0.0,
+            "caption_s": changes.get("caption_s") or 0.0,
+            "sound_s": changes.get("sound_s") or 0.0,
+            "encode_s": changes.get("encode_s") or 0.0,
+            "total_s": changes.get("total_s") or 0.0}
 
 
-def ended_row(status: str, reason: str, *, created_at: float, finished_at: float
-              ) -> dict[str, Any]:
+def ended_row(status: RequestStatus, reason: str, *, created_at: float, finished_at: float
+              ) -> RowChanges:
     """The columns of a request that ended without a clip: failed, refused, interrupted."""
-    return dict(status=status, reason=reason, finished_at=finished_at,
-                total_s=max(0.0, finished_at - created_at))
+    return RowChanges(status=status, reason=reason, finished_at=finished_at,
+                      total_s=max(0.0, finished_at - created_at))
 
 
 async def seed_of(request_log: RequestLog, record: RequestRecord) -> int:
@@ -178,7 +179,7 @@ async def seed_of(request_log: RequestLog, record: RequestRecord) -> int:
 
 def outcome_of(record: RequestRecord, files: dict[str, Path] | None) -> Done | Failed:
     """How a finished row ended, as its handle tells it (`files`: its clip on this machine)."""
-    if record.status != "done":
+    if record.status != RequestStatus.DONE:
         return Failed(failure_from_record(record))
     if files is None:
         return Failed(GenerationFailed("the clip is gone", code="failed"))

@@ -28,6 +28,7 @@ from core.jobs.model_runner import Outcome
 from core.jobs.rows import done_row, ended_row, timings_of
 from core.jobs.spool import Spool
 from core.models.pipeline import PipelineResult
+from core.records import RequestStatus
 from core.storage.request_log import RequestLog
 
 logger = logging.getLogger(__name__)
@@ -143,7 +144,7 @@ class Settler:
                                                        f"{ticket.handle.id}")
         self._release(ticket.handle.id)
         timings = timings_of(changes)
-        log_request_outcome(ticket.handle.id, ticket.handle.request, "done",
+        log_request_outcome(ticket.handle.id, ticket.handle.request, RequestStatus.DONE,
                             text=result.caption, total_s=timings["total_s"],
                             batch_size=clip.batch_size, cache_hit=not leader)
         ticket.handle.emit(Done(JobResult(
@@ -154,7 +155,7 @@ class Settler:
 
     async def _failed(self, ticket: Ticket, error: UserFacingError) -> None:
         """Record one request as failed, then tell it."""
-        changes = ended_row("failed", error.code, created_at=ticket.created_at,
+        changes = ended_row(RequestStatus.FAILED, error.code, created_at=ticket.created_at,
                             finished_at=self._clock())
 
         async def record() -> None:
@@ -168,7 +169,7 @@ class Settler:
         except Exception:  # a bug, not an outage: the user still hears of the failure
             logger.exception("could not log the failure of %s", ticket.handle.id)
         self._release(ticket.handle.id)
-        log_request_outcome(ticket.handle.id, ticket.handle.request, "failed",
+        log_request_outcome(ticket.handle.id, ticket.handle.request, RequestStatus.FAILED,
                             reason=error.code, total_s=changes["total_s"])
         ticket.handle.emit(Failed(error))
 

@@ -21,7 +21,7 @@ from core.jobs.events import JobHandle
 from core.jobs.request import JobRequest, Receipt
 from core.jobs.spool import Spool
 from core.limits import Counts
-from core.storage.records import RequestRecord
+from core.records import RequestRecord
 
 User = tuple[str, str]  # (platform, user id)
 

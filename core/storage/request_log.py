@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Unpack
 
 from sqlalchemy import Integer, case, event, func, insert, select, update
 from sqlalchemy.engine import make_url
@@ -24,21 +24,24 @@ from core.errors import (
     DuplicateRequest,
     StorageUnavailable,
 )
+from core.records import UNFINISHED, Delivery, RequestRecord, RequestStatus, RowChanges
 from core.secrecy import SecretMasker, url_passwords
 from core.storage.blobs import BlobStore, ClipIndex
+from core.storage.columns import row_values, without_secrets
 from core.storage.migrate import current_revision, migrate, sqlite_file
 from core.storage.outage import DEFAULT_GRACE_S, Outage, watch_engine
 from core.storage.ownership import Lease, take_lease
-from core.storage.records import RECORD_FIELDS, RequestRecord, row_values, without_secrets
 from core.storage.retention import Retention
 from core.storage.row_queue import RowQueue
 from core.storage.shares import ShareLinks
-from core.storage.tables import UNFINISHED, cursors, requests
+from core.storage.tables import cursors, requests
 
 logger = logging.getLogger(__name__)
 
 # Refusals of one kind from one user within this many seconds are one row (`record_refusal`).
 FOLD_WINDOW_S = 60.0
+# Answers not yet known to have arrived.
+STILL_OWED = (Delivery.OWED, Delivery.SENDING)
 
 # The package that provides each SQLAlchemy async driver.
 DRIVER_PACKAGES = {"asyncpg": "asyncpg", "psycopg": "psycopg[binary]", "aiosqlite": "aiosqlite",
@@ -192,7 +195,7 @@ class RequestLog:
         values = row_values(record)
         same = (requests.c.platform == record.platform) & (requests.c.user_id == record.user_id)
         recent = select(requests.c.id, requests.c.times).where(
-            same, requests.c.status == "rejected", requests.c.reason == record.reason,
+            same, requests.c.status == RequestStatus.REJECTED, requests.c.reason == record.reason,
             requests.c.delivery.is_(None),
             requests.c.created_at.between(record.created_at - within_s, record.created_at),
         ).order_by(requests.c.created_at.desc()).limit(1)
@@ -240,37 +243,29 @@ class RequestLog:
             await conn.execute(update(requests).where(requests.c.id == request_id)
                                .values(reply_context=merged))
 
-    async def set_delivery(self, request_id: str, state: str) -> None:
+    async def set_delivery(self, request_id: str, state: Delivery) -> None:
         """Record how far an owed answer got ("sending", "sent"); never back from "sent".
 
         Rows that owe nothing (refusals at the door, web jobs) are left alone.
         """
         async with self.engine.begin() as conn:
             await conn.execute(update(requests).where(
-                requests.c.id == request_id, requests.c.delivery.in_(("owed", "sending")))
+                requests.c.id == request_id, requests.c.delivery.in_(STILL_OWED))
                 .values(delivery=state))
 
     async def unanswered(self) -> list[RequestRecord]:
         """Finished rows whose answer is owed or was being sent, oldest first."""
         query = (select(requests).where(requests.c.status.not_in(UNFINISHED),
-                                        requests.c.delivery.in_(("owed", "sending")))
+                                        requests.c.delivery.in_(STILL_OWED))
                  .order_by(requests.c.created_at))
         async with self.engine.connect() as conn:
             return [RequestRecord.from_row(r) for r in await conn.execute(query)]
 
-    async def update(self, request_id: str, **values: Any) -> None:
-        await self.update_many([request_id], **values)
-
-    async def update_many(self, request_ids: Sequence[str], **values: Any) -> None:
-        """Set the same columns on several rows (values may be SQL expressions)."""
-        unknown = set(values) - RECORD_FIELDS
-        if unknown:
-            raise ValueError(f"unknown request columns: {sorted(unknown)}")
-        if not request_ids:
-            return
+    async def update(self, request_id: str, **changes: Unpack[RowChanges]) -> None:
+        """Change some columns of one row."""
         async with self.engine.begin() as conn:
-            await conn.execute(update(requests).where(requests.c.id.in_(list(request_ids)))
-                               .values(**values))
+            await conn.execute(update(requests).where(requests.c.id == request_id)
+                               .values(**changes))
 
     async def mark_started(self, request_ids: Sequence[str], started_at: float,
                            batch_size: int) -> None:
@@ -283,8 +278,9 @@ class RequestLog:
         async with self.engine.begin() as conn:
             await conn.execute(
                 update(requests).where(requests.c.id.in_(list(request_ids)),
-                                       requests.c.status == "queued")
-                .values(status="running", started_at=started_at, batch_size=batch_size,
+                                       requests.c.status == RequestStatus.QUEUED)
+                .values(status=RequestStatus.RUNNING, started_at=started_at,
+                        batch_size=batch_size,
                         queue_wait_s=wait))
 
     async def get(self, request_id: str) -> RequestRecord | None:
@@ -304,7 +300,7 @@ class RequestLog:
         """(count, oldest created_at) of a user's accepted requests created after `since`."""
         query = (select(func.count(), func.min(requests.c.created_at))
                  .where(requests.c.platform == platform, requests.c.user_id == user_id,
-                        requests.c.created_at > since, requests.c.status != "rejected"))
+                        requests.c.created_at > since, requests.c.status != RequestStatus.REJECTED))
         async with self.engine.connect() as conn:
             count, oldest = (await conn.execute(query)).one()
         return int(count), oldest
@@ -330,7 +326,7 @@ class RequestLog:
     async def cache_hit_counts(self) -> tuple[int, int]:
         """(cache hits, all done) over the whole log."""
         query = select(func.count(), func.sum(requests.c.cache_hit.cast(Integer))).where(
-            requests.c.status == "done")
+            requests.c.status == RequestStatus.DONE)
         async with self.engine.connect() as conn:
             done, hits = (await conn.execute(query)).one()
         return int(hits or 0), int(done or 0)

@@ -29,8 +29,8 @@ from sqlalchemy import func, or_, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from core.records import UNFINISHED, Delivery, RequestStatus
 from core.storage.tables import (
-    UNFINISHED,
     clip_files,
     clips,
     daily_totals,
@@ -41,7 +41,7 @@ from core.storage.tables import (
 
 # Any fixed 64-bit number names the lock among PostgreSQL advisory locks: "Sonify" and 2.
 _PRUNE_LOCK_KEY = 0x536F6E69667902
-STILL_OWED = ("owed", "sending")
+STILL_OWED = (Delivery.OWED, Delivery.SENDING)
 
 
 def utc_day(timestamp: float) -> str:
@@ -115,7 +115,7 @@ class Retention:
         for _id, platform, status, created_at, cache_hit, times in rows:
             key = (utc_day(created_at), platform, status)
             counts[key] += int(times or 1)
-            hits[key] += int(bool(cache_hit) and status == "done")
+            hits[key] += int(bool(cache_hit) and status == RequestStatus.DONE)
         values = [{"day": day, "platform": platform, "status": status,
                    "request_count": n, "cache_hits": hits[(day, platform, status)]}
                   for (day, platform, status), n in counts.items()]
@@ -189,7 +189,7 @@ class Retention:
         """(cache hits, all done) of the pruned rows."""
         query = select(func.sum(daily_totals.c.cache_hits),
                        func.sum(daily_totals.c.request_count)).where(
-            daily_totals.c.status == "done")
+            daily_totals.c.status == RequestStatus.DONE)
         async with self.engine.connect() as conn:
             hits, done = (await conn.execute(query)).one()
         return int(hits or 0), int(done or 0)

@@ -12,6 +12,7 @@ cannot both take the last place. The rules themselves are the engine's (`core.li
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Unpack
 
 from sqlalchemy import Connection, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
@@ -19,12 +20,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from core.errors import DuplicateRequest
 from core.limits import Counts
-from core.storage.records import RequestRecord, row_values
-from core.storage.tables import UNFINISHED, requests
+from core.records import UNFINISHED, RequestRecord, RequestStatus, RowChanges
+from core.storage.columns import row_values
+from core.storage.tables import requests
 
 # Any fixed 64-bit number names the lock among PostgreSQL advisory locks.
 _ADMISSION_LOCK_KEY = 0x536F6E69667901  # "Sonify" and 1
-WAITING = ("received", "queued")
+WAITING = (RequestStatus.RECEIVED, RequestStatus.QUEUED)
+IN_FLIGHT = (RequestStatus.QUEUED, RequestStatus.RUNNING)
 
 
 # The fairness rule: a job's round from the round being served and the user's last one.
@@ -74,7 +77,7 @@ class RowQueue:
             mine, requests.c.status.in_(UNFINISHED)))).scalar() or 0
         hour = (await conn.execute(select(func.count(), func.min(requests.c.created_at)).where(
             mine, requests.c.created_at > hour_since,
-            requests.c.status != "rejected"))).one()
+            requests.c.status != RequestStatus.REJECTED))).one()
         waiting = (await conn.execute(select(func.count()).where(
             requests.c.status.in_(WAITING), requests.c.rider_of.is_(None)))).scalar() or 0
         return Counts(int(active), int(hour[0] or 0), hour[1], int(waiting))
@@ -86,8 +89,8 @@ class RowQueue:
                 requests.c.status.in_(WAITING), requests.c.rider_of.is_(None)))).scalar() or 0)
 
     async def queue_fairly(self, request_id: str, platform: str, user_id: str,
-                           fair_round: FairRound, **values: object) -> int:
-        """Mark a request queued with its turn (round, from `fair_round`); returns it.
+                           turn_rule: FairRound, **changes: Unpack[RowChanges]) -> int:
+        """Mark a request queued with its turn (round, from `turn_rule`); returns it.
 
         The round being served is the highest one running (or the one before the first
         waiting); the user's last is that of their newest waiting job. So one user cannot
@@ -96,7 +99,7 @@ class RowQueue:
         async with self.engine.begin() as conn:
             await self._lock(conn)
             return await conn.run_sync(_queue_fairly, request_id, platform, user_id,
-                                       fair_round, values)
+                                       turn_rule, changes)
 
     async def position(self, request_id: str) -> int | None:
         """1 for the next job to render, None when the request is not waiting."""
@@ -104,10 +107,10 @@ class RowQueue:
             row = (await conn.execute(select(requests.c.fair_round, requests.c.created_at,
                                              requests.c.status)
                                       .where(requests.c.id == request_id))).first()
-            if row is None or row[2] != "queued" or row[0] is None:
+            if row is None or row[2] != RequestStatus.QUEUED or row[0] is None:
                 return None
             ahead = (await conn.execute(select(func.count()).where(
-                requests.c.status == "queued", requests.c.rider_of.is_(None),
+                requests.c.status == RequestStatus.QUEUED, requests.c.rider_of.is_(None),
                 (requests.c.fair_round < row[0])
                 | ((requests.c.fair_round == row[0])
                    & (requests.c.created_at < row[1]))))).scalar() or 0
@@ -116,7 +119,7 @@ class RowQueue:
     async def leader(self, cache_key: str, exclude: str) -> RequestRecord | None:
         """An identical job in flight (queued or running, itself no rider) to wait for."""
         query = (select(requests).where(requests.c.cache_key == cache_key,
-                                        requests.c.status.in_(("queued", "running")),
+                                        requests.c.status.in_(IN_FLIGHT),
                                         requests.c.rider_of.is_(None),
                                         requests.c.id != exclude)
                  .order_by(requests.c.created_at).limit(1))
@@ -135,7 +138,7 @@ class RowQueue:
         """(id, round, created_at) of queued or running jobs (riders aside) created before
         `older_than`: the ones to hand to the queue again if Redis lost them."""
         query = (select(requests.c.id, requests.c.fair_round, requests.c.created_at)
-                 .where(requests.c.status.in_(("queued", "running")),
+                 .where(requests.c.status.in_(IN_FLIGHT),
                         requests.c.rider_of.is_(None), requests.c.created_at < older_than)
                  .order_by(requests.c.fair_round, requests.c.created_at))
         async with self.engine.connect() as conn:
@@ -148,8 +151,9 @@ class RowQueue:
         async with self.engine.begin() as conn:
             done = await conn.execute(
                 update(requests).where(requests.c.id == request_id,
-                                       requests.c.status.in_(("queued", "running")))
-                .values(attempts=requests.c.attempts + 1, worker=worker, status="queued"))
+                                       requests.c.status.in_(IN_FLIGHT))
+                .values(attempts=requests.c.attempts + 1, worker=worker,
+                        status=RequestStatus.QUEUED))
             if not done.rowcount:
                 return None
             return int((await conn.execute(select(requests.c.attempts)
@@ -162,7 +166,8 @@ class RowQueue:
                                                       requests.c.attempts > 0)
                                .values(attempts=requests.c.attempts - 1))
 
-    async def finish_open(self, request_ids: list[str], **values: object) -> list[str]:
+    async def finish_open(self, request_ids: list[str],
+                          **changes: Unpack[RowChanges]) -> list[str]:
         """Finish those of `request_ids` not finished yet; returns the ones this call
         finished — two processes settling one request cannot both answer it."""
         finished: list[str] = []
@@ -170,17 +175,17 @@ class RowQueue:
             for request_id in request_ids:
                 done = await conn.execute(
                     update(requests).where(requests.c.id == request_id,
-                                           requests.c.status.in_(UNFINISHED)).values(**values))
+                                           requests.c.status.in_(UNFINISHED)).values(**changes))
                 if done.rowcount:
                     finished.append(request_id)
         return finished
 
 
 def _queue_fairly(conn: Connection, request_id: str, platform: str, user_id: str,
-                  fair_round: FairRound, values: dict[str, object]) -> int:
-    waiting = (requests.c.status == "queued") & requests.c.rider_of.is_(None)
+                  turn_rule: FairRound, changes: RowChanges) -> int:
+    waiting = (requests.c.status == RequestStatus.QUEUED) & requests.c.rider_of.is_(None)
     serving = conn.execute(select(func.max(requests.c.fair_round))
-                           .where(requests.c.status == "running")).scalar()
+                           .where(requests.c.status == RequestStatus.RUNNING)).scalar()
     if serving is None:
         first = conn.execute(select(func.min(requests.c.fair_round)).where(waiting)).scalar()
         # Rounds count from what is waiting, so they stay small however long the service runs.
@@ -188,9 +193,9 @@ def _queue_fairly(conn: Connection, request_id: str, platform: str, user_id: str
     user_last = conn.execute(select(func.max(requests.c.fair_round)).where(
         waiting, requests.c.platform == platform, requests.c.user_id == user_id,
         requests.c.id != request_id)).scalar()
-    turn = fair_round(int(serving), None if user_last is None else int(user_last))
+    turn = turn_rule(int(serving), None if user_last is None else int(user_last))
     conn.execute(update(requests).where(requests.c.id == request_id)
-                 .values(status="queued", fair_round=turn, **values))
+                 .values(**changes, status=RequestStatus.QUEUED, fair_round=turn))
     return turn
 
 

@@ -14,9 +14,9 @@ from core.errors import BadRequest
 from core.i18n import describe_error
 from core.jobs.journal import log_outcome
 from core.logs import setup_logging
+from core.records import RequestRecord
 from core.stats.collect import collect_stats
 from core.stats.render import render_stats_text
-from core.storage.records import RequestRecord
 from core.storage.request_log import RequestLog
 from core.user_text import check_words, escape_controls, storable
 from tests.conftest import make_config

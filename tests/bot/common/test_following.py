@@ -44,7 +44,7 @@ class FailingAfterPosting:
 
 
 async def test_a_clip_posted_but_not_marked_sent_is_not_followed_by_an_apology() -> None:
-    handle = JobHandle("r1", JobRequest("test", "u", "c", "text", GenerationOptions(),
+    handle = JobHandle("r1", JobRequest("web", "u", "c", "text", GenerationOptions(),
                                         prompt="rain"))
     handle.emit(Done(JobResult("r1", "rain on a roof", "rain", 1, 1.0, {"ogg": Path("x")})))
     chat, delivery = Chat(), FailingAfterPosting()

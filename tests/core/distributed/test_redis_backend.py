@@ -164,7 +164,7 @@ async def test_an_adapter_restarted_mid_job_follows_its_rows_to_the_answer(
             async def collect(handle: JobHandle) -> None:
                 handed.append(handle)
 
-            engine.on_recovered("test", collect)
+            engine.on_recovered("telegram", collect)
             assert await engine.resume_recovered() == 1
             await eventually(lambda: _true(bool(handed)))
             result = await asyncio.wait_for(handed[0].result(), 60)

@@ -45,7 +45,7 @@ def picture(n: int, *, color: tuple[int, int, int] | None = None, side: int = 48
     return decode_image(buf.getvalue(), ImagesConfig())
 
 
-def image_request(config: Config, user: str, image: DecodedImage, *, platform: str = "test",
+def image_request(config: Config, user: str, image: DecodedImage, *, platform: str = "telegram",
                   seed: int | None = None, admin: bool = False, seconds: float | None = None,
                   **extra: Any) -> JobRequest:
     options = GenerationOptions.from_config(config.generation, seconds=seconds)
@@ -54,7 +54,7 @@ def image_request(config: Config, user: str, image: DecodedImage, *, platform: s
                       is_admin=admin, **extra)
 
 
-def text_request(config: Config, user: str, prompt: str, *, platform: str = "test",
+def text_request(config: Config, user: str, prompt: str, *, platform: str = "telegram",
                  seed: int | None = None, admin: bool = False, **extra: Any) -> JobRequest:
     options = GenerationOptions.from_config(config.generation)
     return JobRequest(platform=platform, user_id=user, chat_id=f"chat-{user}",
@@ -146,7 +146,7 @@ async def restarted_engine(config: Config, pipeline: Any
                            ) -> tuple[RequestLog, Engine, list[JobHandle], int]:
     """A fresh engine on the same log after a stop or crash, with the jobs it resumed.
 
-    Returns the request_log, the engine, the handles given to platform "test"'s recovery
+    Returns the request_log, the engine, the handles given to platform "telegram"'s recovery
     handler (after they have run) and the count `resume_recovered` reported.
     """
     request_log = await RequestLog.open(config.database_url,
@@ -154,7 +154,7 @@ async def restarted_engine(config: Config, pipeline: Any
     engine = local_engine(config, request_log, pipeline_factory=lambda: pipeline)
     await engine.start()
     handed = Handed()
-    engine.on_recovered("test", handed)
+    engine.on_recovered("telegram", handed)
     resumed = await engine.resume_recovered()
     await handed.until(resumed)
     return request_log, engine, handed.handles, resumed

@@ -15,7 +15,8 @@ from core.errors import BadRequest, GenerationFailed, ImageRejected, RateLimited
 from core.jobs.engine import Engine
 from core.jobs.events import Started
 from core.jobs.local import local_engine
-from core.storage.request_log import RequestLog, RequestRecord
+from core.records import RequestRecord
+from core.storage.request_log import RequestLog
 from tests.conftest import make_config
 from tests.core.jobs.engine_support import (
     POISON_COLOR,
@@ -39,7 +40,7 @@ async def row(engine: Engine, request_id: str) -> RequestRecord:
 
 
 def assert_identity(record: RequestRecord, user: str) -> None:
-    assert (record.platform, record.user_id, record.chat_id) == ("test", user, f"chat-{user}")
+    assert (record.platform, record.user_id, record.chat_id) == ("telegram", user, f"chat-{user}")
     assert record.source_kind in ("photo", "text") and record.lang == "en"
     assert record.options is not None and record.options["seconds"] == 1.0
     assert record.created_at > 0 and record.finished_at is not None
@@ -73,8 +74,8 @@ async def test_every_outcome_leaves_a_complete_row(tmp_path: Path, tiny_pipeline
             await (await engine.submit(text_request(cfg, "eve", "hum", seed=i))).result()
         with pytest.raises(RateLimited):
             await engine.submit(text_request(cfg, "eve", "hum", seed=99))
-        adapter_refusal = await engine.reject(platform="test", user_id="fay", chat_id="chat-fay",
-                                              source_kind="url", lang="es",
+        adapter_refusal = await engine.reject(platform="telegram", user_id="fay",
+                                              chat_id="chat-fay", source_kind="url", lang="es",
                                               error=ImageRejected("no", code="bad_url"))
         rows = {r.user_id: r for r in
                 [RequestRecord.from_row(x) for x in await engine.request_log.rows_since(0)]

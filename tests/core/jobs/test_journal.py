@@ -27,12 +27,12 @@ async def test_each_request_gets_one_line_as_it_ends(tiny_config: Config, tiny_p
             await engine.submit(text_request(tiny_config, "cat", "   "))
     lines = [r.getMessage() for r in caplog.records if r.name == "sonify.requests"]
     assert len(lines) == 3
-    assert lines[0].startswith(f"request {first.id} test:ann text → done in ")
+    assert lines[0].startswith(f"request {first.id} telegram:ann text → done in ")
     assert lines[0].endswith(' s, batch of 1 "a distant foghorn"')
-    assert lines[1].startswith(f"request {again.id} test:bob text → done in ")
+    assert lines[1].startswith(f"request {again.id} telegram:bob text → done in ")
     assert ", from the cache" in lines[1]
     assert lines[2].startswith("request ")
-    assert lines[2].endswith(" test:cat text → rejected (bad_option)")
+    assert lines[2].endswith(" telegram:cat text → rejected (bad_option)")
 
 
 def test_a_long_text_is_shortened(caplog: pytest.LogCaptureFixture) -> None:

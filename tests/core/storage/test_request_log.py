@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 import subprocess
 import sys
@@ -9,13 +10,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from alembic import command
 from sqlalchemy import text
+from sqlalchemy.exc import CompileError, IntegrityError
 
 from core.errors import ConfigError
 from core.jobs.cache import ClipCache, cache_key
 from core.options import GenerationOptions
+from core.records import Delivery, RequestRecord
+from core.storage.migrate import _alembic as alembic_config
 from core.storage.migrate import head_revision
-from core.storage.request_log import RequestLog, RequestRecord
+from core.storage.request_log import RequestLog
 
 
 def db_url(tmp_path: Path) -> str:
@@ -154,7 +159,8 @@ async def test_rows_round_trip_and_user_window_ignores_rejections(any_db_url: st
         done, late = await request_log.get("c"), await request_log.get("e")
         assert done is not None and (done.status, done.started_at) == ("done", None)
         assert late is not None and (late.status, late.queue_wait_s) == ("running", 0.0)
-        with pytest.raises(ValueError, match="unknown request columns"):
+        # `update` takes typed fields (mypy refuses this call); at run time, SQLAlchemy does.
+        with pytest.raises(CompileError, match="colour"):
             await request_log.update("a", colour="red")
     finally:
         await request_log.close()
@@ -258,3 +264,37 @@ def test_cache_key_separates_sources_options_seeds_and_models() -> None:
                              image_sha256="abc")
     assert (cache_key(model_tag="m", options=opts, caption="abc", seed=1)
             != cache_key(model_tag="m", options=opts, prompt="abc", seed=1))
+
+
+async def test_rows_hold_only_the_values_the_domain_names(any_db_url: str) -> None:
+    """Status, delivery, platform and source kind are checked by the tables themselves."""
+    request_log = await RequestLog.open(any_db_url)
+    try:
+        await request_log.insert(row("fine", delivery=Delivery.OWED))
+        for n, (column, value) in enumerate([("status", "lost"), ("delivery", "maybe"),
+                                             ("platform", "myspace"), ("source_kind", "fax")]):
+            with pytest.raises(IntegrityError):
+                await request_log.insert(dataclasses.replace(row(f"bad{n}"), **{column: value}))
+        assert [r.id for r in await request_log.unfinished()] == ["fine"]
+    finally:
+        await request_log.close()
+
+
+async def test_a_log_from_before_the_checks_keeps_its_rows(tmp_path: Path) -> None:
+    """Revision 0006 adds the checks to a table that already has rows (SQLite copies it)."""
+    url = db_url(tmp_path)
+    request_log = RequestLog(url)
+    try:
+        async with request_log.engine.begin() as conn:
+            await conn.run_sync(lambda sync: command.upgrade(alembic_config(sync), "0005"))
+        await request_log.insert(row("before", status="done", user="kept"))
+    finally:
+        await request_log.close()
+    request_log = await RequestLog.open(url)
+    try:
+        kept = await request_log.get("before")
+        assert kept is not None and (kept.status, kept.user_id) == ("done", "kept")
+        with pytest.raises(IntegrityError):
+            await request_log.insert(row("after", status="lost"))
+    finally:
+        await request_log.close()

@@ -21,9 +21,9 @@ from core.config import MIN_KEEP_DAYS, parse_config
 from core.errors import ConfigError
 from core.jobs.cache import ClipCache
 from core.jobs.pruning import Pruned, Pruner
+from core.records import RequestRecord
 from core.stats.collect import CHART_DAYS, WEEK_DAYS, collect_stats
 from core.stats.render import render_stats_text
-from core.storage.records import RequestRecord
 from core.storage.request_log import RequestLog
 from core.storage.retention import Retention
 from core.storage.tables import daily_totals

@@ -24,13 +24,13 @@ from core.jobs.local import local_engine
 from core.jobs.request import JobRequest, Receipt
 from core.jobs.rows import received_request
 from core.options import GenerationOptions
-from core.storage.records import RequestRecord
+from core.records import Platform, RequestRecord
 from core.storage.request_log import RequestLog
 from tests.conftest import make_config
 from tests.core.jobs.engine_support import Handed, picture
 from tests.local_servers import PostgresServer, RedisServer, Unwritable, sqlite_files
 
-PLATFORM = "test"
+PLATFORM = Platform.TELEGRAM
 # The redis backend's settings for tests: workers hand lost jobs over within seconds,
 # adapters compare their rows often, a worker waits a little for a batch to fill.
 REDIS_JOBS = {"redeliver_after_s": 5.0, "poll_interval_s": 0.2, "max_wait_ms": 200}

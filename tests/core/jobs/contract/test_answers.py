@@ -12,7 +12,7 @@ import pytest
 
 from core.errors import ImageRejected, ShuttingDown
 from core.jobs.events import Done, Failed, Started
-from core.storage.records import RequestRecord
+from core.records import RequestRecord
 from tests.core.jobs.contract.harness import PLATFORM, Backend, fetch_request, nothing_spooled
 from tests.core.jobs.engine_support import (
     WrappedPipeline,

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from core.errors import GenerationFailed
-from core.storage.records import RequestRecord
+from core.records import RequestRecord
 from core.storage.request_log import RequestLog
 from tests.core.jobs.contract.harness import Backend, RedisBackend, nothing_spooled
 from tests.core.jobs.contract.victim import CRASH_JOBS, FETCHED, received, submitted

@@ -12,7 +12,7 @@ import pytest
 from core.errors import ImageRejected, QueueFull, RateLimited
 from core.i18n import describe_error
 from core.jobs.events import Started
-from core.storage.records import RequestRecord
+from core.records import RequestRecord
 from tests.core.jobs.contract.harness import PLATFORM, Backend, fetch_request
 from tests.core.jobs.engine_support import WrappedPipeline, text_request, wait_for
 
