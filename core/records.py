@@ -128,6 +128,15 @@ class RequestRecord:
 RECORD_FIELDS = frozenset(f.name for f in fields(RequestRecord))
 
 
+@dataclass(frozen=True)
+class SharedResult:
+    """What a live share link points at (the web page's "Share")."""
+
+    request_id: str
+    created_at: float
+    preview: bytes | None  # the small JPEG of the picture, kept while shared
+
+
 class RowChanges(TypedDict, total=False):
     """Columns of a request's row to change (`RequestLog.update`): any of them, typed."""
 

@@ -1,4 +1,6 @@
-"""The one object built at start-up and handed to every adapter (`Services`)."""
+"""What the command line builds: the one object handed to every adapter (`Services`), a
+`sonify worker`, the statistics of `sonify stats` — so that adapters and commands reach the
+request log and the backends only through here and the contract (core/jobs/contract.py)."""
 
 from __future__ import annotations
 
@@ -6,16 +8,20 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from core.config import Config
+from core.distributed import worker as workers
 from core.distributed.transport import redis_engine
 from core.intake.fetch import ImageFetcher
-from core.jobs.contract import JobEngine
+from core.jobs.contract import ChannelCursors, JobEngine, ServiceKeys, ShareLinks
 from core.jobs.local import local_engine
 from core.jobs.pruning import Pruner
 from core.models.pipeline import Pipeline
 from core.stats.collect import collect_stats
 from core.stats.render import render_stats_chart, render_stats_text
+from core.storage.migrate import sqlite_file
+from core.storage.ownership import check_free
 from core.storage.request_log import RequestLog
 
 logger = logging.getLogger(__name__)
@@ -23,12 +29,20 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class Services:
-    """Shared services; adapters take one of these and nothing global."""
+    """Shared services; adapters take one of these and nothing global.
+
+    Adapters use the job engine and the small services of the contract (core/jobs/contract.py):
+    share links, channel cursors, service keys. `request_log` is for the statistics and
+    tests; no adapter reaches into it (tests/test_project.py checks that).
+    """
 
     config: Config
     request_log: RequestLog
     engine: JobEngine
     fetcher: ImageFetcher
+    share_links: ShareLinks
+    cursors: ChannelCursors
+    keys: ServiceKeys
     pruner: Pruner | None = field(default=None)
 
     @classmethod
@@ -58,7 +72,8 @@ class Services:
         pruner = Pruner(request_log, config.data_dir / "cache", config.storage.keep_days)
         pruner.start()
         return cls(config=config, request_log=request_log, engine=engine,
-                   fetcher=ImageFetcher(config.images), pruner=pruner)
+                   fetcher=ImageFetcher(config.images), share_links=request_log.share_links,
+                   cursors=request_log.cursors, keys=request_log.blobs, pruner=pruner)
 
     async def close(self) -> None:
         """Stop the pruning and the engine (if still running), close the fetcher and the log."""
@@ -75,3 +90,45 @@ class Services:
         stats = await collect_stats(self.request_log, self.engine.queue_length())
         png = await asyncio.to_thread(render_stats_chart, stats, lang)
         return render_stats_text(stats, lang), png
+
+
+def default_worker_name() -> str:
+    """A worker's name when none is given: its host and process id."""
+    return workers.default_worker_name()
+
+
+def check_log_free(config: Config) -> None:
+    """RequestLogInUse (naming the holder) when another process owns the local request log."""
+    if config.jobs.backend == "local":
+        check_free(config.database_url)
+
+
+def log_file(config: Config) -> Path | None:
+    """The request log's file, where it is a SQLite file (None for other databases)."""
+    return sqlite_file(config.database_url)
+
+
+async def stats_summary(config: Config) -> str:
+    """`sonify stats`: the request log's summary, read where the bots write it."""
+    request_log = await RequestLog.open(config.database_url)
+    try:
+        return render_stats_text(await collect_stats(request_log))
+    finally:
+        await request_log.close()
+
+
+async def run_worker(config: Config, *, name: str | None, stop: asyncio.Event,
+                     pipeline_factory: Callable[[], Pipeline]) -> None:
+    """`sonify worker`: load the models, then render jobs from the queue until `stop`."""
+    request_log = await RequestLog.open(config.database_url,
+                                       outage_grace_s=config.storage.outage_grace_s)
+    if request_log.is_sqlite:
+        logger.warning("the request log is SQLite: workers on other machines cannot share "
+                       "it; set [storage] database_url to PostgreSQL (README)")
+    try:
+        worker = workers.RenderWorker(config, request_log, name=name,
+                                      pipeline_factory=pipeline_factory)
+        await worker.load_models()  # before taking a job: a missing model is told at once
+        await worker.run(stop)
+    finally:
+        await request_log.close()

@@ -9,8 +9,7 @@ import logging
 from bot.app import stop_on_signals
 from bot.cli.common import EXIT_USAGE, CliError
 from core.config import Config
-from core.distributed.worker import RenderWorker, default_worker_name
-from core.storage.request_log import RequestLog
+from core.services import default_worker_name, run_worker
 
 logger = logging.getLogger(__name__)
 
@@ -37,15 +36,5 @@ async def _work(config: Config, name: str | None) -> None:
 
     stop = stop_on_signals()
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    request_log = await RequestLog.open(config.database_url,
-                                       outage_grace_s=config.storage.outage_grace_s)
-    if request_log.is_sqlite:
-        logger.warning("the request log is SQLite: workers on other machines cannot share "
-                       "it; set [storage] database_url to PostgreSQL (README)")
-    try:
-        worker = RenderWorker(config, request_log, name=name,
-                              pipeline_factory=lambda: ModelLoader(config).pipeline())
-        await worker.load_models()  # before taking a job: a missing model is told at once
-        await worker.run(stop)
-    finally:
-        await request_log.close()
+    await run_worker(config, name=name, stop=stop,
+                     pipeline_factory=lambda: ModelLoader(config).pipeline())

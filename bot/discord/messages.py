@@ -100,7 +100,7 @@ class MessageHandlers:
         # While missed messages are read back, a live one only starts a channel's cursor
         # (a first DM): moving an existing cursor would skip what is not read yet.
         try:
-            await self.requests.services.request_log.advance_cursor(
+            await self.requests.services.cursors.advance(
                 PLATFORM, str(message.channel.id), str(last),
                 is_private=message.guild is None,
                 only_new=self.requests.reading_back and not read_back)

@@ -24,8 +24,7 @@ from core.i18n import DEFAULT_LANGUAGE, pick_language, t
 from core.intake.decode import DecodedImage, decode_image_async
 from core.intake.links import all_urls
 from core.jobs.events import JobHandle, JobResult
-from core.jobs.request import JobRequest, Receipt
-from core.jobs.rows import received_request
+from core.jobs.request import JobRequest, Receipt, received_request
 from core.records import Platform, RequestRecord
 from core.services import Services
 

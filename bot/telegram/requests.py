@@ -22,8 +22,7 @@ from bot.telegram.replies import ReplyTarget, Responder, TelegramAnswer, with_re
 from core.errors import GenerationFailed, ImageRejected, UserFacingError
 from core.intake.decode import DecodedImage, decode_image_async
 from core.jobs.events import JobHandle
-from core.jobs.request import JobRequest, Receipt
-from core.jobs.rows import received_request
+from core.jobs.request import JobRequest, Receipt, received_request
 from core.records import Platform, RequestRecord, SourceKind
 from core.services import Services
 

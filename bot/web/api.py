@@ -77,7 +77,7 @@ async def get_job(request: web.Request) -> web.Response:
     # Whether a share link is live: the owner's page shows "Stop sharing" even where this
     # browser no longer remembers the link itself.
     view["shared"] = view["status"] == "done" and \
-        await services.request_log.shares.is_shared(view["id"])
+        await services.share_links.is_shared(view["id"])
     return json_response(view)
 
 

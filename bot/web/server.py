@@ -305,7 +305,7 @@ def create_app(services: Services) -> web.Application:
 
 async def _load_identities(app: web.Application) -> None:
     services = app[SERVICES]
-    key = await services.request_log.blobs.service_key(KEY_NAME, KEY_BYTES)
+    key = await services.keys.service_key(KEY_NAME, KEY_BYTES)
     app[IDENTITIES] = Identities(key, services.config.web.new_browsers_per_hour)
 
 

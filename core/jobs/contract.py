@@ -79,7 +79,7 @@ from typing import Protocol
 from core.errors import UserFacingError
 from core.jobs.events import JobHandle
 from core.jobs.request import JobRequest, Receipt
-from core.records import Delivery, Platform, RequestRecord, SourceKind
+from core.records import Delivery, Platform, RequestRecord, SharedResult, SourceKind
 
 RecoveredHandler = Callable[[JobHandle], Awaitable[None]]
 ReceivedHandler = Callable[[RequestRecord, Receipt], Awaitable[None]]
@@ -144,3 +144,40 @@ class JobEngine(Protocol):
         """A live handle on a job another process took (its events from now on, ending
         with its outcome); None where this backend has no other processes or the request
         is unknown."""
+
+
+class ShareLinks(Protocol):
+    """Public links to finished results (the web page's "Share"): one unguessable, revocable
+    link per result; only each token's SHA-256 is stored, so the token is shown once."""
+
+    async def create(self, request_id: str, preview: bytes | None = None) -> str:
+        """A new link's token, replacing any earlier link of the result (`preview`: a small
+        JPEG kept with it; None keeps the earlier link's)."""
+
+    async def find(self, token: str) -> SharedResult | None:
+        """What a token opens; None when it was never made or was revoked."""
+
+    async def is_shared(self, request_id: str) -> bool:
+        """The result has a live link."""
+
+    async def revoke(self, request_id: str) -> bool:
+        """End every link of the result; False when there was none."""
+
+
+class ChannelCursors(Protocol):
+    """The last message handled per channel, so a restart reads back what came since."""
+
+    async def known(self, platform: str) -> list[tuple[str, str, bool]]:
+        """(channel id, last message id handled, private) of every channel seen."""
+
+    async def advance(self, platform: str, channel_id: str, last_id: str, *,
+                      is_private: bool = False, only_new: bool = False) -> None:
+        """`last_id` is handled, unless a later one is already; `only_new`: only start a
+        cursor for a channel that has none."""
+
+
+class ServiceKeys(Protocol):
+    """Random keys made once and shared by every process of the service."""
+
+    async def service_key(self, name: str, size: int = 32) -> bytes:
+        """The key called `name` (`size` random bytes, made on first use)."""

@@ -87,19 +87,6 @@ async def rebuild_request(record: RequestRecord, spool: Spool) -> JobRequest | N
                       user_name=record.user_name)
 
 
-def received_request(record: RequestRecord) -> JobRequest | None:
-    """A received row's request again (its picture still to fetch), to carry it on."""
-    options = record.generation_options
-    if options is None or record.source is None:
-        return None
-    return JobRequest(platform=record.platform, user_id=record.user_id, chat_id=record.chat_id,
-                      source_kind=record.source_kind, options=options, source=record.source,
-                      seed=record.seed, is_admin=record.is_admin, lang=record.lang,
-                      reply_context=dict(record.reply_context or {}),
-                      dedupe_key=record.dedupe_key, answer_owed=record.delivery is not None,
-                      user_name=record.user_name)
-
-
 def placeholder_request(record: RequestRecord) -> JobRequest:
     """A row as a request for a handle that only reports its outcome (nothing to render)."""
     return JobRequest(platform=record.platform, user_id=record.user_id, chat_id=record.chat_id,

@@ -109,7 +109,3 @@ async def migrate(engine: AsyncEngine) -> str:
     async with lock, engine.begin() as conn:
         return await conn.run_sync(_upgrade)
 
-
-async def current_revision(engine: AsyncEngine) -> str | None:
-    async with engine.connect() as conn:
-        return await conn.run_sync(_current)

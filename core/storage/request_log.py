@@ -8,7 +8,6 @@ Alembic (core/storage/migrate.py) and brought up to date when the log is opened.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from typing import Any, Unpack
 
@@ -28,13 +27,14 @@ from core.records import UNFINISHED, Delivery, RequestRecord, RequestStatus, Row
 from core.secrecy import SecretMasker, url_passwords
 from core.storage.blobs import BlobStore, ClipIndex
 from core.storage.columns import row_values, without_secrets
-from core.storage.migrate import current_revision, migrate, sqlite_file
+from core.storage.cursors import CursorTable
+from core.storage.migrate import migrate, sqlite_file
 from core.storage.outage import DEFAULT_GRACE_S, Outage, watch_engine
 from core.storage.ownership import Lease, take_lease
 from core.storage.retention import Retention
 from core.storage.row_queue import RowQueue
-from core.storage.shares import ShareLinks
-from core.storage.tables import cursors, requests
+from core.storage.share_links import ShareLinkTable
+from core.storage.tables import requests
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +112,8 @@ class RequestLog:
         self.clips = ClipIndex(self.engine)
         self.blobs = BlobStore(self.engine)
         self.row_queue = RowQueue(self.engine)
-        self.shares = ShareLinks(self.engine)
+        self.share_links = ShareLinkTable(self.engine)
+        self.cursors = CursorTable(self.engine)
         self.retention = Retention(self.engine)
 
     @classmethod
@@ -159,9 +160,6 @@ class RequestLog:
     async def migrate(self) -> str:
         """Create or upgrade the schema (Alembic, under a lock); returns its revision."""
         return await migrate(self.engine)
-
-    async def schema_revision(self) -> str | None:
-        return await current_revision(self.engine)
 
     # requests -------------------------------------------------------------------------------
 
@@ -330,45 +328,3 @@ class RequestLog:
         async with self.engine.connect() as conn:
             done, hits = (await conn.execute(query)).one()
         return int(hits or 0), int(done or 0)
-
-    # per-channel cursors --------------------------------------------------------------------
-
-    async def cursor(self, platform: str, channel_id: str) -> str | None:
-        query = select(cursors.c.last_id).where(cursors.c.platform == platform,
-                                                cursors.c.channel_id == channel_id)
-        async with self.engine.connect() as conn:
-            value = (await conn.execute(query)).scalar()
-        return str(value) if value is not None else None
-
-    async def cursors(self, platform: str) -> list[tuple[str, str, bool]]:
-        """(channel id, last id handled, private) of every channel seen on `platform`."""
-        query = select(cursors.c.channel_id, cursors.c.last_id, cursors.c.is_private).where(
-            cursors.c.platform == platform)
-        async with self.engine.connect() as conn:
-            return [(str(c), str(last), bool(p)) for c, last, p in await conn.execute(query)]
-
-    async def advance_cursor(self, platform: str, channel_id: str, last_id: str, *,
-                             is_private: bool = False, only_new: bool = False) -> None:
-        """Remember `last_id` as handled in a channel, unless a later id already is.
-
-        Ids are compared as numbers (Discord's snowflakes grow with time). `only_new`: start
-        a cursor for a channel that has none, leave an existing one where it is.
-        """
-        now = time.time()
-        async with self.engine.begin() as conn:
-            current = (await conn.execute(select(cursors.c.last_id).where(
-                cursors.c.platform == platform, cursors.c.channel_id == channel_id))).scalar()
-            if current is None:
-                try:
-                    async with conn.begin_nested():
-                        await conn.execute(insert(cursors).values(
-                            platform=platform, channel_id=channel_id, last_id=last_id,
-                            is_private=is_private, updated_at=now))
-                    return
-                except IntegrityError:  # another handler added it meanwhile
-                    current = "0"
-            if int(last_id) > int(current) and not only_new:
-                await conn.execute(update(cursors).where(
-                    cursors.c.platform == platform, cursors.c.channel_id == channel_id,
-                    cursors.c.last_id == current)
-                    .values(last_id=last_id, updated_at=now))

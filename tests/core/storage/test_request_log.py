@@ -21,6 +21,7 @@ from core.records import Delivery, RequestRecord
 from core.storage.migrate import _alembic as alembic_config
 from core.storage.migrate import head_revision
 from core.storage.request_log import RequestLog
+from tests.core.storage.schema import schema_revision
 
 
 def db_url(tmp_path: Path) -> str:
@@ -37,7 +38,7 @@ async def test_fresh_database_is_created_at_the_head_revision_in_wal_mode(
         tmp_path: Path) -> None:
     request_log = await RequestLog.open(db_url(tmp_path))
     try:
-        assert await request_log.schema_revision() == head_revision()
+        assert await schema_revision(request_log) == head_revision()
         async with request_log.engine.connect() as conn:
             mode = (await conn.execute(text("PRAGMA journal_mode"))).scalar()
             timeout = (await conn.execute(text("PRAGMA busy_timeout"))).scalar()
@@ -78,7 +79,7 @@ async def test_a_database_from_before_alembic_is_upgraded_once_and_keeps_its_row
     for _ in range(2):  # the second open finds nothing to do (a re-run would fail: duplicates)
         request_log = await RequestLog.open(db_url(tmp_path))
         try:
-            assert await request_log.schema_revision() == head_revision()
+            assert await schema_revision(request_log) == head_revision()
             kept = await request_log.get("keep-me")
             assert kept is not None and (kept.status, kept.delivery, kept.attempts) == (
                 "done", None, 0)
@@ -105,9 +106,10 @@ def test_processes_starting_together_migrate_once(tmp_path: Path) -> None:
     url = db_url(tmp_path)
     script = ("import asyncio, sys\n"
               "from core.storage.request_log import RequestLog\n"
+              "from tests.core.storage.schema import schema_revision\n"
               "async def main():\n"
               "    log = await RequestLog.open(sys.argv[1])\n"
-              "    print(await log.schema_revision())\n"
+              "    print(await schema_revision(log))\n"
               "    await log.close()\n"
               "asyncio.run(main())\n")
     procs = [subprocess.Popen([sys.executable, "-c", script, url], stdout=subprocess.PIPE,

@@ -90,7 +90,7 @@ async def fill(request_log: RequestLog, cache: ClipCache, clock: Clock) -> None:
     await request_log.insert(row("received", 38 * DAY, status="received"))
     await request_log.insert(row("sent", 39 * DAY, delivery="sent"))  # answered: goes
     # An old shared result and a picture left behind go with their rows.
-    await request_log.shares.create("d35", b"jpeg")
+    await request_log.share_links.create("d35", b"jpeg")
     await request_log.blobs.put_picture("d36", b"png")
 
 
@@ -128,7 +128,7 @@ async def test_old_rows_and_clips_go_and_the_stats_stay_the_same(
         assert kept == {"owed-clip", "clip0", "clip29"}
         assert (cache.root / "owed-clip.ogg").exists()
         assert await cache.local_files({"ogg": "owed-clip.ogg"}) is not None
-        assert not await request_log.shares.is_shared("d35")
+        assert not await request_log.share_links.is_shared("d35")
         assert await request_log.blobs.get_picture("d36") is None
         async with request_log.engine.connect() as conn:
             days = (await conn.execute(select(func.count(func.distinct(daily_totals.c.day)))

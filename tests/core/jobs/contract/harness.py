@@ -21,8 +21,7 @@ from core.distributed.worker import RenderWorker
 from core.jobs.engine import Engine
 from core.jobs.events import JobHandle
 from core.jobs.local import local_engine
-from core.jobs.request import JobRequest, Receipt
-from core.jobs.rows import received_request
+from core.jobs.request import JobRequest, Receipt, received_request
 from core.options import GenerationOptions
 from core.records import Platform, RequestRecord
 from core.storage.request_log import RequestLog

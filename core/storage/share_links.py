@@ -10,11 +10,11 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-from dataclasses import dataclass
 
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from core.records import SharedResult
 from core.storage.tables import shares
 
 TOKEN_BYTES = 24  # 32 URL-safe characters
@@ -25,17 +25,9 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
 
 
-@dataclass(frozen=True)
-class SharedResult:
-    """What a live share link points at."""
-
-    request_id: str
-    created_at: float
-    preview: bytes | None
-
-
-class ShareLinks:
-    """The share links of requests (the web page's "Share" and "Stop sharing")."""
+class ShareLinkTable:
+    """The share links of requests (the web page's "Share" and "Stop sharing"): the
+    contract's `ShareLinks` (core/jobs/contract.py), kept in the request log."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -74,13 +66,6 @@ class ShareLinks:
         query = select(shares.c.token_hash).where(shares.c.request_id == request_id).limit(1)
         async with self.engine.connect() as conn:
             return (await conn.execute(query)).first() is not None
-
-    async def preview(self, request_id: str) -> bytes | None:
-        """The preview kept with a shared request's link, if any."""
-        query = select(shares.c.preview).where(shares.c.request_id == request_id).limit(1)
-        async with self.engine.connect() as conn:
-            found = (await conn.execute(query)).scalar()
-        return bytes(found) if found is not None else None
 
     async def revoke(self, request_id: str) -> bool:
         """End every link of `request_id`; False when there was none."""
