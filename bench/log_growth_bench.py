@@ -46,7 +46,7 @@ N = 1_000
 
 
 async def database_bytes(request_log: RequestLog) -> int:
-    async with request_log.engine.connect() as conn:
+    async with request_log.db.connect() as conn:
         if request_log.is_sqlite:
             await conn.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
             pages = (await conn.execute(text("PRAGMA page_count"))).scalar() or 0
@@ -60,7 +60,7 @@ async def database_bytes(request_log: RequestLog) -> int:
 
 
 async def rows(request_log: RequestLog) -> int:
-    async with request_log.engine.connect() as conn:
+    async with request_log.db.connect() as conn:
         return int((await conn.execute(select(func.count()).select_from(requests))).scalar()
                    or 0)
 
@@ -150,7 +150,7 @@ async def main(args: argparse.Namespace) -> None:
         started = time.perf_counter()
         pruned = await pruner.prune()
         seconds = time.perf_counter() - started
-        async with request_log.engine.connect() as conn:
+        async with request_log.db.connect() as conn:
             totals = int((await conn.execute(select(func.count()).select_from(daily_totals))
                           ).scalar() or 0)
         print(f"keep_days = 30 pruned {pruned.rows:,} of {before:,} rows in {seconds:.2f} s "

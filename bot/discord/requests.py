@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import discord
 
-from bot.common.intake import Intake, IntakeSettings
+from bot.common.flow import FlowSettings, RequestFlow
 from bot.common.requests import Requester
 from bot.common.tasks import BackgroundTasks
 from bot.discord.replies import Answer, DiscordAnswer, MessageTarget, Target
@@ -42,7 +42,7 @@ class DiscordRequests:
         self.services = services
         self.config: Config = services.config
         self.tasks = BackgroundTasks(PLATFORM)
-        self.intake = Intake(services.engine, self.tasks, IntakeSettings(
+        self.flow = RequestFlow(services.engine, self.tasks, FlowSettings(
             interval=self.config.discord.progress_interval_s, fetch=self.fetch))
         self.client: discord.Client | None = None  # set when the adapter logs in
         # Until a fresh session has read back what was missed, live messages (the bot's own
@@ -138,13 +138,13 @@ class DiscordRequests:
 
         False for a redelivered request; a refusal (logged by the engine) is raised.
         """
-        return await self.intake.take(request, self.answer_target(target))
+        return await self.flow.take(request, self.answer_target(target))
 
     # ----- after a restart -----------------------------------------------------------------
     async def on_received(self, record: RequestRecord, receipt: Receipt) -> None:
         """A request recorded before a restart whose picture was not fetched yet."""
         target = self.recovered_target(record.reply_context, record.lang)
-        await self.intake.resume(received_request(record), receipt,
+        await self.flow.resume(received_request(record), receipt,
                                  self.answer_target(target) if target else None)
 
     async def on_recovered(self, handle: JobHandle) -> None:
@@ -153,7 +153,7 @@ class DiscordRequests:
         if target is None:
             logger.warning("recovered Discord job %s has no usable reply context", handle.id)
             return
-        self.intake.answer_recovered(handle, self.answer_target(target))
+        self.flow.answer_recovered(handle, self.answer_target(target))
 
     def recovered_target(self, context: dict[str, Any], lang: str) -> Target | None:
         """Where a request taken up after a restart is answered, from its reply context."""

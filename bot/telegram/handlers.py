@@ -31,11 +31,11 @@ from bot.telegram.requests import PLATFORM, TelegramRequests, source_of, update_
 from core.errors import GenerationFailed, StorageUnavailable, UserFacingError
 from core.i18n import describe_error, pick_language, t
 from core.records import RequestRecord, SourceKind
+from core.user_text import WORDS_MAX_CHARS
 
 logger = logging.getLogger(__name__)
 
 Context = ContextTypes.DEFAULT_TYPE
-WORDS_MAX_CHARS = 300
 TOLD_KEPT = 1000  # updates remembered as told "later" (each is told once, not per delivery)
 
 
@@ -113,7 +113,7 @@ class Handlers:
             return
         if not caption_cmd:
             words = (message.caption or message.text or "").split()
-        await self.intake(update, message, user, image, words, lang, strict=caption_cmd)
+        await self.take_picture(update, message, user, image, words, lang, strict=caption_cmd)
 
     async def on_sonify(self, update: Update, context: Context) -> None:
         """`/sonify [options] [link]`, alone or as a reply to a message with a picture."""
@@ -126,10 +126,10 @@ class Handlers:
             await self.reply.try_send_text(self.target_for(message, user, lang),
                                            t("no_image_in_reply", lang))
             return
-        await self.intake(update, message, user, image, list(context.args or []), lang,
+        await self.take_picture(update, message, user, image, list(context.args or []), lang,
                           strict=True)
 
-    async def intake(self, update: Update, message: Message, user: User, image: ImageRef,
+    async def take_picture(self, update: Update, message: Message, user: User, image: ImageRef,
                      words: list[str], lang: str, *, strict: bool) -> None:
         """Options and the cheap checks, then the request is recorded and taken."""
         target = self.target_for(message, user, lang)

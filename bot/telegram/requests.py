@@ -1,7 +1,7 @@
 """The Telegram request path: who asks, where the picture is, and taking a request.
 
 Shared by the update handlers and by recovery after a restart: a request is recorded
-(`Intake.take`) before anything is shown, and its picture — a Telegram file id or a
+(`RequestFlow.take`) before anything is shown, and its picture — a Telegram file id or a
 link, stored with the row — is fetched afterwards, again after a restart if need be.
 """
 
@@ -14,7 +14,7 @@ from telegram import User
 from telegram.error import BadRequest as TgBadRequest
 from telegram.error import TelegramError
 
-from bot.common.intake import Intake, IntakeSettings
+from bot.common.flow import FlowSettings, RequestFlow
 from bot.common.requests import Requester, refuse
 from bot.common.tasks import BackgroundTasks
 from bot.telegram.parse import ImageRef, check_file
@@ -53,7 +53,7 @@ class TelegramRequests:
         self.config = services.config
         self.reply = responder
         self.tasks = BackgroundTasks(PLATFORM)
-        self.intake = Intake(self.engine, self.tasks, IntakeSettings(
+        self.flow = RequestFlow(self.engine, self.tasks, FlowSettings(
             interval=self.config.telegram.progress_interval_s, fetch=self.fetch))
 
     @property
@@ -76,7 +76,7 @@ class TelegramRequests:
         the update was not recorded, so it must not be confirmed to Telegram.
         """
         try:
-            await self.intake.take(request, TelegramAnswer(self.reply, target))
+            await self.flow.take(request, TelegramAnswer(self.reply, target))
         except UserFacingError as exc:
             await self.reply.reply_error(target, exc)
 
@@ -116,7 +116,7 @@ class TelegramRequests:
     async def on_received(self, record: RequestRecord, receipt: Receipt) -> None:
         """A request recorded before a restart whose picture was not fetched yet."""
         target = ReplyTarget.from_context(record.reply_context)
-        await self.intake.resume(received_request(record), receipt,
+        await self.flow.resume(received_request(record), receipt,
                                  TelegramAnswer(self.reply, target) if target else None)
 
     async def on_recovered(self, handle: JobHandle) -> None:
@@ -125,4 +125,4 @@ class TelegramRequests:
         if target is None or not target.chat_id:
             logger.warning("telegram: recovered request %s has no reply context", handle.id)
             return
-        self.intake.answer_recovered(handle, TelegramAnswer(self.reply, target))
+        self.flow.answer_recovered(handle, TelegramAnswer(self.reply, target))

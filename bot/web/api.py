@@ -35,11 +35,12 @@ from bot.web.state import (
     owned_record,
     unknown_job,
 )
-from bot.web.submit import WORDS_MAX_CHARS, add_submit_routes
+from bot.web.submit import add_submit_routes
 from bot.web.texts import request_language
 from core.config import MAX_SEED
 from core.jobs.events import Done, Failed
 from core.records import RequestStatus
+from core.user_text import WORDS_MAX_CHARS
 
 logger = logging.getLogger(__name__)
 

@@ -23,6 +23,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from bot.web.api import add_api_routes
+from bot.web.bodies import ClientGone
 from bot.web.connections import (
     ConnectionGuard,
     GuardedSite,
@@ -37,7 +38,6 @@ from bot.web.identity import (
     address_key,
     same_secret,
 )
-from bot.web.intake import ClientGone
 from bot.web.jobs import (
     AUDIO_TYPES,
     JobRegistry,
@@ -60,7 +60,6 @@ from bot.web.state import (
     STOPPING,
     USER_ID,
 )
-from bot.web.submit import WORDS_MAX_CHARS
 from bot.web.texts import STATIC_DIR, render_page, request_language, web_message
 from core.errors import (
     DatabaseDamaged,
@@ -73,6 +72,7 @@ from core.i18n import describe_error
 from core.jobs.events import JobHandle
 from core.secrecy import web_cookie_value
 from core.services import Services
+from core.user_text import WORDS_MAX_CHARS
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,13 @@ from aiohttp import web
 
 from bot.common.options import options_of, requested_options, retakes_words
 from bot.common.requests import Requester, refuse
-from bot.web.intake import ClientGone, Intake, load_image, read_intake, read_json_object
+from bot.web.bodies import (
+    ClientGone,
+    PictureForm,
+    load_image,
+    read_json_object,
+    read_picture_form,
+)
 from bot.web.jobs import WebError, job_view, json_response, preview_of
 from bot.web.state import (
     ADDRESS_LIMITS,
@@ -33,10 +39,8 @@ from core.intake.decode import DecodedImage
 from core.jobs.events import JobHandle
 from core.records import RequestRecord, SourceKind
 from core.services import Services
+from core.user_text import WORDS_MAX_CHARS
 
-# As the Telegram bot's `WORDS_MAX_CHARS` (platforms do not import each other; a test keeps
-# them equal). Telegram cuts a longer text; a form can say so instead, and does.
-WORDS_MAX_CHARS = 300
 # A JSON body of at most that many characters, each escaped as `\uXXXX\uXXXX` at worst.
 WORDS_BODY_BYTES = 12 * WORDS_MAX_CHARS + 1024
 
@@ -89,28 +93,29 @@ async def submit_job(request: web.Request) -> web.Response:
 async def _take_picture(request: web.Request, services: Services, requester: Requester
                         ) -> tuple[JobHandle, DecodedImage]:
     """Read, record, decode and submit one POST /api/jobs; refusals are logged and raised."""
-    intake = Intake()
+    posted = PictureForm()
     try:
         settings = services.config.web
-        intake = await read_intake(request, settings.max_upload_bytes, settings.body_timeout_s)
-        asked = requested_options(services.config.generation, seconds=intake.seconds,
-                                  seed=intake.seed)
-        if intake.data is None and not intake.url:
+        posted = await read_picture_form(request, settings.max_upload_bytes,
+                                         settings.body_timeout_s)
+        asked = requested_options(services.config.generation, seconds=posted.seconds,
+                                  seed=posted.seed)
+        if posted.data is None and not posted.url:
             raise BadRequest("no image or url given", code="no_image")
     except (ImageRejected, BadRequest, ClientGone) as exc:
         # Logged like every refused request, so the stats see intake failures too.
-        kind = intake.source_kind
-        if request.content_type == "multipart/form-data" and intake.url is None:
+        kind = posted.source_kind
+        if request.content_type == "multipart/form-data" and posted.url is None:
             kind = SourceKind.UPLOAD  # the upload itself was refused before it was read whole
         await refuse(services.engine, requester, kind, _as_refusal(exc))
         raise
-    source = {"kind": "upload"} if intake.data is not None else {"kind": "url",
-                                                                 "url": intake.url}
-    job_request = requester.job(source_kind=intake.source_kind, options=asked.options,
+    source = {"kind": "upload"} if posted.data is not None else {"kind": "url",
+                                                                 "url": posted.url}
+    job_request = requester.job(source_kind=posted.source_kind, options=asked.options,
                                 seed=asked.seed, source=source)
     receipt = await services.engine.receive(job_request)  # refusals: logged and raised
     try:
-        image = await load_image(services, intake)
+        image = await load_image(services, posted)
     except UserFacingError as error:
         await services.engine.refuse(receipt, error)
         raise

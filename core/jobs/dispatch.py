@@ -22,10 +22,11 @@ from functools import partial
 from core.config import JobsConfig
 from core.errors import GenerationFailed, ShuttingDown, StorageUnavailable
 from core.jobs.cache import ClipCache
-from core.jobs.events import Failed, JobRequest, Progress, Queued, Started
+from core.jobs.events import Failed, Progress, Queued, Started
 from core.jobs.fair_queue import FairQueue
 from core.jobs.inflight import Job, Ticket, User
 from core.jobs.model_runner import ModelRunner, Outcome, WorkItem
+from core.jobs.request import JobRequest
 from core.jobs.settle import Settler
 from core.jobs.spool import Spool
 from core.models.pipeline import PipelineInput

@@ -47,11 +47,11 @@ from core.limits import HOUR_S, Counts, Limits
 from core.options import check_seed
 from core.records import Delivery, Platform, RequestRecord, RequestStatus, SourceKind
 from core.storage.request_log import RequestLog
-from core.user_text import check_words
+from core.user_text import WORDS_MAX_CHARS, check_words
 
 logger = logging.getLogger(__name__)
 
-MAX_TEXT_CHARS = 1000
+MAX_TEXT_CHARS = 1000  # a caption or the user's words (which stop at WORDS_MAX_CHARS)
 T = TypeVar("T")
 
 
@@ -243,7 +243,11 @@ class Engine(Recovery):
         text = request.caption if request.caption is not None else request.prompt
         if not text or not text.strip() or len(text) > MAX_TEXT_CHARS:
             raise BadRequest(f"text must be 1 to {MAX_TEXT_CHARS} characters")
-        check_words(text)  # every adapter's words pass here: one rule for all of them
+        # Every adapter's words pass here: one rule, one bound for all of them.
+        if request.prompt is not None and len(request.prompt) > WORDS_MAX_CHARS:
+            raise BadRequest("words too long", code="words_too_long",
+                             max_chars=WORDS_MAX_CHARS)
+        check_words(text)
 
     def _key_for(self, request: JobRequest, seed: int) -> str:
         if request.image is not None:

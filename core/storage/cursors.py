@@ -16,14 +16,14 @@ from core.storage.tables import cursors
 class CursorTable:
     """Per-channel cursors of one request log."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
+    def __init__(self, db: AsyncEngine) -> None:
+        self.db = db
 
     async def known(self, platform: str) -> list[tuple[str, str, bool]]:
         """(channel id, last id handled, private) of every channel seen on `platform`."""
         query = select(cursors.c.channel_id, cursors.c.last_id, cursors.c.is_private).where(
             cursors.c.platform == platform)
-        async with self.engine.connect() as conn:
+        async with self.db.connect() as conn:
             return [(str(c), str(last), bool(p)) for c, last, p in await conn.execute(query)]
 
     async def advance(self, platform: str, channel_id: str, last_id: str, *,
@@ -34,7 +34,7 @@ class CursorTable:
         a cursor for a channel that has none, leave an existing one where it is.
         """
         now = time.time()
-        async with self.engine.begin() as conn:
+        async with self.db.begin() as conn:
             current = (await conn.execute(select(cursors.c.last_id).where(
                 cursors.c.platform == platform, cursors.c.channel_id == channel_id))).scalar()
             if current is None:

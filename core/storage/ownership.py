@@ -140,7 +140,7 @@ class AdvisoryLease:
     def __init__(self, url: str) -> None:
         # A pool of none: the lease's connection is made and closed here, never shared; and
         # no transaction is ever left open on it (the lock is the session's, not one's).
-        self.engine: AsyncEngine = create_async_engine(url, poolclass=NullPool,
+        self.db: AsyncEngine = create_async_engine(url, poolclass=NullPool,
                                                        isolation_level="AUTOCOMMIT")
         self.where = make_url(url).render_as_string(hide_password=True)
         self.name = f"sonify run: {holder_description()}"[:63]  # application_name's limit
@@ -151,7 +151,7 @@ class AdvisoryLease:
         """Lock, or RequestLogInUse naming the session that holds the lock."""
         holder = await self._try_lock()
         if holder is not None:
-            await self.engine.dispose()
+            await self.db.dispose()
             raise RequestLogInUse(
                 f"the request log at {self.where} is in use by another sonify process "
                 f"({holder}); stop it first, or {SEVERAL}")
@@ -159,7 +159,7 @@ class AdvisoryLease:
 
     async def _try_lock(self) -> str | None:
         """None once locked; else who holds the lock."""
-        conn = await self.engine.connect()
+        conn = await self.db.connect()
         try:
             await conn.execute(text("SELECT set_config('application_name', :name, false)"),
                                {"name": self.name})
@@ -228,7 +228,7 @@ class AdvisoryLease:
             with contextlib.suppress(Exception):
                 await self._conn.close()
             self._conn = None
-        await self.engine.dispose()
+        await self.db.dispose()
 
 
 async def take_lease(url: str) -> Lease:

@@ -29,7 +29,7 @@ from core.storage.blobs import BlobStore, ClipIndex
 from core.storage.columns import row_values, without_secrets
 from core.storage.cursors import CursorTable
 from core.storage.migrate import migrate, sqlite_file
-from core.storage.outage import DEFAULT_GRACE_S, Outage, watch_engine
+from core.storage.outage import DEFAULT_GRACE_S, Outage, watch_database
 from core.storage.ownership import Lease, take_lease
 from core.storage.retention import Retention
 from core.storage.row_queue import RowQueue
@@ -100,21 +100,21 @@ class RequestLog:
         if database is not None:
             database.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.engine: AsyncEngine = create_async_engine(url)
+            self.db: AsyncEngine = create_async_engine(url)
         except ModuleNotFoundError as exc:
             raise ConfigError(missing_driver(parsed.drivername, exc.name)) from None
         if self.is_sqlite:
-            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(self.db.sync_engine, "connect", _sqlite_pragmas)
         self.outage = Outage(outage_grace_s)
         self._lease: Lease | None = None
-        watch_engine(self.engine, self.outage, str(database) if database is not None
-                     else parsed.render_as_string(hide_password=True))
-        self.clips = ClipIndex(self.engine)
-        self.blobs = BlobStore(self.engine)
-        self.row_queue = RowQueue(self.engine)
-        self.share_links = ShareLinkTable(self.engine)
-        self.cursors = CursorTable(self.engine)
-        self.retention = Retention(self.engine)
+        watch_database(self.db, self.outage, str(database) if database is not None
+                       else parsed.render_as_string(hide_password=True))
+        self.clips = ClipIndex(self.db)
+        self.blobs = BlobStore(self.db)
+        self.row_queue = RowQueue(self.db)
+        self.share_links = ShareLinkTable(self.db)
+        self.cursors = CursorTable(self.db)
+        self.retention = Retention(self.db)
 
     @classmethod
     async def open(cls, url: str, *, outage_grace_s: float = DEFAULT_GRACE_S) -> RequestLog:
@@ -139,7 +139,7 @@ class RequestLog:
 
     async def close(self) -> None:
         await self.release_lease()
-        await self.engine.dispose()
+        await self.db.dispose()
 
     # ownership ------------------------------------------------------------------------------
 
@@ -159,7 +159,7 @@ class RequestLog:
 
     async def migrate(self) -> str:
         """Create or upgrade the schema (Alembic, under a lock); returns its revision."""
-        return await migrate(self.engine)
+        return await migrate(self.db)
 
     # requests -------------------------------------------------------------------------------
 
@@ -167,7 +167,7 @@ class RequestLog:
         """Add a row; DuplicateRequest when its dedupe_key is already recorded."""
         values = row_values(record)
         try:
-            async with self.engine.begin() as conn:
+            async with self.db.begin() as conn:
                 await conn.execute(insert(requests).values(**values))
         except IntegrityError:
             if record.dedupe_key is None:
@@ -198,7 +198,7 @@ class RequestLog:
             requests.c.created_at.between(record.created_at - within_s, record.created_at),
         ).order_by(requests.c.created_at.desc()).limit(1)
         try:
-            async with self.engine.begin() as conn:
+            async with self.db.begin() as conn:
                 if record.dedupe_key is not None:
                     known = (await conn.execute(select(requests.c.id, requests.c.created_at)
                                                 .where(requests.c.dedupe_key == record.dedupe_key))
@@ -228,13 +228,13 @@ class RequestLog:
     async def find_dedupe(self, dedupe_key: str) -> RequestRecord | None:
         """The row recorded for a platform's update or message, if any."""
         query = select(requests).where(requests.c.dedupe_key == dedupe_key)
-        async with self.engine.connect() as conn:
+        async with self.db.connect() as conn:
             row = (await conn.execute(query)).first()
         return RequestRecord.from_row(row) if row else None
 
     async def merge_reply_context(self, request_id: str, values: dict[str, Any]) -> None:
         """Add keys to a row's reply context (e.g. the id of the status message shown)."""
-        async with self.engine.begin() as conn:
+        async with self.db.begin() as conn:
             current = (await conn.execute(select(requests.c.reply_context)
                                           .where(requests.c.id == request_id))).scalar()
             merged = {**(current or {}), **without_secrets(values)}
@@ -246,7 +246,7 @@ class RequestLog:
 
         Rows that owe nothing (refusals at the door, web jobs) are left alone.
         """
-        async with self.engine.begin() as conn:
+        async with self.db.begin() as conn:
             await conn.execute(update(requests).where(
                 requests.c.id == request_id, requests.c.delivery.in_(STILL_OWED))
                 .values(delivery=state))
@@ -256,12 +256,12 @@ class RequestLog:
         query = (select(requests).where(requests.c.status.not_in(UNFINISHED),
                                         requests.c.delivery.in_(STILL_OWED))
                  .order_by(requests.c.created_at))
-        async with self.engine.connect() as conn:
+        async with self.db.connect() as conn:
             return [RequestRecord.from_row(r) for r in await conn.execute(query)]
 
     async def update(self, request_id: str, **changes: Unpack[RowChanges]) -> None:
         """Change some columns of one row."""
-        async with self.engine.begin() as conn:
+        async with self.db.begin() as conn:
             await conn.execute(update(requests).where(requests.c.id == request_id)
                                .values(**changes))
 
@@ -273,7 +273,7 @@ class RequestLog:
         # Only queued rows: a late update must never turn a finished row back into running.
         wait = case((requests.c.created_at < started_at, started_at - requests.c.created_at),
                     else_=0.0)
-        async with self.engine.begin() as conn:
+        async with self.db.begin() as conn:
             await conn.execute(
                 update(requests).where(requests.c.id.in_(list(request_ids)),
                                        requests.c.status == RequestStatus.QUEUED)
@@ -282,7 +282,7 @@ class RequestLog:
                         queue_wait_s=wait))
 
     async def get(self, request_id: str) -> RequestRecord | None:
-        async with self.engine.connect() as conn:
+        async with self.db.connect() as conn:
             row = (await conn.execute(select(requests).where(requests.c.id == request_id))).first()
         return RequestRecord.from_row(row) if row else None
 
@@ -290,7 +290,7 @@ class RequestLog:
         """Rows left received, queued or running (a crash, a bounded stop), oldest first."""
         query = (select(requests).where(requests.c.status.in_(UNFINISHED))
                  .order_by(requests.c.created_at))
-        async with self.engine.connect() as conn:
+        async with self.db.connect() as conn:
             return [RequestRecord.from_row(r) for r in (await conn.execute(query))]
 
     async def user_window(self, platform: str, user_id: str,
@@ -299,7 +299,7 @@ class RequestLog:
         query = (select(func.count(), func.min(requests.c.created_at))
                  .where(requests.c.platform == platform, requests.c.user_id == user_id,
                         requests.c.created_at > since, requests.c.status != RequestStatus.REJECTED))
-        async with self.engine.connect() as conn:
+        async with self.db.connect() as conn:
             count, oldest = (await conn.execute(query)).one()
         return int(count), oldest
 
@@ -307,7 +307,7 @@ class RequestLog:
         """Rows created after `since` (only `columns`, if given), for statistics."""
         cols = [requests.c[c] for c in columns] if columns else [requests]
         query = select(*cols).where(requests.c.created_at > since)
-        async with self.engine.connect() as conn:
+        async with self.db.connect() as conn:
             return list(await conn.execute(query))
 
     async def counts(self, since: float | None = None) -> list[tuple[str, str, int]]:
@@ -318,13 +318,13 @@ class RequestLog:
                                                             requests.c.status)
         if since is not None:
             query = query.where(requests.c.created_at > since)
-        async with self.engine.connect() as conn:
+        async with self.db.connect() as conn:
             return [(p, s, int(n)) for p, s, n in await conn.execute(query)]
 
     async def cache_hit_counts(self) -> tuple[int, int]:
         """(cache hits, all done) over the whole log."""
         query = select(func.count(), func.sum(requests.c.cache_hit.cast(Integer))).where(
             requests.c.status == RequestStatus.DONE)
-        async with self.engine.connect() as conn:
+        async with self.db.connect() as conn:
             done, hits = (await conn.execute(query)).one()
         return int(hits or 0), int(done or 0)

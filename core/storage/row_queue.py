@@ -37,9 +37,9 @@ FairRound = Callable[[int, int | None], int]
 class RowQueue:
     """Queries over the request log that every process must agree on."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
-        self.is_postgres = engine.dialect.name == "postgresql"
+    def __init__(self, db: AsyncEngine) -> None:
+        self.db = db
+        self.is_postgres = db.dialect.name == "postgresql"
 
     async def _lock(self, conn: AsyncConnection) -> None:
         # SQLite serialises writers itself; several processes are meant for PostgreSQL.
@@ -55,7 +55,7 @@ class RowQueue:
         """
         values = row_values(record)
         try:
-            async with self.engine.begin() as conn:
+            async with self.db.begin() as conn:
                 await self._lock(conn)
                 if record.dedupe_key is not None:
                     await _refuse_known(conn, record.dedupe_key)
@@ -66,7 +66,7 @@ class RowQueue:
                 raise
             # Written meanwhile by a writer outside the lock: answer with that row, as
             # `RequestLog.insert` does.
-            async with self.engine.connect() as conn:
+            async with self.db.connect() as conn:
                 await _refuse_known(conn, record.dedupe_key)
             raise
 
@@ -84,7 +84,7 @@ class RowQueue:
 
     async def waiting(self) -> int:
         """Requests received or queued (riders aside): the queue's length."""
-        async with self.engine.connect() as conn:
+        async with self.db.connect() as conn:
             return int((await conn.execute(select(func.count()).where(
                 requests.c.status.in_(WAITING), requests.c.rider_of.is_(None)))).scalar() or 0)
 
@@ -96,14 +96,14 @@ class RowQueue:
         waiting); the user's last is that of their newest waiting job. So one user cannot
         fill a batch while others wait, whatever process queued whose job.
         """
-        async with self.engine.begin() as conn:
+        async with self.db.begin() as conn:
             await self._lock(conn)
             return await conn.run_sync(_queue_fairly, request_id, platform, user_id,
                                        turn_rule, changes)
 
     async def position(self, request_id: str) -> int | None:
         """1 for the next job to render, None when the request is not waiting."""
-        async with self.engine.connect() as conn:
+        async with self.db.connect() as conn:
             row = (await conn.execute(select(requests.c.fair_round, requests.c.created_at,
                                              requests.c.status)
                                       .where(requests.c.id == request_id))).first()
@@ -123,7 +123,7 @@ class RowQueue:
                                         requests.c.rider_of.is_(None),
                                         requests.c.id != exclude)
                  .order_by(requests.c.created_at).limit(1))
-        async with self.engine.connect() as conn:
+        async with self.db.connect() as conn:
             row = (await conn.execute(query)).first()
         return RequestRecord.from_row(row) if row else None
 
@@ -131,7 +131,7 @@ class RowQueue:
         """Requests waiting for `leader_id`'s clip, not yet answered."""
         query = select(requests).where(requests.c.rider_of == leader_id,
                                        requests.c.status.in_(UNFINISHED))
-        async with self.engine.connect() as conn:
+        async with self.db.connect() as conn:
             return [RequestRecord.from_row(r) for r in await conn.execute(query)]
 
     async def stalled(self, older_than: float) -> list[tuple[str, int, float]]:
@@ -141,14 +141,14 @@ class RowQueue:
                  .where(requests.c.status.in_(IN_FLIGHT),
                         requests.c.rider_of.is_(None), requests.c.created_at < older_than)
                  .order_by(requests.c.fair_round, requests.c.created_at))
-        async with self.engine.connect() as conn:
+        async with self.db.connect() as conn:
             return [(str(r[0]), int(r[1] or 0), float(r[2])) for r in await conn.execute(query)]
 
     async def attempt(self, request_id: str, worker: str) -> int | None:
         """Count one more render attempt of a job by `worker` (a job left running by a
         worker that died is queued again); returns the attempts so far, None when the job
         is not waiting or running any more."""
-        async with self.engine.begin() as conn:
+        async with self.db.begin() as conn:
             done = await conn.execute(
                 update(requests).where(requests.c.id == request_id,
                                        requests.c.status.in_(IN_FLIGHT))
@@ -161,7 +161,7 @@ class RowQueue:
 
     async def give_back(self, request_id: str) -> None:
         """Undo an attempt that never got its turn (the worker stopped in an orderly way)."""
-        async with self.engine.begin() as conn:
+        async with self.db.begin() as conn:
             await conn.execute(update(requests).where(requests.c.id == request_id,
                                                       requests.c.attempts > 0)
                                .values(attempts=requests.c.attempts - 1))
@@ -171,7 +171,7 @@ class RowQueue:
         """Finish those of `request_ids` not finished yet; returns the ones this call
         finished — two processes settling one request cannot both answer it."""
         finished: list[str] = []
-        async with self.engine.begin() as conn:
+        async with self.db.begin() as conn:
             for request_id in request_ids:
                 done = await conn.execute(
                     update(requests).where(requests.c.id == request_id,

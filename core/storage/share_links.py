@@ -29,8 +29,8 @@ class ShareLinkTable:
     """The share links of requests (the web page's "Share" and "Stop sharing"): the
     contract's `ShareLinks` (core/jobs/contract.py), kept in the request log."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
+    def __init__(self, db: AsyncEngine) -> None:
+        self.db = db
 
     async def create(self, request_id: str, preview: bytes | None = None) -> str:
         """A new link for `request_id`, replacing any earlier one; returns its token.
@@ -40,7 +40,7 @@ class ShareLinkTable:
         `preview` (a small JPEG) is kept with the link; None keeps the earlier link's one.
         """
         token = secrets.token_urlsafe(TOKEN_BYTES)
-        async with self.engine.begin() as conn:
+        async with self.db.begin() as conn:
             if preview is None:
                 query = select(shares.c.preview).where(shares.c.request_id == request_id)
                 found = (await conn.execute(query)).scalar()
@@ -55,7 +55,7 @@ class ShareLinkTable:
         """The result a token opens, or None (never shared, or revoked)."""
         query = select(shares.c.request_id, shares.c.created_at, shares.c.preview).where(
             shares.c.token_hash == token_hash(token))
-        async with self.engine.connect() as conn:
+        async with self.db.connect() as conn:
             row = (await conn.execute(query)).first()
         if row is None:
             return None
@@ -64,12 +64,12 @@ class ShareLinkTable:
 
     async def is_shared(self, request_id: str) -> bool:
         query = select(shares.c.token_hash).where(shares.c.request_id == request_id).limit(1)
-        async with self.engine.connect() as conn:
+        async with self.db.connect() as conn:
             return (await conn.execute(query)).first() is not None
 
     async def revoke(self, request_id: str) -> bool:
         """End every link of `request_id`; False when there was none."""
-        async with self.engine.begin() as conn:
+        async with self.db.begin() as conn:
             result = await conn.execute(shares.delete().where(
                 shares.c.request_id == request_id))
         return bool(result.rowcount)

@@ -154,7 +154,7 @@ async def test_the_token_is_in_no_row_no_file_and_no_log_line(
 
         # Stored: the hash, nothing else of the token.
         request_log = served.services.request_log
-        async with request_log.engine.connect() as conn:
+        async with request_log.db.connect() as conn:
             stored = (await conn.execute(select(shares))).all()
             assert [(r.token_hash, r.request_id) for r in stored] == [
                 (hashlib.sha256(token.encode()).hexdigest(), job_id)]
@@ -183,7 +183,7 @@ async def test_the_token_is_in_no_row_no_file_and_no_log_line(
     assert "web request GET /s/{token} failed" in caplog.text
     assert token not in caplog.text
     # Nor in any file of the service: the database (and its write-ahead log), the cache.
-    database = Path(str(served.services.request_log.engine.url.database))
+    database = Path(str(served.services.request_log.db.url.database))
     data_dir = Path(served.services.config.storage.data_dir)
     searched = await asyncio.to_thread(_files_holding, token, database.parent, data_dir)
     assert database in searched and len(searched) > 3

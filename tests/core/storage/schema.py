@@ -8,6 +8,6 @@ from core.storage.request_log import RequestLog
 
 
 async def schema_revision(request_log: RequestLog) -> str | None:
-    async with request_log.engine.connect() as conn:
+    async with request_log.db.connect() as conn:
         return await conn.run_sync(
             lambda sync: MigrationContext.configure(sync).get_current_revision())

@@ -20,7 +20,7 @@ async def _schema(request_log: RequestLog) -> dict[str, set[str]]:
         found = inspect(conn)
         return {t: {c["name"] for c in found.get_columns(t)} for t in found.get_table_names()}
 
-    async with request_log.engine.connect() as conn:
+    async with request_log.db.connect() as conn:
         return await conn.run_sync(read)
 
 

@@ -39,7 +39,7 @@ async def test_fresh_database_is_created_at_the_head_revision_in_wal_mode(
     request_log = await RequestLog.open(db_url(tmp_path))
     try:
         assert await schema_revision(request_log) == head_revision()
-        async with request_log.engine.connect() as conn:
+        async with request_log.db.connect() as conn:
             mode = (await conn.execute(text("PRAGMA journal_mode"))).scalar()
             timeout = (await conn.execute(text("PRAGMA busy_timeout"))).scalar()
         assert mode == "wal"
@@ -83,7 +83,7 @@ async def test_a_database_from_before_alembic_is_upgraded_once_and_keeps_its_row
             kept = await request_log.get("keep-me")
             assert kept is not None and (kept.status, kept.delivery, kept.attempts) == (
                 "done", None, 0)
-            async with request_log.engine.connect() as conn:
+            async with request_log.db.connect() as conn:
                 tables = {r[0] for r in await conn.execute(
                     text("SELECT name FROM sqlite_master WHERE type = 'table'"))}
             assert {"requests", "clips", "cursors", "alembic_version"} <= tables
@@ -94,7 +94,7 @@ async def test_a_database_from_before_alembic_is_upgraded_once_and_keeps_its_row
 
 async def test_a_database_newer_than_the_code_is_refused(tmp_path: Path) -> None:
     request_log = await RequestLog.open(db_url(tmp_path))
-    async with request_log.engine.begin() as conn:
+    async with request_log.db.begin() as conn:
         await conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
     await request_log.close()
     with pytest.raises(RuntimeError, match="newer than this code"):
@@ -287,7 +287,7 @@ async def test_a_log_from_before_the_checks_keeps_its_rows(tmp_path: Path) -> No
     url = db_url(tmp_path)
     request_log = RequestLog(url)
     try:
-        async with request_log.engine.begin() as conn:
+        async with request_log.db.begin() as conn:
             await conn.run_sync(lambda sync: command.upgrade(alembic_config(sync), "0005"))
         await request_log.insert(row("before", status="done", user="kept"))
     finally:

@@ -130,7 +130,7 @@ async def test_old_rows_and_clips_go_and_the_stats_stay_the_same(
         assert await cache.local_files({"ogg": "owed-clip.ogg"}) is not None
         assert not await request_log.share_links.is_shared("d35")
         assert await request_log.blobs.get_picture("d36") is None
-        async with request_log.engine.connect() as conn:
+        async with request_log.db.connect() as conn:
             days = (await conn.execute(select(func.count(func.distinct(daily_totals.c.day)))
                                        )).scalar()
         assert days == 40 - KEEP_DAYS  # the days the pruned rows fell on

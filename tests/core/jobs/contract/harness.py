@@ -206,7 +206,7 @@ class LocalBackend(Backend):
 
     def fault(self, service: Service) -> Fault:
         Unwritable.check(self.root)
-        return sqlite_files(Path(service.request_log.engine.url.database or ""))
+        return sqlite_files(Path(service.request_log.db.url.database or ""))
 
 
 class RedisBackend(Backend):

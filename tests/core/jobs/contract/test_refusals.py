@@ -17,6 +17,7 @@ from core.errors import (
 )
 from core.jobs.events import Started
 from core.options import GenerationOptions
+from core.user_text import WORDS_MAX_CHARS
 from tests.core.jobs.contract.harness import PLATFORM, Backend, fetch_request
 from tests.core.jobs.engine_support import (
     WrappedPipeline,
@@ -91,12 +92,15 @@ async def test_bad_input_is_refused_with_what_was_asked(backend: Backend,
             await engine.submit(too_long)
         with pytest.raises(BadRequest) as blank:
             await engine.submit(text_request(cfg, "fay", "   "))
+        with pytest.raises(BadRequest) as wordy:  # one bound for the words of every platform
+            await engine.submit(text_request(cfg, "gil", "a" * (WORDS_MAX_CHARS + 1)))
+        await engine.submit(text_request(cfg, "hal", "b" * WORDS_MAX_CHARS))
         rows = {r.user_id: r for r in await service.request_log.rows_since(0)}
-    assert (seed.value.code, seconds.value.code, blank.value.code) == (
-        "bad_seed", "bad_seconds", "bad_option")
-    assert {user: (r.status, r.reason) for user, r in rows.items()} == {
+    assert (seed.value.code, seconds.value.code, blank.value.code, wordy.value.code) == (
+        "bad_seed", "bad_seconds", "bad_option", "words_too_long")
+    assert {user: (r.status, r.reason) for user, r in rows.items() if user != "hal"} == {
         "dan": ("rejected", "bad_seed"), "eve": ("rejected", "bad_seconds"),
-        "fay": ("rejected", "bad_option")}
+        "fay": ("rejected", "bad_option"), "gil": ("rejected", "words_too_long")}
     dan = rows["dan"]
     assert (dan.seed, dan.image_sha256, dan.reply_context) == (None, picture(2).sha256, {})
     assert rows["eve"].prompt == "a long hum"

@@ -47,18 +47,18 @@ class AnswerTarget(JobSink, Protocol):
 
 
 @dataclass
-class IntakeSettings:
+class FlowSettings:
     """How an adapter's answers are paced and its pictures fetched."""
 
     interval: float  # shortest time between two status edits
     fetch: Fetch  # a request's picture from its stored source
 
 
-class Intake:
+class RequestFlow:
     """Takes requests for one platform and carries each on to its one answer."""
 
     def __init__(self, engine: JobEngine, tasks: BackgroundTasks,
-                 settings: IntakeSettings) -> None:
+                 settings: FlowSettings) -> None:
         self.engine, self.tasks, self.settings = engine, tasks, settings
 
     async def take(self, request: JobRequest, target: AnswerTarget) -> bool:
