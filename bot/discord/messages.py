@@ -13,7 +13,13 @@ import logging
 import discord
 
 from bot.common.requests import Requester, refuse
-from bot.discord.replies import MessageTarget, Target, Undeliverable, as_user_error, error_text
+from bot.discord.replies import (
+    Destination,
+    MessageDestination,
+    Undeliverable,
+    as_user_error,
+    error_text,
+)
 from bot.discord.requests import PLATFORM, DiscordRequests, Source
 from core.errors import GenerationFailed, ImageRejected, StorageUnavailable, UserFacingError
 from core.options import GenerationOptions
@@ -130,10 +136,10 @@ class MessageHandlers:
         for index, source in enumerate(sources):
             await self._take_one(client, message, index, source, lang, quiet=not addressed)
 
-    def _target(self, client: discord.Client, message: discord.Message, lang: str) -> Target:
-        return MessageTarget(client, lang, channel_id=message.channel.id, message_id=message.id,
-                             author_id=message.author.id,
-                             guild_id=message.guild.id if message.guild else None)
+    def _target(self, client: discord.Client, message: discord.Message, lang: str) -> Destination:
+        return MessageDestination(client, lang, channel_id=message.channel.id,
+                                  message_id=message.id, author_id=message.author.id,
+                                  guild_id=message.guild.id if message.guild else None)
 
     def _requester(self, message: discord.Message, lang: str) -> Requester:
         author = message.author
@@ -186,7 +192,7 @@ def _key(message: discord.Message, index: int) -> str:
     return f"{PLATFORM}:message:{message.id}:{index}"
 
 
-async def _tell(target: Target, text: str) -> None:
+async def _tell(target: Destination, text: str) -> None:
     """An error text for the user; nowhere to post is logged, not raised."""
     try:
         await target.error(text)

@@ -16,7 +16,7 @@ import discord
 from bot.common.flow import FlowSettings, RequestFlow
 from bot.common.requests import Requester
 from bot.common.tasks import BackgroundTasks
-from bot.discord.replies import Answer, DiscordAnswer, MessageTarget, Target
+from bot.discord.replies import Answer, Destination, DiscordAnswerTarget, MessageDestination
 from bot.discord.views import result_view
 from core.config import Config
 from core.errors import ImageRejected
@@ -130,10 +130,10 @@ class DiscordRequests:
         return Answer(result, text, result_view(result.request_id, lang), fmt,
                       settings.voice_message)
 
-    def answer_target(self, target: Target) -> DiscordAnswer:
-        return DiscordAnswer(target, lambda result: self.answer(result, target.lang))
+    def answer_target(self, target: Destination) -> DiscordAnswerTarget:
+        return DiscordAnswerTarget(target, lambda result: self.answer(result, target.lang))
 
-    async def take(self, request: JobRequest, target: Target) -> bool:
+    async def take(self, request: JobRequest, target: Destination) -> bool:
         """Record the request (the durable point), then answer it in the background.
 
         False for a redelivered request; a refusal (logged by the engine) is raised.
@@ -145,7 +145,7 @@ class DiscordRequests:
         """A request recorded before a restart whose picture was not fetched yet."""
         target = self.recovered_target(record.reply_context, record.lang)
         await self.flow.resume(received_request(record), receipt,
-                                 self.answer_target(target) if target else None)
+                               self.answer_target(target) if target else None)
 
     async def on_recovered(self, handle: JobHandle) -> None:
         """A job re-run (or finished, not yet delivered) after a restart: answer it there."""
@@ -155,23 +155,24 @@ class DiscordRequests:
             return
         self.flow.answer_recovered(handle, self.answer_target(target))
 
-    def recovered_target(self, context: dict[str, Any], lang: str) -> Target | None:
+    def recovered_target(self, context: dict[str, Any], lang: str) -> Destination | None:
         """Where a request taken up after a restart is answered, from its reply context."""
         client = self.client
         if client is None:
             return None
         try:
             if context.get("kind") == "message":
-                return MessageTarget(client, lang, channel_id=int(context["channel_id"]),
-                                     message_id=int(context["message_id"]),
-                                     author_id=int(context["author_id"]),
-                                     guild_id=_int_or_none(context.get("guild_id")),
-                                     status_message_id=_int_or_none(
-                                         context.get("status_message_id")))
+                return MessageDestination(client, lang, channel_id=int(context["channel_id"]),
+                                          message_id=int(context["message_id"]),
+                                          author_id=int(context["author_id"]),
+                                          guild_id=_int_or_none(context.get("guild_id")),
+                                          status_message_id=_int_or_none(
+                                              context.get("status_message_id")))
             if context.get("kind") == "interaction":
                 # Interaction tokens are never stored: answer in the channel, mentioning them.
-                target = MessageTarget(client, lang, channel_id=int(context["channel_id"]),
-                                       message_id=None, author_id=int(context["user_id"]))
+                target = MessageDestination(client, lang, channel_id=int(context["channel_id"]),
+                                            message_id=None,
+                                            author_id=int(context["user_id"]))
                 target.prefix = f"<@{context['user_id']}> "
                 return target
         except (KeyError, TypeError, ValueError):

@@ -26,7 +26,7 @@ from bot.telegram.parse import (
     mentions,
     words_ref,
 )
-from bot.telegram.replies import ReplyTarget, with_retry
+from bot.telegram.replies import ReplyAddress, with_retry
 from bot.telegram.requests import PLATFORM, TelegramRequests, source_of, update_key
 from core.errors import GenerationFailed, StorageUnavailable, UserFacingError
 from core.i18n import describe_error, pick_language, t
@@ -70,9 +70,9 @@ class Handlers:
         return chat is not None and (not allow or chat.id in allow)
 
     @staticmethod
-    def target_for(message: Message, user: User, lang: str) -> ReplyTarget:
+    def target_for(message: Message, user: User, lang: str) -> ReplyAddress:
         thread = message.message_thread_id if message.is_topic_message else None
-        return ReplyTarget(chat_id=message.chat_id, message_id=message.message_id,
+        return ReplyAddress(chat_id=message.chat_id, message_id=message.message_id,
                            user_id=user.id, lang=lang, thread_id=thread)
 
     def replies_to_bot(self, message: Message) -> bool:
@@ -178,7 +178,7 @@ class Handlers:
         if original is None and query.message is not None:
             original = query.message.message_id
         thread = record.reply_context.get("thread_id")
-        target = ReplyTarget(chat_id=chat_id, message_id=original, user_id=user.id, lang=lang,
+        target = ReplyAddress(chat_id=chat_id, message_id=original, user_id=user.id, lang=lang,
                              thread_id=thread)
         if action == "words":
             await with_retry(query.answer, what="answerCallbackQuery")

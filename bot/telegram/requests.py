@@ -18,7 +18,7 @@ from bot.common.flow import FlowSettings, RequestFlow
 from bot.common.requests import Requester, refuse
 from bot.common.tasks import BackgroundTasks
 from bot.telegram.parse import ImageRef, check_file
-from bot.telegram.replies import ReplyTarget, Responder, TelegramAnswer, with_retry
+from bot.telegram.replies import ReplyAddress, Responder, TelegramAnswerTarget, with_retry
 from core.errors import GenerationFailed, ImageRejected, UserFacingError
 from core.intake.decode import DecodedImage, decode_image_async
 from core.jobs.events import JobHandle
@@ -61,7 +61,7 @@ class TelegramRequests:
         telegram_limit = int(self.config.telegram.download_limit_mb * 1_000_000)
         return min(telegram_limit, self.config.images.max_bytes)
 
-    def requester(self, target: ReplyTarget, user: User | None = None) -> Requester:
+    def requester(self, target: ReplyAddress, user: User | None = None) -> Requester:
         name = None
         if user is not None:
             name = f"@{user.username}" if user.username else user.full_name
@@ -69,18 +69,18 @@ class TelegramRequests:
                          lang=target.lang, is_admin=target.user_id in self.config.telegram.admins,
                          pushes_answers=True, user_name=(name or None) and name[:64])
 
-    async def take(self, request: JobRequest, target: ReplyTarget) -> None:
+    async def take(self, request: JobRequest, target: ReplyAddress) -> None:
         """Record the request (the durable point), then answer it in the background.
 
         A refusal is told at once (the engine logged it). StorageUnavailable propagates:
         the update was not recorded, so it must not be confirmed to Telegram.
         """
         try:
-            await self.flow.take(request, TelegramAnswer(self.reply, target))
+            await self.flow.take(request, TelegramAnswerTarget(self.reply, target))
         except UserFacingError as exc:
             await self.reply.reply_error(target, exc)
 
-    async def refuse(self, target: ReplyTarget, user: User | None, source_kind: SourceKind,
+    async def refuse(self, target: ReplyAddress, user: User | None, source_kind: SourceKind,
                      error: UserFacingError, dedupe_key: str | None) -> None:
         """A request refused before it was recorded: logged, then told (once per update)."""
         if await refuse(self.engine, self.requester(target, user), source_kind, error,
@@ -115,14 +115,14 @@ class TelegramRequests:
     # -- after a restart -------------------------------------------------------------
     async def on_received(self, record: RequestRecord, receipt: Receipt) -> None:
         """A request recorded before a restart whose picture was not fetched yet."""
-        target = ReplyTarget.from_context(record.reply_context)
+        target = ReplyAddress.from_context(record.reply_context)
         await self.flow.resume(received_request(record), receipt,
-                                 TelegramAnswer(self.reply, target) if target else None)
+                               TelegramAnswerTarget(self.reply, target) if target else None)
 
     async def on_recovered(self, handle: JobHandle) -> None:
         """A job re-run (or finished, not yet delivered) after a restart: answer it there."""
-        target = ReplyTarget.from_context(handle.request.reply_context)
+        target = ReplyAddress.from_context(handle.request.reply_context)
         if target is None or not target.chat_id:
             logger.warning("telegram: recovered request %s has no reply context", handle.id)
             return
-        self.flow.answer_recovered(handle, TelegramAnswer(self.reply, target))
+        self.flow.answer_recovered(handle, TelegramAnswerTarget(self.reply, target))

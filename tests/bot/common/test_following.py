@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from bot.common.following import follow_job
 from core.jobs.events import Done, JobHandle, JobResult
@@ -29,6 +30,13 @@ class Chat:
 
     def gave_up(self, error: BaseException) -> bool:
         return False
+
+    async def announce(self, text: str) -> dict[str, Any]:
+        self.posted.append(f"status: {text}")
+        return {}
+
+    async def on_event(self, event: object) -> None:
+        return None
 
 
 class FailingAfterPosting:
