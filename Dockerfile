@@ -48,5 +48,9 @@ USER 10001
 # /data: the request log, the clip cache and accepted pictures; /models: downloaded weights.
 VOLUME ["/data", "/models"]
 EXPOSE 8080
+# Ready once the models are loaded and every configured platform is connected (README
+# "Operating it"); docker-compose.yml gives each worker a check of its own.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=10m --retries=3 \
+    CMD ["sonify", "health", "--config", "/app/config.toml"]
 # The mounted config sets [storage] data_dir = "/data" and [web] host = "0.0.0.0" (README).
 CMD ["sonify", "run", "--config", "/app/config.toml"]

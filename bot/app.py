@@ -10,6 +10,8 @@ import signal
 import socket
 from typing import Protocol
 
+from bot.ops.server import OpsServer
+from core.addresses import parse_listen
 from core.config import Config
 from core.errors import ConfigError
 from core.services import Services, check_log_free
@@ -59,6 +61,10 @@ def server_ports(config: Config) -> list[tuple[str, str, str, int]]:
     if config.telegram.token and config.telegram.mode == "webhook":
         ports.append(("telegram", "[telegram] webhook_port", config.telegram.webhook_listen,
                       config.telegram.webhook_port))
+    if config.metrics.listen:
+        host, port = parse_listen(config.metrics.listen)
+        if port:
+            ports.append(("metrics", "[metrics] listen", host, port))
     return ports
 
 
@@ -119,11 +125,19 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
     await check_ports(config)  # before the models load: a taken port is told at once
     services = await Services.create(config)
     adapters: list[Adapter] = []
+    ops_server: OpsServer | None = None
     try:
+        if config.metrics.listen:  # up while the models load: /readyz says "models: not loaded"
+            ops_server = OpsServer(services.ops, *parse_listen(config.metrics.listen))
+            await _start(ops_server, "metrics", config)
         # Before any adapter starts: a missing model stops start-up with one line instead
         # of failing every request, and the first request does not wait for the load.
         await services.engine.load_models()
         for adapter in build_adapters(services):
+            # /readyz names every configured platform, and says which one is not connected.
+            ready = getattr(adapter, "ready", None)
+            if ready is not None:
+                services.ops.health.add(adapter.name, ready)
             try:
                 await adapter.start()
             except OSError as exc:  # e.g. the web port is taken: one line, not a traceback
@@ -143,7 +157,17 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
                 await adapter.stop()
             except Exception:
                 logger.exception("%s adapter failed to stop cleanly", adapter.name)
+        if ops_server is not None:
+            await ops_server.stop()
         await services.close()
+
+
+async def _start(server: OpsServer, name: str, config: Config) -> None:
+    try:
+        await server.start()
+    except OSError as exc:
+        raise ConfigError(f"{config.source}: the {name} listener cannot start: "
+                          f"{exc.strerror or exc}") from None
 
 
 def stop_on_signals() -> asyncio.Event:

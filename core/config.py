@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
+from core.addresses import check_listen, check_networks
 from core.errors import ConfigError
 from core.secrecy import url_passwords, web_cookie_value
+from core.sound_backends import DEFAULT_SOUND_BACKEND, SOUND_BACKENDS
 
 DEFAULT_PATH = Path("config.toml")
 
@@ -37,16 +40,13 @@ MAX_CANDIDATES = 8
 MAX_SEED = 2**31 - 1
 # The statistics read their last 14 days (chart, week, top users, latency) from the rows.
 MIN_KEEP_DAYS = 14
-# Stable Audio 3's released checkpoints are distilled for 8 steps with guidance baked in; the
-# [generation] defaults (20 steps, guidance 2.5) are AudioLDM's.
-BACKEND_DEFAULTS: dict[str, dict[str, Any]] = {
-    "stable-audio-3": {"steps": 8, "guidance_scale": 1.0},
-}
 
 
 def _opt(default: Any, *, lo: float | None = None, hi: float | None = None,
-         choices: tuple[Any, ...] | None = None, secret: bool = False) -> Any:
-    meta = {"lo": lo, "hi": hi, "choices": choices, "secret": secret}
+         choices: tuple[Any, ...] | None = None, secret: bool = False,
+         check: Callable[[Any], None] | None = None) -> Any:
+    """A key's default and its rule; `check` raises ValueError saying what is wrong."""
+    meta = {"lo": lo, "hi": hi, "choices": choices, "secret": secret, "check": check}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -56,11 +56,12 @@ def _opt(default: Any, *, lo: float | None = None, hi: float | None = None,
 class ModelsConfig:
     preset: str = _opt("default", choices=("default", "tiny"))
     device: str = _opt("auto", choices=("auto", "cpu", "cuda"))
+    dtype: str = _opt("auto", choices=("auto", "fp32", "bf16", "fp16"))
     cache_dir: str = _opt("")
     caption_model: str = _opt("coca_ViT-L-14")
     caption_pretrained: str = _opt("mscoco_finetuned_laion2b_s13b_b90k")
     caption_path: str = _opt("")
-    sound_backend: str = _opt("audioldm", choices=("audioldm", "audioldm2", "stable-audio-3"))
+    sound_backend: str = _opt(DEFAULT_SOUND_BACKEND, choices=tuple(SOUND_BACKENDS))
     sound_model: str = _opt("")
     clap_model: str = _opt("")
 
@@ -186,11 +187,26 @@ class WebConfig:
     header_timeout_s: float = _opt(10.0, lo=0.5, hi=300.0)
     keepalive_timeout_s: float = _opt(15.0, lo=1.0, hi=3_600.0)
     body_timeout_s: float = _opt(30.0, lo=1.0, hi=3_600.0)  # longest pause inside a body
-    # Per client address (IPv6: per /64); 0 = no limit (e.g. behind a reverse proxy).
+    # Per client address (IPv6: per /64; behind `trusted_proxies`, the forwarded one); 0 = off.
     max_connections_per_address: int = _opt(32, lo=0, hi=100_000)
     new_browsers_per_hour: int = _opt(20, lo=1, hi=100_000)
     per_address_concurrent: int = _opt(8, lo=0, hi=10_000)
     per_address_per_hour: int = _opt(120, lo=0, hi=1_000_000)
+    # Reverse proxies (addresses, networks) whose forwarding header names the client.
+    trusted_proxies: list[str] = _opt([], check=check_networks)
+    proxy_header: str = _opt("x-forwarded-for", choices=("x-forwarded-for", "forwarded"))
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    # HOST:PORT of a listener for /metrics, /livez and /readyz alone ("": none; /metrics is
+    # then on the web page, behind its token).
+    listen: str = _opt("", check=check_listen)
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    format: str = _opt("text", choices=("text", "json"))
 
 
 @dataclass(frozen=True)
@@ -204,6 +220,8 @@ class Config:
     telegram: TelegramConfig = field(default_factory=TelegramConfig)
     discord: DiscordConfig = field(default_factory=DiscordConfig)
     web: WebConfig = field(default_factory=WebConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
     source: str = "built-in defaults"
 
     @property
@@ -266,6 +284,7 @@ def _check_value(where: str, tp: Any, meta: dict[str, Any], value: Any) -> Any:
     return value
 
 
+
 def _build_section(source: str, name: str, cls: type, raw: Any,
                    problems: list[str]) -> tuple[Any, set[str]]:
     """The section built from `raw`'s valid keys, and the names of its rejected keys.
@@ -286,10 +305,14 @@ def _build_section(source: str, name: str, cls: type, raw: Any,
             problems.append(f"{where}: unknown key; known keys are {', '.join(known)}")
             rejected.add(key)
             continue
+        meta = dict(known[key].metadata)
         try:
-            values[key] = _check_value(where, hints[key], dict(known[key].metadata), value)
-        except ConfigError as exc:
-            problems.append(str(exc))
+            checked = _check_value(where, hints[key], meta, value)
+            if meta["check"] is not None:  # the key's own rule, after its type and range
+                meta["check"](checked)
+            values[key] = checked
+        except (ConfigError, ValueError) as exc:
+            problems.append(str(exc) if isinstance(exc, ConfigError) else f"{where}: {exc}")
             rejected.add(key)
     return cls(**values), rejected
 
@@ -326,8 +349,8 @@ def parse_config(data: dict[str, Any], source: str = "built-in defaults",
     # A backend's own defaults for the [generation] keys the file leaves unset.
     raw_generation = data.get("generation")
     given = raw_generation if isinstance(raw_generation, dict) else {}
-    unset = {key: value for key, value in BACKEND_DEFAULTS.get(config.models.sound_backend,
-                                                               {}).items()
+    unset = {key: value for key, value
+             in SOUND_BACKENDS[config.models.sound_backend].generation_defaults.items()
              if key not in given}
     if unset:
         config = config.with_section("generation", **unset)

@@ -5,24 +5,39 @@ call, and HTTP client libraries log those URLs), so masking has to happen on
 the final formatted text, for every logger, not only ours. Log lines also carry what
 strangers typed (words, names, links, a library's error quoting them): their control
 characters are escaped on the same final text, whichever logger wrote it.
+
+Two formats (`[logging] format`): "text", one line for eyes, and "json", one JSON object
+per line for a log pipeline (Loki, Elasticsearch, journald): time, level, logger and
+message, plus the fields a line carries (`FIELDS`: a request's id, platform, outcome and
+timings; the web access log's route, status and client). The same filters mask and escape
+both; a field is masked and escaped as the message is.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import faulthandler
+import hashlib
+import hmac
 import io
+import json
 import logging
 import sys
 from collections.abc import Iterable
+from typing import Any
 
 from core.secrecy import MASK, SecretMasker
 from core.user_text import escape_controls
 
-__all__ = ["MASK", "ControlCharacterFilter", "SecretMaskingFilter", "report_fatal_signals",
-           "setup_logging"]
+__all__ = ["FIELDS", "MASK", "ControlCharacterFilter", "JsonFormatter", "SecretMaskingFilter",
+           "report_fatal_signals", "setup_logging", "use_user_key"]
 
 _HANDLER_NAME = "sonify"
+# The attribute of a record (`extra={FIELDS: {...}}`) whose items a JSON line carries.
+FIELDS = "sonify_fields"
+# Where a record's fields name a user (`user_id`), a JSON line shows a keyed hash of it.
+USER_HASH_CHARS = 16
 
 
 class SecretMaskingFilter(logging.Filter):
@@ -72,11 +87,70 @@ class ControlCharacterFilter(logging.Filter):
         return True
 
 
-def setup_logging(secrets: Iterable[str] = (), level: int = logging.INFO) -> None:
-    """Log to stderr with secrets masked; quieten chatty HTTP client loggers."""
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time (UTC), level, logger, message, the record's fields.
+
+    Runs after the handler's filters, so the message and traceback are masked and escaped
+    already; the fields are masked (with the same secrets) and escaped here. A field
+    `user_id` (with `platform`) becomes `user`: a keyed hash (`use_user_key`), the same in
+    every process of one service and never the id itself; without a key it is left out.
+    """
+
+    def __init__(self, masking: SecretMaskingFilter) -> None:
+        super().__init__()
+        self._masking = masking
+        self.user_key: bytes | None = None
+
+    def format(self, record: logging.LogRecord) -> str:
+        when = datetime.datetime.fromtimestamp(record.created, datetime.UTC)
+        line: dict[str, Any] = {"time": when.isoformat(timespec="milliseconds"),
+                                "level": record.levelname, "logger": record.name,
+                                "message": record.getMessage()}
+        fields = getattr(record, FIELDS, None)
+        if isinstance(fields, dict):
+            fields = dict(fields)
+            user = fields.pop("user_id", None)
+            if user is not None and self.user_key is not None:
+                fields["user"] = self.user_hash(str(fields.get("platform", "")), str(user))
+            for name, value in fields.items():
+                if name not in line:
+                    line[name] = self._clean(value)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            line["exception"] = record.exc_text
+        if record.stack_info:
+            line["stack"] = record.stack_info
+        return json.dumps(line, ensure_ascii=False)
+
+    def user_hash(self, platform: str, user_id: str) -> str:
+        assert self.user_key is not None
+        mac = hmac.new(self.user_key, f"{platform}:{user_id}".encode("utf-8", "surrogatepass"),
+                       hashlib.sha256)
+        return mac.hexdigest()[:USER_HASH_CHARS]
+
+    def _clean(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return escape_controls(self._masking.mask(value))
+        if isinstance(value, float):
+            return round(value, 3)
+        if value is None or isinstance(value, bool | int):
+            return value
+        return escape_controls(self._masking.mask(str(value)))
+
+
+def setup_logging(secrets: Iterable[str] = (), level: int = logging.INFO,
+                  fmt: str = "text") -> None:
+    """Log to stderr with secrets masked, as text lines or JSON lines (`fmt`); quieten
+    chatty HTTP client loggers."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(SecretMaskingFilter(secrets))
+    masking = SecretMaskingFilter(secrets)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter(masking))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: "
+                                               "%(message)s"))
+    handler.addFilter(masking)
     handler.addFilter(ControlCharacterFilter())  # after masking: it needs the text as it was
     handler.set_name(_HANDLER_NAME)
     root = logging.getLogger()
@@ -93,6 +167,14 @@ def setup_logging(secrets: Iterable[str] = (), level: int = logging.INFO) -> Non
     for name in ("httpx", "httpcore", "discord.http", "discord.gateway", "aiohttp.access",
                  "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def use_user_key(key: bytes) -> None:
+    """The key JSON lines hash user ids with (kept in the request log's database, so every
+    process of one service hashes a user alike)."""
+    for handler in logging.getLogger().handlers:
+        if handler.get_name() == _HANDLER_NAME and isinstance(handler.formatter, JsonFormatter):
+            handler.formatter.user_key = key
 
 
 def report_fatal_signals() -> None:

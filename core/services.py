@@ -5,19 +5,26 @@ request log and the backends only through here and the contract (core/jobs/contr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.config import Config
 from core.distributed import worker as workers
+from core.distributed.heartbeat import Heartbeat
+from core.distributed.redis_queue import connect
 from core.distributed.transport import redis_engine
 from core.intake.fetch import ImageFetcher
 from core.jobs.contract import ChannelCursors, JobEngine, ServiceKeys, ShareLinks
 from core.jobs.local import local_engine
 from core.jobs.pruning import Pruner
 from core.models.pipeline import Pipeline
+from core.ops.health import Health
+from core.ops.metrics import Metrics
+from core.ops.wiring import Operations, for_run, for_worker
 from core.stats.collect import collect_stats
 from core.stats.render import render_stats_chart, render_stats_text
 from core.storage.migrate import sqlite_file
@@ -44,6 +51,9 @@ class Services:
     cursors: ChannelCursors
     keys: ServiceKeys
     pruner: Pruner | None = field(default=None)
+    # This process's metrics and health checks (core/ops): the one registry it has.
+    ops: Operations = field(default_factory=lambda: Operations(
+        Metrics(role="run", answers=False, renders=False), Health()))
 
     @classmethod
     async def create(cls, config: Config, *,
@@ -68,15 +78,23 @@ class Services:
         except BaseException:
             await request_log.close()
             raise
+        try:
+            ops = await for_run(request_log, engine)
+        except BaseException:
+            await engine.stop()
+            await request_log.close()
+            raise
         # `[storage] keep_days`: old rows and clips go in the background (never with 0).
         pruner = Pruner(request_log, config.data_dir / "cache", config.storage.keep_days)
         pruner.start()
         return cls(config=config, request_log=request_log, engine=engine,
                    fetcher=ImageFetcher(config.images), share_links=request_log.share_links,
-                   cursors=request_log.cursors, keys=request_log.blobs, pruner=pruner)
+                   cursors=request_log.cursors, keys=request_log.blobs, pruner=pruner,
+                   ops=ops)
 
     async def close(self) -> None:
         """Stop the pruning and the engine (if still running), close the fetcher and the log."""
+        self.ops.close()
         if self.pruner is not None:
             await self.pruner.stop()
         await self.engine.stop()
@@ -118,17 +136,37 @@ async def stats_summary(config: Config) -> str:
 
 
 async def run_worker(config: Config, *, name: str | None, stop: asyncio.Event,
-                     pipeline_factory: Callable[[], Pipeline]) -> None:
-    """`sonify worker`: load the models, then render jobs from the queue until `stop`."""
+                     pipeline_factory: Callable[[], Pipeline],
+                     serving: Callable[[Operations], AbstractAsyncContextManager[None]]
+                     | None = None) -> None:
+    """`sonify worker`: load the models, then render jobs from the queue until `stop`.
+
+    Its heartbeat (core/distributed/heartbeat.py) goes on meanwhile, on a connection of its
+    own; `serving` (the operator's routes, `--metrics-port`) is entered before the models
+    load and left before the request log closes."""
     request_log = await RequestLog.open(config.database_url,
                                        outage_grace_s=config.storage.outage_grace_s)
     if request_log.is_sqlite:
         logger.warning("the request log is SQLite: workers on other machines cannot share "
                        "it; set [storage] database_url to PostgreSQL (README)")
+    heartbeat: Heartbeat | None = None
     try:
         worker = workers.RenderWorker(config, request_log, name=name,
                                       pipeline_factory=pipeline_factory)
-        await worker.load_models()  # before taking a job: a missing model is told at once
-        await worker.run(stop)
+        # Its own connection: the heartbeat goes on while the worker's is busy or away.
+        heartbeat = Heartbeat(await connect(config.jobs.redis_url), worker.name,
+                              jobs=lambda: worker.taken,
+                              models_loaded=lambda: worker.runner.loaded)
+        heartbeat.start()
+        ops = await for_worker(request_log, worker, heartbeat)
+        try:
+            async with serving(ops) if serving is not None else contextlib.nullcontext():
+                await worker.load_models()  # before taking a job: a missing model is told
+                await worker.run(stop)
+        finally:
+            ops.close()
     finally:
+        if heartbeat is not None:
+            await heartbeat.stop()
+            await heartbeat.pool.aclose()
         await request_log.close()

@@ -1,7 +1,8 @@
-"""Real `redis-server` and PostgreSQL on loopback for the redis-backend tests.
+"""Real `redis-server`, PostgreSQL and nginx on loopback for the tests that need them.
 
-Debian's packages (`redis-server`, `postgresql`); `.ci/run` installs them. PostgreSQL
-refuses to run as root, so as root the cluster is created and run as the `postgres` user.
+Debian's packages (`redis-server`, `postgresql`, `nginx`); `.ci/run` installs them.
+PostgreSQL refuses to run as root, so as root the cluster is created and run as the
+`postgres` user; nginx runs as `nobody` (with a prefix, configuration and files of its own).
 Outside CI a missing binary skips the tests that need it; in CI (`CI` set) it fails them.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -29,7 +31,7 @@ def free_port() -> int:
 
 
 def _missing(what: str) -> None:
-    message = f"{what} is not installed (Debian: apt-get install redis-server postgresql)"
+    message = f"{what} is not installed (Debian: apt-get install redis-server postgresql nginx)"
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
@@ -216,4 +218,87 @@ class PostgresServer:
             subprocess.run([*self.as_user, str(self.bin / "pg_ctl"), "-D", str(self.data),
                             "-m", "immediate", "stop"], capture_output=True, timeout=60,
                            check=False)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+NGINX = "/usr/sbin/nginx"
+
+
+class NginxServer:
+    """nginx on 127.0.0.1 as a reverse proxy in front of `upstream_port`, as the README's
+    example sets it up (X-Forwarded-For appended, X-Forwarded-Proto, the Host passed on).
+    Run as an unprivileged user: `nobody` when the tests run as root, else the tests' own."""
+
+    def __init__(self, upstream_port: int) -> None:
+        binary = NGINX if Path(NGINX).exists() else shutil.which("nginx")
+        if binary is None:
+            _missing("nginx")
+        assert binary is not None
+        self.binary = binary
+        self.upstream_port = upstream_port
+        self.port = free_port()
+        self.root = Path(tempfile.mkdtemp(prefix="sonify-nginx-"))
+        self.log = self.root / "nginx.log"
+        self.as_user: list[str] = []
+        if os.geteuid() == 0:
+            shutil.chown(self.root, "nobody")
+            self.as_user = ["runuser", "-u", "nobody", "--"]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def config(self) -> str:
+        root = self.root
+        return f"""daemon off;
+worker_processes 1;
+pid {root}/nginx.pid;
+error_log stderr notice;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {root}/body;
+    proxy_temp_path {root}/proxy;
+    fastcgi_temp_path {root}/fastcgi;
+    uwsgi_temp_path {root}/uwsgi;
+    scgi_temp_path {root}/scgi;
+    client_max_body_size 25m;
+    server {{
+        listen 127.0.0.1:{self.port};
+        location / {{
+            proxy_pass http://127.0.0.1:{self.upstream_port};
+            proxy_bind 127.0.0.1;
+            proxy_http_version 1.1;
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }}
+    }}
+}}
+"""
+
+    def start(self) -> NginxServer:
+        conf = self.root / "nginx.conf"
+        conf.write_text(self.config(), encoding="utf-8")
+        if self.as_user:
+            shutil.chown(conf, "nobody")
+        with self.log.open("ab") as sink:
+            self.proc = subprocess.Popen(
+                [*self.as_user, self.binary, "-p", str(self.root), "-c", str(conf),
+                 "-e", "stderr"], stdout=sink, stderr=sink)
+        _wait_for_port(self.port, self.proc, self.log)
+        return self
+
+    def stop(self) -> None:
+        pid_file = self.root / "nginx.pid"
+        if self.proc is not None and self.proc.poll() is None:
+            try:  # the master itself (runuser may not pass signals on)
+                os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
+            except (OSError, ValueError):
+                self.proc.terminate()
+            try:
+                self.proc.wait(timeout=START_WITHIN_S)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
         shutil.rmtree(self.root, ignore_errors=True)

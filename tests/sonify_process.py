@@ -32,15 +32,18 @@ class SonifyProcess:
     child)."""
 
     def __init__(self, config: Path, log: Path, env: dict[str, str],
-                 command: tuple[str, ...] = ("run",)) -> None:
+                 command: tuple[str, ...] = ("run",),
+                 program: tuple[str, ...] | None = None) -> None:
+        """`program`: what to run instead of `sonify` (a test harness around its main)."""
         self.config, self.log, self.env, self.command = config, log, env, command
+        self.program = program
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> SonifyProcess:
         with self.log.open("ab") as sink:
             self.proc = await asyncio.create_subprocess_exec(
-                *sonify_command(), *self.command, "--config", str(self.config), env=self.env,
-                cwd=ROOT, stdout=sink, stderr=sink)
+                *(self.program or sonify_command()), *self.command, "--config",
+                str(self.config), env=self.env, cwd=ROOT, stdout=sink, stderr=sink)
         return self
 
     @property

@@ -97,3 +97,36 @@ def test_the_compose_file_runs_real_commands_with_one_gpu_per_worker() -> None:
         gpus += device["device_ids"]
     assert len(gpus) == len(set(gpus)) == len(workers)  # compose would give replicas one GPU
     assert {"postgres-data", "redis-data", "models"} <= set(compose["volumes"])
+
+
+def test_every_sonify_service_checks_its_health_with_sonify_and_waits_on_health() -> None:
+    import yaml
+
+    from bot.cli import build_parser
+    from core.config import Config
+
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
+    services = compose["services"]
+    sonify = {name: s for name, s in services.items()
+              if name == "adapters" or name.startswith("worker")}
+    parser = build_parser(Config())
+    for name, service in sonify.items():
+        check = service["healthcheck"]
+        assert check["test"][:3] == ["CMD", "sonify", "health"], name
+        asked = parser.parse_args(check["test"][2:])  # the real command line takes it
+        assert asked.command == "health" and not asked.live  # readiness, not liveness
+        assert {"interval", "timeout", "retries", "start_period"} <= set(check)
+        # It starts only once what it needs is healthy, and each of those has a check.
+        needs = service["depends_on"]
+        assert {"redis", "postgres"} <= set(needs), name
+        for dependency, condition in needs.items():
+            assert condition == {"condition": "service_healthy"}, (name, dependency)
+            assert "healthcheck" in services[dependency], dependency
+        if name.startswith("worker"):
+            # Its check asks the port its command serves /readyz on.
+            argv = service["command"]
+            port = argv[argv.index("--metrics-port") + 1]
+            assert asked.port == int(port)
+            assert argv[argv.index("--metrics-host") + 1] == "0.0.0.0"  # for a Prometheus
+    # The adapters wait for the first worker: the bots answer once something can render.
+    assert "worker-0" in services["adapters"]["depends_on"]

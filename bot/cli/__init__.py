@@ -1,4 +1,4 @@
-"""The `sonify` command line: `image`, `run`, `worker`, `stats`, `sync-commands`.
+"""The `sonify` command line: `image`, `run`, `worker`, `stats`, `health`, `sync-commands`.
 
 Every expected failure (bad config, missing model, bad image) ends the program with one
 line per problem on stderr and a non-zero exit code — never a traceback. Each command is a
@@ -14,7 +14,7 @@ import sys
 from collections.abc import Iterable
 from importlib.metadata import PackageNotFoundError, version
 
-from bot.cli import image, service, stats, worker
+from bot.cli import health, image, service, stats, worker
 from bot.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, CliError, Command
 from core.config import Config, load_config, secret_values
 from core.errors import ConfigError, ImageRejected, ModelMissingError, SonifyError
@@ -28,6 +28,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("worker", "render jobs for `sonify run` (jobs backend \"redis\")", worker.run,
             worker.add_arguments),
     Command("stats", "print request statistics", stats.run),
+    Command("health", "ask a running sonify whether it is ready (exit code 0: yes)",
+            health.run, health.add_arguments),
     Command("sync-commands", "register Discord slash commands", service.sync_commands),
 )
 
@@ -90,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     if config_error is not None:
         return fail(config_error, EXIT_USAGE)
     secrets = secret_values(config)
-    setup_logging(secrets, logging.DEBUG if args.verbose else logging.INFO)
+    setup_logging(secrets, logging.DEBUG if args.verbose else logging.INFO,
+                  config.logging.format)
     report_fatal_signals()
     command = next(c for c in COMMANDS if c.name == args.command)
     try:

@@ -41,6 +41,7 @@ class FlowSettings:
 
     interval: float  # shortest time between two status edits
     fetch: Fetch  # a request's picture from its stored source
+    delivered: Callable[[float], None] | None = None  # seconds a clip took to post (metrics)
 
 
 class RequestFlow:
@@ -137,4 +138,4 @@ class RequestFlow:
 
     async def _follow(self, handle: JobHandle, target: AnswerTarget, shown: str) -> None:
         await follow_job(handle, target, interval=self.settings.interval, shown=shown,
-                         delivery=self.engine)
+                         delivery=self.engine, delivered=self.settings.delivered)

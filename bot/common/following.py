@@ -164,11 +164,13 @@ class AnswerTarget(Protocol):
 
 
 async def follow_job(handle: JobHandle, target: AnswerTarget, *, interval: float,
-                     shown: str = "", delivery: DeliveryLog | None = None) -> None:
+                     shown: str = "", delivery: DeliveryLog | None = None,
+                     delivered: Callable[[float], None] | None = None) -> None:
     """Mirror `handle`'s events on `target` (its status line now reads `shown`), then answer.
 
     The target sees every event first (`on_event`). With `delivery`, the answer is recorded
-    as sending before it is posted and sent after.
+    as sending before it is posted and sent after. `delivered` hears how many seconds
+    posting a clip took (the metrics' delivery stage).
     """
     status = ThrottledStatus(target.show, interval, shown)
     try:
@@ -180,7 +182,9 @@ async def follow_job(handle: JobHandle, target: AnswerTarget, *, interval: float
                 continue
             await status.close()
             if isinstance(event, Done):
-                await answer_once(handle.id, partial(target.deliver, event.result), delivery)
+                post = partial(target.deliver, event.result)
+                await answer_once(handle.id, _timed(post, delivered) if delivered else post,
+                                  delivery)
             elif isinstance(event, Failed) and not resumes(event):
                 await answer_once(handle.id, partial(target.apologise, event.error), delivery)
     except asyncio.CancelledError:
@@ -195,6 +199,18 @@ async def follow_job(handle: JobHandle, target: AnswerTarget, *, interval: float
         apology = exc if isinstance(exc, UserFacingError) else GenerationFailed("answering failed")
         with contextlib.suppress(Exception):
             await answer_once(handle.id, partial(target.apologise, apology), delivery)
+
+
+def _timed(post: Callable[[], Awaitable[None]], took: Callable[[float], None]
+           ) -> Callable[[], Awaitable[None]]:
+    """`post`, telling `took` how long it took when it succeeds."""
+
+    async def timed() -> None:
+        started = time.perf_counter()
+        await post()
+        took(time.perf_counter() - started)
+
+    return timed
 
 
 async def answer_once(request_id: str, post: Callable[[], Awaitable[None]],

@@ -159,6 +159,15 @@ class DiscordAdapter:
             self._restore()
             self._restore = None
 
+    async def ready(self) -> str | None:
+        """For /readyz: None while the gateway session is open (not while reconnecting)."""
+        client = self.client
+        if client is None or client.is_closed() or not client.is_ready():
+            return "not connected"
+        if not client.ws.open:
+            return "reconnecting"
+        return None
+
     def catch_up_soon(self, client: SonifyClient) -> None:
         """Read back what was posted while away, beside the live events (not blocking them)."""
         self.requests.reading_back = True  # at once: before any live event moves a cursor

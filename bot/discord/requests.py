@@ -8,6 +8,7 @@ like, and taking a request: recorded first, then carried on to its one answer.
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -43,7 +44,8 @@ class DiscordRequests:
         self.config: Config = services.config
         self.tasks = BackgroundTasks(PLATFORM)
         self.flow = RequestFlow(services.engine, self.tasks, FlowSettings(
-            interval=self.config.discord.progress_interval_s, fetch=self.fetch))
+            interval=self.config.discord.progress_interval_s, fetch=self.fetch,
+            delivered=partial(services.ops.metrics.observe_stage, "delivery")))
         self.client: discord.Client | None = None  # set when the adapter logs in
         # Until a fresh session has read back what was missed, live messages (the bot's own
         # answers among them) must not move a channel's cursor past messages not read yet:
@@ -106,8 +108,15 @@ class DiscordRequests:
 
     async def fetch(self, source: dict[str, Any]) -> DecodedImage:
         """A recorded request's picture: an attachment from Discord's CDN, or a link."""
+        metrics = self.services.ops.metrics
+        with metrics.stage("fetch"):
+            data = await self._download(source)
+        with metrics.stage("decode"):
+            return await decode_image_async(data, self.config.images)
+
+    async def _download(self, source: dict[str, Any]) -> bytes:
         if source.get("kind") != "attachment":
-            return await self.services.fetcher.fetch_image(str(source["url"]))
+            return await self.services.fetcher.fetch(str(source["url"]))
         limit = self.config.images.max_bytes
         if int(source.get("size") or 0) > limit:
             raise ImageRejected("attachment too large", code="too_large", max_bytes=limit)
@@ -117,7 +126,7 @@ class DiscordRequests:
             data = await self.client.http.get_from_cdn(str(source["url"]))
         except (discord.HTTPException, aiohttp.ClientError) as exc:
             raise ImageRejected("attachment download failed", code="fetch_failed") from exc
-        return await decode_image_async(data, self.config.images)
+        return data
 
     # ----- answers ---------------------------------------------------------------------------
     def answer(self, result: JobResult, lang: str) -> Answer:

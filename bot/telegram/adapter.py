@@ -153,6 +153,14 @@ class TelegramAdapter:
         await self.requests.tasks.drain()
         await self.app.shutdown()
 
+    async def ready(self) -> str | None:
+        """For /readyz: None while updates arrive (polling works, or the webhook listens)."""
+        if not self._started:
+            return "not connected"
+        if self._poller is not None and (self._poller.failing or not self._poller.running):
+            return "cannot reach the Bot API"
+        return None
+
     def _polling_error(self, exc: TelegramError) -> None:
         logger.warning("telegram: polling failed (%s: %s); retrying", type(exc).__name__, exc)
 

@@ -41,6 +41,11 @@ class UpdatePoller:
         self.on_error = on_error
         self.offset: int | None = None
         self._task: asyncio.Task[None] | None = None
+        self.failing = False  # the last getUpdates failed (for /readyz)
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="telegram-poller")
@@ -68,15 +73,18 @@ class UpdatePoller:
                     read_timeout=self.timeout_s + 10.0, allowed_updates=ALLOWED_UPDATES)
             except InvalidToken:
                 logger.error("telegram: the token was refused while polling; stopped polling")
+                self.failing = True
                 return
             except RetryAfter as exc:
                 await asyncio.sleep(retry_after_seconds(exc))
                 continue
             except (NetworkError, TelegramError) as exc:
+                self.failing = True
                 self.on_error(exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, MAX_BACKOFF_S)
                 continue
+            self.failing = False
             delay = 0.5 if await self._process(updates) else min(delay * 2, MAX_BACKOFF_S)
             if delay > 0.5:
                 await asyncio.sleep(delay)

@@ -8,6 +8,7 @@ link, stored with the row — is fetched afterwards, again after a restart if ne
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any
 
 from telegram import User
@@ -54,7 +55,8 @@ class TelegramRequests:
         self.reply = responder
         self.tasks = BackgroundTasks(PLATFORM)
         self.flow = RequestFlow(self.engine, self.tasks, FlowSettings(
-            interval=self.config.telegram.progress_interval_s, fetch=self.fetch))
+            interval=self.config.telegram.progress_interval_s, fetch=self.fetch,
+            delivered=partial(services.ops.metrics.observe_stage, "delivery")))
 
     @property
     def download_limit(self) -> int:
@@ -89,8 +91,15 @@ class TelegramRequests:
 
     async def fetch(self, source: dict[str, Any]) -> DecodedImage:
         """A recorded request's picture: a Telegram file, or a link (SSRF-safe fetcher)."""
+        metrics = self.services.ops.metrics
+        with metrics.stage("fetch"):
+            data = await self._download(source)
+        with metrics.stage("decode"):
+            return await decode_image_async(data, self.config.images)
+
+    async def _download(self, source: dict[str, Any]) -> bytes:
         if source.get("kind") == "url":
-            return await self.services.fetcher.fetch_image(str(source["url"]))
+            return await self.services.fetcher.fetch(str(source["url"]))
         limit = self.download_limit
         check_file(ImageRef(SourceKind(source.get("ref_kind") or SourceKind.DOCUMENT),
                             file_id=str(source["file_id"]), file_size=source.get("file_size"),
@@ -110,7 +119,7 @@ class TelegramRequests:
             raise GenerationFailed(f"download failed: {exc}") from None
         if len(data) > limit:
             raise ImageRejected("file too large", code="too_large", max_bytes=limit)
-        return await decode_image_async(bytes(data), self.config.images)
+        return bytes(data)
 
     # -- after a restart -------------------------------------------------------------
     async def on_received(self, record: RequestRecord, receipt: Receipt) -> None:

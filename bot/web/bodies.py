@@ -220,8 +220,12 @@ async def _read_picture_form(request: web.Request, ctype: str, body: _Body
 
 async def load_image(services: Services, posted: PictureForm) -> DecodedImage:
     """Decode the upload, or fetch the link through the SSRF-safe fetcher."""
-    if posted.data is not None:
-        return await decode_image_async(posted.data, services.config.images)
-    assert posted.url, "submit_job refuses a request with neither a picture nor a link"
-    return await services.fetcher.fetch_image(posted.url)
+    metrics = services.ops.metrics
+    data = posted.data
+    if data is None:
+        assert posted.url, "submit_job refuses a request with neither a picture nor a link"
+        with metrics.stage("fetch"):
+            data = await services.fetcher.fetch(posted.url)
+    with metrics.stage("decode"):
+        return await decode_image_async(data, services.config.images)
 

@@ -71,8 +71,12 @@ class _GuardedProtocol(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
         peer = transport.get_extra_info("peername")
-        self._address = address_key(peer[0] if isinstance(peer, tuple) else None)
-        if not self._guard.admit(self._address, transport, self):
+        peer_address = peer[0] if isinstance(peer, tuple) else None
+        self._address = address_key(peer_address)
+        # A trusted proxy's connections carry many clients: their requests are counted per
+        # client instead, once the headers name it (`enter`).
+        capped = not (peer_address and self._guard.trusted(peer_address))
+        if not self._guard.admit(self._address, transport, self, capped=capped):
             transport.write(_refusal())
             if transport.can_write_eof():
                 transport.write_eof()
@@ -146,12 +150,16 @@ class JsonErrorHandler(web.RequestHandler):
 
 
 class ConnectionGuard:
-    """Connections per client address, each behind a header deadline."""
+    """Connections per client address, each behind a header deadline; behind a trusted
+    proxy, open requests per client address instead (`enter`, `leave`)."""
 
-    def __init__(self, *, header_timeout_s: float, max_per_address: int) -> None:
+    def __init__(self, *, header_timeout_s: float, max_per_address: int,
+                 trusted: Callable[[str], bool] = lambda _address: False) -> None:
         self.header_timeout_s = header_timeout_s
         self.max_per_address = max_per_address  # 0: no cap
+        self.trusted = trusted  # the peer is a trusted proxy (`[web] trusted_proxies`)
         self._open: dict[str, int] = {}
+        self._requests: dict[str, int] = {}  # open requests through proxies, per client
         self._protocols: dict[asyncio.BaseTransport, _GuardedProtocol] = {}
         # Addresses whose refusal was logged in the last minute (bounded, expiring: a flood
         # from many addresses neither grows it nor makes it scan).
@@ -166,10 +174,10 @@ class ConnectionGuard:
         return self._open.get(address, 0)
 
     def admit(self, address: str, transport: asyncio.BaseTransport,
-              protocol: _GuardedProtocol) -> bool:
+              protocol: _GuardedProtocol, *, capped: bool = True) -> bool:
         """Count a new connection from `address`; False when it is over the cap."""
         count = self._open.get(address, 0)
-        if self.max_per_address and count >= self.max_per_address:
+        if capped and self.max_per_address and count >= self.max_per_address:
             self._log_refusal(address)
             return False
         self._open[address] = count + 1
@@ -185,6 +193,23 @@ class ConnectionGuard:
         if transport is not None:
             self._protocols.pop(transport, None)
 
+    def enter(self, client: str) -> bool:
+        """A request through a trusted proxy from `client` (an address key) is open; False
+        when the client has `max_per_address` open already (the request is refused)."""
+        count = self._requests.get(client, 0)
+        if self.max_per_address and count >= self.max_per_address:
+            self._log_refusal(client)
+            return False
+        self._requests[client] = count + 1
+        return True
+
+    def leave(self, client: str) -> None:
+        left = self._requests.get(client, 0) - 1
+        if left > 0:
+            self._requests[client] = left
+        else:
+            self._requests.pop(client, None)
+
     def request_started(self, transport: asyncio.BaseTransport | None) -> None:
         if transport is not None and (protocol := self._protocols.get(transport)) is not None:
             protocol.request_started()
@@ -198,7 +223,7 @@ class ConnectionGuard:
             return
         self._logged[address] = True
         logger.info("web: refusing connections from %s: %d open (max_connections_per_address)",
-                    address, self._open.get(address, 0))
+                    address, self._open.get(address, 0) or self._requests.get(address, 0))
 
 
 class GuardedSite(web.BaseSite):

@@ -5,8 +5,10 @@ no CORS headers, refuses cross-origin writes, answers every /api and /audio
 failure with a JSON error (never an HTML traceback), and can require a token.
 A job (its status, preview and audio) is visible only to the browser that made it
 (its signed id cookie; API clients without one: their address); to others it is unknown.
-Who a client is, and the per-address limits: `bot.web.identity`; the connection limits
-(header deadline, idle timeout, connections per address): `bot.web.connections`.
+Who a client is, and the per-address limits: `bot.web.identity`; its address behind a
+reverse proxy: `bot.web.proxies`; the connection limits (header deadline, idle timeout,
+connections per address): `bot.web.connections`; the access log: `bot.web.access`; the
+operator's routes (/metrics, /livez, /readyz, under the same rules): `bot.ops.routes`.
 """
 
 from __future__ import annotations
@@ -14,17 +16,18 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import re
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
-from aiohttp.abc import AbstractAccessLogger
 
+from bot.ops.routes import OPS_PATHS, add_ops_routes
+from bot.web.access import AccessLogger, logged_path
 from bot.web.api import add_api_routes
 from bot.web.bodies import ClientGone
 from bot.web.connections import (
+    REFUSAL_RETRY_S,
     ConnectionGuard,
     GuardedSite,
     JsonErrorHandler,
@@ -35,11 +38,9 @@ from bot.web.identity import (
     KEY_NAME,
     AddressLimits,
     Identities,
-    address_key,
     same_secret,
 )
 from bot.web.jobs import (
-    AUDIO_TYPES,
     JobRegistry,
     WebError,
     error_body,
@@ -47,20 +48,29 @@ from bot.web.jobs import (
     json_response,
     retry_after,
 )
-from bot.web.share import SHARE_ASSETS, is_share_path
+from bot.web.proxies import TrustedProxies
+from bot.web.share import is_share_path
 from bot.web.state import (
     ADDRESS_LIMITS,
     CLIENT,
+    CLIENT_INFO,
     DROPPED,
     GUARD,
     IDENTITIES,
     JOBS,
     PLATFORM,
+    PROXIES,
     SERVICES,
     STOPPING,
     USER_ID,
 )
-from bot.web.texts import STATIC_DIR, render_page, request_language, web_message
+from bot.web.texts import (
+    STATIC_DIR,
+    STATIC_FILES,
+    render_page,
+    request_language,
+    web_message,
+)
 from core.errors import (
     DatabaseDamaged,
     ImageRejected,
@@ -76,8 +86,6 @@ from core.user_text import WORDS_MAX_CHARS
 
 logger = logging.getLogger(__name__)
 
-STATIC_FILES = {"app.js": "text/javascript", "wave.js": "text/javascript",
-                "style.css": "text/css", "favicon.svg": "image/svg+xml"}
 UID_COOKIE = "sonify_uid"
 TOKEN_COOKIE = "sonify_token"
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
@@ -99,7 +107,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _is_json_path(path: str) -> bool:
-    return path.startswith(("/api/", "/audio/")) or path in ("/api", "/audio")
+    return path.startswith(("/api/", "/audio/")) or path in ("/api", "/audio", *OPS_PATHS)
 
 
 def _token_cookie_value(token: str) -> str:
@@ -126,6 +134,25 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return await _answer(request, handler)
     finally:
         guard.request_finished(request.transport)
+
+
+@web.middleware
+async def client_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Who the client is: the peer, or behind a trusted proxy the client it names. Its
+    requests through proxies count against `max_connections_per_address` while open (the
+    proxy's connections carry many clients, so the connection cap cannot tell them apart)."""
+    client = request.app[PROXIES].resolve(request.remote, request.headers, request.secure)
+    request[CLIENT_INFO] = client
+    request[CLIENT] = client.key
+    if not client.proxied:
+        return await handler(request)
+    guard = request.app[GUARD]
+    if not guard.enter(client.key):
+        raise WebError(429, "too_many_connections", {"Retry-After": str(REFUSAL_RETRY_S)})
+    try:
+        return await handler(request)
+    finally:
+        guard.leave(client.key)
 
 
 async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -162,7 +189,7 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
         # The request log is away (said once in the log when it goes): nothing was taken,
         # and the client is asked to come back in a moment — a 503, never a 500.
         if isinstance(exc, DatabaseDamaged):
-            logger.error("web request %s %s: %s", request.method, _logged_path(request), exc)
+            logger.error("web request %s %s: %s", request.method, logged_path(request), exc)
         later = try_again_soon()
         if json_path:
             return error_response(later, lang)
@@ -172,7 +199,7 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
         raise
     except Exception:
         # The route, not the path: a shared page's path holds its link's secret token.
-        logger.exception("web request %s %s failed", request.method, _logged_path(request))
+        logger.exception("web request %s %s failed", request.method, logged_path(request))
         if json_path:
             return json_response(error_body("failed", lang), status=500)
         return web.Response(status=500, text=web_message("failed", lang))
@@ -186,7 +213,8 @@ def guard_middleware(config_host: str, token: str) -> Callable[..., Awaitable[we
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         host = (request.url.host or "").lower()
-        if loopback_only and not _is_loopback(host):
+        # Through a trusted proxy the Host is the public name the proxy serves.
+        if loopback_only and not _is_loopback(host) and not request[CLIENT_INFO].proxied:
             raise WebError(403, "bad_host")
         if request.method not in ("GET", "HEAD", "OPTIONS") and _cross_origin(request):
             raise WebError(403, "cross_origin")
@@ -200,13 +228,12 @@ def guard_middleware(config_host: str, token: str) -> Callable[..., Awaitable[we
                 set_cookie = True
             elif not _authorized(request, token, cookie_value):
                 raise WebError(401, "unauthorized", UNAUTHORIZED)
-        request[CLIENT] = address_key(request.remote)
         request[USER_ID] = _user_id(request)
         if set_cookie:
             # Drop the token from the address bar; the cookie carries the access from now on.
             response = web.HTTPSeeOther("/")
             response.set_cookie(TOKEN_COOKIE, cookie_value, httponly=True, samesite="Strict",
-                                secure=request.secure, path="/")
+                                secure=request[CLIENT_INFO].secure, path="/")
             raise response
         return await handler(request)
 
@@ -262,7 +289,8 @@ async def index(request: web.Request) -> web.StreamResponse:
         cookie = request.app[IDENTITIES].issue(request[CLIENT])
         if cookie is not None:  # else it is known by its address, like an API client
             response.set_cookie(UID_COOKIE, cookie, httponly=True, samesite="Strict",
-                                secure=request.secure, path="/", max_age=365 * 24 * 3600)
+                                secure=request[CLIENT_INFO].secure, path="/",
+                                max_age=365 * 24 * 3600)
     return response
 
 
@@ -283,7 +311,8 @@ def create_app(services: Services) -> web.Application:
     settings = services.config.web
     token = settings.token
     app = web.Application(
-        middlewares=[errors_middleware, guard_middleware(settings.host, token)],
+        middlewares=[errors_middleware, client_middleware,
+                     guard_middleware(settings.host, token)],
         client_max_size=settings.max_upload_bytes + 64 * 1024,  # multipart framing on top
     )
     app[SERVICES] = services
@@ -292,11 +321,15 @@ def create_app(services: Services) -> web.Application:
     app[ADDRESS_LIMITS] = AddressLimits(settings.per_address_concurrent,
                                         settings.per_address_per_hour)
     # Used by `WebAdapter`'s site; behind a test server it sees no connections and does nothing.
+    app[PROXIES] = proxies = TrustedProxies(settings.trusted_proxies, settings.proxy_header)
     app[GUARD] = ConnectionGuard(header_timeout_s=settings.header_timeout_s,
-                                 max_per_address=settings.max_connections_per_address)
+                                 max_per_address=settings.max_connections_per_address,
+                                 trusted=proxies.trusts)
     app.router.add_get("/", index)
     app.router.add_get("/static/{name}", static_file)
     add_api_routes(app)
+    # /metrics here (behind the token) unless `[metrics] listen` serves it on its own.
+    add_ops_routes(app, services.ops, with_metrics=not services.config.metrics.listen)
     app.on_response_prepare.append(_security_headers)
     app.on_startup.append(_load_identities)
     app.on_shutdown.append(_on_shutdown)
@@ -307,48 +340,6 @@ async def _load_identities(app: web.Application) -> None:
     services = app[SERVICES]
     key = await services.keys.service_key(KEY_NAME, KEY_BYTES)
     app[IDENTITIES] = Identities(key, services.config.web.new_browsers_per_hour)
-
-
-_JOB_ID = re.compile(r"[A-Za-z0-9_-]{12}")  # the shape of `new_request_id`
-# Path parameters that may be logged as they are: each one is a known shape or name.
-_LOGGED_PARTS: dict[str, Callable[[str], bool]] = {
-    "id": lambda value: _JOB_ID.fullmatch(value) is not None,
-    "fmt": lambda value: value in AUDIO_TYPES,
-    "name": lambda value: value in STATIC_FILES,
-    "asset": lambda value: value in SHARE_ASSETS,
-}
-
-
-def _logged_path(request: web.BaseRequest) -> str:
-    """The route a request took, with only the parameters known to be harmless.
-
-    Never the raw path or query: a client can put anything there (a `?token=`, a mistyped
-    secret), and the log must not hold it in any spelling. Unrouted requests show as "-".
-    """
-    match_info = getattr(request, "match_info", None)
-    resource = getattr(getattr(match_info, "route", None), "resource", None)
-    if match_info is None or resource is None:
-        return "-"
-    path: str = resource.canonical
-    for name, value in match_info.items():
-        check = _LOGGED_PARTS.get(name)
-        if check is not None and check(value):
-            path = path.replace("{" + name + "}", value, 1)
-    return path
-
-
-class _AccessLogger(AbstractAccessLogger):
-    """One line per request: method, route, status and time; never the raw request line."""
-
-    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        if request.method == "UNKNOWN":  # aiohttp's stand-in for a request it could not parse
-            self.logger.info("web (malformed request) %s %.3fs", response.status, time)
-        elif request.get(DROPPED):
-            self.logger.info("web %s %s: the client went away before its request was read "
-                             "(%.3fs)", request.method, _logged_path(request), time)
-        else:
-            self.logger.info("web %s %s %s %.3fs", request.method, _logged_path(request),
-                             response.status, time)
 
 
 class WebAdapter:
@@ -369,7 +360,7 @@ class WebAdapter:
         # What each connection's protocol is made with (the runner's server makes none: the
         # site below builds them, behind the connection guard).
         handler_args: dict[str, Any] = {
-            "access_log_class": _AccessLogger,
+            "access_log_class": AccessLogger,
             "access_log": logging.getLogger("sonify.web.access"),
             "logger": quiet_server_log(),
             "keepalive_timeout": settings.keepalive_timeout_s,
@@ -397,6 +388,10 @@ class WebAdapter:
                         "machine can use it (set [web] token or SONIFY_WEB_TOKEN)", settings.host)
         # Printed, not logged: on a terminal the log (stderr) would show it a second time.
         print(f"Sonify web page: {self.url}{note}", file=sys.stdout, flush=True)
+
+    async def ready(self) -> str | None:
+        """For /readyz: None while the page is served."""
+        return None if self._runner is not None and self.url else "not serving"
 
     async def _recovered(self, handle: JobHandle) -> None:
         # The page polls by id; a job re-run after a restart stays reachable under its id.

@@ -13,6 +13,7 @@ from aiohttp import web
 from bot.web.connections import ConnectionGuard
 from bot.web.identity import AddressLimits, Identities
 from bot.web.jobs import JobRegistry, WebError, WebJob
+from bot.web.proxies import Client, TrustedProxies
 from core.records import Platform, RequestRecord
 from core.services import Services
 
@@ -23,8 +24,10 @@ STOPPING = web.AppKey("stopping", asyncio.Event)
 IDENTITIES = web.AppKey("identities", Identities)
 ADDRESS_LIMITS = web.AppKey("address_limits", AddressLimits)
 GUARD = web.AppKey("connection_guard", ConnectionGuard)
+PROXIES = web.AppKey("trusted_proxies", TrustedProxies)
 USER_ID = web.RequestKey("user_id", str)  # set by the guard middleware
-CLIENT = web.RequestKey("client", str)  # the client's address key (`address_key`), ditto
+CLIENT_INFO = web.RequestKey("client_info", Client)  # who asks (set by `client_middleware`)
+CLIENT = web.RequestKey("client", str)  # its address key (`address_key`), ditto
 DROPPED = web.RequestKey("dropped", bool)  # the client went away mid-request (`ClientGone`)
 
 

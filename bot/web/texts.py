@@ -20,6 +20,9 @@ from core.errors import UserFacingError
 from core.i18n import CATALOGUE, DEFAULT_LANGUAGE, describe_error, pick_language, t
 
 STATIC_DIR = Path(__file__).with_name("static")
+# Our own assets, by name (a fixed list, so no path tricks), with their content types.
+STATIC_FILES = {"app.js": "text/javascript", "wave.js": "text/javascript",
+                "style.css": "text/css", "favicon.svg": "image/svg+xml"}
 # Besides every "web.*" text, the page's script shows these shared ones.
 SCRIPT_KEYS = ("queued", "started", "progress", "error.too_large", "error.failed")
 # The bots' own words for the buttons they share with the page (filled into index.html).

@@ -13,13 +13,18 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any, TypeVar
 
 from arq.connections import ArqRedis, RedisSettings, create_pool
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.connection import SSLConnection, parse_url
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.errors import ConfigError, QueueUnavailable
 
@@ -34,6 +39,10 @@ EVENTS_KEPT = 10_000  # stream entries kept (approximately): minutes of events, 
 _ROUND_SPAN_MS = 1 << 20
 ONE_DAY_S = 86_400
 CONNECT_TRIES = 3
+T = TypeVar("T")
+# What counts as "Redis failed" for the metrics: it could not be reached or did not answer
+# (not a refused command, nor arq's optimistic-lock conflicts).
+_FAILURES = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
 
 
 def redis_settings(url: str) -> RedisSettings:
@@ -54,11 +63,42 @@ def redis_settings(url: str) -> RedisSettings:
         ssl=parts.get("connection_class") is SSLConnection)
 
 
+class _Tally:
+    count = 0
+
+
+class CountingRetry(Retry):
+    """redis-py's retry policy without retries (its default), counting each failure of a
+    command or a connection attempt: every call on every connection of a pool passes here."""
+
+    def __init__(self, tally: _Tally | None = None) -> None:
+        super().__init__(NoBackoff(), 0)
+        self.tally = tally or _Tally()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> CountingRetry:
+        return CountingRetry(self.tally)  # each connection copies it: they share one tally
+
+    async def call_with_retry(self, do: Callable[[], Awaitable[T]],
+                              fail: Callable[[RedisError], Any]) -> T:
+        try:
+            return await super().call_with_retry(do, fail)
+        except _FAILURES:
+            self.tally.count += 1
+            raise
+
+
+def failures(pool: ArqRedis | None) -> int:
+    """How many commands and connection attempts of `pool` failed (Redis away, no answer)."""
+    retry = pool.connection_pool.connection_kwargs.get("retry") if pool is not None else None
+    return retry.tally.count if isinstance(retry, CountingRetry) else 0
+
+
 async def connect(url: str) -> ArqRedis:
     """A connection pool to the queue's Redis; QueueUnavailable (one line, no password)
-    when it cannot be reached after a few tries."""
+    when it cannot be reached after a few tries. Its failures are counted (`failures`)."""
     settings = redis_settings(url)
     settings.conn_retries, settings.conn_retry_delay = CONNECT_TRIES, 1
+    settings.retry = CountingRetry()
     try:
         return await create_pool(settings, default_queue_name=QUEUE_NAME)
     except (RedisError, OSError) as exc:

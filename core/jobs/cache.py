@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +90,11 @@ class ClipCache:
         self.keep_recent_s = keep_recent_s
         self.shared = shared
         self._clock = clock
+        # For the metrics (read when scraped): lookups by result, clips evicted, and the
+        # cache's size as last counted.
+        self.lookups: Counter[str] = Counter()
+        self.evictions = 0
+        self.size_bytes: int | None = None
 
     @property
     def index(self) -> ClipIndex:
@@ -114,13 +120,16 @@ class ClipCache:
             return None
         row = await self.index.lookup(key)
         if row is None:
+            self.lookups["miss"] += 1
             return None
         files = await self.local_files(row["files"])
         if files is None:
             logger.warning("cached clip %s lost its files; dropping it", row["clip_id"])
             await self.index.delete([row["clip_id"]])
+            self.lookups["miss"] += 1
             return None
         await self.index.touch(row["clip_id"], self._clock())
+        self.lookups["hit"] += 1
         return CachedClip(row["clip_id"], row["caption"], row["prompt"], row["seed"],
                           row["duration_s"], files)
 
@@ -199,6 +208,8 @@ class ClipCache:
                 gone.append(row["clip_id"])
             await self.index.delete(gone)
             removed += len(gone)
+        self.evictions += removed
+        self.size_bytes = total
         return removed
 
     async def total_bytes(self) -> int:

@@ -17,6 +17,7 @@ import logging
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -93,6 +94,7 @@ class ModelRunner:
         self._cancel_all = threading.Event()
         self.model_busy_s = 0.0  # wall time spent inside Pipeline.run (for overhead figures)
         self.calls = 0
+        self.batch_sizes: Counter[int] = Counter()  # batches handed in, by size (metrics)
 
     @property
     def loaded(self) -> bool:
@@ -100,6 +102,7 @@ class ModelRunner:
 
     async def run(self, items: Sequence[WorkItem], options: GenerationOptions) -> list[Outcome]:
         """One outcome per item, in order."""
+        self.batch_sizes[len(items)] += 1
         return await self._run(list(items), options)
 
     async def preload(self) -> None:

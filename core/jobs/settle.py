@@ -146,7 +146,7 @@ class Settler:
         timings = timings_of(changes)
         log_request_outcome(ticket.handle.id, ticket.handle.request, RequestStatus.DONE,
                             text=result.caption, total_s=timings["total_s"],
-                            batch_size=clip.batch_size, cache_hit=not leader)
+                            batch_size=clip.batch_size, cache_hit=not leader, timings=timings)
         ticket.handle.emit(Done(JobResult(
             request_id=ticket.handle.id, caption=result.caption, prompt=result.prompt,
             seed=job.seed, duration_s=clip.duration_s, files=dict(clip.files),

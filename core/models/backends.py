@@ -3,20 +3,27 @@
 Each backend turns a batch of prompts (each repeated once per take, one seeded generator per
 take) into float32 clips shaped (takes, channels, samples) in ONE pipeline call, in such a way
 that a take does not depend on its neighbours in the batch.
+
+A backend is this class plus its entry in `core/sound_backends.py` (README: "Adding a sound
+backend"); defining a class that names an entry registers it in `BACKENDS`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 import diffusers
 import numpy as np
 import torch
 
+from core.models import context_cache
 from core.models.clap import ClapScorer
-from core.models.hub import PIPELINE_CLASSES
+from core.models.tiny.audioldm import build_tiny_audioldm, build_tiny_audioldm2
+from core.models.tiny.stable_audio3 import build_tiny_stable_audio3
 from core.options import GenerationOptions
+from core.sound_backends import SOUND_BACKENDS, SoundBackend
 
 SCHEDULERS = {"ddim": "DDIMScheduler", "dpm": "DPMSolverMultistepScheduler"}
 # Stable Audio 3 reads at most this many text tokens, whatever its tokenizer says.
@@ -24,12 +31,34 @@ STABLE_AUDIO3_TEXT_TOKENS = 256
 
 StepFn = Callable[[int], None]  # called with the 0-based index of each finished step
 
+# The class of every backend, by its `[models] sound_backend` name (filled as classes are defined).
+BACKENDS: dict[str, type[Backend]] = {}
+
 
 class Backend:
-    """A diffusers pipeline of one family, rendered in batches."""
+    """A diffusers pipeline of one family, rendered in batches.
 
-    name = ""  # the `[models] sound_backend` value; hub.PIPELINE_CLASSES names its class
-    has_own_clap = False  # a CLAP audio tower in the pipeline, to rank takes with
+    A concrete backend sets `entry` (its `SOUND_BACKENDS` entry: name, pipeline class, default
+    model, defaults) and `build_tiny`; it then renders any pipeline of that class.
+    """
+
+    entry: ClassVar[SoundBackend]
+    has_own_clap: ClassVar[bool] = False  # a CLAP audio tower in the pipeline, to rank takes
+
+    @staticmethod
+    def build_tiny(root: Path) -> Path:
+        """Build (once) a tiny random-weight pipeline of this class under `root`; its folder.
+
+        For tests and `preset = "tiny"`: the real loading code runs on it, offline.
+        """
+        raise NotImplementedError
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "entry" in cls.__dict__:
+            if cls.entry.name in BACKENDS:
+                raise TypeError(f"two backend classes for {cls.entry.name!r}")
+            BACKENDS[cls.entry.name] = cls
 
     def __init__(self, pipe: Any, device: torch.device, dtype: torch.dtype) -> None:
         self.pipe, self.device, self.dtype = pipe, device, dtype
@@ -97,11 +126,13 @@ class _AudioLDMFamily(Backend):
 
 
 class AudioLDM(_AudioLDMFamily):
-    name = "audioldm"
+    entry = SOUND_BACKENDS["audioldm"]
+    build_tiny = staticmethod(build_tiny_audioldm)
 
 
 class AudioLDM2(_AudioLDMFamily):
-    name = "audioldm2"
+    entry = SOUND_BACKENDS["audioldm2"]
+    build_tiny = staticmethod(build_tiny_audioldm2)
     has_own_clap = True
 
     def own_scorer(self) -> ClapScorer | None:
@@ -155,7 +186,13 @@ class StableAudio3(Backend):
     have it baked in, the base checkpoints need it.
     """
 
-    name = "stable-audio-3"
+    entry = SOUND_BACKENDS["stable-audio-3"]
+    build_tiny = staticmethod(build_tiny_stable_audio3)
+
+    def __init__(self, pipe: Any, device: torch.device, dtype: torch.dtype) -> None:
+        super().__init__(pipe, device, dtype)
+        # The text context's keys/values, projected once per call rather than once per step.
+        self._context_caches = context_cache.install(pipe.transformer)
 
     @property
     def sample_rate(self) -> int:
@@ -179,20 +216,22 @@ class StableAudio3(Backend):
             on_step(step)
             return {}
 
-        out = self.pipe(prompt=batch, duration=float(options.seconds),
-                        num_inference_steps=int(options.steps),
-                        guidance_scale=float(options.guidance_scale),
-                        negative_prompt=[negative] * len(batch) if negative else None,
-                        generator=generators, callback_on_step_end=step_end, output_type="np")
+        try:
+            out = self.pipe(prompt=batch, duration=float(options.seconds),
+                            num_inference_steps=int(options.steps),
+                            guidance_scale=float(options.guidance_scale),
+                            negative_prompt=[negative] * len(batch) if negative else None,
+                            generator=generators, callback_on_step_end=step_end,
+                            output_type="np")
+        finally:
+            for cache in self._context_caches:
+                cache.forget()
         return np.asarray(out.audios, dtype=np.float32)
-
-
-BACKENDS: dict[str, type[Backend]] = {b.name: b for b in (AudioLDM, AudioLDM2, StableAudio3)}
 
 
 def backend_for(pipe: Any, device: torch.device, dtype: torch.dtype) -> Backend:
     """The backend that renders `pipe`, chosen by its class."""
-    by_class = {PIPELINE_CLASSES[key]: backend for key, backend in BACKENDS.items()}
+    by_class = {backend.entry.pipeline_class: backend for backend in BACKENDS.values()}
     name = type(pipe).__name__
     if name not in by_class:
         raise ValueError(f"unsupported sound pipeline {name}; use one of {', '.join(by_class)}")

@@ -30,10 +30,6 @@ class BeamSearchState:
         self.finished: list[list[Hypothesis]] = [[] for _ in range(images)]
         self.done = [False] * images
 
-    def live_images(self) -> list[int]:
-        """Indexes of the images whose search goes on."""
-        return [i for i in range(self.image_count) if not self.done[i]]
-
     def _normalised(self, score: float, length: int) -> float:
         return score / math.pow(length, self.length_penalty)
 
@@ -45,8 +41,12 @@ class BeamSearchState:
         del finished[self.beams:]
 
     def advance(self, images: list[int], rows: torch.Tensor, logp: torch.Tensor,
-                step: int) -> None:
-        """Extend the beams of `images` (whose rows are `rows`) by one token."""
+                step: int) -> list[int]:
+        """Extend the beams of `images` (whose rows are `rows`) by one token.
+
+        Returns, for each row of `rows` after the step, the position in `rows` of the row it
+        grew from: a decoder's cached state follows its beams by it.
+        """
         k, vocab = self.beams, logp.shape[-1]
         cand = (self.scores[images].to(logp.device).reshape(-1, 1) + logp).view(len(images), -1)
         top = cand.topk(min(2 * k, cand.shape[1]), dim=1)
@@ -86,6 +86,7 @@ class BeamSearchState:
         seqs = torch.cat([self.seqs, torch.full_like(self.seqs[:, :1], self.end_id)], dim=1)
         seqs[rows] = grown
         self.seqs = seqs
+        return src
 
     def finish(self) -> list[list[int]]:
         """Best hypothesis per image; beams still running at the length limit count too."""

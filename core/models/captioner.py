@@ -2,7 +2,8 @@
 
 open_clip 3.3.0's `CoCa.generate()` needs `BeamSearchScorer`, which current transformers
 no longer has, so decoding runs here over the CoCa modules: the image is encoded once and
-each step asks the text decoder for the next-token logits of every live row.
+each step feeds one token per live row to the cached decoder (caption_decoder.py), which
+returns the next-token logits of every row.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from PIL import Image
 from core.config import GenerationConfig, ModelsConfig
 from core.errors import ConfigError, ModelMissingError
 from core.models.beam_search import BeamSearchState
+from core.models.caption_decoder import CachedCoCaDecoder, DecodeState, StepDecoder
 from core.models.quiet import download_problem, first_line, held_logs
 
 logger = logging.getLogger(__name__)
@@ -57,15 +59,26 @@ def clean_caption(text: str) -> str:
 
 
 class Captioner:
-    """Caption PIL images with a CoCa model; batched greedy or beam-search decoding."""
+    """Caption PIL images with a CoCa model; batched greedy or beam-search decoding.
+
+    Precision: fp32 as it is; half precision on CUDA as autocast over fp32 weights; half
+    precision elsewhere (bf16 on a CPU) with the weights held in that dtype, since CPU
+    autocast casts every weight on every call. `autocast` overrides that choice.
+    """
 
     def __init__(self, model: CoCa, preprocess: Any, tokenizer: Any, *,
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
                  beams: int = 6, max_tokens: int = 30, min_tokens: int = 4,
-                 length_penalty: float = 1.0) -> None:
+                 length_penalty: float = 1.0, decoder: StepDecoder | None = None,
+                 autocast: bool | None = None) -> None:
         self.device = torch.device(device)
         self.dtype = dtype
-        self.model = model.to(self.device).eval()
+        half = dtype in (torch.float16, torch.bfloat16)
+        self.autocast = half and (self.device.type == "cuda" if autocast is None else autocast)
+        # The weights' dtype: a Captioner sharing an already cast model casts nothing.
+        self.weights_dtype = dtype if half and not self.autocast else torch.float32
+        self.model = model.to(self.device, self.weights_dtype).eval()
+        self.decoder = decoder if decoder is not None else CachedCoCaDecoder(self.model)
         self.preprocess = preprocess
         self.tokenizer = tokenizer
         self.beams = _positive_int("beams", beams)
@@ -86,6 +99,13 @@ class Captioner:
         return cls(model, preprocess, tokenizer, device=device, dtype=dtype,
                    beams=generation.caption_beams, max_tokens=generation.caption_max_tokens)
 
+    def with_settings(self, *, beams: int, max_tokens: int) -> Captioner:
+        """Another Captioner over the same loaded model and decoder, decoding differently."""
+        return Captioner(self.model, self.preprocess, self.tokenizer, device=self.device,
+                         dtype=self.dtype, beams=beams, max_tokens=max_tokens,
+                         min_tokens=self.min_tokens, length_penalty=self.length_penalty,
+                         decoder=self.decoder, autocast=self.autocast)
+
     # -- public API -------------------------------------------------------------------
 
     def caption(self, images: Sequence[Image.Image], *, beams: int | None = None,
@@ -102,7 +122,7 @@ class Captioner:
         return [self.to_text(row) for row in ids]
 
     def pixels(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """Preprocess images into one float32 batch on the model's device (autocast casts it)."""
+        """Preprocess images into one float32 batch on the model's device."""
         batch = torch.stack([self.preprocess(img.convert("RGB")) for img in images])
         return batch.to(self.device, torch.float32)
 
@@ -114,45 +134,52 @@ class Captioner:
                       max_tokens: int | None = None) -> list[list[int]]:
         """Greedy decoding of a batch; returns each image's token ids without start/end tokens."""
         steps = self._step_limit(max_tokens)
-        pixels = pixels.to(self.device)
         n = pixels.shape[0]
+        out: list[list[int]] = [[] for _ in range(n)]
         with self._inference():
-            latent, embs = self.model._encode_image(pixels)
-            seqs = torch.full((n, 1), self.sot_id, dtype=torch.long, device=self.device)
-            finished = torch.zeros(n, dtype=torch.bool, device=self.device)
+            state = self._start(pixels, 1, steps)
+            live = list(range(n))  # the images still decoding, in their rows' order
+            tokens = torch.full((n,), self.sot_id, dtype=torch.long, device=self.device)
             for step in range(steps):
-                live = (~finished).nonzero().squeeze(1)
-                if live.numel() == 0:
+                nxt = self._logprobs(state, tokens, step).argmax(dim=-1)
+                picked: list[int] = nxt.tolist()
+                going = [a for a, tok in enumerate(picked) if tok != self.eot_id]
+                for a in going:
+                    out[live[a]].append(picked[a])
+                if not going:
                     break
-                logp = self._next_logprobs(pixels[live], seqs[live], latent[live], embs[live], step)
-                nxt = torch.full((n,), self.eot_id, dtype=torch.long, device=self.device)
-                nxt[live] = logp.argmax(dim=-1)
-                seqs = torch.cat([seqs, nxt[:, None]], dim=1)
-                finished |= nxt == self.eot_id
-        return [self._without_special_tokens(row) for row in seqs.tolist()]
+                if len(going) < len(live):
+                    keep = torch.tensor(going, dtype=torch.long, device=self.device)
+                    state.select(keep, keep)
+                    nxt = nxt[keep]
+                live = [live[a] for a in going]
+                tokens = nxt
+        return out
 
     def decode_beam(self, pixels: torch.Tensor, *, beams: int | None = None,
                     max_tokens: int | None = None) -> list[list[int]]:
         """Beam search over a batch (batch × beams rows); length-normalised, stops at end token."""
         k = self.beams if beams is None else _positive_int("beams", beams)
         steps = self._step_limit(max_tokens)
-        pixels = pixels.to(self.device)
         n = pixels.shape[0]
         with self._inference():
-            latent, embs = self.model._encode_image(pixels)
-            state = BeamSearchState(n, k, start_id=self.sot_id, end_id=self.eot_id,
-                                    length_penalty=self.length_penalty, device=self.device)
+            state = self._start(pixels, k, steps)
+            search = BeamSearchState(n, k, start_id=self.sot_id, end_id=self.eot_id,
+                                     length_penalty=self.length_penalty, device=self.device)
+            images = list(range(n))  # the images still searching, in their rows' order
             for step in range(steps):
-                images = state.live_images()
-                if not images:
-                    break
                 rows = torch.tensor([i * k + b for i in images for b in range(k)],
                                     dtype=torch.long, device=self.device)
-                src = rows // k
-                logp = self._next_logprobs(pixels[src], state.seqs[rows], latent[src], embs[src],
-                                           step)
-                state.advance(images, rows, logp.double(), step)
-            return state.finish()
+                logp = self._logprobs(state, search.seqs[rows, -1], step)
+                parents = search.advance(images, rows, logp.double(), step)
+                going = [a for a, i in enumerate(images) if not search.done[i]]
+                if not going:
+                    break
+                state.select(torch.tensor([parents[a * k + b] for a in going for b in range(k)],
+                                          dtype=torch.long, device=self.device),
+                             torch.tensor(going, dtype=torch.long, device=self.device))
+                images = [images[a] for a in going]
+            return search.finish()
 
     # -- internals --------------------------------------------------------------------
 
@@ -160,35 +187,26 @@ class Captioner:
         steps = self.max_tokens if max_tokens is None else _positive_int("max_tokens", max_tokens)
         return min(steps, self.context_length)
 
-    def _without_special_tokens(self, row: list[int]) -> list[int]:
-        out: list[int] = []
-        for tok in row[1:]:
-            if tok == self.eot_id:
-                break
-            out.append(tok)
-        return out
+    def _start(self, pixels: torch.Tensor, per_image: int, steps: int) -> DecodeState:
+        """Encode the images once; a decode state for `per_image` rows of each."""
+        latent, embs = self.model._encode_image(pixels.to(self.device, self.weights_dtype))
+        return self.decoder.start(latent, embs, per_image, steps)
+
+    def _logprobs(self, state: DecodeState, tokens: torch.Tensor, step: int) -> torch.Tensor:
+        """Feed one token per row; fp32 log-probabilities of the next one, `step` made so far."""
+        logp = torch.log_softmax(self.decoder.step(state, tokens).float(), dim=-1)
+        logp[:, self.sot_id] = float("-inf")
+        if step < self.min_tokens:
+            logp[:, self.eot_id] = float("-inf")
+        return logp
 
     @contextlib.contextmanager
     def _inference(self) -> Iterator[None]:
         with contextlib.ExitStack() as stack:
             stack.enter_context(torch.inference_mode())
-            # Weights and inputs stay fp32 (open_clip's fp16 CoCa mixes dtypes in the decoder);
-            # autocast runs the matmuls in half precision, which is the speed-up on GPUs.
-            # fp16 comes only with CUDA (resolve_device); CPU autocast is how tests reach this.
-            if self.dtype in (torch.float16, torch.bfloat16):
+            if self.autocast:
                 stack.enter_context(torch.autocast(self.device.type, dtype=self.dtype))
             yield
-
-    def _next_logprobs(self, pixels: torch.Tensor, tokens: torch.Tensor, latent: torch.Tensor,
-                       embs: torch.Tensor, step: int) -> torch.Tensor:
-        """Log-probabilities of the next token for each row; `step` tokens generated so far."""
-        out = self.model(pixels, tokens, image_latent=latent, image_embs=embs,
-                         output_labels=False)
-        logp = torch.log_softmax(out["logits"][:, -1].float(), dim=-1)
-        logp[:, self.sot_id] = float("-inf")
-        if step < self.min_tokens:
-            logp[:, self.eot_id] = float("-inf")
-        return logp
 
 
 def _positive_int(name: str, value: object) -> int:

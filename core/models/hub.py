@@ -19,15 +19,9 @@ from huggingface_hub import utils as hub_utils
 
 from core.errors import ConfigError, ModelMissingError
 from core.models.quiet import download_problem, first_line, held_logs
+from core.sound_backends import SOUND_BACKENDS
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_MODELS = {"audioldm": "cvssp/audioldm-s-full-v2", "audioldm2": "cvssp/audioldm2",
-                  "stable-audio-3": "stabilityai/stable-audio-3-small-sfx"}
-PIPELINE_CLASSES = {"audioldm": "AudioLDMPipeline", "audioldm2": "AudioLDM2Pipeline",
-                    "stable-audio-3": "StableAudio3Pipeline"}
-# Backends whose released weights sit behind a licence click-through on the Hub.
-GATED = frozenset({"stable-audio-3"})
 
 _FIX = ("set [models] sound_model to a local diffusers folder, or run with SONIFY_MODELS=tiny "
         "(random test models: noise only)")
@@ -44,8 +38,9 @@ def hub_is_offline() -> bool:
 
 
 def _fix_for(backend: str, source: str) -> str:
-    if backend in GATED:
-        repo = source if is_hub_id(source) else DEFAULT_MODELS[backend]
+    entry = SOUND_BACKENDS[backend]
+    if entry.gated:
+        repo = source if is_hub_id(source) else entry.default_model
         # Stability publishes these in its own layout: one conversion gives a diffusers folder.
         return (f"accept the licence at https://huggingface.co/{repo} and set HF_TOKEN, convert "
                 "the checkpoint into a diffusers folder (README: Models) and point [models] "
@@ -109,7 +104,7 @@ def load_diffusers_pipeline(backend: str, source: str, *, dtype: torch.dtype,
     Raises `ModelMissingError` (one line, with the fix) when the weights are not available:
     missing, gated, or not a diffusers pipeline.
     """
-    cls = getattr(diffusers, PIPELINE_CLASSES[backend])
+    cls = getattr(diffusers, SOUND_BACKENDS[backend].pipeline_class)
     path = Path(source).expanduser()
     local = not is_hub_id(source)
     if local:

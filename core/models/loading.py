@@ -7,40 +7,20 @@ import threading
 from dataclasses import replace
 from pathlib import Path
 
-import torch
-
 from core.config import Config, GenerationConfig, ModelsConfig
-from core.errors import ConfigError
 from core.models.backends import BACKENDS
 from core.models.captioner import Captioner
 from core.models.clap import DEFAULT_CLAP, ClapScorer, LazyScorer
 from core.models.hub import disable_progress_bars
 from core.models.pipeline import Pipeline
+from core.models.precision import choose_precision
 from core.models.sound import SoundGenerator, auto_candidates
-from core.models.tiny.audioldm import build_tiny_audioldm, build_tiny_audioldm2
 from core.models.tiny.clap import build_tiny_clap
 from core.models.tiny.coca import build_tiny_coca
-from core.models.tiny.stable_audio3 import build_tiny_stable_audio3
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CACHE = Path("~/.cache/sonify")
-TINY_SOUND_BUILDS = {"audioldm": build_tiny_audioldm, "audioldm2": build_tiny_audioldm2,
-                     "stable-audio-3": build_tiny_stable_audio3}
-
-
-def resolve_device(name: str) -> tuple[torch.device, torch.dtype]:
-    """`auto` → CUDA when available; fp16 on CUDA, fp32 on CPU."""
-    if name not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"[models] device: {name!r} is not allowed; use 'auto', 'cpu' or 'cuda'")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError("[models] device: 'cuda' is set but torch sees no CUDA GPU; "
-                              "use 'auto' or 'cpu'")
-        return torch.device("cuda"), torch.float16
-    return torch.device("cpu"), torch.float32
 
 
 def cache_root(models: ModelsConfig) -> Path:
@@ -51,7 +31,7 @@ def cache_root(models: ModelsConfig) -> Path:
 def tiny_models(models: ModelsConfig) -> ModelsConfig:
     """Build (once) the tiny random models and point `models` at their folders."""
     root = cache_root(models) / "tiny"
-    coca, sound = build_tiny_coca(root), TINY_SOUND_BUILDS[models.sound_backend](root)
+    coca, sound = build_tiny_coca(root), BACKENDS[models.sound_backend].build_tiny(root)
     return replace(models, caption_path=str(coca), sound_model=str(sound),
                    clap_model=str(build_tiny_clap(root)))
 
@@ -66,7 +46,11 @@ class ModelLoader:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.device, self.dtype = resolve_device(config.models.device)
+        models = config.models
+        self.precision = choose_precision(models.device, models.dtype,
+                                          test_models=models.preset == "tiny")
+        self.device, self.dtype = self.precision.device, self.precision.dtype
+        logger.info("%s", self.precision.describe())
         # The model thread and a caller may ask at once; loading twice would double the memory.
         self._lock = threading.RLock()
         self._models: ModelsConfig | None = None
@@ -102,9 +86,8 @@ class ModelLoader:
                                                  generation.caption_max_tokens):
             return loaded
         # Decoding settings live on the wrapper: share the loaded model, don't load it again.
-        return Captioner(loaded.model, loaded.preprocess, loaded.tokenizer, device=self.device,
-                         dtype=self.dtype, beams=generation.caption_beams,
-                         max_tokens=generation.caption_max_tokens)
+        return loaded.with_settings(beams=generation.caption_beams,
+                                    max_tokens=generation.caption_max_tokens)
 
     def clap_scorer(self) -> ClapScorer:
         """The CLAP model of `[models] clap_model` (ranks takes, measures fit), loaded once."""

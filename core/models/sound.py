@@ -18,14 +18,14 @@ import torch
 from core.config import ModelsConfig
 from core.models.backends import Backend, backend_for
 from core.models.clap import Scorer
-from core.models.hub import DEFAULT_MODELS, disable_progress_bars, load_diffusers_pipeline
+from core.models.hub import disable_progress_bars, load_diffusers_pipeline
 from core.models.prompt import longest_fitting
 from core.options import GenerationOptions
+from core.sound_backends import SOUND_BACKENDS
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_MODELS", "SoundGenerator", "Take", "auto_candidates", "sound_dtype",
-           "take_seed"]
+__all__ = ["SoundGenerator", "Take", "auto_candidates", "sound_dtype", "take_seed"]
 
 # torch's CPU generator keeps only the low 32 bits of a seed (s and s + 2**32 give the same
 # noise), so take j of a prompt steps through 32-bit seeds by an odd stride: the takes of one
@@ -49,13 +49,13 @@ def auto_candidates(device: torch.device) -> int:
 
 
 def sound_dtype(backend: str, device: torch.device, dtype: torch.dtype) -> torch.dtype:
-    """The dtype a backend runs in: bf16 instead of fp16 for Stable Audio 3 where supported.
+    """The dtype a backend runs in: bf16 instead of fp16 where its entry asks and the GPU can.
 
-    Its T5Gemma text encoder is a Gemma model, trained in bf16; in fp16 its activations can
-    overflow. bf16 keeps fp32's range at fp16's cost on Ampere and later.
+    bf16 keeps fp32's range at fp16's cost on Ampere and later (`bf16_over_fp16`: models whose
+    activations overflow in fp16, such as Stable Audio 3's Gemma text encoder).
     """
-    if backend == "stable-audio-3" and dtype == torch.float16 and device.type == "cuda" \
-            and torch.cuda.is_bf16_supported():
+    if SOUND_BACKENDS[backend].bf16_over_fp16 and dtype == torch.float16 \
+            and device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return dtype
 
@@ -91,7 +91,7 @@ class SoundGenerator:
         disable_progress_bars()
         backend = models.sound_backend
         dtype = sound_dtype(backend, device, dtype)
-        source = models.sound_model or DEFAULT_MODELS[backend]
+        source = models.sound_model or SOUND_BACKENDS[backend].default_model
         pipe = load_diffusers_pipeline(backend, source, dtype=dtype,
                                        cache_dir=models.cache_dir or None)
         logger.info("sound model %s (%s) loaded on %s/%s", source, backend, device,

@@ -23,6 +23,7 @@ import contextvars
 import logging
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
@@ -154,6 +155,7 @@ class Outage:
         # Off until the database has been reached once: a log that cannot be opened at all
         # is one line of its own (`cannot_open`), not an outage.
         self.armed = False
+        self.errors: Counter[str] = Counter()  # "unavailable", "damaged" (for the metrics)
 
     @property
     def down(self) -> bool:
@@ -161,6 +163,7 @@ class Outage:
 
     def noticed(self, exc: BaseException) -> None:
         """An operation failed because the database is away."""
+        self.errors["unavailable"] += 1
         if self.armed and self.since is None:
             self.since = self.clock()
             logger.warning("the request log is unavailable (%s); requests that end meanwhile "
@@ -213,6 +216,7 @@ def watch_database(db: AsyncEngine, outage: Outage, where: str) -> None:
     def on_error(context: ExceptionContext) -> None:
         exc = context.original_exception
         if is_damaged(exc):
+            outage.errors["damaged"] += 1
             raise damaged_error(where, exc)
         if not is_unavailable(exc):
             return

@@ -136,3 +136,32 @@ def test_a_rule_across_keys_is_not_reported_against_a_rejected_value(tmp_path: P
         load_config(path, environ={})
     assert str(err.value).splitlines() == [
         f"{path}: [generation] max_seconds: expected a number, got 'x'"]
+
+
+def test_operating_keys_are_checked_each_wrong_entry_named(tmp_path: Path) -> None:
+    path = write(tmp_path, "[web]\ntrusted_proxies = ['10.0.0.1', 'proxy.lan', '10.0.0.1/8', "
+                           "'fd00::/8', 7]\nproxy_header = 'x-real-ip'\n"
+                           "[metrics]\nlisten = '::1:9100'\n[logging]\nformat = 'xml'\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, environ={})
+    lines = str(err.value).splitlines()
+    assert lines == [
+        f"{path}: [web] trusted_proxies: expected a string, got 7",
+        f"{path}: [web] proxy_header: 'x-real-ip' is not allowed; use one of "
+        "'x-forwarded-for', 'forwarded'",
+        f"{path}: [metrics] listen: '::1:9100': write an IPv6 address in brackets, e.g. "
+        "'[::1]:9100'",
+        f"{path}: [logging] format: 'xml' is not allowed; use one of 'text', 'json'",
+    ]
+    path = write(tmp_path, "[web]\ntrusted_proxies = ['10.0.0.1', 'proxy.lan', '10.0.0.1/8']\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, environ={})
+    assert str(err.value) == (f"{path}: [web] trusted_proxies: 'proxy.lan' is not an IP address "
+                              "or network; '10.0.0.1/8' has host bits set (the network is "
+                              "'10.0.0.0/8')")
+    good = load_config(write(tmp_path, "[web]\ntrusted_proxies = ['127.0.0.1', 'fd00::/8']\n"
+                                       "proxy_header = 'forwarded'\n[metrics]\n"
+                                       "listen = '[::1]:9100'\n[logging]\nformat = 'json'\n"),
+                       environ={})
+    assert good.web.trusted_proxies == ["127.0.0.1", "fd00::/8"]
+    assert (good.metrics.listen, good.logging.format) == ("[::1]:9100", "json")

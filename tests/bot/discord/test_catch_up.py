@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+from pathlib import Path
 from typing import Any
 
 import discord
 import pytest
 
-from tests.bot.discord.conftest import Bot, png_bytes
+from core.storage.request_log import RequestLog
+from tests.bot.discord.conftest import Bot, bot_config, png_bytes
 from tests.bot.discord.fake_discord import ALICE, BOB, CAROL, WATCHED, FakeDiscord, Upload
 
 
@@ -90,20 +92,30 @@ async def test_catch_up_is_bounded_by_count(fake: FakeDiscord, make_bot: Any) ->
     assert answers(fake, away[2]) == []  # past the per-channel bound (the oldest come first)
 
 
-async def test_messages_older_than_the_window_are_not_read_back(fake: FakeDiscord,
-                                                                make_bot: Any) -> None:
+async def test_messages_older_than_the_window_are_not_read_back(
+        fake: FakeDiscord, make_bot: Any, tmp_path: Path) -> None:
+    """A bot away for 3 h with a 1 h window: its cursor is 3 h old, so everything since is
+    after it; only the last hour is read back. (The window alone decides here: without it
+    the 2 h old picture would be answered too.)"""
+    now = discord.utils.utcnow()
+    request_log = await RequestLog.open(bot_config(fake, tmp_path).database_url)
+    try:  # the cursor the bot left when it went away 3 h ago
+        await request_log.cursors.advance("discord", str(WATCHED), str(
+            discord.utils.time_snowflake(now - datetime.timedelta(hours=3))))
+    finally:
+        await request_log.close()
+    old = await fake.send_message(WATCHED, ALICE, "", [Upload("old.png", png_bytes(91))],
+                                  bot_online=False, created=now - datetime.timedelta(hours=2))
+    recent = await fake.send_message(WATCHED, BOB, "", [Upload("new.png", png_bytes(92))],
+                                     bot_online=False,
+                                     created=now - datetime.timedelta(minutes=30))
     bot: Bot = await make_bot(discord={"catch_up_hours": 1.0})
     assert bot.adapter is not None and bot.services is not None
-    await asyncio.wait_for(bot.adapter.caught_up.wait(), 20)
-    await bot.stop()
-    two_hours_ago = discord.utils.utcnow() - datetime.timedelta(hours=2)
-    old = await fake.send_message(WATCHED, ALICE, "", [Upload("old.png", png_bytes(91))],
-                                  bot_online=False, created=two_hours_ago)
-    new = await fake.send_message(WATCHED, BOB, "", [Upload("new.png", png_bytes(92))],
-                                  bot_online=False)
-    await bot.start()
-    await fake.until(lambda: answers(fake, new), timeout=30)
+    await fake.until(lambda: answers(fake, recent), timeout=30)
+    await asyncio.wait_for(bot.adapter.caught_up.wait(), 20)  # the read-back is over
     assert answers(fake, old) == []
+    rows = await bot.services.request_log.rows_since(0, ["status"])
+    assert [r.status for r in rows] == ["done"]  # the old one was never taken up
 
 
 async def test_the_cursor_never_passes_a_message_still_being_recorded(

@@ -181,3 +181,14 @@ async def test_a_received_request_with_nowhere_to_answer_is_ended_and_frees_its_
     message = await fake.send_message(WATCHED, ALICE, "", [Upload("new.png", png_bytes(95))])
     await fake.until(lambda: [m for m in fake.replies_to(message["id"]) if m["attachments"]],
                      timeout=30)
+
+
+async def test_readiness_follows_the_gateway_session(fake: FakeDiscord, make_bot: Any) -> None:
+    bot = await make_bot()
+    adapter = bot.adapter
+    async with asyncio.timeout(15):  # READY is handled on the client's own time
+        while await adapter.ready() is not None:  # noqa: ASYNC110 (no event to wait on)
+            await asyncio.sleep(0.02)
+    assert adapter.client is not None and adapter.client.is_ready()
+    await adapter.stop()
+    assert await adapter.ready() == "not connected"

@@ -4,6 +4,8 @@ PostgreSQL — the same answers as the local engine, with the limits counted in 
 from __future__ import annotations
 
 import asyncio
+import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +128,29 @@ async def test_jobs_come_back_after_redis_lost_its_data(
             assert await worker.sweep_once() == 0  # known to Redis again: not twice
             results = [await asyncio.wait_for(h.result(), 60) for h in handles]
         assert all(r.files["ogg"].exists() for r in results)
+
+
+async def test_the_workers_own_sweep_puts_back_what_redis_lost(
+        tmp_path: Path, postgres_url: str, redis_server: RedisServer, tiny_pipeline: Any,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Nothing here calls `sweep_once`: the worker's periodic sweep must come round by itself
+    and hand the rows Redis forgot back to the queue."""
+    adapter_cfg, worker_cfg = configs(tmp_path, postgres_url, redis_server)
+    # Below the configurable 5 s, so the loop (every redeliver_after_s / 2) comes round soon.
+    worker_cfg = replace(worker_cfg, jobs=replace(worker_cfg.jobs, redeliver_after_s=1.0))
+    caplog.set_level(logging.WARNING, logger="core.distributed.worker")
+    async with adapter_engine(adapter_cfg) as engine:
+        handles = [await engine.submit(text_request(adapter_cfg, f"u{n}", f"gull {n}"))
+                   for n in range(2)]
+        redis_server.restart_empty()  # the queue is gone with Redis; the rows remain
+        async with render_worker(worker_cfg, tiny_pipeline):
+            results = [await asyncio.wait_for(h.result(), 60) for h in handles]
+        assert all(r.files["ogg"].read_bytes()[:4] == b"OggS" for r in results)
+        rows = [await engine.request_log.get(h.id) for h in handles]
+        assert [(r.status, r.worker, r.attempts) for r in rows if r] == [("done", "w1", 1)] * 2
+    put_back = [int(r.getMessage().split()[1]) for r in caplog.records
+                if r.getMessage().endswith("back in the queue that Redis no longer knew")]
+    assert sum(put_back) == 2
 
 
 async def test_a_worker_that_stops_leaves_its_queued_jobs_for_the_next(

@@ -7,16 +7,14 @@ import pytest
 import torch
 
 from core.config import ModelsConfig
+from core.models.backends import BACKENDS
 from core.models.clap import Scorer
 from core.models.sound import SoundGenerator
-from core.models.tiny.audioldm import build_tiny_audioldm, build_tiny_audioldm2
-from core.models.tiny.stable_audio3 import build_tiny_stable_audio3
 from core.options import GenerationOptions
 from tests.conftest import TINY_CACHE
 
 CPU = torch.device("cpu")
-BUILDS = {"audioldm": build_tiny_audioldm, "audioldm2": build_tiny_audioldm2,
-          "stable-audio-3": build_tiny_stable_audio3}
+BUILDS = {name: backend.build_tiny for name, backend in BACKENDS.items()}
 # Fixture name -> backend; every test parametrized over these runs on every backend.
 FIXTURES = {"v1": "audioldm", "v2": "audioldm2", "sa3": "stable-audio-3"}
 ALL = list(FIXTURES)

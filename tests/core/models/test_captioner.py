@@ -16,6 +16,7 @@ from PIL import Image
 
 from core.config import GenerationConfig, ModelsConfig
 from core.errors import ConfigError, ModelMissingError
+from core.models.caption_decoder import DecodeState, StepDecoder
 from core.models.captioner import Captioner, clean_caption
 from core.models.tiny.coca import build_tiny_coca
 from tests.conftest import TINY_CACHE
@@ -138,17 +139,17 @@ def test_max_tokens_and_no_special_tokens(captioner: Captioner,
         captioner.caption(images, beams=0)
 
 
-def test_half_precision_decodes_under_autocast(captioner: Captioner,
-                                                images: list[Image.Image]) -> None:
-    """fp16 is what CUDA gets: weights and pixels stay fp32, autocast runs the matmuls in fp16.
+def test_half_precision_on_cuda_decodes_under_autocast(captioner: Captioner,
+                                                        images: list[Image.Image]) -> None:
+    """CUDA's fp16: weights and pixels stay fp32, autocast runs the decoder in fp16.
 
-    CPU autocast stands in for CUDA's here; the code path is the same.
+    CPU autocast stands in for CUDA's here (`autocast=True`); the code path is the same.
     """
     half = Captioner(captioner.model, captioner.preprocess, captioner.tokenizer,
-                     dtype=torch.float16, beams=3, max_tokens=6)
+                     dtype=torch.float16, beams=3, max_tokens=6, autocast=True)
     seen: list[torch.dtype] = []
-    hook = half.model.text_decoder.register_forward_hook(
-        lambda module, args, out: seen.append(out.dtype))
+    mlp = half.model.text_decoder.cross_attn[-1].mlp  # the decoder's last layer
+    hook = mlp.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
     try:
         pixels = half.pixels(images)
         assert pixels.dtype == torch.float32
@@ -178,28 +179,40 @@ class WordTokenizer:
 
 
 class ScriptedCoCa(torch.nn.Module):
-    """Next-token probabilities depend on the image (its pixel value) and the last token."""
+    """Encodes an image as its pixel value: which table of ScriptedDecoder answers for it."""
 
     context_length = 76
-
-    def __init__(self, tables: list[dict[int, dict[int, float]]]) -> None:
-        super().__init__()
-        logp = torch.full((len(tables), 6, 6), -30.0)
-        for image, table in enumerate(tables):
-            for last, probs in table.items():
-                for tok, p in probs.items():
-                    logp[image, last, tok] = float(np.log(p))
-        self.register_buffer("logp", logp)
 
     def _encode_image(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         which = images[:, 0, 0, 0].round().long()
         return which[:, None].float(), which[:, None, None].float()
 
-    def forward(self, image: torch.Tensor, text: torch.Tensor, image_latent: torch.Tensor,
-                image_embs: torch.Tensor, output_labels: bool = True) -> dict[str, torch.Tensor]:
-        assert not output_labels
-        which = image_latent[:, 0].long()
-        return {"logits": self.logp[which[:, None], text]}
+
+class ScriptedState(DecodeState):
+    def __init__(self, which: torch.Tensor) -> None:
+        self.which = which  # each row's table
+
+    def select(self, rows: torch.Tensor, images: torch.Tensor) -> None:
+        self.which = self.which[rows]
+
+
+class ScriptedDecoder(StepDecoder):
+    """Next-token probabilities depend on the image (its table) and the last token."""
+
+    def __init__(self, tables: list[dict[int, dict[int, float]]]) -> None:
+        self.logp = torch.full((len(tables), 6, 6), -30.0)
+        for image, table in enumerate(tables):
+            for last, probs in table.items():
+                for tok, p in probs.items():
+                    self.logp[image, last, tok] = float(np.log(p))
+
+    def start(self, image_latent: torch.Tensor, image_embs: torch.Tensor, per_image: int,
+              max_len: int) -> ScriptedState:
+        return ScriptedState(image_latent[:, 0].long().repeat_interleave(per_image))
+
+    def step(self, state: DecodeState, tokens: torch.Tensor) -> torch.Tensor:
+        assert isinstance(state, ScriptedState)
+        return self.logp[state.which, tokens]
 
 
 # Greedy takes "a" (0.5) then "dog"; beam search finds "dog" + end (0.36, the better
@@ -219,8 +232,9 @@ def scripted(*tables: dict[int, dict[int, float]], min_tokens: int = 0,
     def preprocess(img: Image.Image) -> torch.Tensor:
         return torch.full((3, 2, 2), float(img.getpixel((0, 0))[0]))
 
-    return Captioner(ScriptedCoCa(list(tables)), preprocess, WordTokenizer(), beams=4,
-                     max_tokens=10, min_tokens=min_tokens, length_penalty=length_penalty)
+    return Captioner(ScriptedCoCa(), preprocess, WordTokenizer(), beams=4, max_tokens=10,
+                     min_tokens=min_tokens, length_penalty=length_penalty,
+                     decoder=ScriptedDecoder(list(tables)))
 
 
 def pixels_for(*which: int) -> torch.Tensor:

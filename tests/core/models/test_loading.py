@@ -13,8 +13,9 @@ import torch
 from huggingface_hub.errors import RepositoryNotFoundError
 
 from core.errors import ConfigError, ModelMissingError
-from core.models.loading import ModelLoader, resolve_device
+from core.models.loading import ModelLoader
 from core.models.pipeline import Pipeline, PipelineInput
+from core.models.precision import resolve_device
 from core.models.quiet import download_problem, first_line
 from core.models.sound import SoundGenerator
 from core.models.tiny.audioldm import build_tiny_audioldm
@@ -26,10 +27,8 @@ OPTIONS = GenerationOptions(seconds=1.0, steps=2, scheduler="ddim")
 
 
 def test_resolve_device_cpu() -> None:
-    assert resolve_device("cpu") == (torch.device("cpu"), torch.float32)
-    device, dtype = resolve_device("auto")
-    expected = torch.float16 if torch.cuda.is_available() else torch.float32
-    assert device.type == ("cuda" if torch.cuda.is_available() else "cpu") and dtype == expected
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     with pytest.raises(ConfigError, match=r"\[models\] device"):
         resolve_device("tpu")
 
@@ -94,7 +93,7 @@ def test_tiny_builds_are_reproducible_and_reused(tmp_path: Path) -> None:
 def test_missing_weights_is_one_line(tmp_path: Path, caption_present: bool,
                                      capfd: pytest.CaptureFixture[str],
                                      caplog: pytest.LogCaptureFixture) -> None:
-    """Whichever model is missing, the error is one line and nothing else is said at INFO+."""
+    """Whichever model is missing, the error is one line; at INFO+ only the precision chosen."""
     models = {"preset": "default", "cache_dir": str(tmp_path / "c")}
     if caption_present:
         models["caption_path"] = str(build_tiny_coca(TINY_CACHE / "tiny"))
@@ -112,7 +111,8 @@ def test_missing_weights_is_one_line(tmp_path: Path, caption_present: bool,
     else:
         assert message.startswith("Caption model") and "coca_ViT-L-14" in message
     assert capfd.readouterr().err == ""
-    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO] == []
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert len(said) == 1 and said[0].startswith("models run in ")
 
 
 def test_load_error_helpers_keep_one_short_line() -> None:

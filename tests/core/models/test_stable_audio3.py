@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -20,8 +21,12 @@ from aiohttp import web
 
 from core.config import ModelsConfig, parse_config
 from core.errors import ModelMissingError
+from core.models.context_cache import ContextKVProcessor
+from core.models.hub import load_diffusers_pipeline
 from core.models.pipeline import Pipeline, PipelineInput
 from core.models.sound import SoundGenerator, sound_dtype
+from core.models.tiny.stable_audio3 import build_tiny_stable_audio3
+from tests.conftest import TINY_CACHE
 from tests.core.models.conftest import CPU, assert_clip, generator, opts
 
 RATE = 44_100
@@ -43,11 +48,67 @@ def test_a_batch_renders_stereo_clips_of_the_asked_length_equal_to_singles(
         assert float(np.abs(batch[0][0] - batch[0][1]).max()) > 1e-3  # two distinct channels
 
 
+def test_lengths_past_the_pipelines_ten_seconds_are_rendered_not_padded(
+        sa3: SoundGenerator) -> None:
+    """15 s is asked of the model itself (diffusers' default is 10 s): the duration it is
+    conditioned on, latents long enough for 15 s, and sound to the end, not 5 s of padding."""
+    seconds = 15.0
+    durations: list[float] = []
+    latent_lengths: list[int] = []
+    hooks = [sa3.pipe.duration_embedder.register_forward_pre_hook(
+                 lambda _m, args: durations.extend(float(d) for d in args[0])),
+             sa3.pipe.transformer.register_forward_pre_hook(
+                 lambda _m, args: latent_lengths.append(int(args[0].shape[-1])))]
+    try:
+        (take,) = sa3.render(["waves on a pebble beach"], [3], opts(seconds=seconds))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert set(durations) == {seconds}
+    ratio = sa3.pipe.vae.downsampling_ratio
+    assert set(latent_lengths) == {math.ceil(seconds * RATE / ratio)}, (latent_lengths, ratio)
+    assert_clip(take.audio, seconds, RATE, channels=2)
+    for second in range(int(seconds)):  # every second of it is sound, the last five too
+        window = take.audio[:, second * RATE:(second + 1) * RATE]
+        assert float(np.abs(window).max()) > 1e-3, f"silent from {second} s"
+
+
 def test_renders_what_a_plain_diffusers_call_renders(sa3: SoundGenerator) -> None:
     ours = sa3.generate(["a dog"], [5], opts(steps=3, guidance_scale=1.0))[0]
     ref = sa3.pipe("a dog", duration=1.0, num_inference_steps=3,
                    generator=torch.Generator().manual_seed(5), output_type="np").audios[0]
     np.testing.assert_allclose(ours, ref[:, :RATE], atol=1e-6, rtol=0)
+
+
+def test_context_projected_once_per_call_renders_what_stock_diffusers_renders(
+        sa3: SoundGenerator) -> None:
+    """The cross-attention keys/values kept between steps are exactly the ones recomputed."""
+    stock = load_diffusers_pipeline("stable-audio-3", str(build_tiny_stable_audio3(
+        TINY_CACHE / "tiny")), dtype=torch.float32)
+    stock.set_progress_bar_config(disable=True)
+    assert not any(isinstance(m.processor, ContextKVProcessor)
+                   for m in stock.transformer.modules() if hasattr(m, "processor"))
+    kept = [m.processor for m in sa3.pipe.transformer.modules()
+            if isinstance(getattr(m, "processor", None), ContextKVProcessor)]
+    assert len(kept) == len(sa3.pipe.transformer.transformer_blocks)
+    # One after the other with the same shapes, so a stale projection would show; under
+    # guidance the batch doubles.
+    for prompts, seeds, guidance in ((["a dog"], [5], 1.0), (["rain"], [5], 1.0),
+                                     (PROMPTS[:2], [6, 7], 3.0), (PROMPTS[2:], [6, 7], 3.0)):
+        ours = sa3.generate(prompts, seeds, opts(steps=3, guidance_scale=guidance))
+        negative = ["low quality"] * len(prompts) if guidance > 1 else None
+        ref = stock(prompts, duration=1.0, num_inference_steps=3, guidance_scale=guidance,
+                    negative_prompt=negative, output_type="np",
+                    generator=[torch.Generator().manual_seed(s) for s in seeds]).audios
+        for got, want in zip(ours, ref, strict=True):
+            np.testing.assert_allclose(got, want[:, :RATE], atol=1e-6, rtol=0)
+        assert all(p._kv is None for p in kept)  # nothing held between calls
+    # Called directly, nobody clears the kept projections: a new context replaces them.
+    for prompt in ("a dog", "rain", "a dog"):
+        ours, ref = (pipe(prompt, duration=1.0, num_inference_steps=2, output_type="np",
+                          generator=torch.Generator().manual_seed(3)).audios
+                     for pipe in (sa3.pipe, stock))
+        np.testing.assert_allclose(ours, ref, atol=1e-6, rtol=0)
 
 
 def test_keeps_its_own_sampler_whatever_the_scheduler_option(sa3: SoundGenerator) -> None:
