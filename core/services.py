@@ -19,6 +19,7 @@ from core.distributed.redis_queue import connect
 from core.distributed.transport import redis_engine
 from core.intake.fetch import ImageFetcher
 from core.jobs.contract import ChannelCursors, JobEngine, ServiceKeys, ShareLinks
+from core.jobs.journal import Journal
 from core.jobs.local import local_engine
 from core.jobs.pruning import Pruner
 from core.models.pipeline import Pipeline
@@ -68,18 +69,20 @@ class Services:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         request_log = await RequestLog.open(config.database_url,
                                            outage_grace_s=config.storage.outage_grace_s)
+        journal = Journal()  # each request's outcome: its log line, and the metrics
         try:
             engine: JobEngine
             if config.jobs.backend == "redis":  # `sonify worker`s render; this process serves
-                engine = redis_engine(config, request_log)
+                engine = redis_engine(config, request_log, journal=journal)
             else:
-                engine = local_engine(config, request_log, pipeline_factory=pipeline_factory)
+                engine = local_engine(config, request_log, pipeline_factory=pipeline_factory,
+                                      journal=journal)
             await engine.start()
         except BaseException:
             await request_log.close()
             raise
         try:
-            ops = await for_run(request_log, engine)
+            ops = await for_run(request_log, engine, journal)
         except BaseException:
             await engine.stop()
             await request_log.close()

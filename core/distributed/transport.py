@@ -30,7 +30,7 @@ from core.jobs.dispatch import stopping_failure
 from core.jobs.engine import Engine
 from core.jobs.events import JobHandle, Progress, Queued, Started
 from core.jobs.fair_queue import fair_round
-from core.jobs.journal import log_record_outcome
+from core.jobs.journal import Journal
 from core.jobs.request import JobRequest, Receipt
 from core.jobs.rows import image_sha, outcome_of, placeholder_request
 from core.jobs.spool import DatabaseSpool, Spool
@@ -51,10 +51,11 @@ class RedisTransport:
     keeps_queue = True
     only_process = False
 
-    def __init__(self, config: Config, request_log: RequestLog, *,
+    def __init__(self, config: Config, request_log: RequestLog, *, journal: Journal,
                  clock: Callable[[], float] = time.time) -> None:
         self.jobs = config.jobs
         self.request_log = request_log
+        self.journal = journal
         self.rows = request_log.row_queue
         self.cache = clip_cache(config, request_log, shared=True, clock=clock)
         self.spool: Spool = DatabaseSpool(request_log.blobs)
@@ -212,7 +213,7 @@ class RedisTransport:
         # handle is let go only now, so that a read failing above leaves it to be settled.
         if self._handles.pop(handle.id, None) is not handle:
             return
-        log_record_outcome(record)
+        self.journal.record_outcome(record)
         handle.emit(outcome_of(record, files))
 
     async def _compare_with_rows(self) -> None:
@@ -248,8 +249,10 @@ class RedisTransport:
             handle.emit(Started(record.batch_size or 1))
 
 
-def redis_engine(config: Config, request_log: RequestLog, *,
+def redis_engine(config: Config, request_log: RequestLog, *, journal: Journal | None = None,
                  clock: Callable[[], float] = time.time) -> Engine:
-    """The job engine of a `sonify run` process of the redis backend."""
-    return Engine(config, request_log, RedisTransport(config, request_log, clock=clock),
-                  clock=clock)
+    """The job engine of a `sonify run` process of the redis backend; `journal`: where its
+    outcomes are told (a new one by default)."""
+    journal = journal or Journal()
+    transport = RedisTransport(config, request_log, journal=journal, clock=clock)
+    return Engine(config, request_log, transport, journal=journal, clock=clock)

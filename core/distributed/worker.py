@@ -60,7 +60,7 @@ from core.errors import (
 from core.jobs.cache import clip_cache
 from core.jobs.dispatch import Dispatcher, Ticket
 from core.jobs.events import Done, Failed, JobHandle, Progress, Started
-from core.jobs.journal import log_record_outcome
+from core.jobs.journal import Journal
 from core.jobs.model_runner import ModelRunner
 from core.jobs.pruning import Pruner
 from core.jobs.rows import ended_row, rebuild_request, seed_of
@@ -86,18 +86,21 @@ class RenderWorker:
 
     def __init__(self, config: Config, request_log: RequestLog, *,
                  pipeline_factory: Callable[[], Pipeline], name: str | None = None,
+                 journal: Journal | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         jobs = config.jobs
         self.config = config
         self.jobs = jobs
         self.name = name or default_worker_name()
         self.request_log = request_log
+        self.journal = journal or Journal()  # its outcomes, told to its metrics
         self.rows = request_log.row_queue
         self.cache = clip_cache(config, request_log, shared=True, clock=clock)
         self.spool = DatabaseSpool(request_log.blobs)
         self.runner = ModelRunner(pipeline_factory, timeout_s=jobs.job_timeout_s)
         self.dispatcher = Dispatcher(jobs, request_log, self.cache, self.spool, self.runner,
-                                     release=lambda _request_id: None, clock=clock)
+                                     release=lambda _request_id: None, clock=clock,
+                                     journal=self.journal)
         # The `sonify run` processes prune the shared log; a worker only drops its own copies
         # of the clips pruned there.
         self.pruner = Pruner(request_log, self.cache.root, config.storage.keep_days,
@@ -297,7 +300,7 @@ class RenderWorker:
             await publish(self.pool, JobUpdate(rider, kind, code=record.reason or ""))
             settled = await self.request_log.get(rider)
             if settled is not None:
-                log_record_outcome(settled)
+                self.journal.record_outcome(settled)
         await self.spool.delete(request_id)
 
     async def _give_up(self, request_id: str, tries: int) -> str:
@@ -315,7 +318,7 @@ class RenderWorker:
             changes = ended_row(status, code, created_at=record.created_at,
                                 finished_at=self._clock())
             if await self.rows.finish_open([request_id], **changes):
-                log_record_outcome(await self.request_log.get(request_id) or record)
+                self.journal.record_outcome(await self.request_log.get(request_id) or record)
 
         await self._patiently(f"the outcome of job {request_id}", fail)
         await self._after(request_id)

@@ -212,5 +212,3 @@ class ClipCache:
         self.size_bytes = total
         return removed
 
-    async def total_bytes(self) -> int:
-        return await self.index.total_bytes()

@@ -25,6 +25,7 @@ from core.jobs.cache import ClipCache
 from core.jobs.events import Failed, Progress, Queued, Started
 from core.jobs.fair_queue import FairQueue
 from core.jobs.inflight import Job, Ticket, User
+from core.jobs.journal import Journal
 from core.jobs.model_runner import ModelRunner, Outcome, WorkItem
 from core.jobs.request import JobRequest
 from core.jobs.settle import Settler
@@ -50,13 +51,14 @@ class Dispatcher:
 
     def __init__(self, jobs: JobsConfig, request_log: RequestLog, cache: ClipCache, spool: Spool,
                  runner: ModelRunner, *, release: Callable[[str], None],
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], journal: Journal) -> None:
         self.jobs = jobs
         self.request_log = request_log
         self.cache = cache
         self.spool = spool
         self.runner = runner
-        self.settler = Settler(request_log, cache, spool, release=release, clock=clock)
+        self.settler = Settler(request_log, cache, spool, release=release, clock=clock,
+                               journal=journal)
         self._clock = clock
         self.queue: FairQueue[Job] = FairQueue(lambda j: j.user)
         self._inflight: dict[str, Job] = {}

@@ -30,7 +30,7 @@ from core.errors import (
 from core.jobs.cache import CachedClip, cache_key
 from core.jobs.contract import ReceivedHandler, RecoveredHandler
 from core.jobs.events import Done, JobHandle, JobResult
-from core.jobs.journal import log_outcome, log_request_outcome
+from core.jobs.journal import Journal
 from core.jobs.recovery import Recovery
 from core.jobs.request import JobRequest, Receipt
 from core.jobs.rows import (
@@ -59,11 +59,12 @@ class Engine(Recovery):
     """The `JobEngine` of core/jobs/contract.py, whichever backend `transport` is."""
 
     def __init__(self, config: Config, request_log: RequestLog, transport: Transport, *,
-                 clock: Callable[[], float] = time.time) -> None:
+                 journal: Journal, clock: Callable[[], float] = time.time) -> None:
         super().__init__()
         self.config = config
         self.jobs = config.jobs
         self.request_log = request_log
+        self.journal = journal  # where each request's outcome is told (log line, metrics)
         self.transport = transport
         self.cache = transport.cache
         self.spool = transport.spool
@@ -166,8 +167,9 @@ class Engine(Recovery):
                                   lambda: self.request_log.update(receipt.id, **changes))
         finally:
             self.transport.let_go(receipt.id)
-        log_outcome(record.id, f"{record.platform}:{record.user_id}", record.source_kind,
-                    RequestStatus.REJECTED, reason=error.code, total_s=changes["total_s"])
+        self.journal.outcome(record.id, f"{record.platform}:{record.user_id}",
+                             record.source_kind, RequestStatus.REJECTED, reason=error.code,
+                             total_s=changes["total_s"])
 
     async def reject(self, *, platform: Platform, user_id: str, chat_id: str,
                      source_kind: SourceKind,
@@ -182,8 +184,8 @@ class Engine(Recovery):
             id=new_request_id(), platform=platform, user_id=user_id, chat_id=chat_id,
             source_kind=source_kind, status=RequestStatus.REJECTED, reason=error.code, lang=lang,
             created_at=now, finished_at=now, total_s=0.0, dedupe_key=dedupe_key))
-        log_outcome(request_id, f"{platform}:{user_id}", source_kind, RequestStatus.REJECTED,
-                    reason=error.code, times=times)
+        self.journal.outcome(request_id, f"{platform}:{user_id}", source_kind,
+                             RequestStatus.REJECTED, reason=error.code, times=times)
         return request_id
 
     async def note_reply(self, request_id: str, **context: object) -> None:
@@ -287,8 +289,8 @@ class Engine(Recovery):
             request_id, times = await self.request_log.record_refusal(record_for(
                 request, new_request_id(), status=RequestStatus.REJECTED, created_at=self._clock(),
                 seed=seed, reason=error.code))
-            log_request_outcome(request_id, request, RequestStatus.REJECTED, reason=error.code,
-                                times=times)
+            self.journal.request_outcome(request_id, request, RequestStatus.REJECTED,
+                                         reason=error.code, times=times)
         except DuplicateRequest:
             raise
         except StorageUnavailable as exc:  # said once by the outage watch; the user is told
@@ -354,8 +356,8 @@ class Engine(Recovery):
                               lambda: self.request_log.update(handle.id, **changes))
         self.transport.let_go(handle.id)
         timings = timings_of(changes)
-        log_request_outcome(handle.id, request, RequestStatus.DONE, text=hit.caption,
-                            total_s=timings["total_s"], cache_hit=True)
+        self.journal.request_outcome(handle.id, request, RequestStatus.DONE, text=hit.caption,
+                                     total_s=timings["total_s"], cache_hit=True)
         handle.emit(Done(JobResult(request_id=handle.id, caption=hit.caption, prompt=hit.prompt,
                                    seed=hit.seed, duration_s=hit.duration_s,
                                    files=dict(hit.files), cache_hit=True, batch_size=0,

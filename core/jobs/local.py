@@ -22,6 +22,7 @@ from core.jobs.cache import CachedClip, clip_cache
 from core.jobs.dispatch import Dispatcher, Ticket
 from core.jobs.engine import Engine
 from core.jobs.events import JobHandle
+from core.jobs.journal import Journal
 from core.jobs.model_runner import ModelRunner
 from core.jobs.request import JobRequest, Receipt
 from core.jobs.rows import image_sha
@@ -93,7 +94,7 @@ class LocalTransport:
     only_process = True
 
     def __init__(self, config: Config, request_log: RequestLog, *,
-                 pipeline_factory: Callable[[], Pipeline],
+                 pipeline_factory: Callable[[], Pipeline], journal: Journal,
                  clock: Callable[[], float] = time.time) -> None:
         jobs = config.jobs
         self.request_log = request_log
@@ -102,7 +103,7 @@ class LocalTransport:
         self.holds = Holds()
         self.runner = ModelRunner(pipeline_factory, timeout_s=jobs.job_timeout_s)
         self.dispatcher = Dispatcher(jobs, request_log, self.cache, self.spool, self.runner,
-                                     release=self.holds.release, clock=clock)
+                                     release=self.holds.release, clock=clock, journal=journal)
 
     @property
     def batches(self) -> Sequence[int]:
@@ -203,9 +204,11 @@ class LocalTransport:
 
 
 def local_engine(config: Config, request_log: RequestLog, *,
-                 pipeline_factory: Callable[[], Pipeline],
+                 pipeline_factory: Callable[[], Pipeline], journal: Journal | None = None,
                  clock: Callable[[], float] = time.time) -> Engine:
-    """The job engine of the local backend."""
+    """The job engine of the local backend; `journal`: where its outcomes are told (a new
+    one by default)."""
+    journal = journal or Journal()
     transport = LocalTransport(config, request_log, pipeline_factory=pipeline_factory,
-                               clock=clock)
-    return Engine(config, request_log, transport, clock=clock)
+                               journal=journal, clock=clock)
+    return Engine(config, request_log, transport, journal=journal, clock=clock)

@@ -30,7 +30,7 @@ from core.errors import GenerationFailed, UserFacingError
 from core.jobs.cache import CachedClip
 from core.jobs.contract import ReceivedHandler, RecoveredHandler
 from core.jobs.events import Done, Failed, JobHandle
-from core.jobs.journal import log_outcome
+from core.jobs.journal import Journal
 from core.jobs.request import JobRequest, Receipt
 from core.jobs.rows import ended_row, outcome_of, placeholder_request, rebuild_request, seed_of
 from core.jobs.spool import Spool
@@ -47,6 +47,7 @@ class Recovery(ABC):
     """The recovery handlers adapters register, and taking up the last run's rows."""
 
     request_log: RequestLog
+    journal: Journal
     transport: Transport
     spool: Spool
     _clock: Callable[[], float]
@@ -146,8 +147,8 @@ class Recovery(ABC):
         await self._patiently(f"the outcome of request {record.id}",
                               lambda: self.request_log.update(record.id, **changes))
         await self._clean_up(record.id)
-        log_outcome(record.id, f"{record.platform}:{record.user_id}", record.source_kind,
-                    RequestStatus.INTERRUPTED, reason="interrupted")
+        self.journal.outcome(record.id, f"{record.platform}:{record.user_id}", record.source_kind,
+                             RequestStatus.INTERRUPTED, reason="interrupted")
         if handler is None:
             logger.warning("request %s (%s) was interrupted and no adapter takes it",
                            record.id, record.platform)

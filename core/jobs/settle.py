@@ -23,7 +23,7 @@ from core.errors import DatabaseUnavailable, GenerationFailed, ShuttingDown, Use
 from core.jobs.cache import ClipCache
 from core.jobs.events import Done, Failed, JobResult
 from core.jobs.inflight import Job, Ticket
-from core.jobs.journal import log_request_outcome
+from core.jobs.journal import Journal
 from core.jobs.model_runner import Outcome
 from core.jobs.rows import done_row, ended_row, timings_of
 from core.jobs.spool import Spool
@@ -56,8 +56,10 @@ class Settler:
     """Records how each job ended, then tells its requests; waits out database outages."""
 
     def __init__(self, request_log: RequestLog, cache: ClipCache, spool: Spool, *,
-                 release: Callable[[str], None], clock: Callable[[], float]) -> None:
+                 release: Callable[[str], None], clock: Callable[[], float],
+                 journal: Journal) -> None:
         self.request_log = request_log
+        self.journal = journal
         self.cache = cache
         self.spool = spool
         self._release = release  # a request is answered: what it held is free
@@ -144,9 +146,10 @@ class Settler:
                                                        f"{ticket.handle.id}")
         self._release(ticket.handle.id)
         timings = timings_of(changes)
-        log_request_outcome(ticket.handle.id, ticket.handle.request, RequestStatus.DONE,
-                            text=result.caption, total_s=timings["total_s"],
-                            batch_size=clip.batch_size, cache_hit=not leader, timings=timings)
+        self.journal.request_outcome(ticket.handle.id, ticket.handle.request, RequestStatus.DONE,
+                                     text=result.caption, total_s=timings["total_s"],
+                                     batch_size=clip.batch_size, cache_hit=not leader,
+                                     timings=timings)
         ticket.handle.emit(Done(JobResult(
             request_id=ticket.handle.id, caption=result.caption, prompt=result.prompt,
             seed=job.seed, duration_s=clip.duration_s, files=dict(clip.files),
@@ -169,8 +172,9 @@ class Settler:
         except Exception:  # a bug, not an outage: the user still hears of the failure
             logger.exception("could not log the failure of %s", ticket.handle.id)
         self._release(ticket.handle.id)
-        log_request_outcome(ticket.handle.id, ticket.handle.request, RequestStatus.FAILED,
-                            reason=error.code, total_s=changes["total_s"])
+        self.journal.request_outcome(ticket.handle.id, ticket.handle.request,
+                                     RequestStatus.FAILED, reason=error.code,
+                                     total_s=changes["total_s"])
         ticket.handle.emit(Failed(error))
 
     def _hand_back(self, tickets: Sequence[Ticket]) -> None:

@@ -19,7 +19,7 @@ from core.distributed.transport import RedisTransport
 from core.distributed.worker import RenderWorker
 from core.jobs.contract import JobEngine
 from core.jobs.engine import Engine
-from core.jobs.journal import subscribe
+from core.jobs.journal import Journal
 from core.jobs.local import LocalTransport
 from core.logs import use_user_key
 from core.ops import sources
@@ -45,8 +45,9 @@ class Operations:
         self._unsubscribe = lambda: None
 
 
-async def for_run(request_log: RequestLog, engine: JobEngine) -> Operations:
-    """The operations of `sonify run` (adapters add their own checks when they start)."""
+async def for_run(request_log: RequestLog, engine: JobEngine, journal: Journal) -> Operations:
+    """The operations of `sonify run` (adapters add their own checks when they start);
+    `journal`: the engine's, whose outcomes the metrics count."""
     transport = engine.transport if isinstance(engine, Engine) else None
     metrics = Metrics(role="run", answers=True,
                       renders=isinstance(transport, LocalTransport))
@@ -77,7 +78,7 @@ async def for_run(request_log: RequestLog, engine: JobEngine) -> Operations:
         found.add(sources.workers(lambda: len(seen.beats),
                                   lambda: {beat.name: beat.jobs for beat in seen.beats}))
     await _hash_users(request_log)
-    return Operations(metrics, health, subscribe(metrics.observe_outcome))
+    return Operations(metrics, health, journal.subscribe(metrics.observe_outcome))
 
 
 async def for_worker(request_log: RequestLog, worker: RenderWorker,
@@ -96,7 +97,7 @@ async def for_worker(request_log: RequestLog, worker: RenderWorker,
         lambda: failures(worker.pool) + (failures(heartbeat.pool) if heartbeat else 0)))
     found.add(sources.workers(None, lambda: {worker.name: worker.taken}))
     await _hash_users(request_log)
-    return Operations(metrics, health, subscribe(metrics.observe_outcome))
+    return Operations(metrics, health, worker.journal.subscribe(metrics.observe_outcome))
 
 
 class _Beats:

@@ -210,18 +210,18 @@ async def test_cache_evicts_least_recently_used_but_keeps_recent_files(tmp_path:
     await add(2)  # over the cap: the least recently used (clip1) goes, not the oldest
     assert await cache.lookup(keys[1]) is None and not (root / "clip1.ogg").exists()
     assert await cache.lookup(keys[0]) is not None
-    assert await cache.total_bytes() <= int(size * 2.5)
+    assert await cache.index.total_bytes() <= int(size * 2.5)
     # Clips used in the last minute are protected even over the cap...
     clock.now += 1
     await add(3)
     clock.now += 1
     await add(4)
     assert all((root / f"clip{i}.ogg").exists() for i in (0, 2, 3, 4))
-    assert await cache.total_bytes() > int(size * 2.5)
+    assert await cache.index.total_bytes() > int(size * 2.5)
     # ...and go (oldest use first) once that minute has passed.
     clock.now += 61
     await cache.evict()
-    assert await cache.total_bytes() <= int(size * 2.5)
+    assert await cache.index.total_bytes() <= int(size * 2.5)
     hit = await cache.lookup(keys[4])
     assert hit is not None and hit.files["ogg"].is_file() and hit.files["mp3"].is_file()
     assert await cache.lookup(keys[0]) is None and await cache.lookup(keys[2]) is None
