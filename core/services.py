@@ -17,6 +17,7 @@ from core.models.pipeline import Pipeline
 from core.ops.health import Health
 from core.ops.metrics import Metrics
 from core.ops.wiring import Operations, for_run
+from core.settings.service import ChatSettings
 from core.stats.collect import collect_stats
 from core.stats.render import render_stats_chart, render_stats_text
 from core.storage.request_log import RequestLog
@@ -33,6 +34,8 @@ class Services:
     engine: JobEngine
     fetcher: ImageFetcher
     pruner: Pruner | None = field(default=None)
+    # Settings server and group admins set in chat (in memory; see core/settings).
+    settings: ChatSettings | None = field(default=None)
     # This process's metrics and health checks (core/ops): the one registry it has.
     ops: Operations = field(default_factory=lambda: Operations(
         Metrics(role="run", answers=False, renders=False), Health()))
@@ -60,9 +63,12 @@ class Services:
         except BaseException:
             await request_log.close()
             raise
+        settings = ChatSettings(config, request_log.chat_settings)
         try:
             ops = await for_run(request_log, engine)
+            await settings.start()
         except BaseException:
+            await settings.stop()
             await engine.stop()
             await request_log.close()
             raise
@@ -70,11 +76,14 @@ class Services:
         pruner = Pruner(request_log, config.data_dir / "cache", config.storage.keep_days)
         pruner.start()
         return cls(config=config, request_log=request_log, engine=engine,
-                   fetcher=ImageFetcher(config.images), pruner=pruner, ops=ops)
+                   fetcher=ImageFetcher(config.images), pruner=pruner, ops=ops,
+                   settings=settings)
 
     async def close(self) -> None:
         """Stop the pruning and the engine (if still running), close the fetcher and the log."""
         self.ops.close()
+        if self.settings is not None:
+            await self.settings.stop()
         if self.pruner is not None:
             await self.pruner.stop()
         await self.engine.stop()
@@ -82,6 +91,13 @@ class Services:
             await self.fetcher.close()
         finally:
             await self.request_log.close()
+
+    @property
+    def chat_settings(self) -> ChatSettings:
+        """The chat settings (made on first use where `Services` was built by hand)."""
+        if self.settings is None:
+            self.settings = ChatSettings(self.config, self.request_log.chat_settings)
+        return self.settings
 
     async def stats_report(self, lang: str = "en") -> tuple[str, bytes]:
         """(stats text, PNG chart) for an admin's reply, in `lang`."""

@@ -162,7 +162,7 @@ class RedisJobEngine(EngineBase):
 
         def check(counts: Counts) -> None:
             if not request.is_admin:
-                if counts.user_in_hour >= jobs.per_user_per_hour:
+                if counts.user_in_hour >= request.hourly_limit(jobs.per_user_per_hour):
                     wait = (counts.oldest_in_hour or record.created_at) + HOUR_S \
                         - record.created_at
                     raise RateLimited("hourly limit reached", code="hourly_limit",

@@ -48,10 +48,14 @@ class Admission:
     def queue_length(self) -> int:
         return len(self.dispatcher.queue)
 
-    async def check_hourly(self, user: User) -> None:
+    async def check_hourly(self, user: User, per_hour: int | None = None) -> None:
+        """RateLimited when `user` had their hour's requests: the config's limit, or the
+        chat's narrower `per_hour`."""
         now = self._clock()
         count, oldest = await self.request_log.user_window(user[0], user[1], now - HOUR_S)
-        if count >= self.jobs.per_user_per_hour:
+        limit = self.jobs.per_user_per_hour if per_hour is None \
+            else min(per_hour, self.jobs.per_user_per_hour)
+        if count >= limit:
             wait = (oldest or now) + HOUR_S - now
             raise RateLimited("hourly limit reached", code="hourly_limit",
                               retry_after_s=max(1, math.ceil(wait)))

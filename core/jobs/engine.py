@@ -131,7 +131,7 @@ class LocalJobEngine(EngineBase):
                     return Receipt(existing.id, existing.created_at, known, duplicate=True)
             try:
                 if not request.is_admin:
-                    await self.admission.check_hourly(user)
+                    await self.admission.check_hourly(user, request.per_hour)
                     if not request.extra_picture:
                         self.admission.check_running(user)
                 self.admission.check_capacity()
@@ -165,7 +165,7 @@ class LocalJobEngine(EngineBase):
         async with self.admission.lock_for(user):
             try:
                 if not request.is_admin:
-                    await self.admission.check_hourly(user)
+                    await self.admission.check_hourly(user, request.per_hour)
                 hit = await self.cache.lookup(key)
                 rider = hit is None and self.dispatcher.rideable(key) is not None
                 if hit is None:

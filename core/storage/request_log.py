@@ -26,6 +26,7 @@ from core.errors import (
 )
 from core.secrecy import SecretMasker, url_passwords
 from core.storage.blobs import BlobStore, ClipIndex
+from core.storage.chat_settings import SettingsStore
 from core.storage.migrate import current_revision, migrate, sqlite_file
 from core.storage.outage import DEFAULT_GRACE_S, Outage, watch_engine
 from core.storage.ownership import Lease, take_lease
@@ -111,6 +112,7 @@ class RequestLog:
         self.shared = SharedRequests(self.engine)
         self.shares = ShareLinks(self.engine)
         self.retention = Retention(self.engine)
+        self.chat_settings = SettingsStore(self.engine)
 
     @classmethod
     async def open(cls, url: str, *, outage_grace_s: float = DEFAULT_GRACE_S) -> RequestLog:
