@@ -82,6 +82,7 @@ TEXTS: dict[str, str] = {
     # Telegram command menu (setMyCommands)
     "telegram.cmd_sonify": "Turn a picture into sound (add a link or reply to a picture)",
     "telegram.cmd_help": "What this bot does and how to use it",
+    "telegram.cmd_settings": "Settings for this group (its admins) or your own defaults",
     "telegram.cmd_stats": "Usage statistics (admins only)",
     # admin statistics (/stats, `sonify stats`)
     "stats.title": "Sonify stats — {when} UTC",
@@ -191,7 +192,7 @@ TEXTS: dict[str, str] = {
     "error.setting_denied_group": "Only this group's admins and the bot's admins can change its settings. Nothing was changed.",
     "error.settings_off": "The bot's operator doesn't allow changing its settings in chat.",
     "error.setting_channel": "I can't read or post in {channel}: give me View Channel, Send Messages and Attach Files there first. Nothing was changed.",
-    "sonify_off": "Sonify is switched off here by the admins.",
+    "error.sonify_off": "Sonify is switched off here by the admins.",
     "settings.title": "Sonify settings for {place}",
     "settings.private_title": "Your own Sonify defaults (in this private chat)",
     "settings.channels": "Pictures answered in: {channels}",
@@ -217,11 +218,9 @@ TEXTS: dict[str, str] = {
     "settings.turn_off": "Switch off",
     "settings.photos_on": "Answer every photo",
     "settings.photos_off": "Only when asked",
-    "settings.shorter": "Shorter clip",
-    "settings.longer": "Longer clip",
-    "settings.fewer": "Fewer per hour",
-    "settings.more": "More per hour",
     "settings.saved": "✅ Saved.",
     "language.en": "English",
     "language.es": "Spanish",
+    "settings.language_auto": "the server's own language",
+    "settings.language_user": "each user's own language",
 }

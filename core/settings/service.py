@@ -103,6 +103,12 @@ class ChatSettings:
         return self._scopes.get((platform, str(chat_id))) or ScopeSettings(platform,
                                                                           str(chat_id))
 
+    def scopes(self, platform: str) -> list[ScopeSettings]:
+        """Every server or chat of `platform` with settings (none where forbidden)."""
+        if not self.allowed(platform):
+            return []
+        return [scope for (p, _), scope in self._scopes.items() if p == platform]
+
     def get(self, platform: str, chat_id: int | str | None, key: str,
             channel_id: int | str = "") -> Any:
         """A setting within the config's current bounds; None where the config's default
