@@ -20,7 +20,7 @@ from core.ops.wiring import Operations, for_run
 from core.settings.service import ChatSettings
 from core.stats.collect import collect_stats
 from core.stats.render import render_stats_chart, render_stats_text
-from core.storage.request_log import RequestLog
+from core.storage.request_log import ChatFilter, RequestLog
 
 logger = logging.getLogger(__name__)
 
@@ -99,8 +99,10 @@ class Services:
             self.settings = ChatSettings(self.config, self.request_log.chat_settings)
         return self.settings
 
-    async def stats_report(self, lang: str = "en") -> tuple[str, bytes]:
-        """(stats text, PNG chart) for an admin's reply, in `lang`."""
-        stats = await collect_stats(self.request_log, self.engine.queue_length())
+    async def stats_report(self, lang: str = "en", *, chats: ChatFilter | None = None,
+                           place: str | None = None) -> tuple[str, bytes]:
+        """(stats text, PNG chart) for an admin's reply, in `lang`: everything, or only
+        `chats`' requests (a server's channels, a group) for that place's admins."""
+        stats = await collect_stats(self.request_log, self.engine.queue_length(), chats=chats)
         png = await asyncio.to_thread(render_stats_chart, stats, lang)
-        return render_stats_text(stats, lang), png
+        return render_stats_text(stats, lang, place), png

@@ -10,7 +10,28 @@ from core.config import Config
 from core.stats.collect import collect_stats
 from core.stats.render import render_stats_text
 from core.storage.migrate import sqlite_file
-from core.storage.request_log import RequestLog
+from core.storage.request_log import ChatFilter, RequestLog
+
+PLATFORMS = ("telegram", "discord", "web", "cli")
+
+
+def add_arguments(parser: argparse.ArgumentParser, config: Config) -> None:
+    parser.add_argument("--chat", metavar="PLATFORM:ID[,ID...]",
+                        help="only these chats' requests: a Telegram group "
+                             "(telegram:-1001234567890) or a Discord server's channels "
+                             "(discord:CHANNEL_ID,CHANNEL_ID)")
+
+
+def chat_filter(value: str | None) -> ChatFilter | None:
+    """`--chat`'s value as the request log filters by it; CliError saying what is wrong."""
+    if value is None:
+        return None
+    platform, _, ids = value.partition(":")
+    chat_ids = [i.strip() for i in ids.split(",") if i.strip()]
+    if platform not in PLATFORMS or not chat_ids:
+        raise CliError(f"--chat {value!r}: expected PLATFORM:ID[,ID...] with PLATFORM one of "
+                       f"{', '.join(PLATFORMS)} (for example telegram:-1001234567890)")
+    return platform, chat_ids
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
@@ -19,6 +40,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
     An empty new file would print zeros, as if the bots had had no requests, when the
     command is only looking in the wrong place (another folder, another --config).
     """
+    chats = chat_filter(getattr(args, "chat", None))
     path = sqlite_file(config.database_url)
     if path is not None and not path.is_file():
         raise CliError(f"no request log at {path}; the bots write it in [storage] data_dir "
@@ -28,7 +50,8 @@ def run(args: argparse.Namespace, config: Config) -> int:
     async def summary() -> str:
         request_log = await RequestLog.open(config.database_url)
         try:
-            return render_stats_text(await collect_stats(request_log))
+            stats = await collect_stats(request_log, chats=chats)
+            return render_stats_text(stats, place=args.chat if chats else None)
         finally:
             await request_log.close()
 

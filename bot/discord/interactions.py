@@ -118,14 +118,22 @@ class InteractionHandlers:
         await self.requests.take(request, InteractionTarget(interaction, lang))
 
     async def stats(self, interaction: discord.Interaction) -> None:
-        """`/stats`: text and chart, privately, for admins only."""
+        """`/stats`: text and chart, privately: everything for the config's admins, their
+        own server's requests for members with Manage Server."""
         lang = lang_of(interaction)
-        perms = interaction.permissions if interaction.guild_id else None
-        if not self.requests.is_admin(interaction.user, perms):
+        guild = interaction.guild
+        everything = interaction.user.id in self.config.discord.admins
+        server_admin = guild is not None and interaction.permissions.manage_guild
+        if not (everything or server_admin):
             await interaction.response.send_message(t("stats_denied", lang), ephemeral=True)
             return
         await interaction.response.defer(ephemeral=True, thinking=True)
-        text, png = await self.services.stats_report(lang)
+        if everything or guild is None:
+            text, png = await self.services.stats_report(lang)
+        else:  # a server's requests are those of its channels and their threads
+            channels = [str(c.id) for c in (*guild.channels, *guild.threads)]
+            text, png = await self.services.stats_report(lang, chats=(PLATFORM, channels),
+                                                         place=guild.name)
         await interaction.edit_original_response(
             content=clip(text),
             attachments=[discord.File(io.BytesIO(png), filename="sonify-stats.png")])

@@ -244,16 +244,23 @@ class Handlers:
         await self.reply.try_send_text(self.target_for(message, user, lang), text)
 
     async def on_stats(self, update: Update, context: Context) -> None:
-        """Admins get the stats text and chart; anyone else a refusal that reveals nothing."""
+        """The config's admins get everything's stats text and chart, a group's admins that
+        group's; anyone else a refusal that reveals nothing."""
         message, user = update.effective_message, update.effective_user
         if message is None or user is None or not self.allowed(update.effective_chat):
             return
-        lang = pick_language(user.language_code)
+        chat = message.chat
+        lang = self.requests.lang_for(user, chat.id, chat.type == ChatType.PRIVATE)
         target = self.target_for(message, user, lang)
-        if user.id not in self.config.telegram.admins:
+        if user.id in self.config.telegram.admins:
+            text, png = await self.services.stats_report(lang)
+        elif chat.type != ChatType.PRIVATE and await self.panel.may_change(chat.id, chat.type,
+                                                                           user.id):
+            text, png = await self.services.stats_report(
+                lang, chats=(PLATFORM, [str(chat.id)]), place=chat.title or str(chat.id))
+        else:
             await self.reply.try_send_text(target, t("stats_denied", lang))
             return
-        text, png = await self.services.stats_report(lang)
         await self.reply.send_text(target, text)
         await with_retry(lambda: self.reply.bot.send_photo(
             target.chat_id, InputFile(png, filename="stats.png"), reply_parameters=target.reply,

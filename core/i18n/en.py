@@ -88,6 +88,7 @@ TEXTS: dict[str, str] = {
     "stats.title": "Sonify stats — {when} UTC",
     "stats.today": "Today",
     "stats.week": "7 days",
+    "stats.all_kept": "All kept",
     "stats.all_time": "All time",
     "stats.totals": "{label}: {total} requests — {platforms} · {statuses}",
     "stats.totals_none": "{label}: 0 requests",

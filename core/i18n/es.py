@@ -82,6 +82,7 @@ TEXTS: dict[str, str] = {
     "stats.title": "Estadísticas de Sonify — {when} UTC",
     "stats.today": "Hoy",
     "stats.week": "7 días",
+    "stats.all_kept": "Todo lo guardado",
     "stats.all_time": "Desde el inicio",
     "stats.totals": "{label}: {total} peticiones — {platforms} · {statuses}",
     "stats.totals_none": "{label}: 0 peticiones",

@@ -73,6 +73,17 @@ def cannot_open(url: str, exc: BaseException) -> str:
         f"cannot open the request log at {where}: {text}")
 
 
+# (platform, chat ids): the rows of one server's channels, or of one group.
+ChatFilter = tuple[str, Sequence[str]]
+
+
+def _in_chats(chats: ChatFilter | None) -> list[Any]:
+    if chats is None:
+        return []
+    platform, chat_ids = chats
+    return [requests.c.platform == platform, requests.c.chat_id.in_(list(chat_ids))]
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
@@ -311,28 +322,31 @@ class RequestLog:
             count, oldest = (await conn.execute(query)).one()
         return int(count), oldest
 
-    async def rows_since(self, since: float, columns: Sequence[str] | None = None) -> list[Any]:
-        """Rows created after `since` (only `columns`, if given), for statistics."""
+    async def rows_since(self, since: float, columns: Sequence[str] | None = None, *,
+                         chats: ChatFilter | None = None) -> list[Any]:
+        """Rows created after `since` (only `columns`, if given; only `chats`' rows, if
+        given), for statistics."""
         cols = [requests.c[c] for c in columns] if columns else [requests]
-        query = select(*cols).where(requests.c.created_at > since)
+        query = select(*cols).where(requests.c.created_at > since, *_in_chats(chats))
         async with self.engine.connect() as conn:
             return list(await conn.execute(query))
 
-    async def counts(self, since: float | None = None) -> list[tuple[str, str, int]]:
+    async def counts(self, since: float | None = None, *,
+                     chats: ChatFilter | None = None) -> list[tuple[str, str, int]]:
         """(platform, status, requests) groups of the rows (a folded refusal counts its
-        `times`), optionally only rows created after `since`."""
+        `times`), optionally only rows created after `since` and only `chats`' rows."""
         query = select(requests.c.platform, requests.c.status,
-                       func.sum(requests.c.times)).group_by(requests.c.platform,
-                                                            requests.c.status)
+                       func.sum(requests.c.times)).where(*_in_chats(chats)).group_by(
+                           requests.c.platform, requests.c.status)
         if since is not None:
             query = query.where(requests.c.created_at > since)
         async with self.engine.connect() as conn:
             return [(p, s, int(n)) for p, s, n in await conn.execute(query)]
 
-    async def cache_hit_counts(self) -> tuple[int, int]:
-        """(cache hits, all done) over the whole log."""
+    async def cache_hit_counts(self, *, chats: ChatFilter | None = None) -> tuple[int, int]:
+        """(cache hits, all done) over the whole log (or `chats`' rows)."""
         query = select(func.count(), func.sum(requests.c.cache_hit.cast(Integer))).where(
-            requests.c.status == "done")
+            requests.c.status == "done", *_in_chats(chats))
         async with self.engine.connect() as conn:
             done, hits = (await conn.execute(query)).one()
         return int(hits or 0), int(done or 0)

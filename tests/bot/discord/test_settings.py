@@ -8,6 +8,7 @@ from tests.bot.discord.conftest import Bot, png_bytes
 from tests.bot.discord.fake_discord import (
     ADMIN,
     ALICE,
+    BOB,
     EPHEMERAL,
     GUILD_ID,
     OTHER,
@@ -148,3 +149,24 @@ async def test_length_style_language_and_switching_off_apply_to_the_next_picture
     assert "switched off here" in ephemeral_text(off)
     assert [k for k, *_ in await audit(bot)] == ["enabled", "reply_style", "language",
                                                  "seconds"]
+
+
+async def test_stats_show_a_server_admin_their_own_server_and_the_config_admins_everything(
+        fake: FakeDiscord, make_bot: Any) -> None:
+    bot = await make_bot(discord={"admins": [BOB]})
+    here = await fake.send_message(WATCHED, ALICE, "", [Upload("s.png", png_bytes(79))])
+    away = await fake.send_message(None, ALICE, "", [Upload("d.png", png_bytes(80))])  # a DM
+    await fake.until(lambda: file_answers(fake, here) and file_answers(fake, away))
+
+    def stats_text(it: Interaction) -> str | None:
+        msg = it.original
+        return msg["content"] if msg and msg["attachments"] else None
+
+    server = await fake.slash("stats", author=ADMIN)
+    text = await fake.until(lambda: stats_text(server))
+    assert "— Test server" in text and "Today: 1 requests — discord 1" in text
+    assert "All kept: 1 requests" in text
+    everything = await fake.slash("stats", author=BOB, channel_id=None)
+    text = await fake.until(lambda: stats_text(everything))
+    assert "Today: 2 requests — discord 2" in text and "All time: 2 requests" in text
+    assert bot.services is not None

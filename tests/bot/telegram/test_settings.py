@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.bot.telegram.conftest import ANA, BOB, ELENA, GROUP, Harness, StartBot, private
+from tests.bot.telegram.conftest import (
+    ANA,
+    BOB,
+    ELENA,
+    GROUP,
+    Harness,
+    StartBot,
+    picture,
+    private,
+)
 from tests.bot.telegram.fake_bot_api import Call
 
 CARLA = {"id": 1004, "is_bot": False, "first_name": "Carla", "language_code": "en"}
@@ -91,3 +100,20 @@ async def test_the_operator_can_forbid_chat_settings(start_bot: StartBot) -> Non
     bot = await start_bot(telegram={"chat_settings": False})
     asked = await bot.send(ANA, GROUP, text="/settings")
     assert "doesn't allow changing its settings" in await bot.text_for(asked)
+
+
+async def test_stats_show_a_group_admin_their_group_and_the_config_admins_everything(
+        bot: Harness) -> None:
+    bot.fake.chat_admins[GROUP["id"]] = {BOB["id"]}
+    await bot.voice_for(await bot.send(CARLA, GROUP, photo=bot.photo_sizes(picture()),
+                                       caption="/sonify"))
+    await bot.voice_for(await bot.send_photo(CARLA))  # a private chat: not the group's
+    refused = await bot.send(CARLA, GROUP, text="/stats")
+    assert await bot.text_for(refused) == "Sorry, that command is only for the bot's admins."
+
+    group = await bot.send(BOB, GROUP, text="/stats")
+    text = await bot.text_for(group, "Sonify stats")
+    assert "— Friends" in text and "Today: 1 requests — telegram 1" in text
+    everything = await bot.send(ANA, text="/stats")
+    text = await bot.text_for(everything, "Sonify stats")
+    assert "Today: 2 requests — telegram 2" in text
