@@ -120,14 +120,13 @@ class SettingsPanel:
         if not private:
             rows.append([button(t("settings.photos_off" if s["photos"] else "settings.photos_on",
                                   lang), "photos-off" if s["photos"] else "photos-on")])
-        rows.append([button("−", "sec-down"),
-                     button(t("settings.seconds_option", lang, seconds=s["seconds"]), "sec-up"),
-                     button("+", "sec-up")])
+        # Each arrow shows the value it sets; none where there is no further step.
+        lengths, limits = self._lengths(s["seconds"]), self._limits(s["per_hour"])
+        rows.append([button(f"◀ {_step(lengths, s['seconds'], False):g} s", "sec-down"),
+                     button(f"{_step(lengths, s['seconds'], True):g} s ▶", "sec-up")])
         if not private:
-            rows.append([button("−", "hour-down"),
-                         button(t("settings.per_hour_option", lang, n=s["per_hour"]),
-                                "hour-down"),
-                         button("+", "hour-up")])
+            rows.append([button(f"◀ {_step(limits, s['per_hour'], False)}/h", "hour-down"),
+                         button(f"{_step(limits, s['per_hour'], True)}/h ▶", "hour-up")])
         rows.append([button(("• " if s["style"] == style else "")
                             + t(f"settings.style.{style}", lang), f"style-{style}")
                      for style in REPLY_STYLES[PLATFORM]])
@@ -140,19 +139,25 @@ class SettingsPanel:
                                   lang), "enabled-off" if s["enabled"] else "enabled-on")])
         return "\n".join(lines), InlineKeyboardMarkup(rows)
 
+    def _lengths(self, current: float) -> list[float]:
+        top = self.config.generation.max_seconds
+        return sorted({x for x in LENGTHS if MIN_SECONDS <= x <= top}
+                      | {self.config.generation.seconds, top, current})
+
+    def _limits(self, current: int) -> list[int]:
+        top = self.config.jobs.per_user_per_hour
+        return sorted({n for n in PER_HOUR if n <= top} | {top, current})
+
     def changes(self, chat_id: int, field: str) -> list[Change]:
         """What one button changes (checked against the config's bounds by the service)."""
         s = self._state(chat_id)
         name, _, arg = field.partition("-")
-        top = self.config.generation.max_seconds
         if name == "sec":
-            choices = sorted({x for x in LENGTHS if MIN_SECONDS <= x <= top}
-                             | {self.config.generation.seconds, top, s["seconds"]})
-            return [Change("seconds", _step(choices, s["seconds"], arg == "up"))]
+            return [Change("seconds", _step(self._lengths(s["seconds"]), s["seconds"],
+                                            arg == "up"))]
         if name == "hour":
-            limit = self.config.jobs.per_user_per_hour
-            choices = sorted({n for n in PER_HOUR if n <= limit} | {limit, s["per_hour"]})
-            return [Change("per_hour", _step(choices, s["per_hour"], arg == "up"))]
+            return [Change("per_hour", _step(self._limits(s["per_hour"]), s["per_hour"],
+                                             arg == "up"))]
         if name == "photos":
             return [Change("group_photos", arg == "on")]
         if name == "style":
@@ -164,11 +169,16 @@ class SettingsPanel:
         raise SettingRefused(f"unknown panel field {field!r}", code="setting_choice")
 
     # ----- handlers ----------------------------------------------------------------------
+    def _served(self, chat_id: int) -> bool:
+        """`[telegram] allowed_chats`: elsewhere the bot stays silent, as for every update."""
+        allow = self.config.telegram.allowed_chats
+        return not allow or chat_id in allow
+
     async def command(self, update: Update, context: Context) -> None:
         """`/settings`: the panel, for the group's admins (or a user's own, in private)."""
         message, user, chat = update.effective_message, update.effective_user, \
             update.effective_chat
-        if message is None or user is None or chat is None:
+        if message is None or user is None or chat is None or not self._served(chat.id):
             return
         private = chat.type == ChatType.PRIVATE
         lang = self.requests.lang_for(user, chat.id, private)
@@ -189,6 +199,9 @@ class SettingsPanel:
         if query is None or user is None or message is None or not query.data:
             return
         chat = message.chat
+        if not self._served(chat.id):
+            await with_retry(query.answer, what="answerCallbackQuery")
+            return
         private = chat.type == ChatType.PRIVATE
         lang = self.requests.lang_for(user, chat.id, private)
         try:
