@@ -7,10 +7,7 @@ import asyncio
 
 from bot.cli.common import CliError
 from core.config import Config
-from core.stats.collect import collect_stats
-from core.stats.render import render_stats_text
-from core.storage.migrate import sqlite_file
-from core.storage.request_log import ChatFilter, RequestLog
+from core.services import log_file, stats_summary
 
 PLATFORMS = ("telegram", "discord", "web", "cli")
 
@@ -22,8 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser, config: Config) -> None:
                              "(discord:CHANNEL_ID,CHANNEL_ID)")
 
 
-def chat_filter(value: str | None) -> ChatFilter | None:
-    """`--chat`'s value as the request log filters by it; CliError saying what is wrong."""
+def chat_filter(value: str | None) -> tuple[str, list[str]] | None:
+    """`--chat`'s value as (platform, chat ids); CliError saying what is wrong."""
     if value is None:
         return None
     platform, _, ids = value.partition(":")
@@ -41,19 +38,11 @@ def run(args: argparse.Namespace, config: Config) -> int:
     command is only looking in the wrong place (another folder, another --config).
     """
     chats = chat_filter(getattr(args, "chat", None))
-    path = sqlite_file(config.database_url)
+    path = log_file(config)
     if path is not None and not path.is_file():
         raise CliError(f"no request log at {path}; the bots write it in [storage] data_dir "
                        f"(from {config.source}): run sonify stats with the same --config and "
                        "folder as sonify run")
 
-    async def summary() -> str:
-        request_log = await RequestLog.open(config.database_url)
-        try:
-            stats = await collect_stats(request_log, chats=chats)
-            return render_stats_text(stats, place=args.chat if chats else None)
-        finally:
-            await request_log.close()
-
-    print(asyncio.run(summary()))
+    print(asyncio.run(stats_summary(config, chats)))
     return 0

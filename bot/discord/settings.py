@@ -18,7 +18,7 @@ from bot.discord.requests import PLATFORM, DiscordRequests
 from bot.discord.settings_panel import AUTO, PANEL_ID, PanelState, panel_text, panel_view
 from core.errors import SettingRefused, StorageUnavailable, UserFacingError
 from core.i18n import describe_error, pick_language, t
-from core.storage.chat_settings import Change
+from core.settings.service import Change
 
 logger = logging.getLogger(__name__)
 

@@ -18,13 +18,13 @@ from telegram.constants import ChatMemberStatus, ChatType
 from telegram.error import TelegramError
 from telegram.ext import ContextTypes
 
-from bot.telegram.replies import ReplyTarget, with_retry
+from bot.telegram.replies import ReplyAddress, with_retry
 from bot.telegram.requests import PLATFORM, TelegramRequests
 from core.config import MIN_SECONDS
 from core.errors import SettingRefused, StorageUnavailable, UserFacingError
 from core.i18n import CATALOGUE, describe_error, t
 from core.settings.keys import REPLY_STYLES
-from core.storage.chat_settings import Change
+from core.settings.service import Change
 
 logger = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ class SettingsPanel:
             return
         private = chat.type == ChatType.PRIVATE
         lang = self.requests.lang_for(user, chat.id, private)
-        target = ReplyTarget(chat_id=chat.id, message_id=message.message_id, user_id=user.id,
+        target = ReplyAddress(chat_id=chat.id, message_id=message.message_id, user_id=user.id,
                              lang=lang)
         try:
             await self._check(chat.id, chat.type, user.id)

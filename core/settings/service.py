@@ -21,12 +21,12 @@ from core.settings.keys import chat_settings_allowed, check, clamp
 from core.settings.propagate import RedisPropagation
 from core.storage.chat_settings import (
     AuditRow,
-    Change,
     Scope,
     SettingRow,
     SettingsStore,
     StaleRevision,
 )
+from core.storage.chat_settings import Change as Change  # what adapters build changes from
 
 logger = logging.getLogger(__name__)
 
