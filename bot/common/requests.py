@@ -38,6 +38,7 @@ class Requester:
     is_admin: bool = False
     pushes_answers: bool = False
     user_name: str | None = None
+    per_hour: int | None = None  # the chat's own hourly limit (core/settings), if narrower
 
     def job(self, *, source_kind: SourceKind, options: GenerationOptions,
             image: DecodedImage | None = None, caption: str | None = None,
@@ -50,7 +51,8 @@ class Requester:
                           caption=caption, prompt=prompt, seed=seed, is_admin=self.is_admin,
                           lang=self.lang, reply_context=dict(reply_context or {}),
                           source=source, dedupe_key=dedupe_key,
-                          answer_owed=self.pushes_answers, user_name=self.user_name)
+                          answer_owed=self.pushes_answers, user_name=self.user_name,
+                          per_hour=self.per_hour)
 
 
 async def refuse(engine: JobEngine, requester: Requester, source_kind: SourceKind,

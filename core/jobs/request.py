@@ -50,6 +50,9 @@ class JobRequest:
     # The second (third…) picture of one message: the message counts once against the
     # per-user limit of jobs at once, so its pictures are not refused as "in progress".
     extra_picture: bool = False
+    # The chat's own hourly limit per member, set by its admins (core/settings): it only
+    # narrows `[jobs] per_user_per_hour`, never widens it. None: the config's applies.
+    per_hour: int | None = None
 
     def __post_init__(self) -> None:
         given = sum(x is not None for x in (self.image, self.caption, self.prompt))

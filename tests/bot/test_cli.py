@@ -326,6 +326,16 @@ async def test_stats_prints_the_log_summary_with_names(
     assert code == 0, out.err
     assert "Today: 4 requests — telegram 4 · done 3, rejected 1" in out.out
     assert "Top users (7 days): Ana — telegram:1 (2), telegram:2 (1)\n" in out.out
+    # One chat's numbers (a group's, for its admins' questions), and a mistyped filter.
+    code = await asyncio.to_thread(main, ["stats", "--config", str(config_file),
+                                          "--chat", "telegram:1"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "— telegram:1" in out.out and "Today: 2 requests — telegram 2 · done 2" in out.out
+    assert "All kept: 2 requests" in out.out and "Eve" not in out.out
+    code = await asyncio.to_thread(main, ["stats", "--config", str(config_file),
+                                          "--chat", "telegram"])
+    assert code != 0 and "--chat 'telegram': expected PLATFORM:ID" in capsys.readouterr().err
 
 
 def test_stats_refuses_a_log_that_does_not_exist(tmp_path: Path,
