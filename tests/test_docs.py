@@ -159,11 +159,11 @@ def test_the_configuration_reference_documents_every_key() -> None:
             assert len(key.description.split()) >= 3, f"[{name}] {key_name}: no description"
             assert literal(key.default) == default, f"[{name}] {key_name}"
             assert f"| `{key_name}` | `{key.default.replace('|', chr(92) + '|')}` |" in \
-                section(rendered, f"## `[{name}]`"), f"[{name}] {key_name}"
+                section(rendered, f"### `[{name}]`"), f"[{name}] {key_name}"
     # The hook fills the page that asks for it, and only that one.
     marked = page("running/configuration.md")
     assert hook.MARKER in marked
-    assert "## `[models]`" in hook.on_page_markdown(marked)
+    assert "\n### `[models]`\n" in hook.on_page_markdown(marked)
     assert hook.on_page_markdown("# Elsewhere\n") == "# Elsewhere\n"
 
 

@@ -84,10 +84,10 @@ def cell(text: str) -> str:
 
 
 def render(text: str) -> str:
-    """Markdown: one heading and one table per section of the example file."""
+    """Markdown: one heading (under the page's "Every key") and one table per section."""
     out: list[str] = []
     for section in example_sections(text):
-        out += [f"## `[{section.name}]`", ""]
+        out += [f"### `[{section.name}]`", ""]
         if section.intro:
             out += [section.intro, ""]
         out += ["| key | default | allowed | what it does |", "|---|---|---|---|"]
