@@ -27,3 +27,12 @@ def test_ci_runs_the_readme_test_command() -> None:
     ci = (ROOT / ".ci/run").read_text(encoding="utf-8")
     assert "make test" in readme and "make run" in readme
     assert ci.rstrip().endswith("make test")
+
+
+def test_adapters_reach_the_request_log_only_through_the_contract() -> None:
+    """`lint-imports` keeps `bot` from importing storage; this keeps it from reaching into the
+    request log that `Services` holds (for the statistics) by attribute."""
+    reaching = [f"{path.relative_to(ROOT)}:{n}" for path in sorted((ROOT / "bot").rglob("*.py"))
+                for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+                if ".request_log" in line.split("#", 1)[0]]
+    assert reaching == []
