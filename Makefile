@@ -9,7 +9,7 @@ STAMP     := $(VENV)/.installed
 NEED_PYTHON := $(shell sed -n 's/^requires-python *= *">= *\([0-9.]*\)".*/\1/p' pyproject.toml)
 
 
-.PHONY: run test lint bench clean check-python
+.PHONY: run test docs lint bench clean check-python
 
 # Before anything is downloaded (torch alone is 3.2 GB): a Python too old for Sonify would
 # only be refused by pip at the end of it.
@@ -38,12 +38,23 @@ $(STAMP): pyproject.toml | check-python
 run: $(RUN_STAMP)
 	$(VENV)/bin/sonify run $(ARGS)
 
-# Lint, the import graph (no circles; core never imports bot), types, then the tests.
+# Lint, the import graph (no circles; core never imports bot), types, the documentation site
+# built --strict (a broken link or a page missing from nav fails) into a folder of its own that
+# is removed afterwards (not --quiet: it hides the warnings that --strict counts), then the
+# tests on PYTEST_WORKERS pytest-xdist workers (each test file stays on one worker; `0`:
+# in-process).
+PYTEST_WORKERS ?= 2
 test: $(STAMP)
-	$(VENV)/bin/ruff check core bot tests bench
+	$(VENV)/bin/ruff check core bot tests bench docs
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+	site=$$(mktemp -d) && NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict \
+		--site-dir "$$site"; status=$$?; rm -rf "$$site"; exit $$status
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VENV)/bin/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+
+# The documentation site at http://127.0.0.1:8000, rebuilt as the pages change.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve --strict
 
 bench: $(STAMP)
 	$(PY) bench/pipeline_bench.py --preset tiny

@@ -18,6 +18,7 @@ from core.intake.decode import DecodedImage
 from core.jobs.contract import JobEngine
 from core.jobs.request import JobRequest
 from core.options import GenerationOptions
+from core.records import Platform, SourceKind
 
 logger = logging.getLogger(__name__)
 
@@ -30,15 +31,16 @@ class Requester:
     its answer until it is sent; the web page's answers are fetched instead.
     """
 
-    platform: str
+    platform: Platform
     user_id: str
     chat_id: str
     lang: str = "en"
     is_admin: bool = False
     pushes_answers: bool = False
     user_name: str | None = None
+    per_hour: int | None = None  # the chat's own hourly limit (core/settings), if narrower
 
-    def job(self, *, source_kind: str, options: GenerationOptions,
+    def job(self, *, source_kind: SourceKind, options: GenerationOptions,
             image: DecodedImage | None = None, caption: str | None = None,
             prompt: str | None = None, seed: int | None = None,
             source: dict[str, Any] | None = None, dedupe_key: str | None = None,
@@ -49,10 +51,11 @@ class Requester:
                           caption=caption, prompt=prompt, seed=seed, is_admin=self.is_admin,
                           lang=self.lang, reply_context=dict(reply_context or {}),
                           source=source, dedupe_key=dedupe_key,
-                          answer_owed=self.pushes_answers, user_name=self.user_name)
+                          answer_owed=self.pushes_answers, user_name=self.user_name,
+                          per_hour=self.per_hour)
 
 
-async def refuse(engine: JobEngine, requester: Requester, source_kind: str,
+async def refuse(engine: JobEngine, requester: Requester, source_kind: SourceKind,
                  error: UserFacingError, *, dedupe_key: str | None = None) -> bool:
     """Log a request the adapter refused before anything was recorded (never raises).
 

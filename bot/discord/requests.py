@@ -8,16 +8,17 @@ like, and taking a request: recorded first, then carried on to its one answer.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
 import aiohttp
 import discord
 
-from bot.common.intake import Intake, IntakeSettings
+from bot.common.flow import FlowSettings, RequestFlow
 from bot.common.requests import Requester
 from bot.common.tasks import BackgroundTasks
-from bot.discord.replies import Answer, DiscordAnswer, MessageTarget, Target
+from bot.discord.replies import Answer, Destination, DiscordAnswerTarget, MessageDestination
 from bot.discord.views import result_view
 from core.config import Config
 from core.errors import ImageRejected
@@ -25,14 +26,14 @@ from core.i18n import DEFAULT_LANGUAGE, pick_language, t
 from core.intake.decode import DecodedImage, decode_image_async
 from core.intake.links import all_urls
 from core.jobs.events import JobHandle, JobResult
-from core.jobs.request import JobRequest, Receipt
-from core.jobs.rows import received_request
+from core.jobs.request import JobRequest, Receipt, received_request
+from core.options import GenerationOptions
+from core.records import Platform, RequestRecord
 from core.services import Services
-from core.storage.records import RequestRecord
 
 logger = logging.getLogger(__name__)
 
-PLATFORM = "discord"
+PLATFORM = Platform.DISCORD
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 Source = discord.Attachment | str
 
@@ -44,9 +45,10 @@ class DiscordRequests:
         self.services = services
         self.config: Config = services.config
         self.tasks = BackgroundTasks(PLATFORM)
-        self.intake = Intake(services.engine, self.tasks, IntakeSettings(
+        self.flow = RequestFlow(services.engine, self.tasks, FlowSettings(
             interval=self.config.discord.progress_interval_s, fetch=self.fetch,
             delivered=partial(services.ops.metrics.observe_stage, "delivery")))
+        self.settings = services.chat_settings  # what server admins set with /settings
         self.client: discord.Client | None = None  # set when the adapter logs in
         # Until a fresh session has read back what was missed, live messages (the bot's own
         # answers among them) must not move a channel's cursor past messages not read yet:
@@ -60,20 +62,51 @@ class DiscordRequests:
                                                              and permissions.manage_guild)
 
     def requester(self, user: discord.abc.User, channel_id: int | None, lang: str,
-                  permissions: discord.Permissions | None) -> Requester:
+                  permissions: discord.Permissions | None,
+                  guild_id: int | None = None) -> Requester:
         """The asking user; where no channel is known, the chat is the user's own."""
         return Requester(PLATFORM, user_id=str(user.id), chat_id=str(channel_id or user.id),
                          lang=lang, is_admin=self.is_admin(user, permissions),
-                         pushes_answers=True, user_name=str(user)[:64])
+                         pushes_answers=True, user_name=str(user)[:64],
+                         per_hour=self.settings.get(PLATFORM, guild_id, "per_hour"))
 
-    @staticmethod
-    def guild_lang(guild: discord.Guild | None) -> str:
-        return pick_language(guild.preferred_locale.value) if guild else DEFAULT_LANGUAGE
+    def guild_lang(self, guild: discord.Guild | None) -> str:
+        """Replies' language where the user's is unknown (posted messages): the server's
+        setting, else the server's own locale."""
+        if guild is None:
+            return DEFAULT_LANGUAGE
+        chosen = self.settings.get(PLATFORM, guild.id, "language")
+        return str(chosen) if chosen else pick_language(guild.preferred_locale.value)
+
+    def enabled(self, guild_id: int | None) -> bool:
+        """False where a server's admins switched Sonify off (then only admins are answered)."""
+        return self.settings.get(PLATFORM, guild_id, "enabled") is not False
+
+    def options(self, guild_id: int | None, seconds: float | None = None) -> GenerationOptions:
+        """A request's options: what the user asked, else the server's default length."""
+        if seconds is None:
+            seconds = self.settings.get(PLATFORM, guild_id, "seconds")
+        return GenerationOptions.from_config(self.config.generation, seconds=seconds)
 
     def watched(self, channel: Any) -> bool:
-        """A watched channel, or a thread in one."""
-        ids = set(self.config.discord.channels)
-        return channel.id in ids or getattr(channel, "parent_id", None) in ids
+        """A watched channel, or a thread in one: chosen with /settings, else in the config."""
+        guild = getattr(channel, "guild", None)
+        chosen = self.settings.of(PLATFORM, guild.id).channels("watched") if guild else {}
+        configured = set(self.config.discord.channels)
+        for cid in (channel.id, getattr(channel, "parent_id", None)):
+            if cid is None:
+                continue
+            if str(cid) in chosen:
+                return bool(chosen[str(cid)])
+            if cid in configured:
+                return True
+        return False
+
+    def watched_ids(self) -> list[int]:
+        """Every channel watched somewhere: the config's, then those chosen with /settings."""
+        chosen = [int(cid) for scope in self.settings.scopes(PLATFORM)
+                  for cid, on in scope.channels("watched").items() if on]
+        return list(dict.fromkeys([*self.config.discord.channels, *chosen]))
 
     def sources(self, message: discord.Message, addressed: bool) -> list[Source]:
         """The images in a message: attachments, links, embed images (capped)."""
@@ -130,9 +163,13 @@ class DiscordRequests:
         return data
 
     # ----- answers ---------------------------------------------------------------------------
-    def answer(self, result: JobResult, lang: str) -> Answer:
-        """The message a finished clip becomes: caption, buttons, the file or a voice message."""
+    def answer(self, result: JobResult, lang: str, guild_id: int | None = None) -> Answer:
+        """The message a finished clip becomes: caption, buttons, the file or a voice message
+        (the server's reply style, else the config's)."""
         settings = self.config.discord
+        style = self.settings.get(PLATFORM, guild_id, "reply_style")
+        if style is not None:
+            settings = replace(settings, voice_message=style == "voice")
         text = t("caption", lang, caption=result.caption or result.prompt)
         if result.cache_hit:
             text += " " + t("cached", lang)
@@ -140,22 +177,23 @@ class DiscordRequests:
         return Answer(result, text, result_view(result.request_id, lang), fmt,
                       settings.voice_message)
 
-    def answer_target(self, target: Target) -> DiscordAnswer:
-        return DiscordAnswer(target, lambda result: self.answer(result, target.lang))
+    def answer_target(self, target: Destination) -> DiscordAnswerTarget:
+        return DiscordAnswerTarget(target, lambda result: self.answer(result, target.lang,
+                                                                      target.guild_id))
 
-    async def take(self, request: JobRequest, target: Target) -> bool:
+    async def take(self, request: JobRequest, target: Destination) -> bool:
         """Record the request (the durable point), then answer it in the background.
 
         False for a redelivered request; a refusal (logged by the engine) is raised.
         """
-        return await self.intake.take(request, self.answer_target(target))
+        return await self.flow.take(request, self.answer_target(target))
 
     # ----- after a restart -----------------------------------------------------------------
     async def on_received(self, record: RequestRecord, receipt: Receipt) -> None:
         """A request recorded before a restart whose picture was not fetched yet."""
         target = self.recovered_target(record.reply_context, record.lang)
-        await self.intake.resume(received_request(record), receipt,
-                                 self.answer_target(target) if target else None)
+        await self.flow.resume(received_request(record), receipt,
+                               self.answer_target(target) if target else None)
 
     async def on_recovered(self, handle: JobHandle) -> None:
         """A job re-run (or finished, not yet delivered) after a restart: answer it there."""
@@ -163,25 +201,27 @@ class DiscordRequests:
         if target is None:
             logger.warning("recovered Discord job %s has no usable reply context", handle.id)
             return
-        self.intake.answer_recovered(handle, self.answer_target(target))
+        self.flow.answer_recovered(handle, self.answer_target(target))
 
-    def recovered_target(self, context: dict[str, Any], lang: str) -> Target | None:
+    def recovered_target(self, context: dict[str, Any], lang: str) -> Destination | None:
         """Where a request taken up after a restart is answered, from its reply context."""
         client = self.client
         if client is None:
             return None
         try:
             if context.get("kind") == "message":
-                return MessageTarget(client, lang, channel_id=int(context["channel_id"]),
-                                     message_id=int(context["message_id"]),
-                                     author_id=int(context["author_id"]),
-                                     guild_id=_int_or_none(context.get("guild_id")),
-                                     status_message_id=_int_or_none(
-                                         context.get("status_message_id")))
+                return MessageDestination(client, lang, channel_id=int(context["channel_id"]),
+                                          message_id=int(context["message_id"]),
+                                          author_id=int(context["author_id"]),
+                                          guild_id=_int_or_none(context.get("guild_id")),
+                                          status_message_id=_int_or_none(
+                                              context.get("status_message_id")))
             if context.get("kind") == "interaction":
                 # Interaction tokens are never stored: answer in the channel, mentioning them.
-                target = MessageTarget(client, lang, channel_id=int(context["channel_id"]),
-                                       message_id=None, author_id=int(context["user_id"]))
+                target = MessageDestination(client, lang, channel_id=int(context["channel_id"]),
+                                            message_id=None,
+                                            author_id=int(context["user_id"]),
+                                            guild_id=_int_or_none(context.get("guild_id")))
                 target.prefix = f"<@{context['user_id']}> "
                 return target
         except (KeyError, TypeError, ValueError):

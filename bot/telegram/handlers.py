@@ -26,16 +26,17 @@ from bot.telegram.parse import (
     mentions,
     words_ref,
 )
-from bot.telegram.replies import ReplyTarget, with_retry
+from bot.telegram.replies import ReplyAddress, with_retry
 from bot.telegram.requests import PLATFORM, TelegramRequests, source_of, update_key
+from bot.telegram.settings import SettingsPanel
 from core.errors import GenerationFailed, StorageUnavailable, UserFacingError
 from core.i18n import describe_error, pick_language, t
-from core.storage.records import RequestRecord
+from core.records import RequestRecord, SourceKind
+from core.user_text import WORDS_MAX_CHARS
 
 logger = logging.getLogger(__name__)
 
 Context = ContextTypes.DEFAULT_TYPE
-WORDS_MAX_CHARS = 300
 TOLD_KEPT = 1000  # updates remembered as told "later" (each is told once, not per delivery)
 
 
@@ -48,6 +49,7 @@ class Handlers:
         self.engine = requests.engine
         self.config = requests.config
         self.reply = requests.reply
+        self.panel = SettingsPanel(requests)
         self.bot_id = 0
         self.username = ""
         # Updates whose request could not be recorded: the poller must not confirm them.
@@ -70,9 +72,9 @@ class Handlers:
         return chat is not None and (not allow or chat.id in allow)
 
     @staticmethod
-    def target_for(message: Message, user: User, lang: str) -> ReplyTarget:
+    def target_for(message: Message, user: User, lang: str) -> ReplyAddress:
         thread = message.message_thread_id if message.is_topic_message else None
-        return ReplyTarget(chat_id=message.chat_id, message_id=message.message_id,
+        return ReplyAddress(chat_id=message.chat_id, message_id=message.message_id,
                            user_id=user.id, lang=lang, thread_id=thread)
 
     def replies_to_bot(self, message: Message) -> bool:
@@ -85,23 +87,25 @@ class Handlers:
         message, user = update.effective_message, update.effective_user
         if message is None or user is None or not self.allowed(update.effective_chat):
             return
-        lang = pick_language(user.language_code)
+        private = message.chat.type == ChatType.PRIVATE
+        lang = self.requests.lang_for(user, message.chat_id, private)
         asked = message.reply_to_message
         if message.text and asked is not None and self.replies_to_bot(message):
             ref = words_ref(asked.text)
             if ref is not None:
                 await self.on_words(update, message, user, lang, ref)
                 return
-        private = message.chat.type == ChatType.PRIVATE
         cmd, at, words = command_words(message.caption)
         caption_cmd = cmd == "sonify" and (at is None or at.lower() == self.username.lower())
         mentioned = mentions(message, self.username, self.bot_id)
         addressed = private or caption_cmd or mentioned or self.replies_to_bot(message)
         image = find_image(message)
         if not addressed:
-            answers_all = self.config.telegram.group_photos
+            answers_all = self.requests.group_photos(message.chat_id)
             if not (answers_all and image is not None and image.kind != "url"):
                 return  # a busy group: only answer when asked
+        if not await self.switched_on(message, user):
+            return
         if image is None and not self.replies_to_bot(message):
             image = find_image(message.reply_to_message)  # "@bot 8s" as a reply to a picture
         target = self.target_for(message, user, lang)
@@ -113,29 +117,36 @@ class Handlers:
             return
         if not caption_cmd:
             words = (message.caption or message.text or "").split()
-        await self.intake(update, message, user, image, words, lang, strict=caption_cmd)
+        await self.take_picture(update, message, user, image, words, lang, strict=caption_cmd)
 
     async def on_sonify(self, update: Update, context: Context) -> None:
         """`/sonify [options] [link]`, alone or as a reply to a message with a picture."""
         message, user = update.effective_message, update.effective_user
         if message is None or user is None or not self.allowed(update.effective_chat):
             return
-        lang = pick_language(user.language_code)
+        lang = self.requests.lang_for(user, message.chat_id,
+                                      message.chat.type == ChatType.PRIVATE)
+        if not await self.switched_on(message, user):
+            await self.reply.try_send_text(self.target_for(message, user, lang),
+                                           t("error.sonify_off", lang))
+            return
         image = find_image(message) or find_image(message.reply_to_message)
         if image is None:
             await self.reply.try_send_text(self.target_for(message, user, lang),
                                            t("no_image_in_reply", lang))
             return
-        await self.intake(update, message, user, image, list(context.args or []), lang,
+        await self.take_picture(update, message, user, image, list(context.args or []), lang,
                           strict=True)
 
-    async def intake(self, update: Update, message: Message, user: User, image: ImageRef,
+    async def take_picture(self, update: Update, message: Message, user: User, image: ImageRef,
                      words: list[str], lang: str, *, strict: bool) -> None:
         """Options and the cheap checks, then the request is recorded and taken."""
         target = self.target_for(message, user, lang)
         key = update_key(update.update_id)
         try:
-            asked = options_from_words(words, self.config.generation, strict=strict)
+            asked = options_from_words(words, self.config.generation, strict=strict,
+                                       default_seconds=self.requests.default_seconds(
+                                           message.chat_id))
             if image.kind != "url":
                 check_file(image, self.requests.download_limit)  # refused before any download
         except UserFacingError as exc:
@@ -145,6 +156,12 @@ class Handlers:
             source_kind=image.kind, options=asked.options, seed=asked.seed,
             source=source_of(image), dedupe_key=key,
             reply_context={**target.to_context(), "mode": "caption"}), target)
+
+    async def switched_on(self, message: Message, user: User) -> bool:
+        """Sonify answers here: on in this group, or the one asking is an admin."""
+        if message.chat.type == ChatType.PRIVATE or self.requests.enabled(message.chat_id):
+            return True
+        return await self.panel.may_change(message.chat_id, message.chat.type, user.id)
 
     # -- buttons and "Use my words" --------------------------------------------------
     async def owned_record(self, request_id: str, user_id: int) -> tuple[RequestRecord | None,
@@ -178,7 +195,7 @@ class Handlers:
         if original is None and query.message is not None:
             original = query.message.message_id
         thread = record.reply_context.get("thread_id")
-        target = ReplyTarget(chat_id=chat_id, message_id=original, user_id=user.id, lang=lang,
+        target = ReplyAddress(chat_id=chat_id, message_id=original, user_id=user.id, lang=lang,
                              thread_id=thread)
         if action == "words":
             await with_retry(query.answer, what="answerCallbackQuery")
@@ -191,7 +208,7 @@ class Handlers:
         options = options_of(record, self.config.generation)
         words = retakes_words(record)
         await self.requests.take(self.requests.requester(target, user).job(
-            source_kind="retake", options=options, dedupe_key=update_key(update.update_id),
+            source_kind=SourceKind.RETAKE, options=options, dedupe_key=update_key(update.update_id),
             caption=None if words else record.caption, prompt=record.prompt if words else None,
             reply_context={**target.to_context(), "mode": "prompt" if words else "caption"}),
             target)
@@ -211,7 +228,7 @@ class Handlers:
             return
         options = options_of(record, self.config.generation)
         await self.requests.take(self.requests.requester(target, user).job(
-            source_kind="text", options=options, prompt=prompt,
+            source_kind=SourceKind.TEXT, options=options, prompt=prompt,
             dedupe_key=update_key(update.update_id),
             reply_context={**target.to_context(), "mode": "prompt"}), target)
 
@@ -227,16 +244,23 @@ class Handlers:
         await self.reply.try_send_text(self.target_for(message, user, lang), text)
 
     async def on_stats(self, update: Update, context: Context) -> None:
-        """Admins get the stats text and chart; anyone else a refusal that reveals nothing."""
+        """The config's admins get everything's stats text and chart, a group's admins that
+        group's; anyone else a refusal that reveals nothing."""
         message, user = update.effective_message, update.effective_user
         if message is None or user is None or not self.allowed(update.effective_chat):
             return
-        lang = pick_language(user.language_code)
+        chat = message.chat
+        lang = self.requests.lang_for(user, chat.id, chat.type == ChatType.PRIVATE)
         target = self.target_for(message, user, lang)
-        if user.id not in self.config.telegram.admins:
+        if user.id in self.config.telegram.admins:
+            text, png = await self.services.stats_report(lang)
+        elif chat.type != ChatType.PRIVATE and await self.panel.may_change(chat.id, chat.type,
+                                                                           user.id):
+            text, png = await self.services.stats_report(
+                lang, chats=(PLATFORM, [str(chat.id)]), place=chat.title or str(chat.id))
+        else:
             await self.reply.try_send_text(target, t("stats_denied", lang))
             return
-        text, png = await self.services.stats_report(lang)
         await self.reply.send_text(target, text)
         await with_retry(lambda: self.reply.bot.send_photo(
             target.chat_id, InputFile(png, filename="stats.png"), reply_parameters=target.reply,

@@ -10,6 +10,7 @@ from telegram import Message, MessageEntity
 
 from core.errors import ImageRejected
 from core.intake.links import first_url
+from core.records import SourceKind
 
 # Marks the "Use my words" question with the request it belongs to; language-neutral,
 # so the ask can be matched to its request from the reply alone, even after a restart.
@@ -22,7 +23,7 @@ _COMMAND_RE = re.compile(r"^/(\w+)(?:@(\w+))?(?:\s|$)")
 class ImageRef:
     """Where a message's image is: a Telegram file (photo/document) or a link."""
 
-    kind: str  # "photo" | "document" | "url"
+    kind: SourceKind  # a photo, a document (or a sticker), or a link
     file_id: str = ""
     file_size: int | None = None
     url: str = ""
@@ -36,21 +37,21 @@ def find_image(message: Message | None) -> ImageRef | None:
         return None
     if message.photo:
         best = max(message.photo, key=lambda p: (p.width * p.height, p.file_size or 0))
-        return ImageRef("photo", file_id=best.file_id, file_size=best.file_size)
+        return ImageRef(SourceKind.PHOTO, file_id=best.file_id, file_size=best.file_size)
     if message.document is not None:
         doc = message.document
-        return ImageRef("document", file_id=doc.file_id, file_size=doc.file_size,
+        return ImageRef(SourceKind.DOCUMENT, file_id=doc.file_id, file_size=doc.file_size,
                         mime_type=doc.mime_type, file_name=doc.file_name)
     if message.sticker is not None and not (message.sticker.is_animated
                                             or message.sticker.is_video):
-        return ImageRef("document", file_id=message.sticker.file_id,
+        return ImageRef(SourceKind.DOCUMENT, file_id=message.sticker.file_id,
                         file_size=message.sticker.file_size, mime_type="image/webp")
     url = first_url(message.text or message.caption or "")
     # A link hidden behind words ("[this](https://…)") lives only in the entities.
     hidden = [e.url for e in (*message.entities, *message.caption_entities)
               if e.type == MessageEntity.TEXT_LINK and e.url]
     url = url or next((u for u in hidden if first_url(u)), None)
-    return ImageRef("url", url=url) if url else None
+    return ImageRef(SourceKind.URL, url=url) if url else None
 
 
 def check_file(ref: ImageRef, limit_bytes: int) -> None:
@@ -58,7 +59,7 @@ def check_file(ref: ImageRef, limit_bytes: int) -> None:
     if ref.file_size is not None and ref.file_size > limit_bytes:
         raise ImageRejected("file too large", code="too_large", max_bytes=limit_bytes)
     mime = (ref.mime_type or "").lower()
-    if ref.kind != "document" or mime.startswith("image/") or mime in ("",
+    if ref.kind != SourceKind.DOCUMENT or mime.startswith("image/") or mime in ("",
                                                                         "application/octet-stream"):
         return
     suffix = PurePosixPath(ref.file_name or "").suffix.lstrip(".")

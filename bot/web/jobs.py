@@ -23,7 +23,7 @@ from core.errors import (
     UserFacingError,
 )
 from core.jobs.events import Done, Failed, JobEvent, JobHandle, Progress, Queued, Started
-from core.storage.request_log import RequestRecord
+from core.records import RequestRecord
 
 AUDIO_TYPES = {"ogg": "audio/ogg", "mp3": "audio/mpeg"}
 PREVIEW_SIDE = 512

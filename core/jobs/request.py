@@ -8,6 +8,7 @@ from typing import Any
 
 from core.intake.decode import DecodedImage
 from core.options import GenerationOptions
+from core.records import Platform, RequestRecord, SourceKind
 
 
 @dataclass
@@ -24,10 +25,10 @@ class JobRequest:
       with the row so that the picture can be fetched again after a restart.
     """
 
-    platform: str  # "telegram" | "discord" | "web" | "cli"
+    platform: Platform
     user_id: str
     chat_id: str
-    source_kind: str  # "photo" | "document" | "url" | "attachment" | "upload" | "retake" | "text"
+    source_kind: SourceKind
     options: GenerationOptions
     image: DecodedImage | None = None
     caption: str | None = None
@@ -49,6 +50,9 @@ class JobRequest:
     # The second (third…) picture of one message: the message counts once against the
     # per-user limit of jobs at once, so its pictures are not refused as "in progress".
     extra_picture: bool = False
+    # The chat's own hourly limit per member, set by its admins (core/settings): it only
+    # narrows `[jobs] per_user_per_hour`, never widens it. None: the config's applies.
+    per_hour: int | None = None
 
     def __post_init__(self) -> None:
         given = sum(x is not None for x in (self.image, self.caption, self.prompt))
@@ -78,3 +82,16 @@ class Receipt:
     created_at: float
     seed: int  # drawn at receipt when the user gave none, so a retry renders the same
     duplicate: bool = False
+
+
+def received_request(record: RequestRecord) -> JobRequest | None:
+    """A received row's request again (its picture still to fetch), to carry it on."""
+    options = record.generation_options
+    if options is None or record.source is None:
+        return None
+    return JobRequest(platform=record.platform, user_id=record.user_id, chat_id=record.chat_id,
+                      source_kind=record.source_kind, options=options, source=record.source,
+                      seed=record.seed, is_admin=record.is_admin, lang=record.lang,
+                      reply_context=dict(record.reply_context or {}),
+                      dedupe_key=record.dedupe_key, answer_owed=record.delivery is not None,
+                      user_name=record.user_name)

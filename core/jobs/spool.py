@@ -18,8 +18,8 @@ from PIL import Image
 
 from core.files import write_atomically
 from core.intake.decode import DecodedImage
+from core.records import RequestRecord
 from core.storage.blobs import BlobStore
-from core.storage.records import RequestRecord
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from core.storage.request_log import RequestLog
+from core.records import RequestStatus
+from core.storage.request_log import ChatFilter, RequestLog
 
 DAY_S = 86_400.0
 WEEK_DAYS = 7
@@ -84,6 +85,9 @@ class Stats:
     top_users: list[TopUser]
     days: list[DayStats]  # oldest first, CHART_DAYS of them
     workers: list[WorkerStats] = field(default_factory=list)  # most jobs first; redis only
+    # Only some chats' requests (one server's, one group's): `all_time` then counts the rows
+    # kept (`[storage] keep_days`), as the daily totals of older ones hold no chats.
+    scoped: bool = False
 
     @property
     def cache_hit_rate(self) -> float | None:
@@ -121,25 +125,29 @@ def _first_whole_day(since: float) -> str:
     return start.strftime("%Y-%m-%d")
 
 
-async def _totals_since(request_log: RequestLog, since: float | None = None) -> Totals:
-    """Requests created after `since`: the live rows plus the daily totals of pruned ones."""
-    pruned = await request_log.retention.totals(
+async def _totals_since(request_log: RequestLog, since: float | None = None,
+                        chats: ChatFilter | None = None) -> Totals:
+    """Requests created after `since`: the live rows plus the daily totals of pruned ones
+    (which hold no chats, so none for `chats`)."""
+    pruned = [] if chats is not None else await request_log.retention.totals(
         None if since is None else _first_whole_day(since))
-    return _totals([*await request_log.counts(since), *pruned])
+    return _totals([*await request_log.counts(since, chats=chats), *pruned])
 
 
 async def collect_stats(request_log: RequestLog, queue_length: int = 0, *,
-                        now: float | None = None) -> Stats:
-    """Read the log and summarise it."""
+                        now: float | None = None, chats: ChatFilter | None = None) -> Stats:
+    """Read the log and summarise it: everything, or only `chats`' requests (one server's
+    channels, one group) for that server's or group's admins."""
     now = time.time() if now is None else now
     today_start = _day_start(now)
     first_day = today_start - timedelta(days=CHART_DAYS - 1)
     week_since = now - WEEK_DAYS * DAY_S
     rows = await request_log.rows_since(min(first_day.timestamp(), week_since), [
         "platform", "user_id", "status", "cache_hit", "queue_wait_s", "total_s", "created_at",
-        "user_name", "worker", "batch_size", "times"])
-    hits, done = await request_log.cache_hit_counts()
-    pruned_hits, pruned_done = await request_log.retention.cache_hit_counts()
+        "user_name", "worker", "batch_size", "times"], chats=chats)
+    hits, done = await request_log.cache_hit_counts(chats=chats)
+    pruned_hits, pruned_done = (0, 0) if chats is not None \
+        else await request_log.retention.cache_hit_counts()
 
     per_day: dict[str, Counter[str]] = defaultdict(Counter)
     day_latency: dict[str, list[float]] = defaultdict(list)
@@ -149,18 +157,18 @@ async def collect_stats(request_log: RequestLog, queue_length: int = 0, *,
     # (created_at, name) of each user's newest named row: people rename themselves.
     names: dict[tuple[str, str], tuple[float, str]] = {}
     worker_batches: dict[str, list[int]] = defaultdict(list)
-    for day, platform, count in await request_log.retention.per_day(
-            first_day.strftime("%Y-%m-%d")):
+    for day, platform, count in [] if chats is not None else \
+            await request_log.retention.per_day(first_day.strftime("%Y-%m-%d")):
         per_day[day][platform] += count
     for (platform, user_id, status, cache_hit, wait, total, created, user_name, worker,
          batch_size, times) in rows:
         day = datetime.fromtimestamp(created, UTC).strftime("%Y-%m-%d")
         per_day[day][platform] += times or 1
-        computed = status == "done" and not cache_hit
+        computed = status == RequestStatus.DONE and not cache_hit
         if computed and total is not None:
             day_latency[day].append(total)
         if created > week_since:
-            if status != "rejected":
+            if status != RequestStatus.REJECTED:
                 users[(platform, user_id)] += 1
             if user_name and created >= names.get((platform, user_id), (-math.inf, ""))[0]:
                 names[(platform, user_id)] = (created, user_name)
@@ -179,9 +187,9 @@ async def collect_stats(request_log: RequestLog, queue_length: int = 0, *,
                              percentile(lat, 95)))
     return Stats(
         generated_at=now,
-        today=await _totals_since(request_log, today_start.timestamp()),
-        week=await _totals_since(request_log, week_since),
-        all_time=await _totals_since(request_log),
+        today=await _totals_since(request_log, today_start.timestamp(), chats),
+        week=await _totals_since(request_log, week_since, chats),
+        all_time=await _totals_since(request_log, None, chats),
         cache_hits=hits + pruned_hits, done=done + pruned_done,
         queue_wait_p50_s=percentile(waits, 50), queue_wait_p95_s=percentile(waits, 95),
         total_p50_s=percentile(totals, 50), total_p95_s=percentile(totals, 95),
@@ -189,6 +197,8 @@ async def collect_stats(request_log: RequestLog, queue_length: int = 0, *,
         top_users=[TopUser(p, u, n, names[(p, u)][1] if (p, u) in names else None)
                    for (p, u), n in users.most_common(TOP_USERS)],
         days=days,
-        workers=sorted((WorkerStats(name, len(sizes), sum(sizes) / len(sizes))
-                        for name, sizes in worker_batches.items()),
-                       key=lambda w: (-w.jobs, w.name)))
+        # The workers are the operator's business, not a server's.
+        workers=[] if chats is not None else sorted(
+            (WorkerStats(name, len(sizes), sum(sizes) / len(sizes))
+             for name, sizes in worker_batches.items()), key=lambda w: (-w.jobs, w.name)),
+        scoped=chats is not None)

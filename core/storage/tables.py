@@ -7,9 +7,12 @@ definitions are what the newest revision creates, used by the queries.
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from sqlalchemy import (
     JSON,
     Boolean,
+    CheckConstraint,
     Column,
     Float,
     Index,
@@ -21,13 +24,23 @@ from sqlalchemy import (
     Text,
 )
 
-# received: recorded, picture not yet fetched; queued/running: with the engine; the rest end.
-STATUSES = ("received", "queued", "running", "done", "failed", "rejected", "interrupted")
-UNFINISHED = ("received", "queued", "running")
-# What a user is owed after a request was accepted: "owed" an answer (clip or apology),
-# "sending" it now, "sent"; NULL for requests nobody is told about (refused at the door,
-# or answered by being fetched: the web page).
-DELIVERY_STATES = ("owed", "sending", "sent")
+from core.records import Delivery, Platform, RequestStatus, SourceKind
+
+
+def check_values(column: str, values: type[StrEnum], name: str) -> CheckConstraint:
+    """A CHECK that `column` holds one of the enum's values (or NULL): the domain's words
+    (core/records.py) are the only ones a row can hold. Changing one is a migration."""
+    allowed = ", ".join(f"'{v.value}'" for v in values)
+    return CheckConstraint(f"{column} IN ({allowed})", name=name)
+
+
+# The checks of revision 0006, by name: a migration that changes one drops and adds it.
+REQUEST_CHECKS = (("status", RequestStatus, "ck_requests_status"),
+                  ("delivery", Delivery, "ck_requests_delivery"),
+                  ("platform", Platform, "ck_requests_platform"),
+                  ("source_kind", SourceKind, "ck_requests_source_kind"))
+TOTALS_CHECKS = (("status", RequestStatus, "ck_daily_totals_status"),
+                 ("platform", Platform, "ck_daily_totals_platform"))
 
 metadata = MetaData()
 
@@ -84,6 +97,7 @@ requests = Table(
     Index("ix_requests_delivery", "delivery"),
     Index("ix_requests_rider_of", "rider_of"),
     Index("ix_requests_cache_key", "cache_key"),
+    *(check_values(column, values, name) for column, values, name in REQUEST_CHECKS),
 )
 
 # Index of the clip cache (files live under <data_dir>/cache; see core/jobs/cache.py).
@@ -160,4 +174,35 @@ daily_totals = Table(
     Column("status", String(16), primary_key=True),
     Column("request_count", Integer, nullable=False),
     Column("cache_hits", Integer, nullable=False),
+    *(check_values(column, values, name) for column, values, name in TOTALS_CHECKS),
+)
+
+# Settings that server and group admins set in chat (core/settings): one row per scope and
+# key. The scope is a platform, a server or chat and, for per-channel keys, a channel ("" for
+# the whole server or chat). `value` is JSON; the config file gives the defaults and bounds.
+chat_settings = Table(
+    "chat_settings", metadata,
+    Column("platform", String(16), primary_key=True),
+    Column("chat_id", String(64), primary_key=True),
+    Column("channel_id", String(64), primary_key=True),
+    Column("key", String(32), primary_key=True),
+    Column("value", JSON, nullable=False),
+    Column("updated_by", String(64), nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+# Every change of a chat setting, old and new value (NULL: the config's default), who, when.
+# Its newest id per server or chat is that scope's revision: a panel shown before it is stale.
+chat_settings_audit = Table(
+    "chat_settings_audit", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("platform", String(16), nullable=False),
+    Column("chat_id", String(64), nullable=False),
+    Column("channel_id", String(64), nullable=False),
+    Column("key", String(32), nullable=False),
+    Column("old_value", JSON),
+    Column("new_value", JSON),
+    Column("changed_by", String(64), nullable=False),
+    Column("changed_at", Float, nullable=False),
+    Index("ix_chat_settings_audit_scope", "platform", "chat_id", "id"),
 )
