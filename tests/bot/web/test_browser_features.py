@@ -475,3 +475,29 @@ async def test_the_rough_edges_a_newcomer_hit_are_gone(
                          "into a short sound clip.")
         assert (await visitor.locator(".caption").text_content() or "").strip() == shown
     assert not browser.complaints(), browser.problems
+
+
+async def test_enter_and_space_on_the_upload_zone_open_the_file_chooser(
+        start_web: WebFactory) -> None:
+    """The hint says "press to choose a file": from the keyboard, Enter and Space on the
+    focused upload zone open the chooser. Desktop only: keys are not a phone's way (a tap is),
+    and Chromium's phone emulation opens no chooser for them. What the user gets in Chromium,
+    whose own file input answers both keys (it passes without app.js's key handler too, which
+    is there for browsers that do not)."""
+    web = await start_web()
+    async with chromium("desktop") as browser:
+        page = await browser.page(str(web.client.make_url("/")))
+        # A listener for the page's whole life: Playwright intercepts choosers from when the
+        # first one is added, and a press before that would open none (headless) — the cause
+        # of an earlier version of this check that passed only sometimes under load.
+        opened: list[Any] = []
+        page.on("filechooser", lambda chooser: opened.append(chooser))
+        await page.evaluate("1")  # a round trip: the interception is on before any key
+        for key in ("Enter", "Space"):
+            await page.focus("#image")
+            async with page.expect_file_chooser(timeout=60_000) as chooser:
+                await page.keyboard.press(key)
+            assert await (await chooser.value).element.evaluate("el => el.id") == "image", key
+            assert opened, key
+            await (await chooser.value).set_files([])  # chosen nothing, as Escape in the dialog
+    assert not browser.complaints(), browser.problems
