@@ -1,9 +1,11 @@
 # Sonify on an NVIDIA GPU (or, without --gpus, on the CPU).
 #
 # Build:  docker build -t sonify .
-# Run:    docker run --gpus all -t -v "$PWD/config.toml:/app/config.toml:ro" \
+# Run:    docker run --gpus all -t \
+#           --mount type=bind,src="$PWD/config.toml",dst=/app/config.toml,readonly \
 #           -v sonify-data:/data -v sonify-models:/models -p 127.0.0.1:8080:8080 sonify
-#         (README, section "Docker": the config.toml to mount, tokens as -e variables.)
+#         (--mount, not -v: -v would turn a missing config.toml into an empty folder)
+#         (docs/running/docker.md: the config.toml to mount, tokens as -e variables.)
 #
 # No CUDA base image: the torch wheels bring their own CUDA 13.0 runtime, cuBLAS and cuDNN
 # (the nvidia-* packages pip installs beside torch), so a CUDA base image would only add a

@@ -2,20 +2,40 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed
+# Two stamps: `make run` installs Sonify and what it runs on; `make test` adds the test tools.
+RUN_STAMP := $(VENV)/.installed-run
+STAMP     := $(VENV)/.installed
+# The oldest Python Sonify runs on, read from pyproject.toml's requires-python (">=3.11").
+NEED_PYTHON := $(shell sed -n 's/^requires-python *= *">= *\([0-9.]*\)".*/\1/p' pyproject.toml)
 
 
-.PHONY: run test docs lint bench clean
+.PHONY: run test docs lint bench clean check-python
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	# torch/torchvision first and pinned: these wheels are the CUDA builds (they also run on CPU).
-	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+# Before anything is downloaded (torch alone is 3.2 GB): a Python too old for Sonify would
+# only be refused by pip at the end of it.
+check-python:
+	@have=$$($(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null) \
+	  || { echo "make: cannot run $(PYTHON); install Python $(NEED_PYTHON) or newer and give it as PYTHON=..." >&2; exit 1; }; \
+	if [ "$$(printf '%s\n%s\n' "$(NEED_PYTHON)" "$$have" | sort -V | head -n 1)" != "$(NEED_PYTHON)" ]; then \
+	  echo "make: $(PYTHON) is Python $$have; Sonify needs $(NEED_PYTHON) or newer (give another as PYTHON=python3.11)" >&2; exit 1; \
+	fi
+
+# venv, pip, then torch/torchvision first and pinned: these wheels are the CUDA builds (they
+# also run on CPU).
+MAKE_VENV := $(PYTHON) -m venv $(VENV) && $(PY) -m pip install --quiet --upgrade pip \
+	&& $(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+
+# Runtime dependencies only; a venv that `make test` built already holds them.
+$(RUN_STAMP): pyproject.toml | check-python
+	@if [ -f $(STAMP) ] && [ $(STAMP) -nt pyproject.toml ]; then touch $@; else \
+	  set -x; $(MAKE_VENV) && $(PY) -m pip install --quiet -e . && touch $@; fi
+
+$(STAMP): pyproject.toml | check-python
+	$(MAKE_VENV)
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(VENV)/bin/sonify run $(ARGS)
 
 # Lint, the import graph (no circles; core never imports bot), types, the documentation site

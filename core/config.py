@@ -385,6 +385,11 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
             return parse_config({}, environ=environ)
         path = DEFAULT_PATH
     path = Path(path)
+    if path.is_dir():
+        # What `docker run -v ./config.toml:…` leaves when the file did not exist on the host.
+        raise ConfigError(f"{path} is a folder, not a configuration file (under Docker: the "
+                          "config.toml mounted did not exist on the host); create the file "
+                          "from config.example.toml and remove the folder")
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:

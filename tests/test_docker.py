@@ -131,3 +131,48 @@ def test_every_sonify_service_checks_its_health_with_sonify_and_waits_on_health(
             assert argv[argv.index("--metrics-host") + 1] == "0.0.0.0"  # for a Prometheus
     # The adapters wait for the first worker: the bots answer once something can render.
     assert "worker-0" in services["adapters"]["depends_on"]
+
+
+def test_every_secret_variable_is_listed_and_passed_by_compose() -> None:
+    """config.example.toml names each secret Sonify reads from the environment; compose passes
+    each to every Sonify service."""
+    import yaml
+
+    from core.config import ENV_SECRETS
+
+    example = (ROOT / "config.example.toml").read_text(encoding="utf-8")
+    listed = example.split("environment instead of this file", 1)[1].split("\n\n", 1)[0]
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
+    for variable in ENV_SECRETS.values():
+        assert variable in listed
+        for name, service in compose["services"].items():
+            if service.get("image") == "sonify":
+                assert variable in service["environment"], (name, variable)
+
+
+def test_a_missing_config_file_is_refused_not_made_a_folder() -> None:
+    """`-v ./config.toml:…` turns a missing file into an empty folder on the host: every mount
+    of it refuses a missing file instead (compose: create_host_path false; docker run: --mount)."""
+    import yaml
+
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
+    mounts = 0
+    for service in compose["services"].values():
+        for volume in service.get("volumes", []):
+            if isinstance(volume, str):
+                assert "config.toml" not in volume, volume
+            elif volume["target"] == "/app/config.toml":
+                assert volume["read_only"] and volume["bind"]["create_host_path"] is False
+                mounts += 1
+    assert mounts >= 3  # the adapters and each worker
+    for text in (docker_page(), DOCKERFILE):
+        assert 'src="$PWD/config.toml",dst=/app/config.toml,readonly' in text
+        assert not re.search(r"-v \S*config\.toml", text)
+
+
+def test_the_docker_run_example_keeps_the_page_it_publishes() -> None:
+    """The Docker page's `docker run` sets a bot token and publishes 8080: the page must be on."""
+    section = docker_page()
+    example = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    assert "SONIFY_TELEGRAM_TOKEN" in example and "-p 127.0.0.1:8080:8080" in example
+    assert re.search(r"^enabled = true\b", example, re.MULTILINE)

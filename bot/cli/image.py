@@ -19,6 +19,7 @@ from bot.cli.common import EXIT_USAGE, CliError
 from bot.cli.progress import progress_for
 from core.audio.encode import FORMATS, clip_duration, encode_clip, format_for_path
 from core.config import MAX_SEED, MAX_STEPS, MIN_SECONDS, Config
+from core.errors import BadRequest
 from core.files import write_atomically
 from core.intake.decode import DecodedImage, decode_image
 from core.intake.fetch import ImageFetcher
@@ -53,6 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser, config: Config) -> None:
                         help=f"random seed, 0 to {MAX_SEED}: the same picture, options and "
                              "seed give the same clip (default: a random one, printed at "
                              "the end)")
+    parser.add_argument("--mkdir", action="store_true",
+                        help="create OUT's folder if it does not exist (default: refuse, "
+                             "so a mistyped folder name is not silently created)")
 
 
 def output_format(out: Path, requested: str | None) -> str:
@@ -72,14 +76,21 @@ def output_format(out: Path, requested: str | None) -> str:
     return named
 
 
-def check_output(out: Path) -> None:
-    """Refuse an OUT that cannot be written, before minutes of rendering."""
+def check_output(out: Path, *, make_folder: bool = False) -> None:
+    """Refuse an OUT that cannot be written, before minutes of rendering.
+
+    A missing folder is refused unless `make_folder` (`--mkdir`): a typo in a folder name
+    would otherwise become a new folder holding the clip where nobody looks.
+    """
     if out.is_dir():
         raise CliError(f"{out} is a folder; give a file name, such as {out / 'clip.ogg'}",
                        EXIT_USAGE)
     folder = out.parent
+    if not folder.exists() and not make_folder:
+        raise CliError(f"cannot write {out}: there is no folder {folder}; create it, or add "
+                       "--mkdir", EXIT_USAGE)
     while not folder.exists() and folder != folder.parent:
-        folder = folder.parent  # the folders missing below it are created at the end
+        folder = folder.parent  # with --mkdir the folders missing below it are made at the end
     if not folder.is_dir():
         raise CliError(f"cannot write {out}: {folder} is not a folder")
     if not os.access(folder, os.W_OK | os.X_OK):
@@ -136,11 +147,14 @@ def write_file(path: Path, data: bytes) -> None:
 
 def run(args: argparse.Namespace, config: Config) -> int:
     """Caption one image, render its sound, write the clip, print the caption."""
-    options = GenerationOptions.from_config(config.generation, seconds=args.seconds,
-                                            steps=args.steps)
-    seed = check_seed(args.seed)
+    try:
+        options = GenerationOptions.from_config(config.generation, seconds=args.seconds,
+                                                steps=args.steps)
+        seed = check_seed(args.seed)
+    except BadRequest as exc:  # an option out of its bounds: a command-line mistake
+        raise CliError(str(exc), EXIT_USAGE) from None
     out = Path(args.output)
-    check_output(out)
+    check_output(out, make_folder=args.mkdir)
     fmt = output_format(out, args.format)
     decoded = load_source(args.source, config)
     with progress_for(sys.stderr) as progress:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from bot.app import run
+from bot.app import exit_now, run
 from core.config import Config
 
 
 def run_bots(args: argparse.Namespace, config: Config) -> int:
     """Start every configured adapter and serve until SIGINT/SIGTERM."""
-    return run(config)
+    exit_now(run(config))
 
 
 def sync_commands(args: argparse.Namespace, config: Config) -> int:

@@ -108,8 +108,9 @@ class TelegramAdapter:
                 raise ConfigError(f"{source}: [telegram] token: Telegram refused it; copy it "
                                   "again from @BotFather") from None
             detail = str(exc).replace(self.config.telegram.token, "***")
-            raise ConfigError(f"{source}: [telegram] api_base_url: cannot reach the Bot API "
-                              f"({detail})") from None
+            where = urlsplit(self.config.telegram.api_base_url).netloc
+            raise ConfigError(f"{source}: cannot reach Telegram at {where} ({detail}); check "
+                              "this machine's network connection (or proxy)") from None
         try:
             await self._connect()
         except BaseException:

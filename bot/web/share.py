@@ -26,7 +26,7 @@ from bot.web.jobs import AUDIO_TYPES, WebError, clip_response, json_response
 from bot.web.state import SERVICES, live_job, owned_record, unknown_job
 from bot.web.texts import STATIC_DIR, fill, request_language
 from core.i18n import t
-from core.records import RequestRecord, RequestStatus, SharedResult
+from core.records import RequestRecord, RequestStatus, SharedResult, SourceKind
 
 # Assets of a shared page, each under its link: a visitor needs nothing outside it.
 SHARE_ASSETS = {"style.css": "text/css", "favicon.svg": "image/svg+xml",
@@ -55,7 +55,10 @@ async def create_share(request: web.Request) -> web.Response:
     # The preview lives in this process's memory only; kept with the link, the shared page
     # still shows the picture after a restart (and a new link keeps the earlier one's).
     job = live_job(request, record.id)
-    token = await services.share_links.create(record.id, job.preview if job else None)
+    # A sound from the user's words was not made from the picture shown beside it on their
+    # page (context there): the visitor gets the words alone.
+    preview = job.preview if job and record.source_kind != SourceKind.TEXT else None
+    token = await services.share_links.create(record.id, preview)
     return json_response({"token": token, "url": f"/s/{token}"}, status=201)
 
 
@@ -125,7 +128,11 @@ async def share_page(request: web.Request) -> web.Response:
     base = f"/s/{request.match_info['token']}"
     markup = _share_markup(base, shared, record, lang, clip)
     caption = record.caption or record.prompt or ""
-    page = fill("share.html", lang, {"lang": lang, "base": base, "caption": caption}, markup)
+    # A result of the user's own words was not made from a description of a picture.
+    words = record.source_kind == SourceKind.TEXT
+    intro = t("web.share_intro_words" if words else "web.share_intro", lang)
+    page = fill("share.html", lang, {"lang": lang, "base": base, "caption": caption,
+                                     "intro": intro}, markup)
     return web.Response(text=page, content_type="text/html", charset="utf-8",
                         headers={**SHARE_HEADERS, "Vary": "Accept-Language"})
 

@@ -189,7 +189,9 @@ async def words_job(request: web.Request) -> web.Response:
             source_kind=SourceKind.TEXT, options=options_of(record, services.config.generation),
             prompt=words,
             reply_context={"mode": "prompt", "of": record.id}))
-        return handle, None
+        # The picture the words are about stays beside them, as context.
+        original = live_job(request, record.id)
+        return handle, (original.preview if original is not None else None)
 
     return await _admit(request, SourceKind.TEXT, take)
 

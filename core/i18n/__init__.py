@@ -55,6 +55,8 @@ def describe_error(error: BaseException, lang: str = DEFAULT_LANGUAGE) -> str:
         params["wait"] = format_wait(float(params["retry_after_s"]), lang)
     if "max_bytes" in params and "max_mb" not in params:
         params["max_mb"] = params["max_bytes"] / 1_000_000
+    if "max_pixels" in params:
+        params["max_megapixels"] = round(params["max_pixels"] / 1_000_000, 1)
     try:
         return t(key, lang, **params)
     except (KeyError, ValueError, IndexError):

@@ -60,7 +60,8 @@ def read_header(data: bytes, fmt: MovingFormat, settings: VideoConfig) -> Animat
 def check_frame_size(width: int, height: int, settings: VideoConfig) -> None:
     """Refuse a frame size before anything of that size is allocated."""
     if width <= 0 or height <= 0:
-        raise VideoRejected("zero-sized frames", code="video_bad_dimensions")
+        raise VideoRejected("zero-sized frames", code="video_bad_dimensions",
+                            max_side=settings.max_side)
     if width > settings.max_side or height > settings.max_side \
             or width * height > settings.max_pixels:
         raise VideoRejected("frames too large", code="video_too_many_pixels")

@@ -154,9 +154,11 @@ def decode_image(data: bytes, settings: ImagesConfig) -> DecodedImage:
     except ImageRejected:
         raise
     except Image.DecompressionBombError:
-        raise ImageRejected("too many pixels", code="too_many_pixels") from None
+        raise ImageRejected("too many pixels", code="too_many_pixels",
+                            **_limits(settings)) from None
     except MemoryError:
-        raise ImageRejected("too many pixels", code="too_many_pixels") from None
+        raise ImageRejected("too many pixels", code="too_many_pixels",
+                            **_limits(settings)) from None
     except Exception as exc:  # Pillow raises many types for damaged files; all mean "corrupt".
         logger.debug("%s decode failed: %s", fmt, type(exc).__name__)
         raise ImageRejected("damaged or incomplete image", code="corrupt") from None
@@ -175,7 +177,8 @@ def _decode(data: bytes, fmt: str, settings: ImagesConfig) -> DecodedImage:
         # Pillow refuses zero-sized images outright; say so when the header shows it.
         size = _declared_size(data, fmt)
         if size is not None and min(size) <= 0:
-            raise ImageRejected("zero-sized image", code="bad_dimensions") from None
+            raise ImageRejected("zero-sized image", code="bad_dimensions",
+                                **_limits(settings)) from None
         raise
     with opened:
         original = opened.size
@@ -208,14 +211,19 @@ def _decode(data: bytes, fmt: str, settings: ImagesConfig) -> DecodedImage:
                         height=image.height, original_size=original)
 
 
+def _limits(settings: ImagesConfig) -> dict[str, int]:
+    """The bounds a size refusal names in its text."""
+    return {"max_pixels": settings.max_pixels, "max_side": settings.max_side}
+
+
 def _check_size(size: tuple[int, int], settings: ImagesConfig) -> None:
     width, height = size
     if width <= 0 or height <= 0:
-        raise ImageRejected("zero-sized image", code="bad_dimensions")
+        raise ImageRejected("zero-sized image", code="bad_dimensions", **_limits(settings))
     if width * height > settings.max_pixels:
-        raise ImageRejected("too many pixels", code="too_many_pixels")
+        raise ImageRejected("too many pixels", code="too_many_pixels", **_limits(settings))
     if width > settings.max_side or height > settings.max_side:
-        raise ImageRejected("image side too long", code="bad_dimensions")
+        raise ImageRejected("image side too long", code="bad_dimensions", **_limits(settings))
 
 
 def _declared_size(data: bytes, fmt: str) -> tuple[int, int] | None:

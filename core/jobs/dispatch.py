@@ -123,8 +123,24 @@ class Dispatcher:
                else FIRST_BATCH_GUESS_S)
         remaining = 0.0
         if self._running:
-            remaining = max(0.0, avg - (time.monotonic() - self._batch_started))
+            elapsed = time.monotonic() - self._batch_started
+            remaining = self._running_left(elapsed, avg)
+            if not self._batch_times:  # no batch timed yet: this one is the best measure
+                avg = max(avg, elapsed + remaining)
         return max(1, math.ceil(remaining + batches_ahead * avg))
+
+    def _running_left(self, elapsed: float, avg: float) -> float:
+        """Seconds the running batch still needs. Within the average: the rest of it. Past it
+        (a slow machine, the first batch of real models on a CPU), the average says nothing
+        (it would say "about 1 s" however long is left): the diffusion steps done so far
+        tell, at the pace they took; before the first step, as long again as the average."""
+        if elapsed < avg:
+            return avg - elapsed
+        progress = next((job.last_progress for job in self._running
+                         if job.last_progress is not None and job.last_progress.step > 0), None)
+        if progress is None:
+            return avg
+        return elapsed * max(0, progress.total - progress.step) / progress.step
 
     def estimate_drain(self) -> int:
         return self.estimate(math.ceil(len(self.queue) / self.jobs.max_batch))

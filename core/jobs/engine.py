@@ -91,8 +91,10 @@ class Engine(Recovery):
         self._to_recover = [*await self.request_log.unfinished(),
                             *await self.request_log.unanswered()]
         if self._to_recover:
-            logger.warning("%d request(s) were left unanswered; resume_recovered() takes "
-                           "them up", len(self._to_recover))
+            # Expected after any stop with work queued: not a warning, and told as the user
+            # sees it, not as the code does it.
+            logger.info("%d request(s) from before the last stop will be answered once the "
+                        "bots are connected", len(self._to_recover))
         self._accepting = True
 
     async def load_models(self) -> None:

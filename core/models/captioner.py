@@ -253,7 +253,7 @@ def _load_open_clip(models: ModelsConfig, device: torch.device) -> tuple[CoCa, A
     try:
         # open_clip logs to the root logger: its INFO chatter and, before raising, the failed
         # download at ERROR, which would only repeat our one-line error below.
-        with held_logs(root_paths=("open_clip",)):
+        with held_logs("huggingface_hub", root_paths=("open_clip",)):
             model, _, preprocess = open_clip.create_model_and_transforms(
                 name, pretrained=tag, device=device, precision="fp32", cache_dir=cache_dir)
             tokenizer = open_clip.get_tokenizer(name, cache_dir=cache_dir)

@@ -87,7 +87,7 @@ class ClapScorer:
                                     f"and downloads are off (HF_HUB_OFFLINE): {_FIX}")
         where = str(path) if local else source
         try:
-            with held_logs("transformers"):
+            with held_logs("transformers", "huggingface_hub"):
                 model = ClapModel.from_pretrained(where, cache_dir=cache_dir)
                 tokenizer = AutoTokenizer.from_pretrained(where, cache_dir=cache_dir)
                 fe = ClapFeatureExtractor.from_pretrained(where, cache_dir=cache_dir)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import diffusers
 import torch
@@ -35,6 +38,31 @@ def hub_is_offline() -> bool:
     # have the HF_HUB_OFFLINE constant.
     check = getattr(hub_constants, "is_offline_mode", None)
     return bool(check() if callable(check) else hub_constants.HF_HUB_OFFLINE)
+
+
+# With one of these set the Hub may well be reachable through a proxy though not directly.
+_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
+                    "all_proxy")
+
+
+def go_offline_without_network(timeout_s: float = 5.0) -> None:
+    """Without a route to the Hub, load from the local cache only.
+
+    Otherwise each missing file costs huggingface_hub's five retries with back-off (about
+    20 s a file, minutes in all) before the one-line "cannot be fetched" error; cached
+    weights load the same either way.
+    """
+    if hub_is_offline() or any(os.environ.get(name) for name in _PROXY_VARIABLES):
+        return
+    endpoint = urlsplit(hub_constants.ENDPOINT)
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname or "", port), timeout=timeout_s).close()
+    except OSError as exc:
+        logger.debug("%s cannot be reached (%s): loading models from the local cache only",
+                     endpoint.hostname, exc.strerror or type(exc).__name__)
+        hub_constants.HF_HUB_OFFLINE = True
+        os.environ["HF_HUB_OFFLINE"] = "1"  # for libraries that read the variable themselves
 
 
 def _fix_for(backend: str, source: str) -> str:
@@ -119,10 +147,12 @@ def load_diffusers_pipeline(backend: str, source: str, *, dtype: torch.dtype,
         source = str(path)
     elif offline_and_not_cached(source, "model_index.json", cache_dir):
         raise missing_model_error(backend, source, "is not in the Hugging Face cache and "
-                                                   "downloads are off (HF_HUB_OFFLINE)")
+                                                   "cannot be fetched (HF_HUB_OFFLINE, or no "
+                                                   "network)")
     try:
         # On a failed load diffusers first warns that it cannot reach the Hub, in two lines.
-        with held_logs("diffusers", "transformers", drop=_CHATTER), quiet_construction():
+        with held_logs("diffusers", "transformers", "huggingface_hub", drop=_CHATTER), \
+                quiet_construction():
             return cls.from_pretrained(source, dtype=dtype, cache_dir=cache_dir)
     except Exception as exc:  # whatever the libraries raise, the user gets one line
         logger.debug("loading %s failed", source, exc_info=True)

@@ -11,7 +11,7 @@ from core.config import Config, GenerationConfig, ModelsConfig
 from core.models.backends import BACKENDS
 from core.models.captioner import Captioner
 from core.models.clap import DEFAULT_CLAP, ClapScorer, LazyScorer
-from core.models.hub import disable_progress_bars
+from core.models.hub import disable_progress_bars, go_offline_without_network
 from core.models.pipeline import Pipeline
 from core.models.precision import choose_precision
 from core.models.sound import SoundGenerator, auto_candidates
@@ -65,6 +65,8 @@ class ModelLoader:
             if self._models is None:
                 disable_progress_bars()  # a bot's log is no terminal: no bars while loading
                 models = self.config.models
+                if models.preset != "tiny":
+                    go_offline_without_network()
                 if models.preset == "tiny":
                     models = tiny_models(models)
                     logger.warning(

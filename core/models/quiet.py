@@ -50,13 +50,17 @@ def download_problem(exc: BaseException) -> str | None:
 class _Hold(logging.Filter):
     """Keeps the records of a logger (optionally only those logged from `paths`) for later."""
 
-    def __init__(self, paths: tuple[str, ...]) -> None:
+    def __init__(self, paths: tuple[str, ...], names: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.paths = paths
+        self.names = names  # when set: only records of these loggers (and their children)
         self.records: list[logging.LogRecord] = []
 
     def filter(self, record: logging.LogRecord) -> bool:
         if self.paths and not any(p in record.pathname for p in self.paths):
+            return True
+        if self.names and not any(record.name == n or record.name.startswith(n + ".")
+                                  for n in self.names):
             return True
         self.records.append(record)
         return False
@@ -81,9 +85,16 @@ def held_logs(*libraries: str, root_paths: tuple[str, ...] = (),
         # diffusers and transformers log through their own handler on the top logger
         # (propagation off), so a filter on it sees every module's records.
         targets += [library_logger, *library_logger.handlers]
+    # huggingface_hub has a handler of its own *and* propagates (each retry warning came out
+    # twice): its records are also held at the root logger's handlers, by logger name.
+    propagating = tuple(name for name in libraries if logging.getLogger(name).propagate)
+    by_name = _Hold((), propagating)
+    root_handlers = list(logging.getLogger().handlers) if propagating else []
     from_root = _Hold(root_paths)
     for target in targets:
         target.addFilter(held)
+    for handler in root_handlers:
+        handler.addFilter(by_name)
     if root_paths:
         logging.getLogger().addFilter(from_root)
     loaded = False
@@ -93,8 +104,10 @@ def held_logs(*libraries: str, root_paths: tuple[str, ...] = (),
     finally:
         for target in targets:
             target.removeFilter(held)
+        for handler in root_handlers:
+            handler.removeFilter(by_name)
         logging.getLogger().removeFilter(from_root)
-        records = {id(r): r for r in held.records + from_root.records}  # one per record
+        records = {id(r): r for r in held.records + by_name.records + from_root.records}
         for record in records.values():
             if loaded and record.levelno >= logging.WARNING and not any(
                     text in record.getMessage() for text in drop):

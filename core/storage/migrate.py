@@ -70,7 +70,11 @@ def _upgrade(connection: Connection) -> str:
         raise
     after = _current(connection)
     if after != before:
-        logger.info("request log schema: %s -> %s", before or "empty", after)
+        if before is None:
+            logger.info("created a new request log")
+        else:
+            logger.info("brought the request log up to date (its records are kept)")
+        logger.debug("request log schema: %s -> %s", before or "empty", after)
     return after or ""
 
 

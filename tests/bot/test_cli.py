@@ -116,8 +116,6 @@ def test_bad_inputs_exit_non_zero_with_one_line(workdir: Path, capsys: pytest.Ca
         ("ftp://example.com/a.jpg",): "sonify: ftp:// links are not supported; give an http:// "
                                       "or https:// link, or a local file",
         ("FILE:///etc/passwd",): "sonify: file:// links are not supported",
-        ("photo.jpg", "--seconds", "99"): "sonify: seconds must be between 0.5 and 10",
-        ("photo.jpg", "--seed", "-4"): "sonify: seed must be between 0 and 2147483647",
     }
     for extra, expected in cases.items():
         code, out, err = run_cli(capsys, "image", *extra, "-o", "x.ogg")
@@ -125,6 +123,43 @@ def test_bad_inputs_exit_non_zero_with_one_line(workdir: Path, capsys: pytest.Ca
         assert len(err.splitlines()) == 1, err  # refused before the models load: no progress
         assert err.lower().startswith(expected.lower()), err
     assert not (workdir / "x.ogg").exists()
+
+
+def test_every_command_line_mistake_exits_2(workdir: Path, capsys: pytest.CaptureFixture[str],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Options out of their bounds are command-line mistakes, like `--seed abc`: exit code 2."""
+    monkeypatch.chdir(workdir)
+    cases = {
+        ("--seconds", "0"): "sonify: seconds must be between 0.5 and 10",
+        ("--seconds", "9999"): "sonify: seconds must be between 0.5 and 10",
+        ("--seconds", "nan"): "sonify: seconds must be between 0.5 and 10",
+        ("--seed", "-1"): "sonify: seed must be between 0 and 2147483647",
+        ("--seed", "2147483648"): "sonify: seed must be between 0 and 2147483647",
+        ("--steps", "0"): "sonify: steps must be between 1 and 500",
+    }
+    for extra, expected in cases.items():
+        code, out, err = run_cli(capsys, "image", "photo.jpg", "-o", "x.ogg", *extra)
+        assert (code, out, err) == (2, "", expected + "\n"), extra
+    with pytest.raises(SystemExit) as argparse_exit:  # argparse's own refusal, for comparison
+        main(["image", "photo.jpg", "-o", "x.ogg", "--seed", "abc"])
+    assert argparse_exit.value.code == 2
+    assert not (workdir / "x.ogg").exists()
+
+
+def test_a_missing_output_folder_is_refused_unless_mkdir(
+        workdir: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`-o typo/x.ogg` is refused before anything loads; `--mkdir` creates the folder."""
+    monkeypatch.chdir(workdir)
+    code, out, err = run_cli(capsys, "image", "photo.jpg", "-o", "nonexistent/dir/x.ogg")
+    assert (code, out) == (2, "")
+    assert err == ("sonify: cannot write nonexistent/dir/x.ogg: there is no folder "
+                   "nonexistent/dir; create it, or add --mkdir\n")
+    assert not (workdir / "nonexistent").exists()
+    code, _, err = run_cli(capsys, "image", "photo.jpg", "-o", "nonexistent/dir/x.ogg",
+                           "--mkdir")
+    assert code == 0, err
+    assert sf.info(str(workdir / "nonexistent/dir/x.ogg")).format == "OGG"
 
 
 def test_the_format_comes_from_the_extension(workdir: Path, capsys: pytest.CaptureFixture[str],
@@ -168,7 +203,8 @@ def test_the_clip_is_created_as_the_umask_says(workdir: Path, umask: int, mode: 
     monkeypatch.chdir(workdir)
     old = os.umask(umask)
     try:
-        code, _, err = run_cli(capsys, "image", "photo.jpg", "-o", "new/folder/clip.ogg")
+        code, _, err = run_cli(capsys, "image", "photo.jpg", "-o", "new/folder/clip.ogg",
+                                 "--mkdir")
     finally:
         os.umask(old)
     assert code == 0, err
@@ -258,6 +294,32 @@ def test_missing_weights_is_one_line(tmp_path: Path, missing: str,
     assert progress == loading[:len(progress)] and len(progress) >= 2, err
     assert line.startswith(f"sonify: {missing.capitalize()} model")
     assert f"{missing}_" in line and "SONIFY_MODELS=tiny" in line
+    assert not (tmp_path / "x.ogg").exists()
+
+
+def test_missing_weights_without_a_network_is_one_line_without_retries(tmp_path: Path) -> None:
+    """Not offline mode, just no route to the Hub: no retry chatter, no minutes of back-off."""
+    Image.new("RGB", (64, 64), "red").save(tmp_path / "red.png")
+    (tmp_path / "real.toml").write_text(
+        f'[models]\ncache_dir = "{tmp_path / "empty-cache"}"\ndevice = "cpu"\n'
+        f'[storage]\ndata_dir = "{tmp_path / "data"}"\n', encoding="utf-8")
+    with socket.socket() as closed:  # a port nothing listens on: the Hub "cannot be reached"
+        closed.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    env = {k: v for k, v in os.environ.items() if k.lower() not in (
+        "hf_hub_offline", "transformers_offline", "sonify_models", "https_proxy", "http_proxy",
+        "all_proxy")}
+    env["HF_ENDPOINT"] = endpoint
+    done = subprocess.run([sys.executable, "-m", "bot.cli", "image", "red.png", "-o", "x.ogg",
+                           "--config", "real.toml"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=240, check=False)
+    assert done.returncode == 2 and done.stdout == ""
+    said = [ln for ln in done.stderr.splitlines()
+            if " INFO core.models.loading: models run in " not in ln]
+    assert said == ["sonify: loading torch and the model libraries...",
+                    "sonify: loading the caption model...", said[-1]], done.stderr
+    assert said[-1].startswith("sonify: Caption model coca_ViT-L-14") and \
+        "cannot be fetched (offline or no network)" in said[-1]
     assert not (tmp_path / "x.ogg").exists()
 
 

@@ -93,6 +93,19 @@ async def test_run_without_tokens_serves_the_page_and_renders_offline(
     log = stderr.decode("utf-8", "replace")
     assert proc.returncode == 0, log[-3000:]
     assert "Traceback" not in log
+    # Start and stop told in plain words: no schema revisions, no method names, no warnings
+    # for what is normal; the platforms and why the others are off; how to stop; "stopped".
+    said = [line.split(" ", 3)[-1] for line in log.splitlines()]  # without the timestamp
+    assert "core.storage.migrate: created a new request log" in said
+    assert ("bot.app: Telegram: off (no token: [telegram] token or SONIFY_TELEGRAM_TOKEN); "
+            "Discord: off (no token: [discord] token or SONIFY_DISCORD_TOKEN); web page: on"
+            ) in said
+    assert "bot.app: Sonify is running: press Ctrl-C to stop" in said
+    stopping = said.index("bot.app: stopping… the running batch finishes, queued requests "
+                          "wait for the next start (Ctrl-C again exits at once)")
+    assert said[-1] == "bot.app: stopped" and stopping < len(said) - 1
+    assert not [line for line in said if "schema" in line or "()" in line
+                or line.startswith("WARNING bot.app")]
     with sqlite3.connect(tmp_path / "data" / "sonify.db") as db:
         rows = db.execute("SELECT platform, status FROM requests").fetchall()
     assert rows == [("web", "done")]
@@ -127,3 +140,15 @@ async def test_missing_models_stop_start_up_with_one_line(tmp_path: Path) -> Non
     with pytest.raises(ModelMissingError) as err:
         await serve(config, asyncio.Event())
     assert "\n" not in str(err.value) and "SONIFY_MODELS=tiny" in str(err.value)
+
+
+def test_the_platforms_line_says_why_each_is_off(tmp_path: Path) -> None:
+    from bot.app import platforms_line
+    from tests.conftest import make_config
+
+    both = make_config(tmp_path, telegram={"token": "1:A"}, discord={"token": "d"})
+    assert platforms_line(both) == ("Telegram: on (polling); Discord: on; web page: off (a bot "
+                                    "token is set; [web] enabled = true serves it too)")
+    off = make_config(tmp_path, telegram={"token": "1:A"}, web={"enabled": "false"})
+    assert platforms_line(off).endswith("; web page: off ([web] enabled = false)")
+    assert platforms_line(off).startswith("Telegram: on (polling); Discord: off (no token")

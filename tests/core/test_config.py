@@ -63,6 +63,17 @@ def test_missing_file_is_one_line(tmp_path: Path) -> None:
         load_config(tmp_path / "absent.toml", environ={})
 
 
+def test_a_folder_in_place_of_the_file_says_what_happened(tmp_path: Path) -> None:
+    """What `docker run -v` leaves for a config.toml missing on the host: one line naming it."""
+    (tmp_path / "config.toml").mkdir()
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path / "config.toml", environ={})
+    assert str(err.value) == (
+        f"{tmp_path / 'config.toml'} is a folder, not a configuration file (under Docker: the "
+        "config.toml mounted did not exist on the host); create the file from "
+        "config.example.toml and remove the folder")
+
+
 def test_int_accepted_for_float_and_values_applied(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, "[generation]\nseconds = 3\n[jobs]\nmax_batch = 8\n"),
                       environ={})

@@ -103,6 +103,13 @@
     }
   }
   fileInput.addEventListener("change", showFile);
+  // The hint says "press to choose a file": Enter and Space both open the chooser (by
+  // itself a file input answers Space only, and not in every browser).
+  fileInput.addEventListener("keydown", (e) => {
+    if (e.key !== "Enter" && e.key !== " ") return;
+    e.preventDefault();
+    fileInput.click();
+  });
   urlInput.addEventListener("input", () => {
     showFormError("");
     if (urlInput.value && fileInput.value) {
@@ -229,8 +236,15 @@
     card.root.dataset.status = "done";
     card.bar.value = 100;
     card.status.textContent = tr(view.cache_hit ? "web.done_cached" : "web.done");
-    card.caption.textContent = view.caption || "";
-    card.prompt.textContent = view.prompt ? tr("web.prompt", { prompt: view.prompt }) : "";
+    if (view.kind === "text") {
+      // The user's own words are what the sound was made from: they are its caption here.
+      card.caption.textContent = view.prompt || "";
+      card.prompt.textContent = card.context && card.context.caption
+        ? tr("web.words_for", { caption: card.context.caption }) : tr("web.your_words");
+    } else {
+      card.caption.textContent = view.caption || "";
+      card.prompt.textContent = view.prompt ? tr("web.prompt", { prompt: view.prompt }) : "";
+    }
     if (view.duration != null && view.seed != null) {
       card.facts.textContent = tr("web.clip_facts",
         { seconds: number(view.duration), seed: view.seed });
@@ -282,10 +296,12 @@
   }
 
   // A job just accepted (202): its card goes on top, into view, with the focus on it.
-  function started(data) {
+  function started(data, from) {
     remember(data.id);
+    showFormError(""); // accepted: an older complaint of the form no longer applies
     const card = newCard(data.id);
-    showPicture(card, data.image);
+    if (from) card.context = from; // the result these words are for
+    showPicture(card, data.image || (from && from.picture));
     setQueued(card, data.position || 1);
     follow(card);
     card.root.focus({ preventScroll: true });
@@ -347,7 +363,7 @@
     return { response, data };
   }
 
-  async function newTake(card, button, path, init) {
+  async function newTake(card, button, path, init, from) {
     if (button.getAttribute("aria-busy") === "true") return false;
     card.error.textContent = "";
     button.setAttribute("aria-busy", "true");
@@ -357,7 +373,7 @@
         card.error.textContent = describeFailure(data, response.status);
         return false;
       }
-      started(data);
+      started(data, from);
       return true;
     } catch (err) {
       card.error.textContent = tr("web.unreachable");
@@ -402,6 +418,12 @@
       card.wordsOpen.focus();
     });
     card.words.addEventListener("input", () => { card.error.textContent = ""; });
+    card.wordsForm.addEventListener("keydown", (e) => {
+      if (e.key !== "Escape") return;
+      e.preventDefault();
+      toggleWords(card, false);
+      card.wordsOpen.focus();
+    });
     card.wordsForm.addEventListener("submit", async (e) => {
       e.preventDefault();
       const words = card.words.value.trim();
@@ -413,6 +435,9 @@
       const ok = await newTake(card, card.wordsSend, jobPath(card, "words"), {
         headers: { "Content-Type": "application/json" },
         body: JSON.stringify({ words }),
+      }, {
+        caption: card.root.dataset.status === "done" ? card.caption.textContent : "",
+        picture: card.preview.getAttribute("src"),
       });
       if (ok) {
         card.words.value = "";

@@ -19,7 +19,7 @@ from core.services import Services
 from tests.bot.discord.fake_discord import WATCHED, FakeDiscord
 from tests.conftest import make_config
 
-TOKEN = "fake-bot-token-0123456789"
+TOKEN = "MTA5ODc2NTQzMjEwOTg3NjU0.GfAkEt.fake-bot-token-0123456789abcd"
 
 
 def png_bytes(seed: int = 0, size: int = 48) -> bytes:

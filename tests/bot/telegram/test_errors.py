@@ -61,8 +61,10 @@ async def test_private_link_is_blocked(start_bot: StartBot) -> None:
     bot = await start_bot(images={"allow_private_networks": False})
     url = bot.fake.host_image(picture("PNG"))
     msg = await bot.send(ANA, text=url)
-    assert await bot.text_for(msg) == ("I can't fetch that link: it points to a private or "
-                                       "local network.")
+    assert await bot.text_for(msg) == (
+        "I can't fetch that link: it points to a private or local network. (Running Sonify on "
+        "your own network? Its operator can allow such links with [images] "
+        "allow_private_networks = true.)")
     assert (await rows(bot))[0] == {"status": "rejected", "reason": "blocked_address",
                                     "source_kind": "url", "user_id": str(ANA["id"])}
 

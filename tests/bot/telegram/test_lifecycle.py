@@ -78,5 +78,8 @@ async def test_unreachable_bot_api_is_one_line(services_for, unused_tcp_port: in
     with pytest.raises(ConfigError) as info:
         await adapter.start()
     message = str(info.value)
-    assert "[telegram] api_base_url: cannot reach the Bot API" in message
+    # Without a network the fault is the network, not a setting.
+    assert f"cannot reach Telegram at 127.0.0.1:{unused_tcp_port} (" in message
+    assert "check this machine's network connection" in message
+    assert "api_base_url" not in message
     assert "\n" not in message and TOKEN.split(":")[1] not in message

@@ -257,8 +257,11 @@ async def test_another_take_and_use_my_words_make_new_results_in_view(
         mine = page.locator(".result").first
         await expect_new_card_in_view_and_focused(page, mine)
         await done(mine)
-        assert await mine.locator(".prompt").text_content() == "Sound prompt: rain on a tin roof"
-        assert await mine.locator(".preview").is_hidden()  # words have no picture
+        # The words are the result's caption; the picture and its caption stay as context.
+        assert await mine.locator(".caption").text_content() == "rain on a tin roof"
+        assert await mine.locator(".prompt").text_content() == (
+            f"Your words, instead of the caption: {caption}")
+        assert await mine.locator(".preview").evaluate("img => img.naturalWidth") > 0
         assert await original.locator(".words-form").is_hidden()
         await browser.shot(page, "takes")
     assert not browser.problems and not browser.failed, (browser.problems, browser.failed)
@@ -416,3 +419,85 @@ async def test_an_old_error_goes_when_a_new_picture_or_link_is_chosen(
         assert await page.locator(".result").count() == 0
     assert not browser.complaints(), browser.problems
     assert browser.failed == {(415, "/api/jobs")}, browser.failed
+
+
+LONG_WORD = "Llanfairpwllgwyngyllgogerychwyrndrobwllllantysiliogogogoch" * 3  # 174 letters
+
+
+@pytest.mark.parametrize("size", sorted(SIZES))
+async def test_the_rough_edges_a_newcomer_hit_are_gone(
+        start_web: WebFactory, tmp_path: Path, size: str) -> None:
+    """An accepted "Another take" clears an old form error; Escape closes the words form; a
+    long word wraps inside its card; the share page of the user's words does not say a
+    picture was described."""
+    web = await start_web(generation={"steps": 2, "seconds": 1.0})
+    async with chromium(size) as browser:
+        page = await browser.page(str(web.client.make_url("/")))
+        card = await make_sound(page, a_picture(tmp_path))
+        await done(card)
+        alert = page.locator("#form-error")
+        await page.click("#submit")  # nothing chosen: the form complains
+        await alert.filter(has_text="Choose").wait_for()
+        await card.locator(".retake").click()
+        await page.locator(".result").nth(1).wait_for()
+        assert await alert.text_content() == "" and await alert.is_hidden()
+
+        await card.locator(".words-open").click()
+        await page.keyboard.type("half a thought")
+        await page.keyboard.press("Escape")
+        assert await card.locator(".words-form").is_hidden()
+        assert await card.locator(".words-open").get_attribute("aria-expanded") == "false"
+        assert await page.evaluate("document.activeElement.classList.contains('words-open')")
+
+        await card.locator(".words-open").click()
+        await card.locator(".words-input").fill(LONG_WORD)
+        await page.keyboard.press("Enter")
+        await page.locator(".result").nth(2).wait_for()
+        mine = page.locator(".result").first
+        await done(mine)
+        shown = await mine.locator(".caption").text_content() or ""
+        assert shown.startswith("Llanfair") and " " not in shown and len(shown) > 60, shown
+        fits = await mine.evaluate(
+            "el => el.scrollWidth <= el.clientWidth && "
+            "el.querySelector('.caption').getBoundingClientRect().right <= "
+            "el.getBoundingClientRect().right")
+        assert fits, await mine.bounding_box()
+        await browser.shot(page, "long_word")
+
+        from playwright.async_api import expect
+
+        await mine.locator(".share-open").click()
+        await expect(mine.locator(".share-url")).to_have_value(re.compile(r".*/s/\S+"))
+        link = await mine.locator(".share-url").input_value()
+        visitor = await browser.page(link)
+        intro = await visitor.locator(".site-header p").text_content() or ""
+        assert intro == ("Someone shared this sound with you. Sonify turned their own words "
+                         "into a short sound clip.")
+        assert (await visitor.locator(".caption").text_content() or "").strip() == shown
+    assert not browser.complaints(), browser.problems
+
+
+async def test_enter_and_space_on_the_upload_zone_open_the_file_chooser(
+        start_web: WebFactory) -> None:
+    """The hint says "press to choose a file": from the keyboard, Enter and Space on the
+    focused upload zone open the chooser. Desktop only: keys are not a phone's way (a tap is),
+    and Chromium's phone emulation opens no chooser for them. What the user gets in Chromium,
+    whose own file input answers both keys (it passes without app.js's key handler too, which
+    is there for browsers that do not)."""
+    web = await start_web()
+    async with chromium("desktop") as browser:
+        page = await browser.page(str(web.client.make_url("/")))
+        # A listener for the page's whole life: Playwright intercepts choosers from when the
+        # first one is added, and a press before that would open none (headless) — the cause
+        # of an earlier version of this check that passed only sometimes under load.
+        opened: list[Any] = []
+        page.on("filechooser", lambda chooser: opened.append(chooser))
+        await page.evaluate("1")  # a round trip: the interception is on before any key
+        for key in ("Enter", "Space"):
+            await page.focus("#image")
+            async with page.expect_file_chooser(timeout=60_000) as chooser:
+                await page.keyboard.press(key)
+            assert await (await chooser.value).element.evaluate("el => el.id") == "image", key
+            assert opened, key
+            await (await chooser.value).set_files([])  # chosen nothing, as Escape in the dialog
+    assert not browser.complaints(), browser.problems

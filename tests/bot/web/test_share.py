@@ -223,6 +223,8 @@ async def test_the_shared_page_keeps_its_picture_after_a_restart(start_web: WebF
         page = await (await fresh.get(f"/s/{words_token}")).text()
         assert "a &lt;b&gt;bell&lt;/b&gt;" in page and "<b>" not in page
         assert "picture.jpg" not in page
+        assert "turned their own words into a short sound clip" in page
+        assert "described a picture" not in page
         assert (await fresh.get(f"/s/{words_token}/picture.jpg")).status == 404
 
 

@@ -63,7 +63,8 @@ async def test_use_my_words_renders_them_with_the_results_options(
                                  json={"words": "  rain on a\n tin   roof "})
     assert resp.status == 202, await resp.text()
     words_id = (await resp.json())["id"]
-    assert (await resp.json())["image"] is None  # a sound from words has no picture
+    # The picture the words are about stays beside them on the page, as context.
+    assert (await resp.json())["image"] == f"/api/jobs/{words_id}/image"
     done = (await read_events(web.client, words_id))[-1][1]
     assert done["prompt"] == "rain on a tin roof" and not done["caption"]
     assert done["duration"] == pytest.approx(1.5, abs=0.05)

@@ -174,6 +174,23 @@ def test_limits_follow_the_config() -> None:
     assert decode_image(picture, replace(CFG, max_pixels=60_000, max_side=300)).width == 300
 
 
+def test_refusals_name_the_limit_they_apply() -> None:
+    """A refused size says the bound it broke, in each language of the catalogue."""
+    picture = hostile.encode(Image.new("RGB", (300, 200), RED), "PNG")
+    pixels = reject_code(picture, replace(CFG, max_pixels=50_000))
+    assert describe_error(pixels, "en") == ("That image has too many pixels to process safely "
+                                            "— the limit is 0.1 megapixels.")
+    assert "0.1 megapíxeles" in describe_error(pixels, "es")
+    side = reject_code(picture, replace(CFG, max_side=256))
+    assert describe_error(side, "en") == ("That image's size is not usable: each side must be "
+                                          "between 1 and 256 pixels.")
+    assert "entre 1 y 256 píxeles" in describe_error(side, "es")
+    flat = reject_code(hostile.huge_header_png(0, 5), CFG)
+    assert f"between 1 and {CFG.max_side} pixels" in describe_error(flat, "en")
+    bomb = reject_code(hostile.bomb_png(), CFG)
+    assert f"the limit is {CFG.max_pixels / 1e6:g} megapixels" in describe_error(bomb, "en")
+
+
 def test_pillow_global_limits_are_left_alone() -> None:
     before = (Image.MAX_IMAGE_PIXELS, getattr(Image, "LOAD_TRUNCATED_IMAGES", None))
     for data in (hostile.bomb_png(2_000), hostile.truncated_jpeg(), hostile.seeds()["PNG"]):
@@ -243,11 +260,13 @@ def rss():
 before = rss()
 tracemalloc.start()
 started = time.perf_counter()
+cpu_started = time.process_time()  # this process's CPU time: what other processes do adds nothing
 try:
     decode_image(data, ImagesConfig())
     code = None
 except ImageRejected as exc:
     code = exc.code
+cpu_seconds = time.process_time() - cpu_started
 seconds = time.perf_counter() - started
 peak = tracemalloc.get_traced_memory()[1]
 tracemalloc.stop()
@@ -255,11 +274,16 @@ after = rss()
 probe = b"\x01" * (64 * 2**20)  # written, so resident: proves the peak gauge moves here
 probe_delta = rss() - after
 print(json.dumps({"code": code, "rss_delta": after - before, "traced_peak": peak,
-                  "seconds": seconds, "probe_delta": probe_delta, "size": len(data)}))
+                  "seconds": seconds, "cpu_seconds": cpu_seconds, "probe_delta": probe_delta,
+                  "size": len(data)}))
 """
 
 
 def test_bomb_is_refused_before_decoding_with_little_memory(tmp_path: Path) -> None:
+    """Refused from the header: the memory figures prove nothing was decoded (no 64 MB picture
+    in RSS or tracemalloc, with a probe that shows the gauge would see one), and the refusal
+    is cheap. Cheap in CPU time of the measuring process, not wall-clock time, which the other
+    processes on a busy machine stretch: the refusal took about 10 ms of it (2-core machine)."""
     bomb = tmp_path / "bomb.png"
     bomb.write_bytes(hostile.bomb_png())  # 64 Mpx: ≥ 64 MB (192 MB as RGB) if decoded
     done = subprocess.run([sys.executable, "-c", _MEASURE, str(bomb)], cwd=ROOT,
@@ -270,7 +294,7 @@ def test_bomb_is_refused_before_decoding_with_little_memory(tmp_path: Path) -> N
     assert figures["probe_delta"] > 48 * 2**20  # the gauge sees a 64 MB allocation
     assert figures["rss_delta"] < 50 * 2**20
     assert figures["traced_peak"] < 50 * 2**20
-    assert figures["seconds"] < 1.0
+    assert figures["cpu_seconds"] < 0.5
 
 
 WIDE_SIDE = 7_000  # 49 Mpx: inside the default pixel limit (50 M)

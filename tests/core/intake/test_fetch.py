@@ -125,6 +125,9 @@ async def test_private_and_special_addresses_are_refused_without_connecting(
         error = await rejected(make_fetcher(), url)
     assert error.code == "blocked_address" and connects == []
     assert "private or local network" in describe_error(error, "en")
+    # The refusal tells someone running Sonify at home which setting lets such links in.
+    assert "[images] allow_private_networks = true" in describe_error(error, "en")
+    assert "[images] allow_private_networks = true" in describe_error(error, "es")
 
 
 async def test_default_resolver_uses_the_system_and_allows_loopback_only_when_told(

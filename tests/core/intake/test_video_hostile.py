@@ -399,7 +399,7 @@ def test_every_refusal_reads_as_its_own_text(lang: str) -> None:
         VideoRejected("x", code="video_too_long", max_seconds=20.0),
         VideoRejected("x", code="video_too_many_frames", max_frames=1200),
         VideoRejected("x", code="video_too_many_pixels"),
-        VideoRejected("x", code="video_bad_dimensions"),
+        VideoRejected("x", code="video_bad_dimensions", max_side=4096),
         VideoRejected("x", code="video_no_frames"),
         VideoRejected("x", code="video_corrupt"),
         VideoRejected("x", code="too_large", max_bytes=20_000_000),
@@ -408,3 +408,4 @@ def test_every_refusal_reads_as_its_own_text(lang: str) -> None:
     assert t("error.failed", lang) not in texts
     assert len(set(texts)) == len(texts)
     assert "20" in texts[3] and "1200" in texts[4] and "ProRes" in texts[2]
+    assert "4096" in texts[6]  # the bound a refused frame size broke

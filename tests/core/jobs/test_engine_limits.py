@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from core.errors import QueueFull
+from core.errors import QueueFull, RateLimited
 from core.i18n import describe_error
 from core.jobs.dispatch import FIRST_BATCH_GUESS_S
-from core.jobs.events import Queued, Started
+from core.jobs.events import Progress, Queued, Started
 from tests.conftest import make_config
 from tests.core.jobs.engine_support import (
     WrappedPipeline,
@@ -83,3 +84,33 @@ async def test_jobs_with_different_options_go_in_separate_batches(tmp_path: Path
     # Service order is u, v, u, v; each batch takes the compatible jobs in that order.
     assert pipe.seeds[1:] == [[10, 11], [20, 21]]
     assert [round(r.duration_s) for r in results] == [1, 1, 2, 2]
+
+
+async def test_wait_estimate_follows_a_batch_that_overruns_the_average(
+        tmp_path: Path, tiny_pipeline: Any) -> None:
+    """Issue 25: a batch running past the average (the first one of real models on a CPU)
+    made "try again in about 1 s" of a 20 s wait. Past the average, the running batch's
+    diffusion steps give the pace; before the first step, another average is assumed."""
+    gate = threading.Event()
+    cfg = make_config(tmp_path, jobs={"per_user_concurrent": 1, "max_batch": 1})
+    async with running_engine(cfg, WrappedPipeline(tiny_pipeline, gate=gate)) as engine:
+        running = await engine.submit(text_request(cfg, "ann", "first"))
+        await wait_for(running, Started)
+        dispatcher = engine.transport.dispatcher
+        # 25 s into a batch when no batch has been timed yet (the guess is 10 s).
+        dispatcher._batch_started = time.monotonic() - 25.0
+
+        async def refusal() -> int:
+            with pytest.raises(RateLimited) as caught:
+                await engine.submit(text_request(cfg, "ann", "second"))
+            assert caught.value.code == "too_many_running"
+            return int(caught.value.params["retry_after_s"])
+
+        assert await refusal() >= FIRST_BATCH_GUESS_S  # no step yet: not "about 1 s"
+        # 5 of 50 steps in 25 s: 45 more at that pace, about 225 s.
+        dispatcher._running[0].last_progress = Progress(5, 50)
+        assert 200 <= await refusal() <= 240
+        # A batch queued behind it is counted at the running batch's projected length.
+        assert dispatcher.estimate(1) >= 2 * 200
+        gate.set()
+        await running.result()
