@@ -37,6 +37,7 @@ class Requester:
     is_admin: bool = False
     pushes_answers: bool = False
     user_name: str | None = None
+    video_cap_bytes: int | None = None  # the largest MP4 this platform takes back
 
     def job(self, *, source_kind: str, options: GenerationOptions,
             image: DecodedImage | None = None, caption: str | None = None,
@@ -49,7 +50,8 @@ class Requester:
                           caption=caption, prompt=prompt, seed=seed, is_admin=self.is_admin,
                           lang=self.lang, reply_context=dict(reply_context or {}),
                           source=source, dedupe_key=dedupe_key,
-                          answer_owed=self.pushes_answers, user_name=self.user_name)
+                          answer_owed=self.pushes_answers, user_name=self.user_name,
+                          video_cap_bytes=self.video_cap_bytes)
 
 
 async def refuse(engine: JobEngine, requester: Requester, source_kind: str,

@@ -45,6 +45,7 @@ from core.jobs.rows import (
     rebuild_request,
     record_for,
     result_from_record,
+    video_columns,
 )
 from core.jobs.spool import DatabaseSpool
 from core.storage.request_log import RequestLog, RequestRecord
@@ -65,7 +66,8 @@ class RedisJobEngine(EngineBase):
         jobs = config.jobs
         cache = ClipCache(request_log, config.data_dir / "cache",
                           int(jobs.cache_max_mb * 1_000_000), clock=clock, shared=True)
-        super().__init__(config, request_log, cache, DatabaseSpool(request_log.blobs),
+        super().__init__(config, request_log, cache, DatabaseSpool(request_log.blobs,
+                                                                   config.video),
                          clock=clock)
         self.shared = request_log.shared
         self.pool: ArqRedis | None = None
@@ -126,6 +128,7 @@ class RedisJobEngine(EngineBase):
             return Receipt(dup.request_id, dup.created_at, seed, duplicate=True)
 
     async def submit(self, request: JobRequest, *, receipt: Receipt | None = None) -> JobHandle:
+        request = self._fitted(request)
         if receipt is None:
             seed = await self._checked_seed(request)
             key = self._key_for(request, seed)
@@ -218,7 +221,8 @@ class RedisJobEngine(EngineBase):
         hit = hit or await self.cache.lookup(key)
         if hit is not None:
             await self.request_log.update(receipt.id, cache_key=key,
-                                          image_sha256=image_sha(request))
+                                          image_sha256=image_sha(request),
+                                          **video_columns(request))
             await self._finish_from_cache(handle, request, receipt.seed, hit,
                                           receipt.created_at)
             return False
@@ -230,7 +234,8 @@ class RedisJobEngine(EngineBase):
             await self.spool.write(receipt.id, request.image)
         turn = await self.shared.queue_fairly(
             receipt.id, request.platform, request.user_id, cache_key=key,
-            image_sha256=image_sha(request), caption=request.caption, prompt=request.prompt)
+            image_sha256=image_sha(request), caption=request.caption, prompt=request.prompt,
+            **video_columns(request))
         self._handles[receipt.id] = handle
         await self._enqueue(receipt.id, turn, receipt.created_at)
         return True
@@ -250,7 +255,8 @@ class RedisJobEngine(EngineBase):
         """Wait for an identical job in flight; its worker answers this row with it."""
         await self.request_log.update(receipt.id, status="queued", cache_key=key,
                                       rider_of=leader.id, image_sha256=image_sha(request),
-                                      caption=request.caption, prompt=request.prompt)
+                                      caption=request.caption, prompt=request.prompt,
+                                      **video_columns(request))
         self._handles[receipt.id] = handle
         # The leader may have finished while this row was written, its worker settling the
         # riders it saw: then this one takes the leader's outcome here.

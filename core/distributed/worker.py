@@ -92,10 +92,11 @@ class RenderWorker:
         self.shared = request_log.shared
         self.cache = ClipCache(request_log, config.data_dir / "cache",
                                int(jobs.cache_max_mb * 1_000_000), clock=clock, shared=True)
-        self.spool = DatabaseSpool(request_log.blobs)
+        self.spool = DatabaseSpool(request_log.blobs, config.video)
         self.runner = ModelRunner(pipeline_factory, timeout_s=jobs.job_timeout_s)
         self.dispatcher = Dispatcher(jobs, request_log, self.cache, self.spool, self.runner,
-                                     release=lambda _user: None, clock=clock)
+                                     release=lambda _user: None, clock=clock,
+                                     video=config.video)
         # The `sonify run` processes prune the shared log; a worker only drops its own copies
         # of the clips pruned there.
         self.pruner = Pruner(request_log, self.cache.root, config.storage.keep_days,

@@ -30,6 +30,7 @@ from core.jobs.journal import log_outcome, log_request_outcome
 from core.jobs.request import JobRequest, Receipt
 from core.jobs.rows import model_tag, new_request_id, placeholder_request, record_for
 from core.jobs.spool import Spool
+from core.jobs.video_jobs import answer_shape, fitted_to_video
 from core.options import check_seed
 from core.storage.request_log import RequestLog, RequestRecord
 from core.user_text import check_words
@@ -185,7 +186,19 @@ class EngineBase:
             raise BadRequest(f"text must be 1 to {MAX_TEXT_CHARS} characters")
         check_words(text)  # every adapter's words pass here: one rule for all of them
 
+    def _fitted(self, request: JobRequest) -> JobRequest:
+        """A video's sound spans the clip: its length comes from the clip."""
+        return fitted_to_video(request, self.config.generation)
+
     def _key_for(self, request: JobRequest, seed: int) -> str:
+        video = request.video
+        if video is not None:
+            part: list[object] = [video.clip.sha256, round(video.clip.timing.duration_s * 1000),
+                                  len(video.clip.frames), request.video_cap_bytes]
+            text = request.caption is not None or request.prompt is not None
+            return cache_key(model_tag=self.model_tag, options=request.options, video=part,
+                             caption=request.caption, prompt=request.prompt,
+                             seed=seed if text or request.seed is not None else "auto")
         if request.image is not None:
             # A drawn seed is random: a repeated picture with no seed given is still a hit.
             return cache_key(model_tag=self.model_tag, options=request.options,
@@ -219,17 +232,21 @@ class EngineBase:
         now = self._clock()
         timings = {"queue_wait_s": 0.0, "caption_s": 0.0, "sound_s": 0.0, "encode_s": 0.0,
                    "total_s": max(0.0, now - created_at)}
+        shape = answer_shape(request, hit.files, hit.duration_s)
         await self._patiently(f"the outcome of request {handle.id}", lambda: (
             self.request_log.update(
                 handle.id, status="done", caption=hit.caption, prompt=hit.prompt, seed=hit.seed,
                 cache_hit=True, batch_size=0, duration_s=hit.duration_s, started_at=now,
-                finished_at=now, files={k: v.name for k, v in hit.files.items()}, **timings)))
+                finished_at=now, files={k: v.name for k, v in hit.files.items()},
+                output_kind=shape.output_kind, sound_fit=shape.sound_fit, **timings)))
         log_request_outcome(handle.id, request, "done", text=hit.caption,
                             total_s=timings["total_s"], cache_hit=True)
         handle.emit(Done(JobResult(request_id=handle.id, caption=hit.caption, prompt=hit.prompt,
                                    seed=hit.seed, duration_s=hit.duration_s,
                                    files=dict(hit.files), cache_hit=True, batch_size=0,
-                                   timings=timings)))
+                                   timings=timings, output_kind=shape.output_kind,
+                                   sound_fit=shape.sound_fit,
+                                   input_seconds=shape.input_seconds)))
         await self._clean_up(handle.id)
 
     async def _clean_up(self, request_id: str) -> None:

@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable
 from functools import partial
 
-from core.config import JobsConfig
+from core.config import JobsConfig, VideoConfig
 from core.errors import GenerationFailed, ShuttingDown, StorageUnavailable
 from core.jobs.cache import ClipCache
 from core.jobs.events import Failed, JobRequest, Progress, Queued, Started
@@ -49,13 +49,14 @@ class Dispatcher:
 
     def __init__(self, jobs: JobsConfig, request_log: RequestLog, cache: ClipCache, spool: Spool,
                  runner: ModelRunner, *, release: Callable[[User], None],
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], video: VideoConfig | None = None) -> None:
         self.jobs = jobs
         self.request_log = request_log
         self.cache = cache
         self.spool = spool
         self.runner = runner
-        self.settler = Settler(request_log, cache, spool, release=release, clock=clock)
+        self.settler = Settler(request_log, cache, spool, release=release, clock=clock,
+                               video=video or VideoConfig())
         self._clock = clock
         self.queue: FairQueue[Job] = FairQueue(lambda j: j.user)
         self._inflight: dict[str, Job] = {}
@@ -253,6 +254,10 @@ def _batches_with(options: GenerationOptions, job: Job) -> bool:
 
 
 def _pipeline_input(request: JobRequest, seed: int) -> PipelineInput:
+    video = request.video
+    if video is not None:  # its frames, captioned with the batch's pictures (or its words)
+        return PipelineInput(frames=video.clip.frames, caption=request.caption,
+                             prompt=request.prompt, seed=seed)
     if request.image is not None:
         return PipelineInput(image=request.image.image, seed=seed)
     return PipelineInput(caption=request.caption, prompt=request.prompt, seed=seed)

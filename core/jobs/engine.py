@@ -35,6 +35,7 @@ from core.jobs.rows import (
     rebuild_request,
     record_for,
     result_from_record,
+    video_columns,
 )
 from core.jobs.spool import FileSpool
 from core.models.pipeline import Pipeline
@@ -53,11 +54,11 @@ class LocalJobEngine(EngineBase):
         jobs = config.jobs
         cache = ClipCache(request_log, config.data_dir / "cache",
                           int(jobs.cache_max_mb * 1_000_000), clock=clock)
-        super().__init__(config, request_log, cache, FileSpool(config.data_dir / "spool"),
-                         clock=clock)
+        super().__init__(config, request_log, cache,
+                         FileSpool(config.data_dir / "spool", config.video), clock=clock)
         self.runner = ModelRunner(pipeline_factory, timeout_s=jobs.job_timeout_s)
         self.dispatcher = Dispatcher(jobs, request_log, self.cache, self.spool, self.runner,
-                                     release=self._release, clock=clock)
+                                     release=self._release, clock=clock, video=config.video)
         self.admission = Admission(jobs, request_log, self.dispatcher, clock=clock)
         self._started = False
         self._stopped = False
@@ -157,6 +158,7 @@ class LocalJobEngine(EngineBase):
 
         Without a receipt its row is written first; refusals are logged and raised.
         """
+        request = self._fitted(request)
         if receipt is not None:
             return await self._submit_received(request, receipt)
         user: User = (request.platform, request.user_id)
@@ -242,13 +244,14 @@ class LocalJobEngine(EngineBase):
         hit = await self.cache.lookup(key)
         if hit is not None:
             await self.request_log.update(receipt.id, status="queued", cache_key=key,
-                                          image_sha256=image_sha(request))
+                                          image_sha256=image_sha(request),
+                                          **video_columns(request))
             return hit
         if request.image is not None:
             await self.spool.write(receipt.id, request.image)
         await self.request_log.update(receipt.id, status="queued", cache_key=key,
                                       image_sha256=image_sha(request), caption=request.caption,
-                                      prompt=request.prompt)
+                                      prompt=request.prompt, **video_columns(request))
         return None
 
     async def _queue(self, ticket: Ticket, request: JobRequest, seed: int, key: str,
@@ -321,6 +324,8 @@ class LocalJobEngine(EngineBase):
             self._run_handler(intake(record, receipt), record.id)
             return 1
         request = await rebuild_request(record, self.spool) if handler else None
+        if request is not None:
+            request = self._fitted(request)
         if handler is None or request is None:
             await self._interrupt(record, handler)
             return int(handler is not None)

@@ -30,6 +30,11 @@ class JobResult:
     batch_size: int = 1
     timings: dict[str, float] = field(default_factory=dict)
     score: float | None = None  # the kept take's CLAP score, when several takes were compared
+    # A moving picture's answer: "video" (files["mp4"] is the clip with its sound),
+    # "audio_only" (the MP4 would not fit the platform's cap), else "audio".
+    output_kind: str = "audio"
+    sound_fit: str | None = None  # "whole" | "looped" (the sound repeats over the clip)
+    input_seconds: float | None = None  # the clip's length
 
     def audio_path(self, fmt: str = "ogg") -> Path:
         return self.files[fmt]

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from core.intake.decode import DecodedImage
 from core.options import GenerationOptions
+
+if TYPE_CHECKING:  # PyAV is loaded where moving pictures are decoded, not by every importer
+    from core.intake.moving import MovingPicture
 
 
 @dataclass
@@ -22,6 +25,10 @@ class JobRequest:
     - `prompt`: use as the sound prompt verbatim ("Use my words").
     - `source`: JSON-safe directions to the picture (a platform file id, a link), stored
       with the row so that the picture can be fetched again after a restart.
+
+    A moving picture (`image.moving`) may come with a `caption` or a `prompt` ("Another
+    take", "Use my words" on a video): the text is the sound's, the video is what the sound
+    is muxed into. `video_cap_bytes` is the largest MP4 the platform takes back (None: any).
     """
 
     platform: str  # "telegram" | "discord" | "web" | "cli"
@@ -49,12 +56,21 @@ class JobRequest:
     # The second (third…) picture of one message: the message counts once against the
     # per-user limit of jobs at once, so its pictures are not refused as "in progress".
     extra_picture: bool = False
+    video_cap_bytes: int | None = None
 
     def __post_init__(self) -> None:
         given = sum(x is not None for x in (self.image, self.caption, self.prompt))
+        if self.video is not None and given == 2:
+            given = 1  # a video to mux into, with the text of its sound
         if given > 1 or (given == 0 and self.source is None):
             raise ValueError("JobRequest needs exactly one of image, caption or prompt, "
                              "or a source to fetch the picture from")
+
+    @property
+    def video(self) -> MovingPicture | None:
+        """The moving picture the answer is made from, if this is one."""
+        # A `MovingPicture` by construction (`core.intake.moving.as_decoded_image`).
+        return cast("MovingPicture | None", self.image.moving if self.image else None)
 
     @property
     def content_at_hand(self) -> bool:

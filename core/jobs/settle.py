@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.config import VideoConfig
 from core.errors import DatabaseUnavailable, GenerationFailed, ShuttingDown, UserFacingError
 from core.jobs.cache import ClipCache
 from core.jobs.events import Done, Failed, JobResult
@@ -26,6 +27,7 @@ from core.jobs.inflight import Job, Ticket, User
 from core.jobs.journal import log_request_outcome
 from core.jobs.model_runner import Outcome
 from core.jobs.spool import Spool
+from core.jobs.video_jobs import VIDEO_FORMAT, answer_shape, write_answer_video
 from core.models.pipeline import PipelineResult
 from core.storage.request_log import RequestLog
 
@@ -54,7 +56,9 @@ class Settler:
     """Records how each job ended, then tells its requests; waits out database outages."""
 
     def __init__(self, request_log: RequestLog, cache: ClipCache, spool: Spool, *,
-                 release: Callable[[User], None], clock: Callable[[], float]) -> None:
+                 release: Callable[[User], None], clock: Callable[[], float],
+                 video: VideoConfig | None = None) -> None:
+        self.video = video or VideoConfig()
         self.request_log = request_log
         self.cache = cache
         self.spool = spool
@@ -108,6 +112,12 @@ class Settler:
             started = time.perf_counter()
             files, duration = await asyncio.to_thread(self.cache.write, job.id, result.audio,
                                                       result.sample_rate)
+            if job.request.video is not None:  # the answer is the clip with this sound
+                mp4 = await asyncio.to_thread(write_answer_video, self.cache.root, job.id,
+                                              job.request, result.audio, result.sample_rate,
+                                              self.video)
+                if mp4 is not None:
+                    files[VIDEO_FORMAT] = mp4
             encode_s = time.perf_counter() - started
 
             async def index() -> None:
@@ -132,13 +142,14 @@ class Settler:
                    "sound_s": float(result.timings.get("sound_s", 0.0)),
                    "encode_s": clip.encode_s, "total_s": max(0.0, now - ticket.created_at)}
         files = {k: v.name for k, v in clip.files.items()}
+        shape = answer_shape(job.request, clip.files, clip.duration_s)
 
         async def record() -> None:
             await self.request_log.update(
                 ticket.handle.id, status="done", caption=result.caption, prompt=result.prompt,
                 seed=job.seed, cache_hit=not leader, batch_size=clip.batch_size,
                 duration_s=clip.duration_s, finished_at=now, files=files, score=result.score,
-                **timings)
+                output_kind=shape.output_kind, sound_fit=shape.sound_fit, **timings)
 
         await self.request_log.outage.wait_out(record, f"the outcome of request "
                                                        f"{ticket.handle.id}")
@@ -150,7 +161,8 @@ class Settler:
             request_id=ticket.handle.id, caption=result.caption, prompt=result.prompt,
             seed=job.seed, duration_s=clip.duration_s, files=dict(clip.files),
             cache_hit=not leader, batch_size=clip.batch_size, timings=timings,
-            score=result.score)))
+            score=result.score, output_kind=shape.output_kind, sound_fit=shape.sound_fit,
+            input_seconds=shape.input_seconds)))
 
     async def _failed(self, ticket: Ticket, error: UserFacingError) -> None:
         """Record one request as failed, then tell it."""

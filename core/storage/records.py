@@ -55,6 +55,10 @@ class RequestRecord:
     fair_round: int | None = None
     rider_of: str | None = None
     times: int = 1  # a refusal row stands for this many refusals (see `record_refusal`)
+    input_kind: str | None = None  # photo | animation | video (None: text, or an old row)
+    output_kind: str | None = None  # audio | video | audio_only
+    input_seconds: float | None = None  # a moving picture's length
+    sound_fit: str | None = None  # whole | looped
 
     @property
     def generation_options(self) -> GenerationOptions | None:

@@ -77,6 +77,13 @@ requests = Table(
     Column("rider_of", String(24)),
     # Refusals of one kind from one user within a minute are one row: how many it stands for.
     Column("times", Integer, nullable=False, default=1, server_default="1"),
+    # Moving pictures (migration 0007): what came in (photo, animation, video; NULL on older
+    # rows reads as photo), what went out (audio, video, audio_only: the MP4 did not fit the
+    # platform's cap), the clip's length and how the sound was fitted to it (whole, looped).
+    Column("input_kind", String(16)),
+    Column("output_kind", String(16)),
+    Column("input_seconds", Float),
+    Column("sound_fit", String(16)),
     Index("ix_requests_user", "platform", "user_id", "created_at"),
     Index("ix_requests_status", "status"),
     Index("ix_requests_created", "created_at"),
