@@ -24,12 +24,13 @@ def video_of(result: JobResult) -> bool:
     return result.output_kind == "video" and VIDEO_FILE in result.files
 
 
-def video_notes(result: JobResult, lang: str, cap_bytes: int | None) -> list[str]:
+def video_notes(result: JobResult, lang: str) -> list[str]:
     """The lines a moving picture's answer carries: the sound loops over a longer clip; the
     video was too large for this platform, so the sound comes alone."""
     notes: list[str] = []
     if result.output_kind == "audio_only":
-        notes.append(t("video.too_large", lang, max_mb=round((cap_bytes or 0) / 1e6, 1)))
+        cap_mb = round((result.video_cap_bytes or 0) / 1e6, 1)
+        notes.append(t("video.too_large", lang, max_mb=cap_mb))
     if result.sound_fit == "looped" and result.input_seconds:
         notes.append(t("video.looped", lang, sound_s=round(result.duration_s, 1),
                        clip_s=result.input_seconds))

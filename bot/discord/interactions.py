@@ -12,6 +12,7 @@ from typing import Any
 
 import discord
 
+from bot.common.answers import video_to_retake
 from bot.common.options import options_of, retakes_words
 from bot.common.requests import Requester, refuse
 from bot.discord.replies import InteractionTarget, as_user_error, clip, error_text
@@ -19,6 +20,7 @@ from bot.discord.requests import PLATFORM, DiscordRequests
 from bot.discord.views import PROMPT_ID, submitted_words, words_modal
 from core.errors import BadRequest, GenerationFailed, ImageRejected
 from core.i18n import pick_language, t
+from core.intake.decode import DecodedImage
 from core.options import GenerationOptions, check_seed
 from core.storage.request_log import RequestRecord
 
@@ -39,7 +41,10 @@ class InteractionHandlers:
 
     def _requester_of(self, interaction: discord.Interaction, lang: str) -> Requester:
         perms = interaction.permissions if interaction.guild_id else None
-        return self.requests.requester(interaction.user, interaction.channel_id, lang, perms)
+        # The interaction says what may be posted in its answer (attachment_size_limit).
+        limit: int | None = getattr(interaction, "filesize_limit", None)
+        return self.requests.requester(interaction.user, interaction.channel_id, lang, perms,
+                                       limit)
 
     async def report(self, interaction: discord.Interaction, error: BaseException) -> None:
         """The one error path for interactions (also the command tree's `on_error`)."""
@@ -92,11 +97,11 @@ class InteractionHandlers:
     async def _take(self, interaction: discord.Interaction, lang: str, *,
                     options: GenerationOptions, seed: int | None,
                     source: dict[str, Any] | None = None, caption: str | None = None,
-                    prompt: str | None = None) -> None:
+                    prompt: str | None = None, image: DecodedImage | None = None) -> None:
         """Record the request, then answer it in the background (deferred at once)."""
         request = self._requester_of(interaction, lang).job(
             source_kind=interaction.extras["sonify_kind"], options=options, source=source,
-            caption=caption, prompt=prompt, seed=seed,
+            caption=caption, prompt=prompt, seed=seed, image=image,
             dedupe_key=f"{PLATFORM}:interaction:{interaction.id}",
             # No interaction token here: it is a credential and rows outlive it. A job
             # re-run after a crash is answered in the channel, mentioning the user.
@@ -145,7 +150,8 @@ class InteractionHandlers:
                 return
             words = retakes_words(record)
             options = options_of(record, self.config.generation)
-            await self._take(interaction, lang, options=options, seed=None,
+            video = await video_to_retake(self.services.engine, record, self.config)
+            await self._take(interaction, lang, options=options, seed=None, image=video,
                              caption=None if words else record.caption,
                              prompt=record.prompt if words else None)
         except Exception as exc:
@@ -180,6 +186,8 @@ class InteractionHandlers:
             if not words:
                 raise BadRequest("empty description")
             options = options_of(record, self.config.generation)
-            await self._take(interaction, lang, options=options, seed=None, prompt=words)
+            video = await video_to_retake(self.services.engine, record, self.config)
+            await self._take(interaction, lang, options=options, seed=None, prompt=words,
+                             image=video)
         except Exception as exc:
             await self.report(interaction, exc)

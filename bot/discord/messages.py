@@ -137,7 +137,8 @@ class MessageHandlers:
     def _requester(self, message: discord.Message, lang: str) -> Requester:
         author = message.author
         perms = author.guild_permissions if isinstance(author, discord.Member) else None
-        return self.requests.requester(author, message.channel.id, lang, perms)
+        limit = message.guild.filesize_limit if message.guild else None
+        return self.requests.requester(author, message.channel.id, lang, perms, limit)
 
     async def _take_one(self, client: discord.Client, message: discord.Message, index: int,
                         source: Source, lang: str, *, quiet: bool) -> None:

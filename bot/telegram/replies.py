@@ -185,8 +185,7 @@ class Responder:
         caption = t("caption", lang, caption=result.caption or result.prompt)
         if result.cache_hit:
             caption = f"{caption} {t('cached', lang)}"
-        cap = int(self.settings.upload_limit_mb * 1_000_000)
-        caption = "\n".join([caption, *video_notes(result, lang, cap)])[:CAPTION_LIMIT]
+        caption = "\n".join([caption, *video_notes(result, lang)])[:CAPTION_LIMIT]
         markup: InlineKeyboardMarkup | None = answer_keyboard(result.request_id, lang)
         duration = max(1, round(result.duration_s))
         if video_of(result):

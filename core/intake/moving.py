@@ -9,8 +9,8 @@ resumed after a restart decodes them again (deterministic: same frames, same tim
 from __future__ import annotations
 
 import asyncio
-from functools import partial
 from dataclasses import dataclass
+from functools import partial
 
 from core.config import ImagesConfig, VideoConfig
 from core.errors import VideoRejected

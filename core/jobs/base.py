@@ -246,7 +246,8 @@ class EngineBase:
                                    files=dict(hit.files), cache_hit=True, batch_size=0,
                                    timings=timings, output_kind=shape.output_kind,
                                    sound_fit=shape.sound_fit,
-                                   input_seconds=shape.input_seconds)))
+                                   input_seconds=shape.input_seconds,
+            video_cap_bytes=shape.video_cap_bytes)))
         await self._clean_up(handle.id)
 
     async def _clean_up(self, request_id: str) -> None:

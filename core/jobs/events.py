@@ -35,6 +35,7 @@ class JobResult:
     output_kind: str = "audio"
     sound_fit: str | None = None  # "whole" | "looped" (the sound repeats over the clip)
     input_seconds: float | None = None  # the clip's length
+    video_cap_bytes: int | None = None  # the platform's cap the MP4 had to fit
 
     def audio_path(self, fmt: str = "ogg") -> Path:
         return self.files[fmt]

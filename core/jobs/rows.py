@@ -150,7 +150,8 @@ def result_from_record(record: RequestRecord, files: dict[str, Path]) -> JobResu
                      duration_s=record.duration_s or 0.0, files=files,
                      cache_hit=record.cache_hit, batch_size=record.batch_size or 0,
                      score=record.score, output_kind=record.output_kind or "audio",
-                     sound_fit=record.sound_fit, input_seconds=record.input_seconds)
+                     sound_fit=record.sound_fit, input_seconds=record.input_seconds,
+                     video_cap_bytes=video_cap(record))
 
 
 def failure_from_record(record: RequestRecord) -> UserFacingError:

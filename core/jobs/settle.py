@@ -162,7 +162,8 @@ class Settler:
             seed=job.seed, duration_s=clip.duration_s, files=dict(clip.files),
             cache_hit=not leader, batch_size=clip.batch_size, timings=timings,
             score=result.score, output_kind=shape.output_kind, sound_fit=shape.sound_fit,
-            input_seconds=shape.input_seconds)))
+            input_seconds=shape.input_seconds,
+            video_cap_bytes=shape.video_cap_bytes)))
 
     async def _failed(self, ticket: Ticket, error: UserFacingError) -> None:
         """Record one request as failed, then tell it."""

@@ -49,6 +49,7 @@ class AnswerShape:
     output_kind: str  # "audio" | "video" | "audio_only"
     sound_fit: str | None  # "whole" | "looped" for moving pictures
     input_seconds: float | None
+    video_cap_bytes: int | None = None
 
 
 def answer_shape(request: JobRequest, files: dict[str, Path], sound_s: float) -> AnswerShape:
@@ -60,7 +61,7 @@ def answer_shape(request: JobRequest, files: dict[str, Path], sound_s: float) ->
     seconds = video.clip.timing.duration_s
     fit = SoundFit.LOOPED if sound_s < seconds - PAD_S else SoundFit.WHOLE
     kind = "video" if VIDEO_FORMAT in files else "audio_only"
-    return AnswerShape(kind, fit.value, seconds)
+    return AnswerShape(kind, fit.value, seconds, request.video_cap_bytes)
 
 
 def write_answer_video(root: Path, clip_id: str, request: JobRequest, audio: np.ndarray,
