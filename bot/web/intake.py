@@ -16,7 +16,8 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from core.errors import BadRequest, ImageRejected, UserFacingError
-from core.intake.decode import DecodedImage, decode_image_async
+from core.intake.decode import DecodedImage
+from core.intake.moving import decode_upload_async
 from core.services import Services
 
 T = TypeVar("T")
@@ -220,8 +221,10 @@ async def load_image(services: Services, intake: Intake) -> DecodedImage:
     data = intake.data
     if data is None:
         assert intake.url, "submit_job refuses a request with neither a picture nor a link"
+        config = services.config
         with metrics.stage("fetch"):
-            data = await services.fetcher.fetch(intake.url)
+            data = await services.fetcher.fetch(
+                intake.url, max_bytes=max(config.images.max_bytes, config.video.max_bytes))
     with metrics.stage("decode"):
-        return await decode_image_async(data, services.config.images)
+        return await decode_upload_async(data, services.config.images, services.config.video)
 
