@@ -26,7 +26,9 @@ TEXTS: dict[str, str] = {
         "• Send a photo, an image file (JPEG, PNG, WebP, GIF, BMP, TIFF) or a link to one.\n"
         "• /sonify <link> — or reply /sonify to a message with a picture.\n"
         "• Options: /sonify 8s seed=42 <link> (length up to {max_seconds:g} s).\n"
-        "• Images up to {max_mb:g} MB. Up to {per_hour} requests per hour.\n\n"
+        "• Images up to {max_mb:g} MB. Up to {per_hour} requests per hour.\n"
+        "• A GIF or a short video comes back as the same video with its sound, as long as "
+        "the clip (the length option does not apply).\n\n"
         "I describe the picture with an image-captioning model and turn the description "
         "into a short sound clip with an audio-generation model."
     ),

@@ -25,7 +25,9 @@ TEXTS: dict[str, str] = {
         "• Envía una foto, un archivo de imagen (JPEG, PNG, WebP, GIF, BMP, TIFF) o un enlace.\n"
         "• /sonify <enlace> — o responde /sonify a un mensaje con una imagen.\n"
         "• Opciones: /sonify 8s seed=42 <enlace> (duración hasta {max_seconds:g} s).\n"
-        "• Imágenes de hasta {max_mb:g} MB. Hasta {per_hour} peticiones por hora.\n\n"
+        "• Imágenes de hasta {max_mb:g} MB. Hasta {per_hour} peticiones por hora.\n"
+        "• Un GIF o un vídeo corto vuelve como el mismo vídeo con su sonido, tan largo como "
+        "el clip (la opción de duración no se aplica).\n\n"
         "Describo la imagen con un modelo de subtitulado de imágenes y convierto la "
         "descripción en un breve clip de sonido con un modelo de generación de audio."
     ),

@@ -57,6 +57,16 @@ async def test_an_mp4_upload_comes_back_as_a_playing_video(start_web: WebFactory
         response = await page.request.get(str(web.client.make_url(href)))
         assert response.headers["content-type"] == "video/mp4"
         data = await response.body()
+        # Shared, the result plays as a video for anyone with the link.
+        job_id = await card.get_attribute("data-job-id")
+        share = await page.request.post(str(web.client.make_url(f"/api/jobs/{job_id}/share")),
+                                        headers={"Origin": web.origin})
+        assert share.status == 201, await share.text()
+        visitor = await browser.page(str(web.client.make_url((await share.json())["url"])))
+        shared = await visitor.locator("video.video-player").evaluate(PLAYS)
+        assert shared["ready"] >= 2 and shared["now"] > shared["start"], shared
+        assert await visitor.locator("a.dl-mp4").is_visible()
+        assert browser.complaints() == []
     answer = probe(data)  # one video and one audio stream, as long
     assert len(answer.frame_times) == 30
     assert abs(answer.audio_seconds - answer.video_seconds) <= 0.1
