@@ -81,8 +81,14 @@ async def test_a_video_too_long_is_refused_in_the_users_language(start_bot: Star
     msg = await bot.send(ELENA, video=media(bot.fake, encode_video(frames=FRAMES, rate=RATE)))
     text = await bot.text_for(msg, "demasiado largo")
     assert "1 segundos" in text
+    # One larger than the download limit is refused before it is downloaded.
+    big = media(bot.fake, b"\0" * 64, file_size=30_000_000)
+    msg = await bot.send(ELENA, video=big)
+    assert "20 MB" in await bot.text_for(msg, "demasiado grande")
     await bot.settled()
     assert not bot.fake.calls_of("sendVideo")
+    assert not [c for c in bot.fake.calls_of("getFile") if c.params["file_id"] == big["file_id"]]
     assert bot.services is not None
-    rows = await bot.services.request_log.rows_since(0, ["status", "reason", "input_kind"])
-    assert [tuple(r) for r in rows] == [("rejected", "video_too_long", None)]
+    rows = await bot.services.request_log.rows_since(0, ["status", "reason", "lang"])
+    assert sorted(tuple(r) for r in rows) == [("rejected", "too_large", "es"),
+                                              ("rejected", "video_too_long", "es")]
