@@ -18,12 +18,14 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/sonify run $(ARGS)
 
-# Lint, the import graph (no circles; core never imports bot), types, then the tests.
+# Lint, the import graph (no circles; core never imports bot), types, then the tests, on
+# PYTEST_WORKERS pytest-xdist workers (each test file stays on one worker; `0`: in-process).
+PYTEST_WORKERS ?= 2
 test: $(STAMP)
 	$(VENV)/bin/ruff check core bot tests bench
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VENV)/bin/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) bench/pipeline_bench.py --preset tiny

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.config import Config, ImagesConfig, parse_config
 from core.intake.decode import DecodedImage, decode_image
-from core.jobs.engine import LocalJobEngine
+from core.jobs.local import local_engine
 from core.jobs.request import JobRequest
 from core.options import GenerationOptions
 from core.stats.collect import percentile
@@ -61,7 +61,7 @@ async def run_once(pipeline: object, args: argparse.Namespace, max_batch: int,
                    root: Path) -> dict[str, object]:
     cfg = make_config(root / f"batch{max_batch}", args, max_batch)
     log = await RequestLog.open(cfg.database_url)
-    engine = LocalJobEngine(cfg, log, pipeline_factory=lambda: pipeline)
+    engine = local_engine(cfg, log, pipeline_factory=lambda: pipeline)
     await engine.start()
     options = GenerationOptions.from_config(cfg.generation)
     pictures = [picture(1000 * max_batch + i) for i in range(args.users * args.jobs)]
@@ -70,7 +70,7 @@ async def run_once(pipeline: object, args: argparse.Namespace, max_batch: int,
     async def user(u: int) -> None:
         for j in range(args.jobs):
             n = u * args.jobs + j
-            request = JobRequest(platform="bench", user_id=f"user{u}", chat_id=f"c{u}",
+            request = JobRequest(platform="web", user_id=f"user{u}", chat_id=f"c{u}",
                                  source_kind="photo", options=options, image=pictures[n],
                                  seed=n)
             started = time.perf_counter()
@@ -78,11 +78,11 @@ async def run_once(pipeline: object, args: argparse.Namespace, max_batch: int,
             await handle.result()
             latencies.append(time.perf_counter() - started)
 
-    busy_before = engine.runner.model_busy_s
+    busy_before = engine.transport.runner.model_busy_s
     started = time.perf_counter()
     await asyncio.gather(*(user(u) for u in range(args.users)))
     wall = time.perf_counter() - started
-    busy = engine.runner.model_busy_s - busy_before
+    busy = engine.transport.runner.model_busy_s - busy_before
     await engine.stop(30)
     parts = await log.rows_since(0, ["queue_wait_s", "caption_s", "sound_s", "encode_s",
                                      "total_s"])
@@ -92,8 +92,8 @@ async def run_once(pipeline: object, args: argparse.Namespace, max_batch: int,
     return {"max_batch": max_batch, "jobs": len(latencies), "wall_s": wall,
             "throughput": len(latencies) / wall, "p50_s": percentile(latencies, 50),
             "p95_s": percentile(latencies, 95), "model_share": busy / wall,
-            "mean_batch": statistics.fmean(engine.batches), "per_job": mean,
-            "batches": dict(sorted(Counter(engine.batches).items()))}
+            "mean_batch": statistics.fmean(engine.transport.batches), "per_job": mean,
+            "batches": dict(sorted(Counter(engine.transport.batches).items()))}
 
 
 async def main(args: argparse.Namespace) -> None:

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from core.config import parse_config
 from core.errors import RateLimited
 from core.jobs.cache import ClipCache
-from core.jobs.engine import LocalJobEngine
+from core.jobs.local import local_engine
 from core.jobs.pruning import DAY_S, Pruner
 from core.jobs.request import JobRequest
 from core.jobs.rows import record_for
@@ -46,7 +46,7 @@ N = 1_000
 
 
 async def database_bytes(request_log: RequestLog) -> int:
-    async with request_log.engine.connect() as conn:
+    async with request_log.db.connect() as conn:
         if request_log.is_sqlite:
             await conn.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
             pages = (await conn.execute(text("PRAGMA page_count"))).scalar() or 0
@@ -60,7 +60,7 @@ async def database_bytes(request_log: RequestLog) -> int:
 
 
 async def rows(request_log: RequestLog) -> int:
-    async with request_log.engine.connect() as conn:
+    async with request_log.db.connect() as conn:
         return int((await conn.execute(select(func.count()).select_from(requests))).scalar()
                    or 0)
 
@@ -103,7 +103,7 @@ async def main(args: argparse.Namespace) -> None:
         now = time.time() - 40 * DAY_S  # old enough for retention to prune afterwards
         clock = [now]
         # Refusals need no models (nothing is rendered): the factory is never called.
-        engine = LocalJobEngine(config, request_log, pipeline_factory=lambda: None,  # type: ignore[arg-type,return-value]
+        engine = local_engine(config, request_log, pipeline_factory=lambda: None,  # type: ignore[arg-type,return-value]
                                 clock=lambda: clock[0])
 
         async def flood() -> None:
@@ -150,7 +150,7 @@ async def main(args: argparse.Namespace) -> None:
         started = time.perf_counter()
         pruned = await pruner.prune()
         seconds = time.perf_counter() - started
-        async with request_log.engine.connect() as conn:
+        async with request_log.db.connect() as conn:
             totals = int((await conn.execute(select(func.count()).select_from(daily_totals))
                           ).scalar() or 0)
         print(f"keep_days = 30 pruned {pruned.rows:,} of {before:,} rows in {seconds:.2f} s "

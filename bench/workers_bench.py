@@ -33,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.config import Config, parse_config
-from core.distributed.engine import RedisJobEngine
+from core.distributed.transport import redis_engine
 from core.jobs.request import JobRequest
 from core.models.loading import ModelLoader
 from core.options import GenerationOptions
@@ -119,13 +119,13 @@ async def run_once(args: argparse.Namespace, workers: int, root: Path, pg: Postg
     config: Config = parse_config(sections(args, run_dir / "adapter", database_url, redis.url),
                                   source="workers bench", environ={})
     request_log = await RequestLog.open(database_url)
-    engine = RedisJobEngine(config, request_log)
+    engine = redis_engine(config, request_log)
     await engine.start()
     try:
         options = GenerationOptions.from_config(config.generation)
         started = time.perf_counter()
         handles = [await engine.submit(JobRequest(
-            platform="bench", user_id=f"u{n % args.users}", chat_id="bench", source_kind="text",
+            platform="web", user_id=f"u{n % args.users}", chat_id="bench", source_kind="text",
             options=options, caption=f"a sound number {n} of {workers}", seed=n))
             for n in range(args.jobs)]
         queued_s = time.perf_counter() - started

@@ -14,8 +14,7 @@ from bot.ops.server import OpsServer
 from core.addresses import parse_listen
 from core.config import Config
 from core.errors import ConfigError
-from core.services import Services
-from core.storage.ownership import check_free
+from core.services import Services, check_log_free
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +22,8 @@ logger = logging.getLogger(__name__)
 class Adapter(Protocol):
     """What `serve` needs from a platform adapter."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     async def start(self) -> None: ...
 
@@ -119,10 +119,9 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
     if not (config.telegram.token or config.discord.token or config.web_enabled):
         raise ConfigError(f"{config.source}: nothing to run: set [telegram] token, "
                           "[discord] token, or [web] enabled = true")
-    if config.jobs.backend == "local":
-        # A second `sonify run` on the same log is told so, not that the first one's port is
-        # taken (the lease itself is taken in `LocalJobEngine.start`).
-        check_free(config.database_url)
+    # A second `sonify run` on the same local log is told so, not that the first one's port
+    # is taken (the lease itself is taken when the local backend starts).
+    check_log_free(config)
     await check_ports(config)  # before the models load: a taken port is told at once
     services = await Services.create(config)
     adapters: list[Adapter] = []

@@ -1,24 +1,35 @@
-"""The one object built at start-up and handed to every adapter (`Services`)."""
+"""What the command line builds: the one object handed to every adapter (`Services`), a
+`sonify worker`, the statistics of `sonify stats` — so that adapters and commands reach the
+request log and the backends only through here and the contract (core/jobs/contract.py)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from core.config import Config
-from core.distributed.engine import RedisJobEngine
+from core.distributed import worker as workers
+from core.distributed.heartbeat import Heartbeat
+from core.distributed.redis_queue import connect
+from core.distributed.transport import redis_engine
 from core.intake.fetch import ImageFetcher
-from core.jobs.contract import JobEngine
-from core.jobs.engine import LocalJobEngine
+from core.jobs.contract import ChannelCursors, JobEngine, ServiceKeys, ShareLinks
+from core.jobs.journal import Journal
+from core.jobs.local import local_engine
 from core.jobs.pruning import Pruner
 from core.models.pipeline import Pipeline
 from core.ops.health import Health
 from core.ops.metrics import Metrics
-from core.ops.wiring import Operations, for_run
+from core.ops.wiring import Operations, for_run, for_worker
 from core.stats.collect import collect_stats
 from core.stats.render import render_stats_chart, render_stats_text
+from core.storage.migrate import sqlite_file
+from core.storage.ownership import check_free
 from core.storage.request_log import RequestLog
 
 logger = logging.getLogger(__name__)
@@ -26,12 +37,20 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class Services:
-    """Shared services; adapters take one of these and nothing global."""
+    """Shared services; adapters take one of these and nothing global.
+
+    Adapters use the job engine and the small services of the contract (core/jobs/contract.py):
+    share links, channel cursors, service keys. `request_log` is for the statistics and
+    tests; no adapter reaches into it (tests/test_project.py checks that).
+    """
 
     config: Config
     request_log: RequestLog
     engine: JobEngine
     fetcher: ImageFetcher
+    share_links: ShareLinks
+    cursors: ChannelCursors
+    keys: ServiceKeys
     pruner: Pruner | None = field(default=None)
     # This process's metrics and health checks (core/ops): the one registry it has.
     ops: Operations = field(default_factory=lambda: Operations(
@@ -50,18 +69,20 @@ class Services:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         request_log = await RequestLog.open(config.database_url,
                                            outage_grace_s=config.storage.outage_grace_s)
+        journal = Journal()  # each request's outcome: its log line, and the metrics
         try:
             engine: JobEngine
             if config.jobs.backend == "redis":  # `sonify worker`s render; this process serves
-                engine = RedisJobEngine(config, request_log)
+                engine = redis_engine(config, request_log, journal=journal)
             else:
-                engine = LocalJobEngine(config, request_log, pipeline_factory=pipeline_factory)
+                engine = local_engine(config, request_log, pipeline_factory=pipeline_factory,
+                                      journal=journal)
             await engine.start()
         except BaseException:
             await request_log.close()
             raise
         try:
-            ops = await for_run(request_log, engine)
+            ops = await for_run(request_log, engine, journal)
         except BaseException:
             await engine.stop()
             await request_log.close()
@@ -70,7 +91,9 @@ class Services:
         pruner = Pruner(request_log, config.data_dir / "cache", config.storage.keep_days)
         pruner.start()
         return cls(config=config, request_log=request_log, engine=engine,
-                   fetcher=ImageFetcher(config.images), pruner=pruner, ops=ops)
+                   fetcher=ImageFetcher(config.images), share_links=request_log.share_links,
+                   cursors=request_log.cursors, keys=request_log.blobs, pruner=pruner,
+                   ops=ops)
 
     async def close(self) -> None:
         """Stop the pruning and the engine (if still running), close the fetcher and the log."""
@@ -88,3 +111,65 @@ class Services:
         stats = await collect_stats(self.request_log, self.engine.queue_length())
         png = await asyncio.to_thread(render_stats_chart, stats, lang)
         return render_stats_text(stats, lang), png
+
+
+def default_worker_name() -> str:
+    """A worker's name when none is given: its host and process id."""
+    return workers.default_worker_name()
+
+
+def check_log_free(config: Config) -> None:
+    """RequestLogInUse (naming the holder) when another process owns the local request log."""
+    if config.jobs.backend == "local":
+        check_free(config.database_url)
+
+
+def log_file(config: Config) -> Path | None:
+    """The request log's file, where it is a SQLite file (None for other databases)."""
+    return sqlite_file(config.database_url)
+
+
+async def stats_summary(config: Config) -> str:
+    """`sonify stats`: the request log's summary, read where the bots write it."""
+    request_log = await RequestLog.open(config.database_url)
+    try:
+        return render_stats_text(await collect_stats(request_log))
+    finally:
+        await request_log.close()
+
+
+async def run_worker(config: Config, *, name: str | None, stop: asyncio.Event,
+                     pipeline_factory: Callable[[], Pipeline],
+                     serving: Callable[[Operations], AbstractAsyncContextManager[None]]
+                     | None = None) -> None:
+    """`sonify worker`: load the models, then render jobs from the queue until `stop`.
+
+    Its heartbeat (core/distributed/heartbeat.py) goes on meanwhile, on a connection of its
+    own; `serving` (the operator's routes, `--metrics-port`) is entered before the models
+    load and left before the request log closes."""
+    request_log = await RequestLog.open(config.database_url,
+                                       outage_grace_s=config.storage.outage_grace_s)
+    if request_log.is_sqlite:
+        logger.warning("the request log is SQLite: workers on other machines cannot share "
+                       "it; set [storage] database_url to PostgreSQL (README)")
+    heartbeat: Heartbeat | None = None
+    try:
+        worker = workers.RenderWorker(config, request_log, name=name,
+                                      pipeline_factory=pipeline_factory)
+        # Its own connection: the heartbeat goes on while the worker's is busy or away.
+        heartbeat = Heartbeat(await connect(config.jobs.redis_url), worker.name,
+                              jobs=lambda: worker.taken,
+                              models_loaded=lambda: worker.runner.loaded)
+        heartbeat.start()
+        ops = await for_worker(request_log, worker, heartbeat)
+        try:
+            async with serving(ops) if serving is not None else contextlib.nullcontext():
+                await worker.load_models()  # before taking a job: a missing model is told
+                await worker.run(stop)
+        finally:
+            ops.close()
+    finally:
+        if heartbeat is not None:
+            await heartbeat.stop()
+            await heartbeat.pool.aclose()
+        await request_log.close()

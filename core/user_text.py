@@ -20,6 +20,11 @@ import unicodedata
 
 from core.errors import BadRequest
 
+# "Use my words": the longest description a user may give, on every platform (Telegram cuts
+# a longer text, Discord's form stops at it, the web page says so); the engine refuses a
+# longer prompt from anywhere (`words_too_long`).
+WORDS_MAX_CHARS = 300
+
 # Whitespace that words may hold (adapters fold it to single spaces before this check).
 _ALLOWED_CONTROLS = frozenset("\t\n\r")
 # Characters that reorder a line's display: a log line could show something it does not say.

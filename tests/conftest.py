@@ -62,6 +62,26 @@ def tiny_toml(data_dir: Path, **sections: dict) -> str:
                    for name, keys in tiny_sections(data_dir, **sections).items())
 
 
+def _utf8_safe(text: str) -> str:
+    """`text` with lone surrogates written as escapes: UTF-8 that can cross a pipe."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Iterator[None]:
+    """Reports travel from pytest-xdist's workers as UTF-8: tests that feed lone surrogates
+    ("\\ud800 x") to the bot capture log lines holding them, which would stop the worker
+    ("surrogates not allowed"). Escape them in what the report shows; the test decides."""
+    outcome = yield
+    report = outcome.get_result()
+    report.sections = [(title, _utf8_safe(text)) for title, text in report.sections]
+    if report.longrepr is not None:
+        shown = str(report.longrepr)
+        if _utf8_safe(shown) != shown:
+            report.longrepr = _utf8_safe(shown)
+
+
 @pytest.fixture
 def tiny_config(tmp_path: Path) -> Config:
     return make_config(tmp_path)

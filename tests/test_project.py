@@ -37,3 +37,12 @@ def test_readme_layout_names_every_folder_and_only_real_ones() -> None:
             if p.is_dir() and "__pycache__" not in p.parts}
     real |= {"core", "bot", "tests", "bench"}
     assert listed == real
+
+
+def test_adapters_reach_the_request_log_only_through_the_contract() -> None:
+    """`lint-imports` keeps `bot` from importing storage; this keeps it from reaching into the
+    request log that `Services` holds (for the statistics) by attribute."""
+    reaching = [f"{path.relative_to(ROOT)}:{n}" for path in sorted((ROOT / "bot").rglob("*.py"))
+                for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+                if ".request_log" in line.split("#", 1)[0]]
+    assert reaching == []

@@ -26,7 +26,7 @@ from core.files import write_atomically
 from core.intake.decode import DecodedImage
 from core.intake.fetch import ImageFetcher
 from core.intake.moving import decode_upload, decode_upload_async, moving_of
-from core.jobs.video_jobs import VIDEO_FORMAT, video_seconds
+from core.jobs.request import VIDEO_FORMAT, video_seconds
 from core.models.frames import clip_caption_parts
 from core.models.pipeline import PipelineInput
 from core.options import GenerationOptions, check_seed

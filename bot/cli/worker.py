@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 
 from bot.app import stop_on_signals
 from bot.cli.common import EXIT_USAGE, CliError
 from bot.ops.server import OpsServer
 from core.config import Config
-from core.distributed.heartbeat import Heartbeat
-from core.distributed.transport import connect
-from core.distributed.worker import RenderWorker, default_worker_name
 from core.errors import ConfigError
-from core.ops.wiring import for_worker
-from core.storage.request_log import RequestLog
+from core.ops.wiring import Operations
+from core.services import default_worker_name, run_worker
 
 logger = logging.getLogger(__name__)
 
@@ -49,40 +48,25 @@ async def _work(config: Config, name: str | None, metrics_host: str,
     # `sonify --version`, `stats` and every early one-line error do not wait for them.
     from core.models.loading import ModelLoader
 
+    @contextlib.asynccontextmanager
+    async def serving(ops: Operations) -> AsyncIterator[None]:
+        """/metrics, /livez and /readyz while the worker runs (up while the models load: not
+        ready until they are loaded)."""
+        if metrics_port is None:
+            yield
+            return
+        server = OpsServer(ops, metrics_host, metrics_port)
+        try:
+            await server.start()
+        except OSError as exc:
+            raise ConfigError(f"--metrics-port: cannot listen on {metrics_host}:"
+                              f"{metrics_port} ({exc.strerror or exc})") from None
+        try:
+            yield
+        finally:
+            await server.stop()
+
     stop = stop_on_signals()
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    request_log = await RequestLog.open(config.database_url,
-                                       outage_grace_s=config.storage.outage_grace_s)
-    if request_log.is_sqlite:
-        logger.warning("the request log is SQLite: workers on other machines cannot share "
-                       "it; set [storage] database_url to PostgreSQL (README)")
-    ops_server: OpsServer | None = None
-    heartbeat: Heartbeat | None = None
-    try:
-        worker = RenderWorker(config, request_log, name=name,
-                              pipeline_factory=lambda: ModelLoader(config).pipeline())
-        # Its own connection: the heartbeat goes on while the worker's is busy or away.
-        heartbeat = Heartbeat(await connect(config.jobs.redis_url), worker.name,
-                              jobs=lambda: worker.taken,
-                              models_loaded=lambda: worker.runner.loaded)
-        heartbeat.start()
-        ops = await for_worker(request_log, worker, heartbeat)
-        try:
-            if metrics_port is not None:  # up while the models load: not ready until loaded
-                ops_server = OpsServer(ops, metrics_host, metrics_port)
-                try:
-                    await ops_server.start()
-                except OSError as exc:
-                    raise ConfigError(f"--metrics-port: cannot listen on {metrics_host}:"
-                                      f"{metrics_port} ({exc.strerror or exc})") from None
-            await worker.load_models()  # before taking a job: a missing model is told at once
-            await worker.run(stop)
-        finally:
-            ops.close()
-    finally:
-        if ops_server is not None:
-            await ops_server.stop()
-        if heartbeat is not None:
-            await heartbeat.stop()
-            await heartbeat.pool.aclose()
-        await request_log.close()
+    await run_worker(config, name=name, stop=stop, serving=serving,
+                     pipeline_factory=lambda: ModelLoader(config).pipeline())

@@ -16,11 +16,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Protocol
+from typing import Any, Protocol
 
 from core.errors import GenerationFailed, ShuttingDown, StorageUnavailable, UserFacingError
 from core.i18n import t
 from core.jobs.events import Done, Failed, JobEvent, JobHandle, JobResult, Progress, Queued, Started
+from core.records import Delivery
 
 logger = logging.getLogger(__name__)
 
@@ -52,16 +53,16 @@ class SlowDown(Exception):
 
 
 class ThrottledStatus:
-    """A status line shown through `edit`, changed at most once per `interval` seconds.
+    """A status line shown through `show`, changed at most once per `interval` seconds.
 
     A text that arrives too soon is kept and shown when the interval has passed, so the
     last state is never lost; `SlowDown` from `edit` pushes the next change past it.
-    Status edits are best effort: any other failure is logged and skipped.
+    Status changes are best effort: any other failure is logged and skipped.
     """
 
-    def __init__(self, edit: Callable[[str], Awaitable[None]], interval: float,
+    def __init__(self, show: Callable[[str], Awaitable[None]], interval: float,
                  shown: str = "") -> None:
-        self._edit_text, self.interval = edit, interval
+        self._show_text, self.interval = show, interval
         self.shown = shown
         self.pending: str | None = None
         # A text just shown counts as a change; none shown yet may be replaced at once.
@@ -116,7 +117,7 @@ class ThrottledStatus:
             return
         self.pending = None
         try:
-            await self._edit_text(text)
+            await self._show_text(text)
             self.shown = text
             self.next_edit = time.monotonic() + self.interval
         except SlowDown as exc:
@@ -133,16 +134,24 @@ class DeliveryLog(Protocol):
     """Where an answer's progress is recorded (the job engine), so a restart re-sends only
     what may not have arrived."""
 
-    async def mark_delivery(self, request_id: str, state: str) -> None: ...
+    async def mark_delivery(self, request_id: str, state: Delivery) -> None: ...
 
 
-class JobSink(Protocol):
-    """Where one job's status and answer go, on one platform."""
+class AnswerTarget(Protocol):
+    """Where one request's status line and answer go, on one platform (a chat, a channel, an
+    interaction): every platform's adapter has one, named `<Platform>AnswerTarget`."""
 
     lang: str
 
+    async def announce(self, text: str) -> dict[str, Any]:
+        """Show the first status line; returns what to add to the row's reply context
+        (e.g. the status message's id), so that a restart edits it instead of adding one."""
+
     async def show(self, text: str) -> None:
-        """Show (or change) the status line; may raise `SlowDown`."""
+        """Change the status line; may raise `SlowDown`."""
+
+    async def on_event(self, event: JobEvent) -> None:
+        """Sees every event of the job first (e.g. to renew a "recording…" indicator)."""
 
     async def deliver(self, result: JobResult) -> None:
         """Send the finished clip with its caption."""
@@ -154,44 +163,42 @@ class JobSink(Protocol):
         """True when `error` means nothing can be posted any more (no point apologising)."""
 
 
-async def follow_job(handle: JobHandle, sink: JobSink, *, interval: float, shown: str = "",
-                     on_event: Callable[[JobEvent], Awaitable[None]] | None = None,
-                     delivery: DeliveryLog | None = None,
+async def follow_job(handle: JobHandle, target: AnswerTarget, *, interval: float,
+                     shown: str = "", delivery: DeliveryLog | None = None,
                      delivered: Callable[[float], None] | None = None) -> None:
-    """Mirror `handle`'s events on `sink` (the status line now reads `shown`), then answer.
+    """Mirror `handle`'s events on `target` (its status line now reads `shown`), then answer.
 
-    `on_event` sees every event first (e.g. to renew a "recording…" indicator). With
-    `delivery`, the answer is recorded as sending before it is posted and sent after.
-    `delivered` hears how many seconds posting a clip took (the metrics' delivery stage).
+    The target sees every event first (`on_event`). With `delivery`, the answer is recorded
+    as sending before it is posted and sent after. `delivered` hears how many seconds
+    posting a clip took (the metrics' delivery stage).
     """
-    status = ThrottledStatus(sink.show, interval, shown)
+    status = ThrottledStatus(target.show, interval, shown)
     try:
         async for event in handle.events():
-            if on_event is not None:
-                await on_event(event)
-            text = status_text(event, sink.lang)
+            await target.on_event(event)
+            text = status_text(event, target.lang)
             if text is not None:
                 await status.show(text)
                 continue
             await status.close()
             if isinstance(event, Done):
-                post = partial(sink.deliver, event.result)
+                post = partial(target.deliver, event.result)
                 await answer_once(handle.id, _timed(post, delivered) if delivered else post,
                                   delivery)
             elif isinstance(event, Failed) and not resumes(event):
-                await answer_once(handle.id, partial(sink.apologise, event.error), delivery)
+                await answer_once(handle.id, partial(target.apologise, event.error), delivery)
     except asyncio.CancelledError:
         status.cancel()
         raise
     except Exception as exc:
         await status.close()
-        if sink.gave_up(exc):
+        if target.gave_up(exc):
             logger.warning("could not answer request %s: %s", handle.id, exc)
             return
         logger.exception("answering request %s failed", handle.id)
         apology = exc if isinstance(exc, UserFacingError) else GenerationFailed("answering failed")
         with contextlib.suppress(Exception):
-            await answer_once(handle.id, partial(sink.apologise, apology), delivery)
+            await answer_once(handle.id, partial(target.apologise, apology), delivery)
 
 
 def _timed(post: Callable[[], Awaitable[None]], took: Callable[[float], None]
@@ -217,14 +224,14 @@ async def answer_once(request_id: str, post: Callable[[], Awaitable[None]],
     """
     if delivery is not None:
         try:
-            await delivery.mark_delivery(request_id, "sending")
+            await delivery.mark_delivery(request_id, Delivery.SENDING)
         except StorageUnavailable as exc:
             logger.warning("request %s is answered without being marked sending (%s)",
                            request_id, exc)
     await post()
     if delivery is not None:
         try:
-            await delivery.mark_delivery(request_id, "sent")
+            await delivery.mark_delivery(request_id, Delivery.SENT)
         except Exception as exc:  # posted already: an apology now would be a wrong answer
             logger.warning("request %s was answered but not marked sent (%s); a restart may "
                            "send it again", request_id, exc)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from core.config import GenerationConfig
 from core.errors import BadRequest
 from core.options import GenerationOptions, parse_seconds, parse_seed
-from core.storage.records import RequestRecord
+from core.records import RequestRecord
 
 # `8s`, `8.5 sec`, `8,5seg`: a length written as one word.
 _LENGTH_WORD = re.compile(r"^(\d+(?:[.,]\d+)?)\s*(?:s|sec|secs|seconds?|seg|segundos?)$", re.I)

@@ -18,6 +18,7 @@ from core.intake.decode import DecodedImage
 from core.jobs.contract import JobEngine
 from core.jobs.request import JobRequest
 from core.options import GenerationOptions
+from core.records import Platform, SourceKind
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ class Requester:
     its answer until it is sent; the web page's answers are fetched instead.
     """
 
-    platform: str
+    platform: Platform
     user_id: str
     chat_id: str
     lang: str = "en"
@@ -39,7 +40,7 @@ class Requester:
     user_name: str | None = None
     video_cap_bytes: int | None = None  # the largest MP4 this platform takes back
 
-    def job(self, *, source_kind: str, options: GenerationOptions,
+    def job(self, *, source_kind: SourceKind, options: GenerationOptions,
             image: DecodedImage | None = None, caption: str | None = None,
             prompt: str | None = None, seed: int | None = None,
             source: dict[str, Any] | None = None, dedupe_key: str | None = None,
@@ -54,7 +55,7 @@ class Requester:
                           video_cap_bytes=self.video_cap_bytes)
 
 
-async def refuse(engine: JobEngine, requester: Requester, source_kind: str,
+async def refuse(engine: JobEngine, requester: Requester, source_kind: SourceKind,
                  error: UserFacingError, *, dedupe_key: str | None = None) -> bool:
     """Log a request the adapter refused before anything was recorded (never raises).
 

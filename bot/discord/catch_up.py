@@ -39,9 +39,9 @@ class CatchUp:
         if self.settings.catch_up_hours <= 0 or self.settings.catch_up_max_per_channel <= 0:
             return 0
         async with self._lock:  # a reconnect during a catch-up waits for it
-            request_log = self.requests.services.request_log
+            channel_cursors = self.requests.services.cursors
             cursors = {int(c): (int(last), private)
-                       for c, last, private in await request_log.cursors(PLATFORM)}
+                       for c, last, private in await channel_cursors.known(PLATFORM)}
             oldest = discord.utils.time_snowflake(
                 discord.utils.utcnow() - datetime.timedelta(hours=self.settings.catch_up_hours))
             seen = 0
@@ -52,7 +52,7 @@ class CatchUp:
                     if channel is None:
                         continue
                     if cursor is None:  # first start: what came before is not ours to answer
-                        await request_log.advance_cursor(
+                        await channel_cursors.advance(
                             PLATFORM, str(channel_id), str(discord.utils.time_snowflake(
                                 discord.utils.utcnow())), is_private=False)
                         continue

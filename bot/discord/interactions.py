@@ -15,14 +15,14 @@ import discord
 from bot.common.answers import video_to_retake
 from bot.common.options import options_of, retakes_words
 from bot.common.requests import Requester, refuse
-from bot.discord.replies import InteractionTarget, as_user_error, clip, error_text
+from bot.discord.replies import InteractionDestination, as_user_error, clip, error_text
 from bot.discord.requests import PLATFORM, DiscordRequests
 from bot.discord.views import PROMPT_ID, submitted_words, words_modal
 from core.errors import BadRequest, GenerationFailed, ImageRejected
 from core.i18n import pick_language, t
 from core.intake.decode import DecodedImage
 from core.options import GenerationOptions, check_seed
-from core.storage.request_log import RequestRecord
+from core.records import RequestRecord, SourceKind
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class InteractionHandlers:
             await refuse(self.services.engine, self._requester_of(interaction, lang), kind,
                          as_user_error(error) or GenerationFailed("internal"))
         try:
-            await InteractionTarget(interaction, lang).error(error_text(error, lang))
+            await InteractionDestination(interaction, lang).error(error_text(error, lang))
         except discord.HTTPException as exc:
             logger.warning("could not report an error to a Discord user: %s", exc)
 
@@ -84,7 +84,7 @@ class InteractionHandlers:
                              message: discord.Message) -> None:
         """The "Sonify this image" message command: the first image in that message."""
         sources = self.requests.sources(message, addressed=True)
-        kind = "url" if sources and isinstance(sources[0], str) else "attachment"
+        kind = SourceKind.URL if sources and isinstance(sources[0], str) else SourceKind.ATTACHMENT
         lang = self._begin(interaction, kind)
         if not sources:
             raise ImageRejected("no image in the message", code="no_image")
@@ -109,7 +109,7 @@ class InteractionHandlers:
                            "user_id": str(interaction.user.id)})
         # From here on the engine logs every refusal itself; `report` must not log it again.
         interaction.extras["sonify_logged"] = True
-        await self.requests.take(request, InteractionTarget(interaction, lang))
+        await self.requests.take(request, InteractionDestination(interaction, lang))
 
     async def stats(self, interaction: discord.Interaction) -> None:
         """`/stats`: text and chart, privately, for admins only."""

@@ -13,10 +13,17 @@ import logging
 import discord
 
 from bot.common.requests import Requester, refuse
-from bot.discord.replies import MessageTarget, Target, Undeliverable, as_user_error, error_text
+from bot.discord.replies import (
+    Destination,
+    MessageDestination,
+    Undeliverable,
+    as_user_error,
+    error_text,
+)
 from bot.discord.requests import PLATFORM, DiscordRequests, Source
 from core.errors import GenerationFailed, ImageRejected, StorageUnavailable, UserFacingError
 from core.options import GenerationOptions
+from core.records import SourceKind
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +106,7 @@ class MessageHandlers:
         # While missed messages are read back, a live one only starts a channel's cursor
         # (a first DM): moving an existing cursor would skip what is not read yet.
         try:
-            await self.requests.services.request_log.advance_cursor(
+            await self.requests.services.cursors.advance(
                 PLATFORM, str(message.channel.id), str(last),
                 is_private=message.guild is None,
                 only_new=self.requests.reading_back and not read_back)
@@ -123,16 +130,16 @@ class MessageHandlers:
             sources = self.requests.sources(ref, addressed)  # "@Sonify" on someone's picture
         if not sources:
             if addressed:
-                await self._refuse(client, message, lang, "attachment", 0,
+                await self._refuse(client, message, lang, SourceKind.ATTACHMENT, 0,
                                    ImageRejected("no image in the message", code="no_image"))
             return
         for index, source in enumerate(sources):
             await self._take_one(client, message, index, source, lang, quiet=not addressed)
 
-    def _target(self, client: discord.Client, message: discord.Message, lang: str) -> Target:
-        return MessageTarget(client, lang, channel_id=message.channel.id, message_id=message.id,
-                             author_id=message.author.id,
-                             guild_id=message.guild.id if message.guild else None)
+    def _target(self, client: discord.Client, message: discord.Message, lang: str) -> Destination:
+        return MessageDestination(client, lang, channel_id=message.channel.id,
+                                  message_id=message.id, author_id=message.author.id,
+                                  guild_id=message.guild.id if message.guild else None)
 
     def _requester(self, message: discord.Message, lang: str) -> Requester:
         author = message.author
@@ -142,7 +149,7 @@ class MessageHandlers:
 
     async def _take_one(self, client: discord.Client, message: discord.Message, index: int,
                         source: Source, lang: str, *, quiet: bool) -> None:
-        kind = "url" if isinstance(source, str) else "attachment"
+        kind = SourceKind.URL if isinstance(source, str) else SourceKind.ATTACHMENT
         guild_id = message.guild.id if message.guild else None
         request = self._requester(message, lang).job(
             source_kind=kind, options=GenerationOptions.from_config(self.config.generation),
@@ -160,7 +167,7 @@ class MessageHandlers:
                 image = await self.requests.fetch(request.source or {})
                 request = request.with_image(image)
         except UserFacingError as exc:
-            if quiet and kind == "url" and exc.code in QUIET_LINK_ERRORS:
+            if quiet and kind == SourceKind.URL and exc.code in QUIET_LINK_ERRORS:
                 logger.debug("ignoring a non-image link in a watched channel (%s)", exc.code)
                 return
             await self._refuse(client, message, lang, kind, index, exc)
@@ -173,7 +180,7 @@ class MessageHandlers:
             await _tell(self._target(client, message, lang), error_text(exc, lang))
 
     async def _refuse(self, client: discord.Client, message: discord.Message, lang: str,
-                      kind: str, index: int, error: BaseException) -> None:
+                      kind: SourceKind, index: int, error: BaseException) -> None:
         """A request refused before it was recorded: logged, then told (once per message)."""
         err = as_user_error(error) or GenerationFailed("internal error")
         if await refuse(self.requests.services.engine, self._requester(message, lang), kind,
@@ -186,7 +193,7 @@ def _key(message: discord.Message, index: int) -> str:
     return f"{PLATFORM}:message:{message.id}:{index}"
 
 
-async def _tell(target: Target, text: str) -> None:
+async def _tell(target: Destination, text: str) -> None:
     """An error text for the user; nowhere to post is logged, not raised."""
     try:
         await target.error(text)

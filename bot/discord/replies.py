@@ -1,6 +1,6 @@
 """Where a Discord job's status and answer go: a reply to a message, or an interaction response.
 
-A `Target` shows short status texts (first call posts, later calls edit), then either
+A `Destination` shows short status texts (first call posts, later calls edit), then either
 the finished clip or an error. `follow` drives a target from a job's event stream,
 throttling progress edits. `error_text` is the one place exceptions become user text.
 """
@@ -127,7 +127,7 @@ class Undeliverable(Exception):
     """Nowhere left to post (no permission in the channel, DMs closed)."""
 
 
-class Target:
+class Destination:
     """Somewhere to show a job's status and answer."""
 
     def __init__(self, lang: str) -> None:
@@ -148,7 +148,7 @@ class Target:
         return {}
 
 
-class MessageTarget(Target):
+class MessageDestination(Destination):
     """Replies to a posted message; falls back to a DM when the channel forbids posting."""
 
     def __init__(self, client: discord.Client, lang: str, *, channel_id: int,
@@ -257,7 +257,7 @@ class MessageTarget(Target):
             self.status = None
 
 
-class InteractionTarget(Target):
+class InteractionDestination(Destination):
     """Edits a deferred interaction's original response; errors go out ephemeral.
 
     Interaction tokens die after 15 minutes; a job that waited longer is answered
@@ -267,13 +267,13 @@ class InteractionTarget(Target):
     def __init__(self, interaction: discord.Interaction, lang: str) -> None:
         super().__init__(lang)
         self.interaction = interaction
-        self.fallback: MessageTarget | None = None
+        self.fallback: MessageDestination | None = None
 
     def _expired(self, exc: discord.HTTPException) -> bool:
         if exc.status not in (401, 404) or self.interaction.channel_id is None:
             return False
         logger.info("interaction token expired; answering in the channel instead")
-        self.fallback = MessageTarget(
+        self.fallback = MessageDestination(
             self.interaction.client, self.lang, channel_id=self.interaction.channel_id,
             message_id=None, author_id=self.interaction.user.id,
             guild_id=self.interaction.guild_id)
@@ -339,10 +339,10 @@ class InteractionTarget(Target):
         await self.interaction.followup.send(text, ephemeral=True)
 
 
-class DiscordAnswer:
+class DiscordAnswerTarget:
     """One request's status line and answer on Discord (a `bot.common` AnswerTarget)."""
 
-    def __init__(self, target: Target, make_answer: Callable[[JobResult], Answer]) -> None:
+    def __init__(self, target: Destination, make_answer: Callable[[JobResult], Answer]) -> None:
         self.target, self.make_answer, self.lang = target, make_answer, target.lang
 
     async def announce(self, text: str) -> dict[str, Any]:

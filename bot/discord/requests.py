@@ -15,10 +15,10 @@ import aiohttp
 import discord
 
 from bot.common.answers import VIDEO_FILE, video_notes, video_of
-from bot.common.intake import Intake, IntakeSettings
+from bot.common.flow import FlowSettings, RequestFlow
 from bot.common.requests import Requester
 from bot.common.tasks import BackgroundTasks
-from bot.discord.replies import Answer, DiscordAnswer, MessageTarget, Target
+from bot.discord.replies import Answer, Destination, DiscordAnswerTarget, MessageDestination
 from bot.discord.views import result_view
 from core.config import Config
 from core.errors import ImageRejected
@@ -27,14 +27,13 @@ from core.intake.decode import DecodedImage
 from core.intake.links import all_urls
 from core.intake.moving import decode_upload_async
 from core.jobs.events import JobHandle, JobResult
-from core.jobs.request import JobRequest, Receipt
-from core.jobs.rows import received_request
+from core.jobs.request import JobRequest, Receipt, received_request
+from core.records import Platform, RequestRecord
 from core.services import Services
-from core.storage.records import RequestRecord
 
 logger = logging.getLogger(__name__)
 
-PLATFORM = "discord"
+PLATFORM = Platform.DISCORD
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".webm", ".mkv", ".gif")
 # Discord's cap on one upload by a bot, whatever the server's boost level allows its members.
@@ -62,7 +61,7 @@ class DiscordRequests:
         self.services = services
         self.config: Config = services.config
         self.tasks = BackgroundTasks(PLATFORM)
-        self.intake = Intake(services.engine, self.tasks, IntakeSettings(
+        self.flow = RequestFlow(services.engine, self.tasks, FlowSettings(
             interval=self.config.discord.progress_interval_s, fetch=self.fetch,
             delivered=partial(services.ops.metrics.observe_stage, "delivery")))
         self.client: discord.Client | None = None  # set when the adapter logs in
@@ -177,22 +176,22 @@ class DiscordRequests:
         return Answer(result, text, result_view(result.request_id, lang), fmt,
                       settings.voice_message)
 
-    def answer_target(self, target: Target) -> DiscordAnswer:
-        return DiscordAnswer(target, lambda result: self.answer(result, target.lang))
+    def answer_target(self, target: Destination) -> DiscordAnswerTarget:
+        return DiscordAnswerTarget(target, lambda result: self.answer(result, target.lang))
 
-    async def take(self, request: JobRequest, target: Target) -> bool:
+    async def take(self, request: JobRequest, target: Destination) -> bool:
         """Record the request (the durable point), then answer it in the background.
 
         False for a redelivered request; a refusal (logged by the engine) is raised.
         """
-        return await self.intake.take(request, self.answer_target(target))
+        return await self.flow.take(request, self.answer_target(target))
 
     # ----- after a restart -----------------------------------------------------------------
     async def on_received(self, record: RequestRecord, receipt: Receipt) -> None:
         """A request recorded before a restart whose picture was not fetched yet."""
         target = self.recovered_target(record.reply_context, record.lang)
-        await self.intake.resume(received_request(record), receipt,
-                                 self.answer_target(target) if target else None)
+        await self.flow.resume(received_request(record), receipt,
+                               self.answer_target(target) if target else None)
 
     async def on_recovered(self, handle: JobHandle) -> None:
         """A job re-run (or finished, not yet delivered) after a restart: answer it there."""
@@ -200,25 +199,26 @@ class DiscordRequests:
         if target is None:
             logger.warning("recovered Discord job %s has no usable reply context", handle.id)
             return
-        self.intake.answer_recovered(handle, self.answer_target(target))
+        self.flow.answer_recovered(handle, self.answer_target(target))
 
-    def recovered_target(self, context: dict[str, Any], lang: str) -> Target | None:
+    def recovered_target(self, context: dict[str, Any], lang: str) -> Destination | None:
         """Where a request taken up after a restart is answered, from its reply context."""
         client = self.client
         if client is None:
             return None
         try:
             if context.get("kind") == "message":
-                return MessageTarget(client, lang, channel_id=int(context["channel_id"]),
-                                     message_id=int(context["message_id"]),
-                                     author_id=int(context["author_id"]),
-                                     guild_id=_int_or_none(context.get("guild_id")),
-                                     status_message_id=_int_or_none(
-                                         context.get("status_message_id")))
+                return MessageDestination(client, lang, channel_id=int(context["channel_id"]),
+                                          message_id=int(context["message_id"]),
+                                          author_id=int(context["author_id"]),
+                                          guild_id=_int_or_none(context.get("guild_id")),
+                                          status_message_id=_int_or_none(
+                                              context.get("status_message_id")))
             if context.get("kind") == "interaction":
                 # Interaction tokens are never stored: answer in the channel, mentioning them.
-                target = MessageTarget(client, lang, channel_id=int(context["channel_id"]),
-                                       message_id=None, author_id=int(context["user_id"]))
+                target = MessageDestination(client, lang, channel_id=int(context["channel_id"]),
+                                            message_id=None,
+                                            author_id=int(context["user_id"]))
                 target.prefix = f"<@{context['user_id']}> "
                 return target
         except (KeyError, TypeError, ValueError):

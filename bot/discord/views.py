@@ -13,11 +13,11 @@ from typing import Any, Protocol, runtime_checkable
 import discord
 
 from core.i18n import t
+from core.user_text import WORDS_MAX_CHARS
 
 RID = r"(?P<rid>[A-Za-z0-9_-]{1,40})"
 PROMPT_PREFIX = "sonify:prompt:"
 PROMPT_ID = re.compile(re.escape(PROMPT_PREFIX) + RID)
-MAX_WORDS = 200
 
 
 class ButtonActions(Protocol):
@@ -48,7 +48,7 @@ _BUTTONS = {"again": ("another_take", "🔁", discord.ButtonStyle.primary),
             "words": ("use_my_words", "✏️", discord.ButtonStyle.secondary)}
 
 
-class ResultButton(discord.ui.DynamicItem[discord.ui.Button],
+class ResultButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
                    template=f"sonify:(?P<action>again|words):{RID}"):
     """ "Another take" (the same caption, a new seed) or "Use my words" (a form; the user's
     text becomes the sound prompt), for one request."""
@@ -87,7 +87,7 @@ def words_modal(request_id: str, lang: str) -> discord.ui.Modal:
     modal.add_item(discord.ui.TextInput(
         label=t("words_label", lang)[:45], placeholder=t("words_placeholder", lang)[:100],
         custom_id="words", style=discord.TextStyle.paragraph, min_length=2,
-        max_length=MAX_WORDS))
+        max_length=WORDS_MAX_CHARS))  # Discord's forms allow up to 4,000
     return modal
 
 
@@ -104,4 +104,4 @@ def submitted_words(data: dict[str, Any]) -> str:
                 walk([comp["component"]])
 
     walk(data.get("components", []))
-    return " ".join(" ".join(found).split())[:MAX_WORDS]
+    return " ".join(" ".join(found).split())[:WORDS_MAX_CHARS]

@@ -27,16 +27,16 @@ from bot.telegram.parse import (
     mentions,
     words_ref,
 )
-from bot.telegram.replies import ReplyTarget, with_retry
+from bot.telegram.replies import ReplyAddress, with_retry
 from bot.telegram.requests import PLATFORM, TelegramRequests, source_of, update_key
 from core.errors import GenerationFailed, StorageUnavailable, UserFacingError
 from core.i18n import describe_error, pick_language, t
-from core.storage.records import RequestRecord
+from core.records import RequestRecord, SourceKind
+from core.user_text import WORDS_MAX_CHARS
 
 logger = logging.getLogger(__name__)
 
 Context = ContextTypes.DEFAULT_TYPE
-WORDS_MAX_CHARS = 300
 TOLD_KEPT = 1000  # updates remembered as told "later" (each is told once, not per delivery)
 
 
@@ -71,9 +71,9 @@ class Handlers:
         return chat is not None and (not allow or chat.id in allow)
 
     @staticmethod
-    def target_for(message: Message, user: User, lang: str) -> ReplyTarget:
+    def target_for(message: Message, user: User, lang: str) -> ReplyAddress:
         thread = message.message_thread_id if message.is_topic_message else None
-        return ReplyTarget(chat_id=message.chat_id, message_id=message.message_id,
+        return ReplyAddress(chat_id=message.chat_id, message_id=message.message_id,
                            user_id=user.id, lang=lang, thread_id=thread)
 
     def replies_to_bot(self, message: Message) -> bool:
@@ -114,7 +114,7 @@ class Handlers:
             return
         if not caption_cmd:
             words = (message.caption or message.text or "").split()
-        await self.intake(update, message, user, image, words, lang, strict=caption_cmd)
+        await self.take_picture(update, message, user, image, words, lang, strict=caption_cmd)
 
     async def on_sonify(self, update: Update, context: Context) -> None:
         """`/sonify [options] [link]`, alone or as a reply to a message with a picture."""
@@ -127,10 +127,10 @@ class Handlers:
             await self.reply.try_send_text(self.target_for(message, user, lang),
                                            t("no_image_in_reply", lang))
             return
-        await self.intake(update, message, user, image, list(context.args or []), lang,
+        await self.take_picture(update, message, user, image, list(context.args or []), lang,
                           strict=True)
 
-    async def intake(self, update: Update, message: Message, user: User, image: ImageRef,
+    async def take_picture(self, update: Update, message: Message, user: User, image: ImageRef,
                      words: list[str], lang: str, *, strict: bool) -> None:
         """Options and the cheap checks, then the request is recorded and taken."""
         target = self.target_for(message, user, lang)
@@ -179,7 +179,7 @@ class Handlers:
         if original is None and query.message is not None:
             original = query.message.message_id
         thread = record.reply_context.get("thread_id")
-        target = ReplyTarget(chat_id=chat_id, message_id=original, user_id=user.id, lang=lang,
+        target = ReplyAddress(chat_id=chat_id, message_id=original, user_id=user.id, lang=lang,
                              thread_id=thread)
         if action == "words":
             await with_retry(query.answer, what="answerCallbackQuery")
@@ -193,7 +193,7 @@ class Handlers:
         words = retakes_words(record)
         video = await video_to_retake(self.engine, record, self.config)
         await self.requests.take(self.requests.requester(target, user).job(
-            source_kind="retake", options=options, dedupe_key=update_key(update.update_id),
+            source_kind=SourceKind.RETAKE, options=options, dedupe_key=update_key(update.update_id),
             image=video,
             caption=None if words else record.caption, prompt=record.prompt if words else None,
             reply_context={**target.to_context(), "mode": "prompt" if words else "caption"}),
@@ -215,7 +215,7 @@ class Handlers:
         options = options_of(record, self.config.generation)
         video = await video_to_retake(self.engine, record, self.config)
         await self.requests.take(self.requests.requester(target, user).job(
-            source_kind="text", options=options, prompt=prompt, image=video,
+            source_kind=SourceKind.TEXT, options=options, prompt=prompt, image=video,
             dedupe_key=update_key(update.update_id),
             reply_context={**target.to_context(), "mode": "prompt"}), target)
 

@@ -10,6 +10,7 @@ from telegram import Message, MessageEntity
 
 from core.errors import ImageRejected
 from core.intake.links import first_url
+from core.records import SourceKind
 
 # Marks the "Use my words" question with the request it belongs to; language-neutral,
 # so the ask can be matched to its request from the reply alone, even after a restart.
@@ -18,11 +19,14 @@ _WORDS_REF_RE = re.compile(re.escape(WORDS_REF) + r"\s*([A-Za-z0-9_-]{1,40})\s*$
 _COMMAND_RE = re.compile(r"^/(\w+)(?:@(\w+))?(?:\s|$)")
 
 
+# Telegram's moving pictures, by the name of their field in a message.
+MOVING_KINDS = (SourceKind.ANIMATION, SourceKind.VIDEO, SourceKind.VIDEO_NOTE)
+
 @dataclass(frozen=True)
 class ImageRef:
     """Where a message's image is: a Telegram file (photo/document) or a link."""
 
-    kind: str  # "photo" | "document" | "url" | "animation" | "video" | "video_note"
+    kind: SourceKind  # a photo, a document (or a sticker), a link, or a moving picture
     file_id: str = ""
     file_size: int | None = None
     url: str = ""
@@ -36,38 +40,37 @@ def find_image(message: Message | None) -> ImageRef | None:
         return None
     if message.photo:
         best = max(message.photo, key=lambda p: (p.width * p.height, p.file_size or 0))
-        return ImageRef("photo", file_id=best.file_id, file_size=best.file_size)
+        return ImageRef(SourceKind.PHOTO, file_id=best.file_id, file_size=best.file_size)
     # Moving pictures: the file itself, never its thumbnail. A GIF arrives as an `animation`
     # (a silent MP4), with a `document` beside it for old clients: the animation wins.
-    for kind in ("animation", "video", "video_note"):
-        media = getattr(message, kind)
+    for kind in MOVING_KINDS:
+        media = getattr(message, kind.value)
         if media is not None:
             return ImageRef(kind, file_id=media.file_id, file_size=media.file_size,
                             mime_type=getattr(media, "mime_type", None),
                             file_name=getattr(media, "file_name", None))
     if message.document is not None:
         doc = message.document
-        return ImageRef("document", file_id=doc.file_id, file_size=doc.file_size,
+        return ImageRef(SourceKind.DOCUMENT, file_id=doc.file_id, file_size=doc.file_size,
                         mime_type=doc.mime_type, file_name=doc.file_name)
     if message.sticker is not None and not (message.sticker.is_animated
                                             or message.sticker.is_video):
-        return ImageRef("document", file_id=message.sticker.file_id,
+        return ImageRef(SourceKind.DOCUMENT, file_id=message.sticker.file_id,
                         file_size=message.sticker.file_size, mime_type="image/webp")
     url = first_url(message.text or message.caption or "")
     # A link hidden behind words ("[this](https://…)") lives only in the entities.
     hidden = [e.url for e in (*message.entities, *message.caption_entities)
               if e.type == MessageEntity.TEXT_LINK and e.url]
     url = url or next((u for u in hidden if first_url(u)), None)
-    return ImageRef("url", url=url) if url else None
+    return ImageRef(SourceKind.URL, url=url) if url else None
 
 
-MOVING_KINDS = ("animation", "video", "video_note")
 
 
 def is_moving(ref: ImageRef) -> bool:
     """A video, an animation, or a document that says it is one."""
     mime = (ref.mime_type or "").lower()
-    return ref.kind in MOVING_KINDS or (ref.kind == "document" and (
+    return ref.kind in MOVING_KINDS or (ref.kind == SourceKind.DOCUMENT and (
         mime.startswith("video/") or mime == "image/gif"))
 
 
@@ -77,7 +80,7 @@ def check_file(ref: ImageRef, limit_bytes: int) -> None:
     if ref.file_size is not None and ref.file_size > limit_bytes:
         raise ImageRejected("file too large", code="too_large", max_bytes=limit_bytes)
     mime = (ref.mime_type or "").lower()
-    if ref.kind != "document" or mime.startswith(("image/", "video/")) or \
+    if ref.kind != SourceKind.DOCUMENT or mime.startswith(("image/", "video/")) or \
             mime in ("", "application/octet-stream"):
         return
     suffix = PurePosixPath(ref.file_name or "").suffix.lstrip(".")

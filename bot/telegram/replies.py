@@ -40,7 +40,7 @@ ACTION_RENEW_S = 4.5  # a chat action shows for about 5 s
 
 
 @dataclass
-class ReplyTarget:
+class ReplyAddress:
     """Where the answer to one request goes; stored as `JobRequest.reply_context`."""
 
     chat_id: int
@@ -54,7 +54,7 @@ class ReplyTarget:
         return asdict(self)
 
     @classmethod
-    def from_context(cls, data: dict[str, Any]) -> ReplyTarget | None:
+    def from_context(cls, data: dict[str, Any]) -> ReplyAddress | None:
         known = {k: data[k] for k in cls.__dataclass_fields__ if data.get(k) is not None}
         try:
             return cls(**known)
@@ -97,14 +97,14 @@ async def with_retry(call: Callable[[], Awaitable[T]], *, what: str,
     return await call()  # last attempt: let its error propagate
 
 
-class StatusMessage:
+class StatusLine:
     """The "Queued / Rendering…" message of one request: edited, then removed or replaced."""
 
-    def __init__(self, bot: Bot, target: ReplyTarget) -> None:
+    def __init__(self, bot: Bot, target: ReplyAddress) -> None:
         self.bot, self.target = bot, target
 
-    async def edit(self, text: str) -> None:
-        """One edit (ThrottledStatus paces them); a 429 asks it to slow down."""
+    async def show(self, text: str) -> None:
+        """Show `text` in it (ThrottledStatus paces the changes); a 429 asks it to slow down."""
         if self.target.status_message_id is None:
             return
         try:
@@ -154,12 +154,12 @@ class Responder:
     def __init__(self, bot: Bot, settings: TelegramConfig) -> None:
         self.bot, self.settings = bot, settings
 
-    async def send_text(self, target: ReplyTarget, text: str, **kwargs: Any) -> Message:
+    async def send_text(self, target: ReplyAddress, text: str, **kwargs: Any) -> Message:
         return await with_retry(lambda: self.bot.send_message(
             target.chat_id, text, reply_parameters=target.reply,
             message_thread_id=target.thread_id, **kwargs), what="sendMessage")
 
-    async def try_send_text(self, target: ReplyTarget, text: str, **kwargs: Any) -> Message | None:
+    async def try_send_text(self, target: ReplyAddress, text: str, **kwargs: Any) -> Message | None:
         try:
             return await self.send_text(target, text, **kwargs)
         except TelegramError as exc:
@@ -173,13 +173,13 @@ class Responder:
         except TelegramError as exc:
             logger.debug("telegram: chat action failed: %s", exc)
 
-    async def reply_error(self, target: ReplyTarget, error: BaseException) -> None:
+    async def reply_error(self, target: ReplyAddress, error: BaseException) -> None:
         """THE place where a failure becomes words: the status message, else a new reply."""
         text = describe_error(error, target.lang)
-        if not await StatusMessage(self.bot, target).replace(text):
+        if not await StatusLine(self.bot, target).replace(text):
             await self.try_send_text(target, text)
 
-    async def deliver(self, result: JobResult, target: ReplyTarget) -> None:
+    async def deliver(self, result: JobResult, target: ReplyAddress) -> None:
         """The clip as a voice note (and/or MP3), captioned, with the two buttons."""
         lang = target.lang
         caption = t("caption", lang, caption=result.caption or result.prompt)
@@ -225,15 +225,15 @@ class Responder:
                 message_thread_id=target.thread_id), what="sendAudio")
 
 
-class TelegramAnswer:
+class TelegramAnswerTarget:
     """One request's status line and answer in a Telegram chat (a `bot.common` AnswerTarget).
 
     Telegram shows "recording voice…" for about 5 s: it is renewed while the job renders.
     """
 
-    def __init__(self, responder: Responder, target: ReplyTarget) -> None:
+    def __init__(self, responder: Responder, target: ReplyAddress) -> None:
         self.responder, self.target, self.lang = responder, target, target.lang
-        self.status = StatusMessage(responder.bot, target)
+        self.status = StatusLine(responder.bot, target)
         self.last_action = time.monotonic()
 
     async def announce(self, text: str) -> dict[str, Any]:
@@ -255,7 +255,7 @@ class TelegramAnswer:
             await self.responder.action(self.target.chat_id, ChatAction.RECORD_VOICE)
 
     async def show(self, text: str) -> None:
-        await self.status.edit(text)
+        await self.status.show(text)
 
     async def deliver(self, result: JobResult) -> None:
         await self.responder.deliver(result, self.target)

@@ -1,7 +1,7 @@
 """The Telegram request path: who asks, where the picture is, and taking a request.
 
 Shared by the update handlers and by recovery after a restart: a request is recorded
-(`Intake.take`) before anything is shown, and its picture — a Telegram file id or a
+(`RequestFlow.take`) before anything is shown, and its picture — a Telegram file id or a
 link, stored with the row — is fetched afterwards, again after a restart if need be.
 """
 
@@ -15,23 +15,22 @@ from telegram import User
 from telegram.error import BadRequest as TgBadRequest
 from telegram.error import TelegramError
 
-from bot.common.intake import Intake, IntakeSettings
+from bot.common.flow import FlowSettings, RequestFlow
 from bot.common.requests import Requester, refuse
 from bot.common.tasks import BackgroundTasks
 from bot.telegram.parse import ImageRef, check_file, is_moving
-from bot.telegram.replies import ReplyTarget, Responder, TelegramAnswer, with_retry
+from bot.telegram.replies import ReplyAddress, Responder, TelegramAnswerTarget, with_retry
 from core.errors import GenerationFailed, ImageRejected, UserFacingError
 from core.intake.decode import DecodedImage
 from core.intake.moving import decode_upload_async
 from core.jobs.events import JobHandle
-from core.jobs.request import JobRequest, Receipt
-from core.jobs.rows import received_request
+from core.jobs.request import JobRequest, Receipt, received_request
+from core.records import Platform, RequestRecord, SourceKind
 from core.services import Services
-from core.storage.records import RequestRecord
 
 logger = logging.getLogger(__name__)
 
-PLATFORM = "telegram"
+PLATFORM = Platform.TELEGRAM
 
 
 def update_key(update_id: int) -> str:
@@ -56,7 +55,7 @@ class TelegramRequests:
         self.config = services.config
         self.reply = responder
         self.tasks = BackgroundTasks(PLATFORM)
-        self.intake = Intake(self.engine, self.tasks, IntakeSettings(
+        self.flow = RequestFlow(self.engine, self.tasks, FlowSettings(
             interval=self.config.telegram.progress_interval_s, fetch=self.fetch,
             delivered=partial(services.ops.metrics.observe_stage, "delivery")))
 
@@ -75,7 +74,7 @@ class TelegramRequests:
             return min(self.telegram_limit, self.config.video.max_bytes)
         return self.download_limit
 
-    def requester(self, target: ReplyTarget, user: User | None = None) -> Requester:
+    def requester(self, target: ReplyAddress, user: User | None = None) -> Requester:
         name = None
         if user is not None:
             name = f"@{user.username}" if user.username else user.full_name
@@ -84,18 +83,18 @@ class TelegramRequests:
                          pushes_answers=True, user_name=(name or None) and name[:64],
                          video_cap_bytes=int(self.config.telegram.upload_limit_mb * 1_000_000))
 
-    async def take(self, request: JobRequest, target: ReplyTarget) -> None:
+    async def take(self, request: JobRequest, target: ReplyAddress) -> None:
         """Record the request (the durable point), then answer it in the background.
 
         A refusal is told at once (the engine logged it). StorageUnavailable propagates:
         the update was not recorded, so it must not be confirmed to Telegram.
         """
         try:
-            await self.intake.take(request, TelegramAnswer(self.reply, target))
+            await self.flow.take(request, TelegramAnswerTarget(self.reply, target))
         except UserFacingError as exc:
             await self.reply.reply_error(target, exc)
 
-    async def refuse(self, target: ReplyTarget, user: User | None, source_kind: str,
+    async def refuse(self, target: ReplyAddress, user: User | None, source_kind: SourceKind,
                      error: UserFacingError, dedupe_key: str | None) -> None:
         """A request refused before it was recorded: logged, then told (once per update)."""
         if await refuse(self.engine, self.requester(target, user), source_kind, error,
@@ -117,7 +116,7 @@ class TelegramRequests:
             return await self.services.fetcher.fetch(
                 str(source["url"]), max_bytes=max(self.config.images.max_bytes,
                                                   self.config.video.max_bytes))
-        ref = ImageRef(str(source.get("ref_kind") or "document"),
+        ref = ImageRef(SourceKind(source.get("ref_kind") or SourceKind.DOCUMENT),
                        file_id=str(source["file_id"]), file_size=source.get("file_size"),
                        mime_type=source.get("mime_type"), file_name=source.get("file_name"))
         limit = self.limit_for(ref)
@@ -141,14 +140,14 @@ class TelegramRequests:
     # -- after a restart -------------------------------------------------------------
     async def on_received(self, record: RequestRecord, receipt: Receipt) -> None:
         """A request recorded before a restart whose picture was not fetched yet."""
-        target = ReplyTarget.from_context(record.reply_context)
-        await self.intake.resume(received_request(record), receipt,
-                                 TelegramAnswer(self.reply, target) if target else None)
+        target = ReplyAddress.from_context(record.reply_context)
+        await self.flow.resume(received_request(record), receipt,
+                               TelegramAnswerTarget(self.reply, target) if target else None)
 
     async def on_recovered(self, handle: JobHandle) -> None:
         """A job re-run (or finished, not yet delivered) after a restart: answer it there."""
-        target = ReplyTarget.from_context(handle.request.reply_context)
+        target = ReplyAddress.from_context(handle.request.reply_context)
         if target is None or not target.chat_id:
             logger.warning("telegram: recovered request %s has no reply context", handle.id)
             return
-        self.intake.answer_recovered(handle, TelegramAnswer(self.reply, target))
+        self.flow.answer_recovered(handle, TelegramAnswerTarget(self.reply, target))

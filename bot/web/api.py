@@ -35,10 +35,12 @@ from bot.web.state import (
     owned_record,
     unknown_job,
 )
-from bot.web.submit import WORDS_MAX_CHARS, add_submit_routes
+from bot.web.submit import add_submit_routes
 from bot.web.texts import request_language
 from core.config import MAX_SEED
 from core.jobs.events import Done, Failed
+from core.records import RequestStatus
+from core.user_text import WORDS_MAX_CHARS
 
 logger = logging.getLogger(__name__)
 
@@ -70,12 +72,13 @@ async def get_job(request: web.Request) -> web.Response:
         record = await owned_record(request, request.match_info["id"])
         if record is None:
             raise unknown_job()
-        clip = await services.engine.clip_files(record) if record.status == "done" else None
+        done = record.status == RequestStatus.DONE
+        clip = await services.engine.clip_files(record) if done else None
         view = record_view(record, request_language(request), clip)
     # Whether a share link is live: the owner's page shows "Stop sharing" even where this
     # browser no longer remembers the link itself.
     view["shared"] = view["status"] == "done" and \
-        await services.request_log.shares.is_shared(view["id"])
+        await services.share_links.is_shared(view["id"])
     return json_response(view)
 
 
@@ -153,7 +156,7 @@ async def _audio_path(request: web.Request, job_id: str, fmt: str) -> Path | Non
         path = event.result.files.get(fmt)
         return Path(path) if path is not None else None
     record = await owned_record(request, job_id)
-    if record is None or record.status != "done":
+    if record is None or record.status != RequestStatus.DONE:
         return None
     clip = await request.app[SERVICES].engine.clip_files(record)
     if clip is None:

@@ -38,12 +38,12 @@ from cachetools import TTLCache
 
 from core.errors import RateLimited
 from core.jobs.events import JobHandle
+from core.limits import HOUR_S, hourly_retry_after
 
 logger = logging.getLogger(__name__)
 
 KEY_NAME = "web-identity"  # its row in `service_keys`
 KEY_BYTES = 32
-HOUR_S = 3600.0
 _ID_CHARS = 22  # secrets.token_urlsafe(16)
 _SIG_CHARS = 22  # 128 bits of the HMAC, base64url
 # How soon to try again after a per-address "too many in progress": about one batch.
@@ -168,9 +168,8 @@ class AddressLimits:
         if self.per_hour:
             count, oldest = self._hourly.count(address)
             if count >= self.per_hour:
-                wait = (oldest if oldest is not None else self._clock()) + HOUR_S - self._clock()
                 raise RateLimited("per-address hourly limit reached", code="address_hourly",
-                                  retry_after_s=max(1, int(wait) + 1))
+                                  retry_after_s=hourly_retry_after(oldest, self._clock()))
         if self.concurrent and self.in_progress(address) >= self.concurrent:
             raise RateLimited("too many requests in progress from this address",
                               code="address_busy", retry_after_s=ADDRESS_RETRY_S)

@@ -25,7 +25,7 @@ from core.errors import (
     UserFacingError,
 )
 from core.jobs.events import Done, Failed, JobEvent, JobHandle, Progress, Queued, Started
-from core.storage.request_log import RequestRecord
+from core.records import RequestRecord
 
 AUDIO_TYPES = {"ogg": "audio/ogg", "mp3": "audio/mpeg"}
 # A clip's files as /audio/{id}.{fmt} serves them: its sound, and a moving picture's MP4.

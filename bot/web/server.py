@@ -25,6 +25,7 @@ from aiohttp import web
 from bot.ops.routes import OPS_PATHS, add_ops_routes
 from bot.web.access import AccessLogger, logged_path
 from bot.web.api import add_api_routes
+from bot.web.bodies import ClientGone
 from bot.web.connections import (
     REFUSAL_RETRY_S,
     ConnectionGuard,
@@ -39,7 +40,6 @@ from bot.web.identity import (
     Identities,
     same_secret,
 )
-from bot.web.intake import ClientGone
 from bot.web.jobs import (
     JobRegistry,
     WebError,
@@ -64,7 +64,6 @@ from bot.web.state import (
     STOPPING,
     USER_ID,
 )
-from bot.web.submit import WORDS_MAX_CHARS
 from bot.web.texts import (
     STATIC_DIR,
     STATIC_FILES,
@@ -83,6 +82,7 @@ from core.i18n import describe_error
 from core.jobs.events import JobHandle
 from core.secrecy import web_cookie_value
 from core.services import Services
+from core.user_text import WORDS_MAX_CHARS
 
 logger = logging.getLogger(__name__)
 
@@ -338,7 +338,7 @@ def create_app(services: Services) -> web.Application:
 
 async def _load_identities(app: web.Application) -> None:
     services = app[SERVICES]
-    key = await services.request_log.blobs.service_key(KEY_NAME, KEY_BYTES)
+    key = await services.keys.service_key(KEY_NAME, KEY_BYTES)
     app[IDENTITIES] = Identities(key, services.config.web.new_browsers_per_hour)
 
 

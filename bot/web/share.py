@@ -3,8 +3,8 @@ and can end it.
 
 - `POST /api/jobs/{id}/share` (the owner only): a new link `/s/<token>`, replacing any earlier
   one of that result; the token has 192 random bits and only its sha256 is stored
-  (`core.storage.shares`), so the answer to this call is the one place it is ever shown —
-  the owner's browser keeps it to show the link again.
+  (`ShareLinks` of core/jobs/contract.py), so the answer to this call is the one place it is
+  ever shown — the owner's browser keeps it to show the link again.
 - `DELETE /api/jobs/{id}/share` (the owner only): the link stops working (404).
 - `GET /s/<token>`: the shared page — the picture (its small preview, kept with the link),
   the caption (or the user's words), the clip's length and seed, a player and downloads.
@@ -28,8 +28,7 @@ from bot.web.jobs import AUDIO_TYPES, MEDIA_TYPES, WebError, clip_response, json
 from bot.web.state import SERVICES, live_job, owned_record, unknown_job
 from bot.web.texts import STATIC_DIR, fill, request_language
 from core.i18n import t
-from core.storage.request_log import RequestRecord
-from core.storage.shares import SharedResult
+from core.records import RequestRecord, RequestStatus, SharedResult
 
 # Assets of a shared page, each under its link: a visitor needs nothing outside it.
 SHARE_ASSETS = {"style.css": "text/css", "favicon.svg": "image/svg+xml",
@@ -53,12 +52,12 @@ async def create_share(request: web.Request) -> web.Response:
     record = await owned_record(request, request.match_info["id"])
     if record is None:
         raise unknown_job()
-    if record.status != "done":
+    if record.status != RequestStatus.DONE:
         raise WebError(409, "not_finished")
     # The preview lives in this process's memory only; kept with the link, the shared page
     # still shows the picture after a restart (and a new link keeps the earlier one's).
     job = live_job(request, record.id)
-    token = await services.request_log.shares.create(record.id, job.preview if job else None)
+    token = await services.share_links.create(record.id, job.preview if job else None)
     return json_response({"token": token, "url": f"/s/{token}"}, status=201)
 
 
@@ -67,18 +66,18 @@ async def revoke_share(request: web.Request) -> web.Response:
     record = await owned_record(request, request.match_info["id"])
     if record is None:
         raise unknown_job()
-    await request.app[SERVICES].request_log.shares.revoke(record.id)
+    await request.app[SERVICES].share_links.revoke(record.id)
     return web.Response(status=204)
 
 
 async def _shared(request: web.Request) -> tuple[SharedResult, RequestRecord] | None:
     """The live link in the path and the finished request it shows, or None."""
     services = request.app[SERVICES]
-    shared = await services.request_log.shares.find(request.match_info["token"])
+    shared = await services.share_links.find(request.match_info["token"])
     if shared is None:
         return None
     record = await services.engine.get_request(shared.request_id)
-    if record is None or record.status != "done":
+    if record is None or record.status != RequestStatus.DONE:
         return None
     return shared, record
 

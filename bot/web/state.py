@@ -14,10 +14,10 @@ from bot.web.connections import ConnectionGuard
 from bot.web.identity import AddressLimits, Identities
 from bot.web.jobs import JobRegistry, WebError, WebJob
 from bot.web.proxies import Client, TrustedProxies
+from core.records import Platform, RequestRecord
 from core.services import Services
-from core.storage.request_log import RequestRecord
 
-PLATFORM = "web"
+PLATFORM = Platform.WEB
 SERVICES = web.AppKey("services", Services)
 JOBS = web.AppKey("jobs", JobRegistry)
 STOPPING = web.AppKey("stopping", asyncio.Event)

@@ -14,7 +14,13 @@ from aiohttp import web
 
 from bot.common.options import options_of, requested_options, retakes_words
 from bot.common.requests import Requester, refuse
-from bot.web.intake import ClientGone, Intake, load_image, read_intake, read_json_object
+from bot.web.bodies import (
+    ClientGone,
+    PictureForm,
+    load_image,
+    read_json_object,
+    read_picture_form,
+)
 from bot.web.jobs import WebError, job_view, json_response, preview_of
 from bot.web.state import (
     ADDRESS_LIMITS,
@@ -31,19 +37,17 @@ from bot.web.texts import request_language
 from core.errors import BadRequest, ImageRejected, RateLimited, UserFacingError
 from core.intake.decode import DecodedImage
 from core.jobs.events import JobHandle
+from core.records import RequestRecord, SourceKind
 from core.services import Services
-from core.storage.request_log import RequestRecord
+from core.user_text import WORDS_MAX_CHARS
 
-# As the Telegram bot's `WORDS_MAX_CHARS` (platforms do not import each other; a test keeps
-# them equal). Telegram cuts a longer text; a form can say so instead, and does.
-WORDS_MAX_CHARS = 300
 # A JSON body of at most that many characters, each escaped as `\uXXXX\uXXXX` at worst.
 WORDS_BODY_BYTES = 12 * WORDS_MAX_CHARS + 1024
 
 Take = Callable[[Requester], Awaitable[tuple[JobHandle, bytes | None]]]
 
 
-async def _admit(request: web.Request, kind: str, take: Take) -> web.Response:
+async def _admit(request: web.Request, kind: SourceKind, take: Take) -> web.Response:
     """Run `take` within the per-address limits; 202 with the new job's id and view."""
     services = request.app[SERVICES]
     limits = request.app[ADDRESS_LIMITS]
@@ -81,35 +85,37 @@ async def submit_job(request: web.Request) -> web.Response:
         handle, image = await _take_picture(request, services, requester)
         return handle, await preview_of(image.image)
 
-    kind = "upload" if request.content_type == "multipart/form-data" else "url"
+    kind = (SourceKind.UPLOAD if request.content_type == "multipart/form-data"
+            else SourceKind.URL)
     return await _admit(request, kind, take)
 
 
 async def _take_picture(request: web.Request, services: Services, requester: Requester
                         ) -> tuple[JobHandle, DecodedImage]:
     """Read, record, decode and submit one POST /api/jobs; refusals are logged and raised."""
-    intake = Intake()
+    posted = PictureForm()
     try:
         settings = services.config.web
-        intake = await read_intake(request, settings.max_upload_bytes, settings.body_timeout_s)
-        asked = requested_options(services.config.generation, seconds=intake.seconds,
-                                  seed=intake.seed)
-        if intake.data is None and not intake.url:
+        posted = await read_picture_form(request, settings.max_upload_bytes,
+                                         settings.body_timeout_s)
+        asked = requested_options(services.config.generation, seconds=posted.seconds,
+                                  seed=posted.seed)
+        if posted.data is None and not posted.url:
             raise BadRequest("no image or url given", code="no_image")
     except (ImageRejected, BadRequest, ClientGone) as exc:
         # Logged like every refused request, so the stats see intake failures too.
-        kind = intake.source_kind
-        if request.content_type == "multipart/form-data" and intake.url is None:
-            kind = "upload"  # the upload itself was refused before it was read whole
+        kind = posted.source_kind
+        if request.content_type == "multipart/form-data" and posted.url is None:
+            kind = SourceKind.UPLOAD  # the upload itself was refused before it was read whole
         await refuse(services.engine, requester, kind, _as_refusal(exc))
         raise
-    source = {"kind": "upload"} if intake.data is not None else {"kind": "url",
-                                                                 "url": intake.url}
-    job_request = requester.job(source_kind=intake.source_kind, options=asked.options,
+    source = {"kind": "upload"} if posted.data is not None else {"kind": "url",
+                                                                 "url": posted.url}
+    job_request = requester.job(source_kind=posted.source_kind, options=asked.options,
                                 seed=asked.seed, source=source)
     receipt = await services.engine.receive(job_request)  # refusals: logged and raised
     try:
-        image = await load_image(services, intake)
+        image = await load_image(services, posted)
     except UserFacingError as error:
         await services.engine.refuse(receipt, error)
         raise
@@ -123,7 +129,8 @@ def _as_refusal(exc: Exception) -> UserFacingError:
     return BadRequest("the client went away mid-request", code="dropped")
 
 
-async def _source(request: web.Request, requester: Requester, kind: str) -> RequestRecord:
+async def _source(request: web.Request, requester: Requester, kind: SourceKind
+                  ) -> RequestRecord:
     """The result a retake or the user's words start from: this browser's, or refused as
     unknown (a row too, like every refusal) — a stranger's job looks like no job at all."""
     record = await owned_record(request, request.match_info["id"])
@@ -139,22 +146,22 @@ async def retake_job(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
 
     async def take(requester: Requester) -> tuple[JobHandle, bytes | None]:
-        record = await _source(request, requester, "retake")
+        record = await _source(request, requester, SourceKind.RETAKE)
         if not (record.caption or record.prompt):
-            await refuse(services.engine, requester, "retake",
+            await refuse(services.engine, requester, SourceKind.RETAKE,
                          BadRequest("the job has no caption yet", code="not_finished"))
             raise WebError(409, "not_finished")
         # A result of the user's words is retaken from those words, as the bots do.
         words = retakes_words(record)
         handle = await services.engine.submit(requester.job(
-            source_kind="retake", options=options_of(record, services.config.generation),
+            source_kind=SourceKind.RETAKE, options=options_of(record, services.config.generation),
             caption=None if words else record.caption,
             prompt=record.prompt if words else None,
             reply_context={"mode": "prompt" if words else "caption", "of": record.id}))
         original = live_job(request, record.id)
         return handle, (original.preview if original is not None and not words else None)
 
-    return await _admit(request, "retake", take)
+    return await _admit(request, SourceKind.RETAKE, take)
 
 
 async def words_job(request: web.Request) -> web.Response:
@@ -163,7 +170,7 @@ async def words_job(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
 
     async def take(requester: Requester) -> tuple[JobHandle, bytes | None]:
-        record = await _source(request, requester, "text")
+        record = await _source(request, requester, SourceKind.TEXT)
         too_long = BadRequest("words too long", code="words_too_long",
                               max_chars=WORDS_MAX_CHARS)
         try:
@@ -176,15 +183,15 @@ async def words_job(request: web.Request) -> web.Response:
             if len(words) > WORDS_MAX_CHARS:
                 raise too_long
         except (BadRequest, ClientGone) as exc:
-            await refuse(services.engine, requester, "text", _as_refusal(exc))
+            await refuse(services.engine, requester, SourceKind.TEXT, _as_refusal(exc))
             raise
         handle = await services.engine.submit(requester.job(
-            source_kind="text", options=options_of(record, services.config.generation),
+            source_kind=SourceKind.TEXT, options=options_of(record, services.config.generation),
             prompt=words,
             reply_context={"mode": "prompt", "of": record.id}))
         return handle, None
 
-    return await _admit(request, "text", take)
+    return await _admit(request, SourceKind.TEXT, take)
 
 
 def add_submit_routes(app: web.Application) -> None:

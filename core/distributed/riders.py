@@ -2,12 +2,14 @@
 
 Whoever sees the leader finish settles its riders — the worker that rendered it, or the
 adapter process that wrote a rider just as the leader finished. Settling is a conditional
-update (`SharedRequests.finish_open`), so a rider is answered once whoever gets there first.
+update (`RowQueue.finish_open`), so a rider is answered once whoever gets there first.
 """
 
 from __future__ import annotations
 
-from core.storage.request_log import RequestLog, RequestRecord
+from core.jobs.rows import done_row, ended_row
+from core.records import RequestRecord, RequestStatus
+from core.storage.request_log import RequestLog
 
 
 async def settle_riders(request_log: RequestLog, leader: RequestRecord, now: float,
@@ -16,19 +18,17 @@ async def settle_riders(request_log: RequestLog, leader: RequestRecord, now: flo
     if not leader.finished:
         return []
     if riders is None:
-        riders = await request_log.shared.riders(leader.id)
+        riders = await request_log.row_queue.riders(leader.id)
     settled: list[str] = []
     for rider in riders:
-        total = max(0.0, now - rider.created_at)
-        if leader.status == "done":
-            values: dict[str, object] = dict(
-                status="done", caption=leader.caption, prompt=leader.prompt, seed=leader.seed,
-                cache_hit=True, batch_size=leader.batch_size, duration_s=leader.duration_s,
-                files=leader.files, score=leader.score, started_at=leader.started_at,
-                queue_wait_s=max(0.0, (leader.started_at or now) - rider.created_at),
-                caption_s=0.0, sound_s=0.0, encode_s=0.0, finished_at=now, total_s=total)
+        if leader.status == RequestStatus.DONE:
+            changes = done_row(
+                created_at=rider.created_at, started_at=leader.started_at, finished_at=now,
+                caption=leader.caption or "", prompt=leader.prompt or "", seed=leader.seed or 0,
+                duration_s=leader.duration_s or 0.0, files=leader.files or {}, cache_hit=True,
+                batch_size=leader.batch_size or 1, score=leader.score)
         else:
-            values = dict(status="failed", reason=leader.reason or "failed", finished_at=now,
-                          total_s=total)
-        settled += await request_log.shared.finish_open([rider.id], **values)
+            changes = ended_row(leader.status, leader.reason or "failed",
+                                created_at=rider.created_at, finished_at=now)
+        settled += await request_log.row_queue.finish_open([rider.id], **changes)
     return settled

@@ -1,173 +1,260 @@
-"""Redis as the transport between adapters and workers: arq's job queue and an event stream.
+"""The redis backend in `sonify run`: the engine records and queues; workers render.
 
-Redis holds nothing that cannot be rebuilt: the rows in the request log are the truth.
-A job's arq id is its request id, so enqueueing a job that is already queued (or whose
-result is still kept) does nothing — which is what lets any process put every queued row
-back after Redis lost its data. Live updates (started, progress, done, failed) go through
-one Redis stream that every adapter process reads; one that misses them (a restart, Redis
-lost) still learns the outcome from the row.
+The request log (PostgreSQL) is the truth and is shared by every process: limits, the
+queue bound, whose turn it is and identical jobs in flight are counted there, in the
+transaction that writes the row (core/storage/row_queue.py). A queued job goes to arq
+under its request id; `sonify worker` processes render it and publish its progress on a
+Redis stream that this transport reads into the handles it holds. Anything the stream
+misses (a restart, Redis losing its data) is caught by comparing open handles with their
+rows every `[jobs] poll_interval_s` — the row says how a job ended, and where its clip is.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, TypeVar
+import math
+import time
+from collections.abc import Callable
 
-from arq.connections import ArqRedis, RedisSettings, create_pool
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.connection import SSLConnection, parse_url
-from redis.exceptions import ConnectionError as RedisConnectionError
+from arq.connections import ArqRedis
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from core.errors import ConfigError, QueueUnavailable
+from core.config import Config
+from core.distributed.redis_queue import JobUpdate, UpdateKind, connect, enqueue, updates
+from core.distributed.riders import settle_riders
+from core.errors import StorageUnavailable
+from core.jobs.cache import CachedClip, clip_cache
+from core.jobs.dispatch import stopping_failure
+from core.jobs.engine import Engine
+from core.jobs.events import JobHandle, Progress, Queued, Started
+from core.jobs.fair_queue import fair_round
+from core.jobs.journal import Journal
+from core.jobs.request import JobRequest, Receipt
+from core.jobs.rows import image_sha, outcome_of, placeholder_request, with_video_columns
+from core.jobs.spool import DatabaseSpool, Spool
+from core.jobs.transport import User
+from core.limits import Counts
+from core.records import RequestRecord, RequestStatus, RowChanges
+from core.storage.request_log import RequestLog
 
 logger = logging.getLogger(__name__)
 
-QUEUE_NAME = "sonify:jobs"
-RENDER_FUNCTION = "render"
-EVENTS_STREAM = "sonify:events"
-EVENTS_KEPT = 10_000  # stream entries kept (approximately): minutes of events, not history
-# A job's arq score says when it may start and orders the queue; Sonify's are small numbers
-# (far in the past, so always due): the fair round first, then arrival.
-_ROUND_SPAN_MS = 1 << 20
-ONE_DAY_S = 86_400
-CONNECT_TRIES = 3
-T = TypeVar("T")
-# What counts as "Redis failed" for the metrics: it could not be reached or did not answer
-# (not a refused command, nor arq's optimistic-lock conflicts).
-_FAILURES = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
+# Without timings from this process, a rough turn length for "try again in about …".
+TURN_GUESS_S = 10.0
 
 
-def redis_settings(url: str) -> RedisSettings:
-    """arq's settings for `[jobs] redis_url`, read as redis-py reads a URL.
+class RedisTransport:
+    """The `Transport` of a `sonify run` process of the redis backend."""
 
-    arq's own `RedisSettings.from_dsn` passes the user name and password on as written, still
-    percent-encoded — so a password with "@", "/", "%", "#" or "?" (which a URL must encode)
-    could not be given at all — and ignores `?password=`. redis-py's parser decodes both.
-    """
-    try:
-        parts = parse_url(url)
-    except ValueError as exc:
-        raise ConfigError(f"[jobs] redis_url: {exc}") from None
-    return RedisSettings(
-        host=parts.get("host", "localhost"), port=parts.get("port", 6379),
-        unix_socket_path=parts.get("path"), database=parts.get("db", 0),
-        username=parts.get("username"), password=parts.get("password"),
-        ssl=parts.get("connection_class") is SSLConnection)
+    keeps_queue = True
+    only_process = False
 
+    def __init__(self, config: Config, request_log: RequestLog, *, journal: Journal,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.jobs = config.jobs
+        self.request_log = request_log
+        self.journal = journal
+        self.rows = request_log.row_queue
+        self.cache = clip_cache(config, request_log, shared=True, clock=clock)
+        self.spool: Spool = DatabaseSpool(request_log.blobs, config.video)
+        self.pool: ArqRedis | None = None
+        self._clock = clock
+        self._handles: dict[str, JobHandle] = {}  # open jobs this process answers
+        self._waiting = 0  # the queue's length, as last read
+        self._tasks: list[asyncio.Task[None]] = []
 
-class _Tally:
-    count = 0
+    # lifecycle -----------------------------------------------------------------------------
 
+    async def start(self) -> None:
+        await self.cache.start()
+        self.pool = await connect(self.jobs.redis_url)
+        self._waiting = await self.rows.waiting()
+        self._tasks = [asyncio.create_task(self._follow_updates(), name="sonify-updates"),
+                       asyncio.create_task(self._compare_with_rows(), name="sonify-rows")]
 
-class CountingRetry(Retry):
-    """redis-py's retry policy without retries (its default), counting each failure of a
-    command or a connection attempt: every call on every connection of a pool passes here."""
+    async def load_models(self) -> None:
+        """Workers load the models; a process that only serves platforms loads none."""
 
-    def __init__(self, tally: _Tally | None = None) -> None:
-        super().__init__(NoBackoff(), 0)
-        self.tally = tally or _Tally()
+    async def stop(self, timeout: float) -> None:  # noqa: ASYNC109 (the contract's deadline)
+        """Jobs in flight go on in the workers and are answered after the next start of this
+        process (their rows say where); nothing here needs the time."""
+        for handle in list(self._handles.values()):
+            handle.emit(stopping_failure())
+        self._handles.clear()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        if self.pool is not None:
+            await self.pool.aclose()
+            self.pool = None
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> CountingRetry:
-        return CountingRetry(self.tally)  # each connection copies it: they share one tally
+    def queue_length(self) -> int:
+        return self._waiting
 
-    async def call_with_retry(self, do: Callable[[], Awaitable[T]],
-                              fail: Callable[[RedisError], Any]) -> T:
+    def estimate_wait(self, user: User | None, counts: Counts) -> int:
+        turns = math.ceil(max(1, counts.waiting) / max(1, self.jobs.max_batch))
+        return max(1, math.ceil(turns * TURN_GUESS_S))
+
+    # admitting and queueing ------------------------------------------------------------------
+
+    async def admit(self, record: RequestRecord, rule: Callable[[Counts], None], *,
+                    hour_since: float, slot: bool, place: bool) -> None:
+        """The counts are the rows' (received, queued or running: a slot; received or queued
+        and no rider: a place), read and written under one lock across every process."""
+        await self.rows.admit(record, hour_since=hour_since, check=rule)
+
+    def hold(self, record: RequestRecord, *, place: bool) -> None:
+        """Its row holds its slot and place already."""
+
+    def let_go(self, request_id: str) -> None:
+        self._handles.pop(request_id, None)
+
+    async def in_flight(self, key: str) -> bool:
+        return await self.rows.leader(key, exclude="") is not None
+
+    async def queue(self, handle: JobHandle, request: JobRequest, receipt: Receipt,
+                    key: str) -> CachedClip | None:
+        leader = await self.rows.leader(key, exclude=receipt.id)
+        if leader is not None:
+            await self._ride(handle, request, receipt, key, leader)
+            return None
+        if request.image is not None:
+            await self.spool.write(receipt.id, request.image)
+        turn = await self.rows.queue_fairly(
+            receipt.id, request.platform, request.user_id, fair_round,
+            **with_video_columns(request, RowChanges(
+                cache_key=key, image_sha256=image_sha(request), caption=request.caption,
+                prompt=request.prompt)))
+        self._handles[receipt.id] = handle
+        await self._enqueue(receipt.id, turn, receipt.created_at)
+        try:  # where it stands: a nicety, already true in the rows
+            position = await self.rows.position(receipt.id)
+            if position is not None:
+                handle.emit(Queued(position))
+            self._waiting = await self.rows.waiting()
+        except StorageUnavailable:
+            pass  # the row comparison moves it on once the database is back
+        return None
+
+    async def _enqueue(self, request_id: str, turn: int, created_at: float) -> None:
+        """Hand a queued row to Redis; if Redis is away the row stays queued and a worker's
+        sweep hands it over later (the row, not Redis, is what was accepted)."""
+        assert self.pool is not None
         try:
-            return await super().call_with_retry(do, fail)
-        except _FAILURES:
-            self.tally.count += 1
-            raise
+            await enqueue(self.pool, request_id, turn, created_at)
+        except (RedisError, OSError) as exc:
+            logger.warning("Redis did not take job %s (%s); it stays queued in the request "
+                           "log and goes to a worker when Redis is back", request_id, exc)
+
+    async def _ride(self, handle: JobHandle, request: JobRequest, receipt: Receipt, key: str,
+                    leader: RequestRecord) -> None:
+        """Wait for an identical job in flight; its worker answers this row with it."""
+        await self.request_log.update(receipt.id, **with_video_columns(request, RowChanges(
+            status=RequestStatus.QUEUED, cache_key=key, rider_of=leader.id,
+            image_sha256=image_sha(request), caption=request.caption, prompt=request.prompt)))
+        self._handles[receipt.id] = handle
+        # The leader may have finished while this row was written, its worker settling the
+        # riders it saw: then this one takes the leader's outcome here.
+        now = await self.request_log.get(leader.id)
+        if now is not None and now.finished:
+            await settle_riders(self.request_log, now, self._clock())
+            await self._settle(handle)
+        else:
+            handle.emit(Queued(max(1, await self.rows.position(leader.id) or 1)))
+
+    async def follow(self, request_id: str) -> JobHandle | None:
+        """A handle on a job another process took (or this one): updates from the stream,
+        the outcome from its row."""
+        handle = self._handles.get(request_id)
+        if handle is not None:
+            return handle
+        record = await self.request_log.get(request_id)
+        if record is None:
+            return None
+        handle = JobHandle(record.id, placeholder_request(record))
+        self._handles[record.id] = handle
+        await self._refresh(handle)
+        return handle
+
+    # following jobs --------------------------------------------------------------------------
+
+    async def _follow_updates(self) -> None:
+        assert self.pool is not None
+        async for update in updates(self.pool):
+            handle = self._handles.get(update.request_id)
+            if handle is None:
+                continue
+            try:
+                await self._apply(handle, update)
+            except StorageUnavailable:
+                pass  # the database is away (logged once); the row comparison catches up
+            except Exception:  # one job's update must not end the reader
+                logger.exception("applying an update of %s failed", update.request_id)
+
+    async def _apply(self, handle: JobHandle, update: JobUpdate) -> None:
+        if update.kind == UpdateKind.STARTED:
+            handle.emit(Started(update.batch_size or 1))
+        elif update.kind == UpdateKind.PROGRESS:
+            handle.emit(Progress(update.step, update.total))
+        elif update.kind in (UpdateKind.DONE, UpdateKind.FAILED):
+            await self._settle(handle)
+
+    async def _settle(self, handle: JobHandle) -> None:
+        """Emit how a job ended, as its row says; nothing if the row is not finished yet."""
+        record = await self.request_log.get(handle.id)
+        if record is None or not record.finished or self._handles.get(handle.id) is not handle:
+            return
+        files = await self.cache.local_files(record.files or {}) \
+            if record.status == RequestStatus.DONE else None
+        # The update reader and the row comparison may both get here: one settles. The
+        # handle is let go only now, so that a read failing above leaves it to be settled.
+        if self._handles.pop(handle.id, None) is not handle:
+            return
+        self.journal.record_outcome(record)
+        handle.emit(outcome_of(record, files))
+
+    async def _compare_with_rows(self) -> None:
+        """Every poll interval: settle jobs whose updates were missed, move queue positions."""
+        while True:
+            await asyncio.sleep(self.jobs.poll_interval_s)
+            try:
+                self._waiting = await self.rows.waiting()
+                for handle in list(self._handles.values()):
+                    await self._refresh(handle)
+            except StorageUnavailable:
+                pass  # the database is away (logged once); the next round tries again
+            except Exception:
+                logger.exception("comparing open jobs with their rows failed")
+
+    async def _refresh(self, handle: JobHandle) -> None:
+        record = await self.request_log.get(handle.id)
+        if record is None:
+            return
+        if record.rider_of is not None and not record.finished:
+            leader = await self.request_log.get(record.rider_of)
+            if leader is not None and leader.finished:
+                await settle_riders(self.request_log, leader, self._clock())
+                record = await self.request_log.get(handle.id) or record
+        if record.finished:
+            await self._settle(handle)
+        elif record.status == RequestStatus.QUEUED:
+            position = await self.rows.position(record.rider_of or handle.id)
+            if position is not None and handle.last_event != Queued(position):
+                handle.emit(Queued(position))
+        elif record.status == RequestStatus.RUNNING and not isinstance(handle.last_event,
+                                                          Started | Progress):
+            handle.emit(Started(record.batch_size or 1))
 
 
-def failures(pool: ArqRedis | None) -> int:
-    """How many commands and connection attempts of `pool` failed (Redis away, no answer)."""
-    retry = pool.connection_pool.connection_kwargs.get("retry") if pool is not None else None
-    return retry.tally.count if isinstance(retry, CountingRetry) else 0
-
-
-async def connect(url: str) -> ArqRedis:
-    """A connection pool to the queue's Redis; QueueUnavailable (one line, no password)
-    when it cannot be reached after a few tries. Its failures are counted (`failures`)."""
-    settings = redis_settings(url)
-    settings.conn_retries, settings.conn_retry_delay = CONNECT_TRIES, 1
-    settings.retry = CountingRetry()
-    try:
-        return await create_pool(settings, default_queue_name=QUEUE_NAME)
-    except (RedisError, OSError) as exc:
-        where = f"{settings.host}:{settings.port}"
-        raise QueueUnavailable(f"cannot reach Redis at {where} ([jobs] redis_url): "
-                               f"{type(exc).__name__}: {exc}") from None
-
-
-def fair_score(fair_round: int, created_at: float) -> datetime.datetime:
-    """The arq start time that orders a job by its round, then by arrival."""
-    arrival_ms = int(created_at * 1000) % _ROUND_SPAN_MS
-    ms = fair_round * _ROUND_SPAN_MS + arrival_ms
-    return datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC)
-
-
-async def enqueue(pool: ArqRedis, request_id: str, fair_round: int, created_at: float) -> bool:
-    """Queue the render of one request; False when it is queued already (same id)."""
-    job = await pool.enqueue_job(RENDER_FUNCTION, request_id, _job_id=request_id,
-                                 _queue_name=QUEUE_NAME,
-                                 _defer_until=fair_score(fair_round, created_at),
-                                 # The score is in the past on purpose: arq's default expiry
-                                 # counts from it, so give one that counts from now.
-                                 _expires=ONE_DAY_S)
-    return job is not None
-
-
-@dataclass(frozen=True)
-class JobUpdate:
-    """One event of one job, as workers publish it."""
-
-    request_id: str
-    kind: str  # "started" | "progress" | "done" | "failed"
-    step: int = 0
-    total: int = 0
-    batch_size: int = 0
-    code: str = ""
-
-    def fields(self) -> dict[str, str]:
-        return {"id": self.request_id, "kind": self.kind, "step": str(self.step),
-                "total": str(self.total), "batch": str(self.batch_size), "code": self.code}
-
-    @classmethod
-    def from_fields(cls, raw: dict[bytes, bytes]) -> JobUpdate:
-        data = {k.decode(): v.decode() for k, v in raw.items()}
-        return cls(data["id"], data["kind"], int(data.get("step", 0)),
-                   int(data.get("total", 0)), int(data.get("batch", 0)), data.get("code", ""))
-
-
-async def publish(pool: ArqRedis, update: JobUpdate) -> None:
-    """Tell every adapter process about a job's progress (best effort: rows are the truth)."""
-    try:
-        await pool.xadd(EVENTS_STREAM, update.fields(),  # type: ignore[arg-type]  # redis-py types field values narrowly
-                        maxlen=EVENTS_KEPT, approximate=True)
-    except RedisError as exc:
-        logger.warning("could not publish %s of %s: %s", update.kind, update.request_id, exc)
-
-
-async def updates(pool: ArqRedis, *, block_ms: int = 1000) -> AsyncIterator[JobUpdate]:
-    """Every update published from now on (reading on through Redis restarts)."""
-    last = "$"
-    while True:
-        try:
-            batches = await pool.xread({EVENTS_STREAM: last}, block=block_ms, count=100)
-        except RedisError as exc:
-            logger.warning("reading job updates failed (%s); retrying", exc)
-            last = "$"
-            yield JobUpdate("", "lost")  # the caller re-reads its rows meanwhile
-            await asyncio.sleep(1.0)
-            continue
-        for _stream, entries in batches or []:
-            for entry_id, raw in entries:
-                last = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-                yield JobUpdate.from_fields(raw)
+def redis_engine(config: Config, request_log: RequestLog, *, journal: Journal | None = None,
+                 clock: Callable[[], float] = time.time) -> Engine:
+    """The job engine of a `sonify run` process of the redis backend; `journal`: where its
+    outcomes are told (a new one by default)."""
+    journal = journal or Journal()
+    transport = RedisTransport(config, request_log, journal=journal, clock=clock)
+    return Engine(config, request_log, transport, journal=journal, clock=clock)

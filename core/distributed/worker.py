@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import socket
@@ -40,30 +41,32 @@ from arq.worker import Retry, Worker, func
 from redis.exceptions import RedisError
 
 from core.config import Config
-from core.distributed.riders import settle_riders
-from core.distributed.transport import (
+from core.distributed.redis_queue import (
     QUEUE_NAME,
     RENDER_FUNCTION,
     JobUpdate,
+    UpdateKind,
     connect,
     enqueue,
     publish,
 )
+from core.distributed.riders import settle_riders
 from core.errors import (
     OUTAGE_RETRY_AFTER_S,
     DatabaseUnavailable,
     ShuttingDown,
     StorageUnavailable,
 )
-from core.jobs.cache import ClipCache
+from core.jobs.cache import clip_cache
 from core.jobs.dispatch import Dispatcher, Ticket
 from core.jobs.events import Done, Failed, JobHandle, Progress, Started
-from core.jobs.journal import log_record_outcome
+from core.jobs.journal import Journal
 from core.jobs.model_runner import ModelRunner
 from core.jobs.pruning import Pruner
-from core.jobs.rows import rebuild_request
+from core.jobs.rows import ended_row, rebuild_request, seed_of
 from core.jobs.spool import DatabaseSpool
 from core.models.pipeline import Pipeline
+from core.records import RequestStatus
 from core.storage.request_log import RequestLog
 
 logger = logging.getLogger(__name__)
@@ -83,20 +86,21 @@ class RenderWorker:
 
     def __init__(self, config: Config, request_log: RequestLog, *,
                  pipeline_factory: Callable[[], Pipeline], name: str | None = None,
+                 journal: Journal | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         jobs = config.jobs
         self.config = config
         self.jobs = jobs
         self.name = name or default_worker_name()
         self.request_log = request_log
-        self.shared = request_log.shared
-        self.cache = ClipCache(request_log, config.data_dir / "cache",
-                               int(jobs.cache_max_mb * 1_000_000), clock=clock, shared=True)
+        self.journal = journal or Journal()  # its outcomes, told to its metrics
+        self.rows = request_log.row_queue
+        self.cache = clip_cache(config, request_log, shared=True, clock=clock)
         self.spool = DatabaseSpool(request_log.blobs, config.video)
         self.runner = ModelRunner(pipeline_factory, timeout_s=jobs.job_timeout_s)
         self.dispatcher = Dispatcher(jobs, request_log, self.cache, self.spool, self.runner,
-                                     release=lambda _user: None, clock=clock,
-                                     video=config.video)
+                                     release=lambda _request_id: None, clock=clock,
+                                     journal=self.journal, video=config.video)
         # The `sonify run` processes prune the shared log; a worker only drops its own copies
         # of the clips pruned there.
         self.pruner = Pruner(request_log, self.cache.root, config.storage.keep_days,
@@ -201,34 +205,39 @@ class RenderWorker:
     async def _render_one(self, request_id: str) -> str:
         # Each read and write waits out a database outage (up to the grace) before giving up.
         tries = await self._patiently(f"the start of job {request_id}",
-                                      lambda: self.shared.attempt(request_id, self.name))
+                                      lambda: self.rows.attempt(request_id, self.name))
         if tries is None:  # finished meanwhile (another worker, a duplicate enqueue)
             return "finished already"
-        record = await self._patiently(f"the start of job {request_id}",
-                                       lambda: self.request_log.get(request_id))
-        assert record is not None
+        found = await self._patiently(f"the start of job {request_id}",
+                                      lambda: self.request_log.get(request_id))
+        assert found is not None
+        record = found
         self.taken += 1
         logger.info("worker %s took job %s (try %d of %d, %s)", self.name, request_id, tries,
                     self.jobs.max_tries, record.platform)
         if tries > self.jobs.max_tries:
             return await self._give_up(request_id, tries)
+        seed = await self._patiently(f"the seed of job {request_id}",
+                                     lambda: seed_of(self.request_log, record))
+        record = dataclasses.replace(record, seed=seed)
         request = await self._patiently(f"the picture of job {request_id}",
                                         lambda: rebuild_request(record, self.spool))
         if request is None or record.cache_key is None:
-            await self._fail_alone(request_id, "interrupted")
+            # As after a restart of the local backend: it cannot be carried on.
+            await self._end_alone(request_id, RequestStatus.INTERRUPTED, "interrupted")
             return "picture gone"
         try:
             await self._renew(request_id)
         except RedisError:
             # Redis went away between handing the job out and its lease: not a try. Not
             # held, so the sweep queues it again once Redis is back (arq only fails it).
-            await self.shared.give_back(request_id)
+            await self.rows.give_back(request_id)
             raise
         self._held.add(request_id)
         handle = JobHandle(request_id, request)
         ticket = Ticket(handle, (record.platform, record.user_id), record.created_at)
         try:
-            if self.dispatcher.attach(ticket, request, record.seed or 0, record.cache_key,
+            if self.dispatcher.attach(ticket, request, seed, record.cache_key,
                                       solo=tries > 1) is None:
                 handle.emit(Failed(ShuttingDown("stopping", code="shutting_down",
                                                 resumes=True)))
@@ -243,7 +252,7 @@ class RenderWorker:
                 logger.warning("job %s goes back to the queue: its outcome could not be "
                                "recorded", request_id)
             try:
-                await self.shared.give_back(request_id)
+                await self.rows.give_back(request_id)
             except StorageUnavailable:
                 pass  # the try stays counted: the next one renders it alone
             raise Retry(defer=0 if stopping else OUTAGE_RETRY_AFTER_S)
@@ -258,10 +267,10 @@ class RenderWorker:
         assert self.pool is not None
         async for event in handle.events():
             if isinstance(event, Started):
-                await publish(self.pool, JobUpdate(handle.id, "started",
+                await publish(self.pool, JobUpdate(handle.id, UpdateKind.STARTED,
                                                    batch_size=event.batch_size))
             elif isinstance(event, Progress):
-                await publish(self.pool, JobUpdate(handle.id, "progress", step=event.step,
+                await publish(self.pool, JobUpdate(handle.id, UpdateKind.PROGRESS, step=event.step,
                                                    total=event.total))
             elif isinstance(event, Done | Failed):
                 return event
@@ -285,31 +294,31 @@ class RenderWorker:
         record = await self.request_log.get(request_id)
         if record is None:
             return
-        kind = "done" if record.status == "done" else "failed"
+        kind = UpdateKind.DONE if record.status == RequestStatus.DONE else UpdateKind.FAILED
         await publish(self.pool, JobUpdate(request_id, kind, code=record.reason or ""))
         for rider in await settle_riders(self.request_log, record, self._clock()):
             await publish(self.pool, JobUpdate(rider, kind, code=record.reason or ""))
             settled = await self.request_log.get(rider)
             if settled is not None:
-                log_record_outcome(settled)
+                self.journal.record_outcome(settled)
         await self.spool.delete(request_id)
 
     async def _give_up(self, request_id: str, tries: int) -> str:
         logger.error("job %s was taken %d times without finishing; it fails alone",
                      request_id, tries)
-        await self._fail_alone(request_id, "failed")
+        await self._end_alone(request_id, RequestStatus.FAILED, "failed")
         return "gave up"
 
-    async def _fail_alone(self, request_id: str, code: str) -> None:
+    async def _end_alone(self, request_id: str, status: RequestStatus, code: str) -> None:
+        """End a job without rendering it (its riders get the same outcome)."""
         async def fail() -> None:
             record = await self.request_log.get(request_id)
             if record is None:
                 return
-            now = self._clock()
-            if await self.shared.finish_open([request_id], status="failed", reason=code,
-                                             finished_at=now,
-                                             total_s=max(0.0, now - record.created_at)):
-                log_record_outcome(await self.request_log.get(request_id) or record)
+            changes = ended_row(status, code, created_at=record.created_at,
+                                finished_at=self._clock())
+            if await self.rows.finish_open([request_id], **changes):
+                self.journal.record_outcome(await self.request_log.get(request_id) or record)
 
         await self._patiently(f"the outcome of job {request_id}", fail)
         await self._after(request_id)
@@ -348,7 +357,7 @@ class RenderWorker:
         assert self.pool is not None
         older = self._clock() - self.jobs.redeliver_after_s
         requeued = 0
-        for request_id, fair_round, created_at in await self.shared.stalled(older):
+        for request_id, fair_round, created_at in await self.rows.stalled(older):
             if request_id in self._held:
                 continue
             known = await self.pool.exists(job_key_prefix + request_id,

@@ -56,6 +56,7 @@ TEXTS: dict[str, str] = {
     "error.video_no_frames": "That clip has no frames to show.",
     "error.video_corrupt": "That video file is damaged or incomplete.",
     "error.words_invalid": "Your description holds characters that are not text (control characters or broken encoding). Type it again in plain words.",
+    "error.words_too_long": "Your description is too long: at most {max_chars} characters.",
     "error.bad_option": "One of the options is not valid.",
     "error.bad_seconds": "The length must be between {min_seconds:g} and {max_seconds:g} seconds.",
     "error.bad_seed": "The seed must be a whole number between 0 and {max_seed}.",

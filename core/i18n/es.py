@@ -54,6 +54,7 @@ TEXTS: dict[str, str] = {
     "error.video_no_frames": "Ese clip no tiene ningún fotograma que mostrar.",
     "error.video_corrupt": "Ese archivo de vídeo está dañado o incompleto.",
     "error.words_invalid": "Tu descripción contiene caracteres que no son texto (caracteres de control o codificación rota). Escríbela de nuevo con palabras normales.",
+    "error.words_too_long": "Tu descripción es demasiado larga: como máximo {max_chars} caracteres.",
     "error.bad_option": "Una de las opciones no es válida.",
     "error.bad_seconds": "La duración debe estar entre {min_seconds:g} y {max_seconds:g} segundos.",
     "error.bad_seed": "La semilla debe ser un número entero entre 0 y {max_seed}.",

@@ -17,8 +17,9 @@ from core.errors import VideoRejected
 from core.intake.decode import DecodedImage, decode_image
 from core.intake.video import DecodedClip, decode_clip
 from core.intake.video_sniff import GIF, is_moving_picture, sniff_moving
+from core.records import InputKind
 
-INPUT_KINDS = ("photo", "animation", "video")
+INPUT_KINDS = tuple(InputKind)
 
 
 @dataclass(frozen=True)
@@ -87,12 +88,12 @@ def moving_of(image: DecodedImage | None) -> MovingPicture | None:
     return moving if isinstance(moving, MovingPicture) else None
 
 
-def input_kind(image: DecodedImage | None) -> str | None:
-    """The request log's input kind: "photo", "animation" or "video" (None: text jobs)."""
+def input_kind(image: DecodedImage | None) -> InputKind | None:
+    """The request log's input kind (None: text jobs)."""
     if image is None:
         return None
     moving = moving_of(image)
-    return moving.kind if moving is not None else "photo"
+    return InputKind(moving.kind) if moving is not None else InputKind.PHOTO
 
 
 def sniff_moving_or_none(data: bytes) -> object:

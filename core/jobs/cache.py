@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from core.audio.encode import channel_count, prepare_clip, write_clip
+from core.config import Config
 from core.files import write_atomically
 from core.options import GenerationOptions
 from core.storage.blobs import ClipIndex
@@ -74,6 +75,13 @@ def cache_key(*, model_tag: str, options: GenerationOptions, image_sha256: str |
     blob = json.dumps({"src": source, "opt": options.to_dict(), "seed": seed, "m": model_tag},
                       sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def clip_cache(config: Config, request_log: RequestLog, *, shared: bool,
+               clock: Callable[[], float] = time.time) -> ClipCache:
+    """A process's clip cache: `<data_dir>/cache`, capped at `[jobs] cache_max_mb`."""
+    return ClipCache(request_log, config.data_dir / "cache",
+                     int(config.jobs.cache_max_mb * 1_000_000), clock=clock, shared=shared)
 
 
 class ClipCache:
@@ -215,5 +223,3 @@ class ClipCache:
         self.size_bytes = total
         return removed
 
-    async def total_bytes(self) -> int:
-        return await self.index.total_bytes()

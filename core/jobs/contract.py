@@ -1,9 +1,11 @@
-"""The job engine as adapters see it: one interface, two backends.
+"""The job engine as adapters see it: one interface, one engine, two backends.
 
-`LocalJobEngine` (core/jobs/engine.py) runs everything in this process: the embedded
-default. `RedisJobEngine` (core/distributed/engine.py) records requests in a shared
-database and queues them on arq for `sonify worker` processes, possibly on other
-machines. Adapters hold a `JobEngine` and cannot tell which one it is.
+One `Engine` (core/jobs/engine.py) keeps every rule below; a backend's `Transport` says only
+where jobs wait and where the limits are counted. `local` (core/jobs/local.py) runs
+everything in this process: the embedded default. `redis` (core/distributed/transport.py)
+records requests in a shared database and queues them on arq for `sonify worker`
+processes, possibly on other machines. Adapters hold a `JobEngine` and cannot tell which
+backend it is.
 
 Life of a request. A request whose picture is still to be fetched is first *received*:
 `receive` checks the cheap limits (per user, queue bound) and writes its row (status
@@ -77,7 +79,7 @@ from typing import Protocol
 from core.errors import UserFacingError
 from core.jobs.events import JobHandle
 from core.jobs.request import JobRequest, Receipt
-from core.storage.records import RequestRecord
+from core.records import Delivery, Platform, RequestRecord, SharedResult, SourceKind
 
 RecoveredHandler = Callable[[JobHandle], Awaitable[None]]
 ReceivedHandler = Callable[[RequestRecord, Receipt], Awaitable[None]]
@@ -111,7 +113,8 @@ class JobEngine(Protocol):
     async def refuse(self, receipt: Receipt, error: UserFacingError) -> None:
         """A received request cannot go on (its picture cannot be had)."""
 
-    async def reject(self, *, platform: str, user_id: str, chat_id: str, source_kind: str,
+    async def reject(self, *, platform: Platform, user_id: str, chat_id: str,
+                     source_kind: SourceKind,
                      error: UserFacingError, lang: str = "en",
                      dedupe_key: str | None = None) -> str:
         """Log a request refused before anything was recorded; returns the row's id."""
@@ -119,7 +122,7 @@ class JobEngine(Protocol):
     async def note_reply(self, request_id: str, **context: object) -> None:
         """Add to a request's reply context (e.g. the status message shown), for restarts."""
 
-    async def mark_delivery(self, request_id: str, state: str) -> None:
+    async def mark_delivery(self, request_id: str, state: Delivery) -> None:
         """How far a request's answer got: "sending" before posting it, "sent" after."""
 
     def on_recovered(self, platform: str, handler: RecoveredHandler) -> None:
@@ -141,3 +144,40 @@ class JobEngine(Protocol):
         """A live handle on a job another process took (its events from now on, ending
         with its outcome); None where this backend has no other processes or the request
         is unknown."""
+
+
+class ShareLinks(Protocol):
+    """Public links to finished results (the web page's "Share"): one unguessable, revocable
+    link per result; only each token's SHA-256 is stored, so the token is shown once."""
+
+    async def create(self, request_id: str, preview: bytes | None = None) -> str:
+        """A new link's token, replacing any earlier link of the result (`preview`: a small
+        JPEG kept with it; None keeps the earlier link's)."""
+
+    async def find(self, token: str) -> SharedResult | None:
+        """What a token opens; None when it was never made or was revoked."""
+
+    async def is_shared(self, request_id: str) -> bool:
+        """The result has a live link."""
+
+    async def revoke(self, request_id: str) -> bool:
+        """End every link of the result; False when there was none."""
+
+
+class ChannelCursors(Protocol):
+    """The last message handled per channel, so a restart reads back what came since."""
+
+    async def known(self, platform: str) -> list[tuple[str, str, bool]]:
+        """(channel id, last message id handled, private) of every channel seen."""
+
+    async def advance(self, platform: str, channel_id: str, last_id: str, *,
+                      is_private: bool = False, only_new: bool = False) -> None:
+        """`last_id` is handled, unless a later one is already; `only_new`: only start a
+        cursor for a channel that has none."""
+
+
+class ServiceKeys(Protocol):
+    """Random keys made once and shared by every process of the service."""
+
+    async def service_key(self, name: str, size: int = 32) -> bytes:
+        """The key called `name` (`size` random bytes, made on first use)."""

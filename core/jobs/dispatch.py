@@ -22,10 +22,12 @@ from functools import partial
 from core.config import JobsConfig, VideoConfig
 from core.errors import GenerationFailed, ShuttingDown, StorageUnavailable
 from core.jobs.cache import ClipCache
-from core.jobs.events import Failed, JobRequest, Progress, Queued, Started
+from core.jobs.events import Failed, Progress, Queued, Started
 from core.jobs.fair_queue import FairQueue
 from core.jobs.inflight import Job, Ticket, User
+from core.jobs.journal import Journal
 from core.jobs.model_runner import ModelRunner, Outcome, WorkItem
+from core.jobs.request import JobRequest
 from core.jobs.settle import Settler
 from core.jobs.spool import Spool
 from core.models.pipeline import PipelineInput
@@ -48,15 +50,16 @@ class Dispatcher:
     """Owns the waiting line, the jobs in flight and the dispatch loop."""
 
     def __init__(self, jobs: JobsConfig, request_log: RequestLog, cache: ClipCache, spool: Spool,
-                 runner: ModelRunner, *, release: Callable[[User], None],
-                 clock: Callable[[], float], video: VideoConfig | None = None) -> None:
+                 runner: ModelRunner, *, release: Callable[[str], None],
+                 clock: Callable[[], float], journal: Journal,
+                 video: VideoConfig | None = None) -> None:
         self.jobs = jobs
         self.request_log = request_log
         self.cache = cache
         self.spool = spool
         self.runner = runner
         self.settler = Settler(request_log, cache, spool, release=release, clock=clock,
-                               video=video or VideoConfig())
+                               journal=journal, video=video or VideoConfig())
         self._clock = clock
         self.queue: FairQueue[Job] = FairQueue(lambda j: j.user)
         self._inflight: dict[str, Job] = {}

@@ -18,6 +18,13 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 
 
+def fair_round(served: int, user_last: int | None) -> int:
+    """A new job's round: after the round last served from, and after its user's last
+    waiting job (the one rule of both backends: this queue, and the rows' queue of the
+    redis backend)."""
+    return max(served, user_last or 0) + 1
+
+
 class FairQueue(Generic[T]):
     """Waiting jobs in fair service order."""
 
@@ -42,7 +49,7 @@ class FairQueue(Generic[T]):
 
     def push(self, item: T) -> None:
         user = self._user_of(item)
-        rnd = max(self._served_round, self._user_round.get(user, 0)) + 1
+        rnd = fair_round(self._served_round, self._user_round.get(user))
         key = (rnd, next(self._arrivals))
         self._user_round[user] = rnd
         self._user_waiting[user] = self._user_waiting.get(user, 0) + 1

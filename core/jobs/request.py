@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
+from core.config import MIN_SECONDS, GenerationConfig
 from core.intake.decode import DecodedImage
 from core.options import GenerationOptions
+from core.records import Platform, RequestRecord, SourceKind
 
 if TYPE_CHECKING:  # PyAV is loaded where moving pictures are decoded, not by every importer
     from core.intake.moving import MovingPicture
@@ -31,10 +34,10 @@ class JobRequest:
     is muxed into. `video_cap_bytes` is the largest MP4 the platform takes back (None: any).
     """
 
-    platform: str  # "telegram" | "discord" | "web" | "cli"
+    platform: Platform
     user_id: str
     chat_id: str
-    source_kind: str  # "photo" | "document" | "url" | "attachment" | "upload" | "retake" | "text"
+    source_kind: SourceKind
     options: GenerationOptions
     image: DecodedImage | None = None
     caption: str | None = None
@@ -94,3 +97,34 @@ class Receipt:
     created_at: float
     seed: int  # drawn at receipt when the user gave none, so a retry renders the same
     duplicate: bool = False
+
+
+VIDEO_FORMAT = "mp4"  # the key of the answer MP4 among a clip's cached files
+
+
+def video_seconds(clip_seconds: float, generation: GenerationConfig) -> float:
+    """The sound's length for a clip this long."""
+    seconds = math.ceil(clip_seconds * 10 - 1e-6) / 10
+    return min(max(seconds, MIN_SECONDS), generation.max_seconds)
+
+
+# Where a request's cap on the MP4 it gets back travels in its row (read back on a restart).
+VIDEO_CAP_KEY = "video_cap_bytes"
+
+
+def video_cap(record: RequestRecord) -> int | None:
+    cap = (record.reply_context or {}).get(VIDEO_CAP_KEY)
+    return cap if isinstance(cap, int) and not isinstance(cap, bool) else None
+
+
+def received_request(record: RequestRecord) -> JobRequest | None:
+    """A received row's request again (its picture still to fetch), to carry it on."""
+    options = record.generation_options
+    if options is None or record.source is None:
+        return None
+    return JobRequest(platform=record.platform, user_id=record.user_id, chat_id=record.chat_id,
+                      source_kind=record.source_kind, options=options, source=record.source,
+                      seed=record.seed, is_admin=record.is_admin, lang=record.lang,
+                      reply_context=dict(record.reply_context or {}),
+                      dedupe_key=record.dedupe_key, answer_owed=record.delivery is not None,
+                      user_name=record.user_name, video_cap_bytes=video_cap(record))

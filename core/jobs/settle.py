@@ -23,12 +23,15 @@ from core.config import VideoConfig
 from core.errors import DatabaseUnavailable, GenerationFailed, ShuttingDown, UserFacingError
 from core.jobs.cache import ClipCache
 from core.jobs.events import Done, Failed, JobResult
-from core.jobs.inflight import Job, Ticket, User
-from core.jobs.journal import log_request_outcome
+from core.jobs.inflight import Job, Ticket
+from core.jobs.journal import Journal
 from core.jobs.model_runner import Outcome
+from core.jobs.request import VIDEO_FORMAT
+from core.jobs.rows import done_row, ended_row, timings_of
 from core.jobs.spool import Spool
-from core.jobs.video_jobs import VIDEO_FORMAT, answer_shape, write_answer_video
+from core.jobs.video_jobs import answer_shape, write_answer_video
 from core.models.pipeline import PipelineResult
+from core.records import RequestStatus, RowChanges
 from core.storage.request_log import RequestLog
 
 logger = logging.getLogger(__name__)
@@ -56,13 +59,14 @@ class Settler:
     """Records how each job ended, then tells its requests; waits out database outages."""
 
     def __init__(self, request_log: RequestLog, cache: ClipCache, spool: Spool, *,
-                 release: Callable[[User], None], clock: Callable[[], float],
-                 video: VideoConfig | None = None) -> None:
+                 release: Callable[[str], None], clock: Callable[[], float],
+                 journal: Journal, video: VideoConfig | None = None) -> None:
         self.video = video or VideoConfig()
         self.request_log = request_log
+        self.journal = journal
         self.cache = cache
         self.spool = spool
-        self._release = release  # a ticket's user has one job fewer running
+        self._release = release  # a request is answered: what it held is free
         self._clock = clock
 
     async def finish(self, job: Job, outcome: Outcome,
@@ -135,28 +139,29 @@ class Settler:
 
     async def _done(self, job: Job, ticket: Ticket, clip: _Clip, *, leader: bool) -> None:
         """Record one request as done, then tell it (riders were served without a call)."""
-        now = self._clock()
         result = clip.result
-        timings = {"queue_wait_s": max(0.0, (job.started_at or now) - ticket.created_at),
-                   "caption_s": float(result.timings.get("caption_s", 0.0)),
-                   "sound_s": float(result.timings.get("sound_s", 0.0)),
-                   "encode_s": clip.encode_s, "total_s": max(0.0, now - ticket.created_at)}
-        files = {k: v.name for k, v in clip.files.items()}
+        stages = {"caption_s": float(result.timings.get("caption_s", 0.0)),
+                  "sound_s": float(result.timings.get("sound_s", 0.0)),
+                  "encode_s": clip.encode_s}
+        changes = done_row(created_at=ticket.created_at, started_at=job.started_at,
+                           finished_at=self._clock(), caption=result.caption,
+                           prompt=result.prompt, seed=job.seed, duration_s=clip.duration_s,
+                           files=clip.files, cache_hit=not leader, batch_size=clip.batch_size,
+                           score=result.score, stages=stages if leader else None)
         shape = answer_shape(job.request, clip.files, clip.duration_s)
+        changes.update(RowChanges(output_kind=shape.output_kind, sound_fit=shape.sound_fit))
 
         async def record() -> None:
-            await self.request_log.update(
-                ticket.handle.id, status="done", caption=result.caption, prompt=result.prompt,
-                seed=job.seed, cache_hit=not leader, batch_size=clip.batch_size,
-                duration_s=clip.duration_s, finished_at=now, files=files, score=result.score,
-                output_kind=shape.output_kind, sound_fit=shape.sound_fit, **timings)
+            await self.request_log.update(ticket.handle.id, **changes)
 
         await self.request_log.outage.wait_out(record, f"the outcome of request "
                                                        f"{ticket.handle.id}")
-        self._release(ticket.user)
-        log_request_outcome(ticket.handle.id, ticket.handle.request, "done",
-                            text=result.caption, total_s=timings["total_s"],
-                            batch_size=clip.batch_size, cache_hit=not leader, timings=timings)
+        self._release(ticket.handle.id)
+        timings = timings_of(changes)
+        self.journal.request_outcome(ticket.handle.id, ticket.handle.request, RequestStatus.DONE,
+                                     text=result.caption, total_s=timings["total_s"],
+                                     batch_size=clip.batch_size, cache_hit=not leader,
+                                     timings=timings)
         ticket.handle.emit(Done(JobResult(
             request_id=ticket.handle.id, caption=result.caption, prompt=result.prompt,
             seed=job.seed, duration_s=clip.duration_s, files=dict(clip.files),
@@ -167,12 +172,11 @@ class Settler:
 
     async def _failed(self, ticket: Ticket, error: UserFacingError) -> None:
         """Record one request as failed, then tell it."""
-        now = self._clock()
-        total = max(0.0, now - ticket.created_at)
+        changes = ended_row(RequestStatus.FAILED, error.code, created_at=ticket.created_at,
+                            finished_at=self._clock())
 
         async def record() -> None:
-            await self.request_log.update(ticket.handle.id, status="failed", reason=error.code,
-                                          finished_at=now, total_s=total)
+            await self.request_log.update(ticket.handle.id, **changes)
 
         try:
             await self.request_log.outage.wait_out(record, f"the outcome of request "
@@ -181,15 +185,16 @@ class Settler:
             raise
         except Exception:  # a bug, not an outage: the user still hears of the failure
             logger.exception("could not log the failure of %s", ticket.handle.id)
-        self._release(ticket.user)
-        log_request_outcome(ticket.handle.id, ticket.handle.request, "failed",
-                            reason=error.code, total_s=total)
+        self._release(ticket.handle.id)
+        self.journal.request_outcome(ticket.handle.id, ticket.handle.request,
+                                     RequestStatus.FAILED, reason=error.code,
+                                     total_s=changes["total_s"])
         ticket.handle.emit(Failed(error))
 
     def _hand_back(self, tickets: Sequence[Ticket]) -> None:
         """Leave these requests for the next start: their rows stay as they are."""
         for ticket in tickets:
-            self._release(ticket.user)
+            self._release(ticket.handle.id)
             logger.warning("request %s is handed back unanswered: its outcome could not be "
                            "recorded; it is answered after the next start", ticket.handle.id)
             ticket.handle.emit(handed_back())

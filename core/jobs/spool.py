@@ -23,8 +23,8 @@ from core.config import VideoConfig
 from core.errors import ImageRejected
 from core.files import write_atomically
 from core.intake.decode import DecodedImage
+from core.records import MOVING_INPUTS, RequestRecord
 from core.storage.blobs import BlobStore
-from core.storage.records import RequestRecord
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def _bytes(image: DecodedImage) -> bytes:
 
 
 def _decoded(data: bytes, record: RequestRecord, video: VideoConfig) -> DecodedImage | None:
-    if record.input_kind in ("video", "animation"):
+    if record.input_kind in MOVING_INPUTS:
         from core.intake.moving import decode_spooled  # PyAV: only where videos come back
 
         try:
@@ -93,7 +93,7 @@ class FileSpool:
         write_atomically(path, data, durable=True)
 
     async def read(self, record: RequestRecord) -> DecodedImage | None:
-        path = self.path(record.id, moving=record.input_kind in ("video", "animation"))
+        path = self.path(record.id, moving=record.input_kind in MOVING_INPUTS)
         try:
             data = await asyncio.to_thread(path.read_bytes)
         except OSError as exc:

@@ -10,24 +10,16 @@ muxer cuts the last tenth exactly to the video's length.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from core.audio.video import PAD_S, SoundFit, add_soundtrack
-from core.config import MIN_SECONDS, GenerationConfig, VideoConfig
+from core.audio.video import PAD_S, add_soundtrack
+from core.config import GenerationConfig, VideoConfig
 from core.files import write_atomically
-from core.jobs.request import JobRequest
-
-VIDEO_FORMAT = "mp4"  # the key of the answer MP4 among a clip's cached files
-
-
-def video_seconds(clip_seconds: float, generation: GenerationConfig) -> float:
-    """The sound's length for a clip this long."""
-    seconds = math.ceil(clip_seconds * 10 - 1e-6) / 10
-    return min(max(seconds, MIN_SECONDS), generation.max_seconds)
+from core.jobs.request import VIDEO_FORMAT, JobRequest, video_seconds
+from core.records import OutputKind, SoundFit
 
 
 def fitted_to_video(request: JobRequest, generation: GenerationConfig) -> JobRequest:
@@ -46,8 +38,8 @@ def fitted_to_video(request: JobRequest, generation: GenerationConfig) -> JobReq
 class AnswerShape:
     """What a finished job hands back: audio, a video, or the sound alone (too large)."""
 
-    output_kind: str  # "audio" | "video" | "audio_only"
-    sound_fit: str | None  # "whole" | "looped" for moving pictures
+    output_kind: OutputKind
+    sound_fit: SoundFit | None  # for moving pictures
     input_seconds: float | None
     video_cap_bytes: int | None = None
 
@@ -57,11 +49,11 @@ def answer_shape(request: JobRequest, files: dict[str, Path], sound_s: float) ->
     rule: a sound shorter than the clip by more than PAD_S repeats)."""
     video = request.video
     if video is None:
-        return AnswerShape("audio", None, None)
+        return AnswerShape(OutputKind.AUDIO, None, None)
     seconds = video.clip.timing.duration_s
     fit = SoundFit.LOOPED if sound_s < seconds - PAD_S else SoundFit.WHOLE
-    kind = "video" if VIDEO_FORMAT in files else "audio_only"
-    return AnswerShape(kind, fit.value, seconds, request.video_cap_bytes)
+    kind = OutputKind.VIDEO if VIDEO_FORMAT in files else OutputKind.AUDIO_ONLY
+    return AnswerShape(kind, fit, seconds, request.video_cap_bytes)
 
 
 def write_answer_video(root: Path, clip_id: str, request: JobRequest, audio: np.ndarray,

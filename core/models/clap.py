@@ -143,10 +143,6 @@ class LazyScorer:
         self._scorer: Scorer | None = None
         self._lock = threading.Lock()
 
-    @property
-    def loaded(self) -> bool:
-        return self._scorer is not None
-
     def get(self) -> Scorer:
         with self._lock:
             if self._scorer is None:

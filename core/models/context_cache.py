@@ -42,7 +42,7 @@ class ContextKVProcessor(StableAudio3CrossAttnProcessor):
     def __call__(self, attn: StableAudio3CrossAttention, hidden_states: torch.Tensor,
                  context: torch.Tensor, context_mask: torch.Tensor | None = None) -> torch.Tensor:
         def heads(x: torch.Tensor) -> torch.Tensor:
-            split: torch.Tensor = x.unflatten(-1, (attn.heads, attn.dim_heads))
+            split: torch.Tensor = x.reshape(*x.shape[:-1], attn.heads, attn.dim_heads)
             return split
 
         attn_mask = None if context_mask is None else context_mask[:, None, None, :].bool()

@@ -78,9 +78,9 @@ class SoundGenerator:
         # Cast only when needed: diffusers warns on `.to(dtype)` of modules loaded in another dtype.
         self.pipe = pipe.to(self.device) if pipe.dtype == dtype else pipe.to(self.device, dtype)
         self.pipe.set_progress_bar_config(disable=True)
-        self.model: Backend = backend_for(self.pipe, self.device, dtype)
+        self.backend: Backend = backend_for(self.pipe, self.device, dtype)
         # An injected scorer wins; otherwise the pipeline's own CLAP, if it has one.
-        self.scorer: Scorer | None = scorer if scorer is not None else self.model.own_scorer()
+        self.scorer: Scorer | None = scorer if scorer is not None else self.backend.own_scorer()
         self._lock = threading.Lock()
         self._warned_candidates = False
 
@@ -100,17 +100,17 @@ class SoundGenerator:
 
     @property
     def sample_rate(self) -> int:
-        return self.model.sample_rate
+        return self.backend.sample_rate
 
     @property
     def channels(self) -> int:
-        return self.model.channels
+        return self.backend.channels
 
     def prompt_fits(self, text: str) -> bool:
         """True when every text encoder reads `text` whole, so nothing gets cut off."""
         # verbose=False: counting a long prompt must not log "Token indices sequence length".
         return all(len(tok(text, verbose=False)["input_ids"]) <= limit
-                   for tok, limit in self.model.text_windows())
+                   for tok, limit in self.backend.text_windows())
 
     def fit_prompt(self, text: str) -> str:
         """`text` cut after the last whole word the text encoders read (else left as it is)."""
@@ -136,14 +136,10 @@ class SoundGenerator:
             return 1
         return k
 
-    def generate(self, prompts: Sequence[str], seeds: Sequence[int], options: GenerationOptions,
-                 progress: Progress | None = None) -> list[np.ndarray]:
-        """Render every prompt in ONE pipeline call; clip i equals what prompt i gets alone."""
-        return [take.audio for take in self.render(prompts, seeds, options, progress)]
-
     def render(self, prompts: Sequence[str], seeds: Sequence[int], options: GenerationOptions,
                progress: Progress | None = None) -> list[Take]:
-        """Like `generate`, with each kept take's CLAP score (None when one take was made)."""
+        """Render every prompt in ONE pipeline call (clip i equals what prompt i gets alone),
+        with each kept take's CLAP score (None when one take was made)."""
         prompts, seeds = [self.fit_prompt(p) for p in prompts], [int(s) for s in seeds]
         if len(prompts) != len(seeds):
             raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
@@ -162,8 +158,8 @@ class SoundGenerator:
                 progress(min(step + 1, steps), steps)
 
         with self._lock, torch.inference_mode():
-            self.model.use_scheduler(options.scheduler)
-            audios = self.model.render(prompts, k, generators, options, on_step)
+            self.backend.use_scheduler(options.scheduler)
+            audios = self.backend.render(prompts, k, generators, options, on_step)
         n = round(float(options.seconds) * self.sample_rate)
         clips = [_fit_length(a, n) for a in audios]
         if k == 1:

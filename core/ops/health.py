@@ -86,7 +86,7 @@ def database_check(request_log: RequestLog) -> Check:
 
     async def check() -> str | None:
         try:
-            async with request_log.engine.connect() as conn:
+            async with request_log.db.connect() as conn:
                 await conn.execute(text("SELECT 1"))
         except DatabaseDamaged:
             return "damaged"

@@ -13,13 +13,14 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from core.distributed.engine import RedisJobEngine
 from core.distributed.heartbeat import Beat, Heartbeat, read_beats
-from core.distributed.transport import failures
+from core.distributed.redis_queue import failures
+from core.distributed.transport import RedisTransport
 from core.distributed.worker import RenderWorker
 from core.jobs.contract import JobEngine
-from core.jobs.engine import LocalJobEngine
-from core.jobs.journal import subscribe
+from core.jobs.engine import Engine
+from core.jobs.journal import Journal
+from core.jobs.local import LocalTransport
 from core.logs import use_user_key
 from core.ops import sources
 from core.ops.health import Health, database_check, models_check, redis_check
@@ -44,37 +45,40 @@ class Operations:
         self._unsubscribe = lambda: None
 
 
-async def for_run(request_log: RequestLog, engine: JobEngine) -> Operations:
-    """The operations of `sonify run` (adapters add their own checks when they start)."""
-    metrics = Metrics(role="run", answers=True, renders=isinstance(engine, LocalJobEngine))
+async def for_run(request_log: RequestLog, engine: JobEngine, journal: Journal) -> Operations:
+    """The operations of `sonify run` (adapters add their own checks when they start);
+    `journal`: the engine's, whose outcomes the metrics count."""
+    transport = engine.transport if isinstance(engine, Engine) else None
+    metrics = Metrics(role="run", answers=True,
+                      renders=isinstance(transport, LocalTransport))
     health = Health()
     health.add("database", database_check(request_log))
     found = metrics.sources
     found.add(sources.queue_length(engine.queue_length))
     found.add(sources.database_errors(request_log.outage))
-    if isinstance(engine, LocalJobEngine):
-        runner = engine.runner
+    if isinstance(transport, LocalTransport):
+        runner = transport.runner
         health.add("models", models_check(runner))
-        found.add(sources.clip_cache(engine.cache))
+        found.add(sources.clip_cache(transport.cache))
         found.add(sources.batch_sizes(runner))
         found.add(sources.redis_errors(lambda: 0))
         found.add(sources.workers(lambda: int(runner.loaded),
                                   lambda: {"local": sources.rendered_jobs(runner)}))
-    elif isinstance(engine, RedisJobEngine):
-        redis_engine = engine
-        health.add("redis", redis_check(lambda: redis_engine.pool))
-        found.add(sources.clip_cache(engine.cache))
-        found.add(sources.redis_errors(lambda: failures(redis_engine.pool)))
+    elif isinstance(transport, RedisTransport):
+        redis = transport
+        health.add("redis", redis_check(lambda: redis.pool))
+        found.add(sources.clip_cache(redis.cache))
+        found.add(sources.redis_errors(lambda: failures(redis.pool)))
         seen = _Beats()
 
         async def refresh() -> None:
-            await seen.refresh(redis_engine)
+            await seen.refresh(redis)
 
         metrics.add_refresher(refresh)
         found.add(sources.workers(lambda: len(seen.beats),
                                   lambda: {beat.name: beat.jobs for beat in seen.beats}))
     await _hash_users(request_log)
-    return Operations(metrics, health, subscribe(metrics.observe_outcome))
+    return Operations(metrics, health, journal.subscribe(metrics.observe_outcome))
 
 
 async def for_worker(request_log: RequestLog, worker: RenderWorker,
@@ -93,7 +97,7 @@ async def for_worker(request_log: RequestLog, worker: RenderWorker,
         lambda: failures(worker.pool) + (failures(heartbeat.pool) if heartbeat else 0)))
     found.add(sources.workers(None, lambda: {worker.name: worker.taken}))
     await _hash_users(request_log)
-    return Operations(metrics, health, subscribe(metrics.observe_outcome))
+    return Operations(metrics, health, worker.journal.subscribe(metrics.observe_outcome))
 
 
 class _Beats:
@@ -102,13 +106,13 @@ class _Beats:
     def __init__(self) -> None:
         self.beats: list[Beat] = []
 
-    async def refresh(self, engine: RedisJobEngine) -> None:
-        if engine.pool is None:
+    async def refresh(self, transport: RedisTransport) -> None:
+        if transport.pool is None:
             self.beats = []
             return
         try:
             async with asyncio.timeout(BEATS_TIMEOUT_S):
-                self.beats = await read_beats(engine.pool)
+                self.beats = await read_beats(transport.pool)
         except Exception:
             self.beats = []  # Redis away: no worker can take a job either
             raise

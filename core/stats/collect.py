@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from core.records import RequestStatus
 from core.storage.request_log import RequestLog
 
 DAY_S = 86_400.0
@@ -163,11 +164,11 @@ async def collect_stats(request_log: RequestLog, queue_length: int = 0, *,
          batch_size, times, input_kind, output_kind, image_sha256) in rows:
         day = datetime.fromtimestamp(created, UTC).strftime("%Y-%m-%d")
         per_day[day][platform] += times or 1
-        computed = status == "done" and not cache_hit
+        computed = status == RequestStatus.DONE and not cache_hit
         if computed and total is not None:
             day_latency[day].append(total)
         if created > week_since:
-            if status != "rejected":
+            if status != RequestStatus.REJECTED:
                 users[(platform, user_id)] += 1
                 # Rows from before moving pictures hold a picture's hash and no kind.
                 kind = input_kind or ("photo" if image_sha256 else None)

@@ -93,23 +93,19 @@ def sqlite_file(url: str) -> Path | None:
     return Path(parsed.database)
 
 
-async def migrate(engine: AsyncEngine) -> str:
+async def migrate(db: AsyncEngine) -> str:
     """Create or upgrade the schema to the newest revision; returns that revision."""
-    url = make_url(str(engine.url))
+    url = make_url(str(db.url))
     if url.get_backend_name() == "postgresql":
-        async with engine.begin() as conn:
+        async with db.begin() as conn:
             # Held until this transaction commits, with every revision inside it.
             await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"),
                                {"key": _ADVISORY_LOCK_KEY})
             return await conn.run_sync(_upgrade)
     lock: contextlib.AbstractAsyncContextManager[None] = contextlib.nullcontext()
-    database = sqlite_file(str(engine.url))
+    database = sqlite_file(str(db.url))
     if database is not None:
         lock = _file_lock(Path(f"{database}.migrate-lock"))
-    async with lock, engine.begin() as conn:
+    async with lock, db.begin() as conn:
         return await conn.run_sync(_upgrade)
 
-
-async def current_revision(engine: AsyncEngine) -> str | None:
-    async with engine.connect() as conn:
-        return await conn.run_sync(_current)

@@ -3,11 +3,11 @@
 One classifier decides, for every driver, whether an error means "the database cannot be
 used for now" — PostgreSQL stopped, restarting or refusing connections, a connection cut;
 SQLite locked, read-only, unopenable, failing to write or full — or "the file is damaged",
-or is something else (a bug, a constraint). `watch_engine` applies it to every statement and
-every connection of an engine, so callers see one of two purpose-built exceptions,
-`DatabaseUnavailable` and `DatabaseDamaged`, whatever the driver raised; a connection that
-failed that way is thrown away (SQLite opens a file it cannot write read-only, and would stay
-read-only after the file is writable again).
+or is something else (a bug, a constraint). `watch_database` applies it to every statement
+and every connection of a database (SQLAlchemy's engine), so callers see one of two
+purpose-built exceptions, `DatabaseUnavailable` and `DatabaseDamaged`, whatever the driver
+raised; a connection that failed that way is thrown away (SQLite opens a file it cannot write
+read-only, and would stay read-only after the file is writable again).
 
 `Outage` logs one line when the database goes away and one when it is back, and
 `wait_out` retries an operation with backoff for up to `[storage] outage_grace_s`: the paths
@@ -207,11 +207,11 @@ class Outage:
             _WAITING.reset(token)
 
 
-def watch_engine(engine: AsyncEngine, outage: Outage, where: str) -> None:
-    """Make every failure of `engine` that means "away" a DatabaseUnavailable (and "damaged"
+def watch_database(db: AsyncEngine, outage: Outage, where: str) -> None:
+    """Make every failure of `db` that means "away" a DatabaseUnavailable (and "damaged"
     a DatabaseDamaged naming `where`), throw away connections left unusable, and keep
     `outage` informed."""
-    sync_engine: Engine = engine.sync_engine
+    sync_engine: Engine = db.sync_engine
 
     def on_error(context: ExceptionContext) -> None:
         exc = context.original_exception

@@ -43,7 +43,7 @@ from core.storage.outage import is_unavailable
 logger = logging.getLogger(__name__)
 
 # Names the lease among PostgreSQL advisory locks: "Sonify" in ASCII, then 2 (1 is the
-# admission lock of core/storage/shared.py).
+# admission lock of core/storage/row_queue.py).
 _LEASE_KEY = 0x536F6E69667902
 HOLD_CHECK_S = 5.0  # how often a PostgreSQL lease checks its connection is still there
 SEVERAL = ('for several processes on one request log, use [jobs] backend = "redis" with '
@@ -140,7 +140,7 @@ class AdvisoryLease:
     def __init__(self, url: str) -> None:
         # A pool of none: the lease's connection is made and closed here, never shared; and
         # no transaction is ever left open on it (the lock is the session's, not one's).
-        self.engine: AsyncEngine = create_async_engine(url, poolclass=NullPool,
+        self.db: AsyncEngine = create_async_engine(url, poolclass=NullPool,
                                                        isolation_level="AUTOCOMMIT")
         self.where = make_url(url).render_as_string(hide_password=True)
         self.name = f"sonify run: {holder_description()}"[:63]  # application_name's limit
@@ -151,7 +151,7 @@ class AdvisoryLease:
         """Lock, or RequestLogInUse naming the session that holds the lock."""
         holder = await self._try_lock()
         if holder is not None:
-            await self.engine.dispose()
+            await self.db.dispose()
             raise RequestLogInUse(
                 f"the request log at {self.where} is in use by another sonify process "
                 f"({holder}); stop it first, or {SEVERAL}")
@@ -159,7 +159,7 @@ class AdvisoryLease:
 
     async def _try_lock(self) -> str | None:
         """None once locked; else who holds the lock."""
-        conn = await self.engine.connect()
+        conn = await self.db.connect()
         try:
             await conn.execute(text("SELECT set_config('application_name', :name, false)"),
                                {"name": self.name})
@@ -228,7 +228,7 @@ class AdvisoryLease:
             with contextlib.suppress(Exception):
                 await self._conn.close()
             self._conn = None
-        await self.engine.dispose()
+        await self.db.dispose()
 
 
 async def take_lease(url: str) -> Lease:

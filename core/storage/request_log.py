@@ -8,9 +8,8 @@ Alembic (core/storage/migrate.py) and brought up to date when the log is opened.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Unpack
 
 from sqlalchemy import Integer, case, event, func, insert, select, update
 from sqlalchemy.engine import make_url
@@ -24,21 +23,25 @@ from core.errors import (
     DuplicateRequest,
     StorageUnavailable,
 )
+from core.records import UNFINISHED, Delivery, RequestRecord, RequestStatus, RowChanges
 from core.secrecy import SecretMasker, url_passwords
 from core.storage.blobs import BlobStore, ClipIndex
-from core.storage.migrate import current_revision, migrate, sqlite_file
-from core.storage.outage import DEFAULT_GRACE_S, Outage, watch_engine
+from core.storage.columns import row_values, without_secrets
+from core.storage.cursors import CursorTable
+from core.storage.migrate import migrate, sqlite_file
+from core.storage.outage import DEFAULT_GRACE_S, Outage, watch_database
 from core.storage.ownership import Lease, take_lease
-from core.storage.records import RECORD_FIELDS, RequestRecord, row_values, without_secrets
 from core.storage.retention import Retention
-from core.storage.shared import SharedRequests
-from core.storage.shares import ShareLinks
-from core.storage.tables import UNFINISHED, cursors, requests
+from core.storage.row_queue import RowQueue
+from core.storage.share_links import ShareLinkTable
+from core.storage.tables import requests
 
 logger = logging.getLogger(__name__)
 
 # Refusals of one kind from one user within this many seconds are one row (`record_refusal`).
 FOLD_WINDOW_S = 60.0
+# Answers not yet known to have arrived.
+STILL_OWED = (Delivery.OWED, Delivery.SENDING)
 
 # The package that provides each SQLAlchemy async driver.
 DRIVER_PACKAGES = {"asyncpg": "asyncpg", "psycopg": "psycopg[binary]", "aiosqlite": "aiosqlite",
@@ -97,20 +100,21 @@ class RequestLog:
         if database is not None:
             database.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.engine: AsyncEngine = create_async_engine(url)
+            self.db: AsyncEngine = create_async_engine(url)
         except ModuleNotFoundError as exc:
             raise ConfigError(missing_driver(parsed.drivername, exc.name)) from None
         if self.is_sqlite:
-            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(self.db.sync_engine, "connect", _sqlite_pragmas)
         self.outage = Outage(outage_grace_s)
         self._lease: Lease | None = None
-        watch_engine(self.engine, self.outage, str(database) if database is not None
-                     else parsed.render_as_string(hide_password=True))
-        self.clips = ClipIndex(self.engine)
-        self.blobs = BlobStore(self.engine)
-        self.shared = SharedRequests(self.engine)
-        self.shares = ShareLinks(self.engine)
-        self.retention = Retention(self.engine)
+        watch_database(self.db, self.outage, str(database) if database is not None
+                       else parsed.render_as_string(hide_password=True))
+        self.clips = ClipIndex(self.db)
+        self.blobs = BlobStore(self.db)
+        self.row_queue = RowQueue(self.db)
+        self.share_links = ShareLinkTable(self.db)
+        self.cursors = CursorTable(self.db)
+        self.retention = Retention(self.db)
 
     @classmethod
     async def open(cls, url: str, *, outage_grace_s: float = DEFAULT_GRACE_S) -> RequestLog:
@@ -135,7 +139,7 @@ class RequestLog:
 
     async def close(self) -> None:
         await self.release_lease()
-        await self.engine.dispose()
+        await self.db.dispose()
 
     # ownership ------------------------------------------------------------------------------
 
@@ -155,10 +159,7 @@ class RequestLog:
 
     async def migrate(self) -> str:
         """Create or upgrade the schema (Alembic, under a lock); returns its revision."""
-        return await migrate(self.engine)
-
-    async def schema_revision(self) -> str | None:
-        return await current_revision(self.engine)
+        return await migrate(self.db)
 
     # requests -------------------------------------------------------------------------------
 
@@ -166,7 +167,7 @@ class RequestLog:
         """Add a row; DuplicateRequest when its dedupe_key is already recorded."""
         values = row_values(record)
         try:
-            async with self.engine.begin() as conn:
+            async with self.db.begin() as conn:
                 await conn.execute(insert(requests).values(**values))
         except IntegrityError:
             if record.dedupe_key is None:
@@ -192,12 +193,12 @@ class RequestLog:
         values = row_values(record)
         same = (requests.c.platform == record.platform) & (requests.c.user_id == record.user_id)
         recent = select(requests.c.id, requests.c.times).where(
-            same, requests.c.status == "rejected", requests.c.reason == record.reason,
+            same, requests.c.status == RequestStatus.REJECTED, requests.c.reason == record.reason,
             requests.c.delivery.is_(None),
             requests.c.created_at.between(record.created_at - within_s, record.created_at),
         ).order_by(requests.c.created_at.desc()).limit(1)
         try:
-            async with self.engine.begin() as conn:
+            async with self.db.begin() as conn:
                 if record.dedupe_key is not None:
                     known = (await conn.execute(select(requests.c.id, requests.c.created_at)
                                                 .where(requests.c.dedupe_key == record.dedupe_key))
@@ -227,50 +228,42 @@ class RequestLog:
     async def find_dedupe(self, dedupe_key: str) -> RequestRecord | None:
         """The row recorded for a platform's update or message, if any."""
         query = select(requests).where(requests.c.dedupe_key == dedupe_key)
-        async with self.engine.connect() as conn:
+        async with self.db.connect() as conn:
             row = (await conn.execute(query)).first()
         return RequestRecord.from_row(row) if row else None
 
     async def merge_reply_context(self, request_id: str, values: dict[str, Any]) -> None:
         """Add keys to a row's reply context (e.g. the id of the status message shown)."""
-        async with self.engine.begin() as conn:
+        async with self.db.begin() as conn:
             current = (await conn.execute(select(requests.c.reply_context)
                                           .where(requests.c.id == request_id))).scalar()
             merged = {**(current or {}), **without_secrets(values)}
             await conn.execute(update(requests).where(requests.c.id == request_id)
                                .values(reply_context=merged))
 
-    async def set_delivery(self, request_id: str, state: str) -> None:
+    async def set_delivery(self, request_id: str, state: Delivery) -> None:
         """Record how far an owed answer got ("sending", "sent"); never back from "sent".
 
         Rows that owe nothing (refusals at the door, web jobs) are left alone.
         """
-        async with self.engine.begin() as conn:
+        async with self.db.begin() as conn:
             await conn.execute(update(requests).where(
-                requests.c.id == request_id, requests.c.delivery.in_(("owed", "sending")))
+                requests.c.id == request_id, requests.c.delivery.in_(STILL_OWED))
                 .values(delivery=state))
 
     async def unanswered(self) -> list[RequestRecord]:
         """Finished rows whose answer is owed or was being sent, oldest first."""
         query = (select(requests).where(requests.c.status.not_in(UNFINISHED),
-                                        requests.c.delivery.in_(("owed", "sending")))
+                                        requests.c.delivery.in_(STILL_OWED))
                  .order_by(requests.c.created_at))
-        async with self.engine.connect() as conn:
+        async with self.db.connect() as conn:
             return [RequestRecord.from_row(r) for r in await conn.execute(query)]
 
-    async def update(self, request_id: str, **values: Any) -> None:
-        await self.update_many([request_id], **values)
-
-    async def update_many(self, request_ids: Sequence[str], **values: Any) -> None:
-        """Set the same columns on several rows (values may be SQL expressions)."""
-        unknown = set(values) - RECORD_FIELDS
-        if unknown:
-            raise ValueError(f"unknown request columns: {sorted(unknown)}")
-        if not request_ids:
-            return
-        async with self.engine.begin() as conn:
-            await conn.execute(update(requests).where(requests.c.id.in_(list(request_ids)))
-                               .values(**values))
+    async def update(self, request_id: str, **changes: Unpack[RowChanges]) -> None:
+        """Change some columns of one row."""
+        async with self.db.begin() as conn:
+            await conn.execute(update(requests).where(requests.c.id == request_id)
+                               .values(**changes))
 
     async def mark_started(self, request_ids: Sequence[str], started_at: float,
                            batch_size: int) -> None:
@@ -280,15 +273,16 @@ class RequestLog:
         # Only queued rows: a late update must never turn a finished row back into running.
         wait = case((requests.c.created_at < started_at, started_at - requests.c.created_at),
                     else_=0.0)
-        async with self.engine.begin() as conn:
+        async with self.db.begin() as conn:
             await conn.execute(
                 update(requests).where(requests.c.id.in_(list(request_ids)),
-                                       requests.c.status == "queued")
-                .values(status="running", started_at=started_at, batch_size=batch_size,
+                                       requests.c.status == RequestStatus.QUEUED)
+                .values(status=RequestStatus.RUNNING, started_at=started_at,
+                        batch_size=batch_size,
                         queue_wait_s=wait))
 
     async def get(self, request_id: str) -> RequestRecord | None:
-        async with self.engine.connect() as conn:
+        async with self.db.connect() as conn:
             row = (await conn.execute(select(requests).where(requests.c.id == request_id))).first()
         return RequestRecord.from_row(row) if row else None
 
@@ -296,7 +290,7 @@ class RequestLog:
         """Rows left received, queued or running (a crash, a bounded stop), oldest first."""
         query = (select(requests).where(requests.c.status.in_(UNFINISHED))
                  .order_by(requests.c.created_at))
-        async with self.engine.connect() as conn:
+        async with self.db.connect() as conn:
             return [RequestRecord.from_row(r) for r in (await conn.execute(query))]
 
     async def user_window(self, platform: str, user_id: str,
@@ -304,8 +298,8 @@ class RequestLog:
         """(count, oldest created_at) of a user's accepted requests created after `since`."""
         query = (select(func.count(), func.min(requests.c.created_at))
                  .where(requests.c.platform == platform, requests.c.user_id == user_id,
-                        requests.c.created_at > since, requests.c.status != "rejected"))
-        async with self.engine.connect() as conn:
+                        requests.c.created_at > since, requests.c.status != RequestStatus.REJECTED))
+        async with self.db.connect() as conn:
             count, oldest = (await conn.execute(query)).one()
         return int(count), oldest
 
@@ -313,7 +307,7 @@ class RequestLog:
         """Rows created after `since` (only `columns`, if given), for statistics."""
         cols = [requests.c[c] for c in columns] if columns else [requests]
         query = select(*cols).where(requests.c.created_at > since)
-        async with self.engine.connect() as conn:
+        async with self.db.connect() as conn:
             return list(await conn.execute(query))
 
     async def counts(self, since: float | None = None) -> list[tuple[str, str, int]]:
@@ -324,55 +318,13 @@ class RequestLog:
                                                             requests.c.status)
         if since is not None:
             query = query.where(requests.c.created_at > since)
-        async with self.engine.connect() as conn:
+        async with self.db.connect() as conn:
             return [(p, s, int(n)) for p, s, n in await conn.execute(query)]
 
     async def cache_hit_counts(self) -> tuple[int, int]:
         """(cache hits, all done) over the whole log."""
         query = select(func.count(), func.sum(requests.c.cache_hit.cast(Integer))).where(
-            requests.c.status == "done")
-        async with self.engine.connect() as conn:
+            requests.c.status == RequestStatus.DONE)
+        async with self.db.connect() as conn:
             done, hits = (await conn.execute(query)).one()
         return int(hits or 0), int(done or 0)
-
-    # per-channel cursors --------------------------------------------------------------------
-
-    async def cursor(self, platform: str, channel_id: str) -> str | None:
-        query = select(cursors.c.last_id).where(cursors.c.platform == platform,
-                                                cursors.c.channel_id == channel_id)
-        async with self.engine.connect() as conn:
-            value = (await conn.execute(query)).scalar()
-        return str(value) if value is not None else None
-
-    async def cursors(self, platform: str) -> list[tuple[str, str, bool]]:
-        """(channel id, last id handled, private) of every channel seen on `platform`."""
-        query = select(cursors.c.channel_id, cursors.c.last_id, cursors.c.is_private).where(
-            cursors.c.platform == platform)
-        async with self.engine.connect() as conn:
-            return [(str(c), str(last), bool(p)) for c, last, p in await conn.execute(query)]
-
-    async def advance_cursor(self, platform: str, channel_id: str, last_id: str, *,
-                             is_private: bool = False, only_new: bool = False) -> None:
-        """Remember `last_id` as handled in a channel, unless a later id already is.
-
-        Ids are compared as numbers (Discord's snowflakes grow with time). `only_new`: start
-        a cursor for a channel that has none, leave an existing one where it is.
-        """
-        now = time.time()
-        async with self.engine.begin() as conn:
-            current = (await conn.execute(select(cursors.c.last_id).where(
-                cursors.c.platform == platform, cursors.c.channel_id == channel_id))).scalar()
-            if current is None:
-                try:
-                    async with conn.begin_nested():
-                        await conn.execute(insert(cursors).values(
-                            platform=platform, channel_id=channel_id, last_id=last_id,
-                            is_private=is_private, updated_at=now))
-                    return
-                except IntegrityError:  # another handler added it meanwhile
-                    current = "0"
-            if int(last_id) > int(current) and not only_new:
-                await conn.execute(update(cursors).where(
-                    cursors.c.platform == platform, cursors.c.channel_id == channel_id,
-                    cursors.c.last_id == current)
-                    .values(last_id=last_id, updated_at=now))

@@ -29,8 +29,8 @@ from sqlalchemy import func, or_, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from core.records import UNFINISHED, Delivery, RequestStatus
 from core.storage.tables import (
-    UNFINISHED,
     clip_files,
     clips,
     daily_totals,
@@ -41,7 +41,7 @@ from core.storage.tables import (
 
 # Any fixed 64-bit number names the lock among PostgreSQL advisory locks: "Sonify" and 2.
 _PRUNE_LOCK_KEY = 0x536F6E69667902
-STILL_OWED = ("owed", "sending")
+STILL_OWED = (Delivery.OWED, Delivery.SENDING)
 
 
 def utc_day(timestamp: float) -> str:
@@ -58,9 +58,9 @@ def _prunable(before: float) -> Any:
 class Retention:
     """The request log's pruning and the totals it leaves behind."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
-        self.is_postgres = engine.dialect.name == "postgresql"
+    def __init__(self, db: AsyncEngine) -> None:
+        self.db = db
+        self.is_postgres = db.dialect.name == "postgresql"
 
     @contextlib.asynccontextmanager
     async def exclusive(self) -> AsyncIterator[bool]:
@@ -74,7 +74,7 @@ class Retention:
         if not self.is_postgres:
             yield True
             return
-        async with self.engine.connect() as conn:
+        async with self.db.connect() as conn:
             held = bool((await conn.execute(text("SELECT pg_try_advisory_lock(:key)"),
                                             {"key": _PRUNE_LOCK_KEY})).scalar())
             await conn.commit()
@@ -89,7 +89,7 @@ class Retention:
     async def prune_requests(self, before: float, limit: int) -> int:
         """Delete up to `limit` finished rows created before `before`, adding what they
         counted to the daily totals; returns how many went."""
-        async with self.engine.begin() as conn:
+        async with self.db.begin() as conn:
             ids = [r[0] for r in await conn.execute(
                 select(requests.c.id).where(_prunable(before))
                 .order_by(requests.c.created_at).limit(limit))]
@@ -115,7 +115,7 @@ class Retention:
         for _id, platform, status, created_at, cache_hit, times in rows:
             key = (utc_day(created_at), platform, status)
             counts[key] += int(times or 1)
-            hits[key] += int(bool(cache_hit) and status == "done")
+            hits[key] += int(bool(cache_hit) and status == RequestStatus.DONE)
         values = [{"day": day, "platform": platform, "status": status,
                    "request_count": n, "cache_hits": hits[(day, platform, status)]}
                   for (day, platform, status), n in counts.items()]
@@ -132,7 +132,7 @@ class Retention:
         """Clips that rows still owing their answer will send (never pruned)."""
         query = select(requests.c.files).where(requests.c.delivery.in_(STILL_OWED),
                                                requests.c.files.is_not(None))
-        async with self.engine.connect() as conn:
+        async with self.db.connect() as conn:
             return {Path(name).name.split(".", 1)[0]
                     for (files,) in await conn.execute(query) for name in (files or {}).values()}
 
@@ -141,7 +141,7 @@ class Retention:
         """Forget up to `limit` clips not used since `before` (their index rows and stored
         bytes), except those in `keep`; returns the files of each one gone, to delete from
         disk."""
-        async with self.engine.begin() as conn:
+        async with self.db.begin() as conn:
             old = clips.c.last_used_at < before
             candidates = select(clips.c.clip_id).where(old).order_by(clips.c.last_used_at)
             if keep:
@@ -160,7 +160,7 @@ class Retention:
         if not clip_ids:
             return set()
         query = select(clips.c.clip_id).where(clips.c.clip_id.in_(list(clip_ids)))
-        async with self.engine.connect() as conn:
+        async with self.db.connect() as conn:
             return {str(r[0]) for r in await conn.execute(query)}
 
     # what the statistics read -------------------------------------------------------------
@@ -173,7 +173,7 @@ class Retention:
             daily_totals.c.platform, daily_totals.c.status)
         if since_day is not None:
             query = query.where(daily_totals.c.day >= since_day)
-        async with self.engine.connect() as conn:
+        async with self.db.connect() as conn:
             return [(str(p), str(s), int(n)) for p, s, n in await conn.execute(query)]
 
     async def per_day(self, since_day: str) -> list[tuple[str, str, int]]:
@@ -182,14 +182,14 @@ class Retention:
                         func.sum(daily_totals.c.request_count))
                  .where(daily_totals.c.day >= since_day)
                  .group_by(daily_totals.c.day, daily_totals.c.platform))
-        async with self.engine.connect() as conn:
+        async with self.db.connect() as conn:
             return [(str(d), str(p), int(n)) for d, p, n in await conn.execute(query)]
 
     async def cache_hit_counts(self) -> tuple[int, int]:
         """(cache hits, all done) of the pruned rows."""
         query = select(func.sum(daily_totals.c.cache_hits),
                        func.sum(daily_totals.c.request_count)).where(
-            daily_totals.c.status == "done")
-        async with self.engine.connect() as conn:
+            daily_totals.c.status == RequestStatus.DONE)
+        async with self.db.connect() as conn:
             hits, done = (await conn.execute(query)).one()
         return int(hits or 0), int(done or 0)

@@ -7,9 +7,12 @@ definitions are what the newest revision creates, used by the queries.
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from sqlalchemy import (
     JSON,
     Boolean,
+    CheckConstraint,
     Column,
     Float,
     Index,
@@ -21,13 +24,35 @@ from sqlalchemy import (
     Text,
 )
 
-# received: recorded, picture not yet fetched; queued/running: with the engine; the rest end.
-STATUSES = ("received", "queued", "running", "done", "failed", "rejected", "interrupted")
-UNFINISHED = ("received", "queued", "running")
-# What a user is owed after a request was accepted: "owed" an answer (clip or apology),
-# "sending" it now, "sent"; NULL for requests nobody is told about (refused at the door,
-# or answered by being fetched: the web page).
-DELIVERY_STATES = ("owed", "sending", "sent")
+from core.records import (
+    Delivery,
+    InputKind,
+    OutputKind,
+    Platform,
+    RequestStatus,
+    SoundFit,
+    SourceKind,
+)
+
+
+def check_values(column: str, values: type[StrEnum], name: str) -> CheckConstraint:
+    """A CHECK that `column` holds one of the enum's values (or NULL): the domain's words
+    (core/records.py) are the only ones a row can hold. Changing one is a migration."""
+    allowed = ", ".join(f"'{v.value}'" for v in values)
+    return CheckConstraint(f"{column} IN ({allowed})", name=name)
+
+
+# The checks of revisions 0006 and 0007, by name: a migration that changes one drops and
+# adds it.
+REQUEST_CHECKS = (("status", RequestStatus, "ck_requests_status"),
+                  ("delivery", Delivery, "ck_requests_delivery"),
+                  ("platform", Platform, "ck_requests_platform"),
+                  ("source_kind", SourceKind, "ck_requests_source_kind"),
+                  ("input_kind", InputKind, "ck_requests_input_kind"),
+                  ("output_kind", OutputKind, "ck_requests_output_kind"),
+                  ("sound_fit", SoundFit, "ck_requests_sound_fit"))
+TOTALS_CHECKS = (("status", RequestStatus, "ck_daily_totals_status"),
+                 ("platform", Platform, "ck_daily_totals_platform"))
 
 metadata = MetaData()
 
@@ -91,6 +116,7 @@ requests = Table(
     Index("ix_requests_delivery", "delivery"),
     Index("ix_requests_rider_of", "rider_of"),
     Index("ix_requests_cache_key", "cache_key"),
+    *(check_values(column, values, name) for column, values, name in REQUEST_CHECKS),
 )
 
 # Index of the clip cache (files live under <data_dir>/cache; see core/jobs/cache.py).
@@ -167,4 +193,5 @@ daily_totals = Table(
     Column("status", String(16), primary_key=True),
     Column("request_count", Integer, nullable=False),
     Column("cache_hits", Integer, nullable=False),
+    *(check_values(column, values, name) for column, values, name in TOTALS_CHECKS),
 )

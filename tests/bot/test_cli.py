@@ -306,7 +306,8 @@ async def test_url_to_loopback_refused_by_default_allowed_when_configured(
 async def test_stats_prints_the_log_summary_with_names(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`sonify stats` reads the request log the bots wrote; top users by name where known."""
-    from core.storage.request_log import RequestLog, RequestRecord
+    from core.records import RequestRecord
+    from core.storage.request_log import RequestLog
 
     config_file = tmp_path / "config.toml"
     config_file.write_text(f'[storage]\ndata_dir = "{tmp_path / "data"}"\n', encoding="utf-8")

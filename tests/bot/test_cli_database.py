@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from bot.cli import main
-from core.storage.request_log import RequestLog, RequestRecord
+from core.records import RequestRecord
+from core.storage.request_log import RequestLog
 from tests.core.test_secrecy import encodings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -31,9 +31,16 @@ async def health(*args: str) -> tuple[int, str]:
     return proc.returncode, out.decode()
 
 
-async def until_healthy(procs: list[SonifyProcess], *args: str) -> str:
-    """Ask `sonify health ARGS` until it says ready (failing if a process exits first)."""
+async def until_healthy(procs: list[SonifyProcess], ready_url: str, *args: str) -> str:
+    """Ask `sonify health ARGS` until it says ready (failing if a process exits first).
+
+    Until `ready_url` answers 200 the asking is in-process: each `sonify health` is a Python
+    start (about 1 s of CPU), and dozens of them slowed the start they were waiting for."""
     async def ready() -> str:
+        while True:  # a port of another process: polled
+            if await status_of(ready_url) == 200:
+                break
+            await asyncio.sleep(0.1)
         while True:
             code, out = await health(*args)
             if code == 0:
@@ -44,6 +51,14 @@ async def until_healthy(procs: list[SonifyProcess], *args: str) -> str:
     for proc in procs:
         work = proc.unless_exited(work)
     return await asyncio.wait_for(work, READY_WITHIN_S)
+
+
+async def status_of(url: str) -> int | None:
+    """The status `url` answers with; None while nothing listens."""
+    try:
+        return (await get(url))[0]
+    except aiohttp.ClientError:
+        return None
 
 
 async def get(url: str) -> tuple[int, str]:
@@ -71,7 +86,8 @@ async def test_run_serves_health_and_metrics_on_metrics_listen(tmp_path: Path,
     proc = SonifyProcess(config, tmp_path / "run.log", offline_env(OMP_NUM_THREADS="1"))
     try:
         await proc.start()
-        assert (await until_healthy([proc], "--config", str(config))).strip() == "ready"
+        assert (await until_healthy([proc], f"http://127.0.0.1:{listen}/readyz",
+                                         "--config", str(config))).strip() == "ready"
         assert (await health("--config", str(config), "--live")) == (0, "live\n")
         status, text = await get(f"http://127.0.0.1:{listen}/metrics")
         assert status == 200 and sample(text, "sonify_workers_alive") == 1
@@ -103,8 +119,9 @@ async def test_a_worker_answers_health_on_its_metrics_port_and_is_seen_alive(
     try:
         for proc in procs:
             await proc.start()
-        await until_healthy(procs, "--port", str(metrics))
-        await until_healthy(procs, "--config", str(run_config))
+        await until_healthy(procs, f"http://127.0.0.1:{metrics}/readyz", "--port", str(metrics))
+        await until_healthy(procs, f"http://127.0.0.1:{web}/readyz", "--config",
+                            str(run_config))
         status, text = await get(f"http://127.0.0.1:{metrics}/readyz")
         assert status == 200 and '"models": "ok"' in text and '"redis": "ok"' in text
         status, text = await get(f"http://127.0.0.1:{web}/metrics")

@@ -12,11 +12,11 @@ import pytest
 
 from core.errors import BadRequest
 from core.i18n import describe_error
-from core.jobs.journal import log_outcome
+from core.jobs.journal import Journal
 from core.logs import setup_logging
+from core.records import RequestRecord, RequestStatus
 from core.stats.collect import collect_stats
 from core.stats.render import render_stats_text
-from core.storage.records import RequestRecord
 from core.storage.request_log import RequestLog
 from core.user_text import check_words, escape_controls, storable
 from tests.conftest import make_config
@@ -92,7 +92,7 @@ async def test_the_engine_refuses_them_on_both_databases_and_logs_a_row(
 
 def test_every_log_line_escapes_control_characters(capsys: pytest.CaptureFixture[str]) -> None:
     setup_logging(["s3cret-token-value"])
-    log_outcome("abc", "web:ip:127.0.0.1", "text", "done", text=TERMINAL_TRICKS)
+    Journal().outcome("abc", "web:ip:127.0.0.1", "text", RequestStatus.DONE, text=TERMINAL_TRICKS)
     library = logging.getLogger("some.library")
     library.warning("fetched %r and %s", TERMINAL_TRICKS, "line\nforged INFO root: ok\x00")
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from bot.common.following import follow_job
 from core.jobs.events import Done, JobHandle, JobResult
@@ -30,6 +31,13 @@ class Chat:
     def gave_up(self, error: BaseException) -> bool:
         return False
 
+    async def announce(self, text: str) -> dict[str, Any]:
+        self.posted.append(f"status: {text}")
+        return {}
+
+    async def on_event(self, event: object) -> None:
+        return None
+
 
 class FailingAfterPosting:
     """A request log that records "sending" but is gone by the time of "sent"."""
@@ -44,7 +52,7 @@ class FailingAfterPosting:
 
 
 async def test_a_clip_posted_but_not_marked_sent_is_not_followed_by_an_apology() -> None:
-    handle = JobHandle("r1", JobRequest("test", "u", "c", "text", GenerationOptions(),
+    handle = JobHandle("r1", JobRequest("web", "u", "c", "text", GenerationOptions(),
                                         prompt="rain"))
     handle.emit(Done(JobResult("r1", "rain on a roof", "rain", 1, 1.0, {"ogg": Path("x")})))
     chat, delivery = Chat(), FailingAfterPosting()

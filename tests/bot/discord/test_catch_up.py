@@ -19,6 +19,13 @@ def answers(fake: FakeDiscord, message: dict) -> list[dict]:
     return [m for m in fake.replies_to(message["id"]) if m["attachments"]]
 
 
+async def cursor_of(bot: Bot, channel_id: int) -> str | None:
+    """The last message the bot has handled in a channel, as its cursor says."""
+    assert bot.services is not None
+    known = await bot.services.cursors.known("discord")
+    return next((last for channel, last, _ in known if channel == str(channel_id)), None)
+
+
 async def test_pictures_posted_while_away_are_answered_after_the_start(
         fake: FakeDiscord, make_bot: Any) -> None:
     bot: Bot = await make_bot()
@@ -64,7 +71,7 @@ async def test_the_first_start_does_not_answer_old_history(fake: FakeDiscord,
     await bot.adapter.catch_up.run(bot.adapter.client)  # type: ignore[arg-type]
     assert fake.replies_to(old["id"]) == []
     assert bot.services is not None
-    cursor = await bot.services.request_log.cursor("discord", str(WATCHED))
+    cursor = await cursor_of(bot, WATCHED)
     assert cursor is not None and int(cursor) > int(old["id"])
 
 
@@ -93,7 +100,7 @@ async def test_messages_older_than_the_window_are_not_read_back(
     now = discord.utils.utcnow()
     request_log = await RequestLog.open(bot_config(fake, tmp_path).database_url)
     try:  # the cursor the bot left when it went away 3 h ago
-        await request_log.advance_cursor("discord", str(WATCHED), str(
+        await request_log.cursors.advance("discord", str(WATCHED), str(
             discord.utils.time_snowflake(now - datetime.timedelta(hours=3))))
     finally:
         await request_log.close()
@@ -131,16 +138,15 @@ async def test_the_cursor_never_passes_a_message_still_being_recorded(
     slow = await fake.send_message(WATCHED, ALICE, "", [Upload("slow.png", png_bytes(93))])
     quick = await fake.send_message(WATCHED, BOB, "", [Upload("quick.png", png_bytes(94))])
     await fake.until(lambda: answers(fake, quick), timeout=30)
-    cursor = await bot.services.request_log.cursor("discord", str(WATCHED))
+    cursor = await cursor_of(bot, WATCHED)
     assert cursor is not None and int(cursor) < int(slow["id"])
 
     release.set()
     await fake.until(lambda: answers(fake, slow), timeout=30)
 
     async def past_both() -> None:  # then it moves on, past the quick one too
-        cursor_row = bot.services.request_log.cursor  # type: ignore[union-attr]
         # Polling: the row changes in the handler's own time; no event tells the test.
-        while int(await cursor_row("discord", str(WATCHED)) or 0) < int(quick["id"]):  # noqa: ASYNC110
+        while int(await cursor_of(bot, WATCHED) or 0) < int(quick["id"]):  # noqa: ASYNC110
             await asyncio.sleep(0.05)
 
     await asyncio.wait_for(past_both(), 10)

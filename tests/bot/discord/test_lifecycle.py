@@ -15,7 +15,7 @@ import pytest
 from bot.discord.commands import sync_commands
 from core.errors import ConfigError
 from core.i18n import t
-from core.storage.records import RequestRecord
+from core.records import RequestRecord
 from tests.bot.discord.conftest import (
     TOKEN,
     GatedPipeline,

@@ -20,8 +20,8 @@ from PIL import Image
 from bot.telegram.adapter import TelegramAdapter
 from core.config import Config
 from core.i18n import CATALOGUE
+from core.records import RequestRecord
 from core.services import Services
-from core.storage.request_log import RequestRecord
 from tests.bot.telegram.fake_bot_api import BOT_USERNAME, Call, FakeBotAPI
 from tests.conftest import make_config
 

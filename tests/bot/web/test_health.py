@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from bot.ops.server import OpsServer
 from bot.web.server import create_app
 from core.distributed.heartbeat import Heartbeat
-from core.distributed.transport import connect
+from core.distributed.redis_queue import connect
 from core.distributed.worker import RenderWorker
 from core.ops.wiring import for_worker
 from core.services import Services

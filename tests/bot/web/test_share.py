@@ -154,7 +154,7 @@ async def test_the_token_is_in_no_row_no_file_and_no_log_line(
 
         # Stored: the hash, nothing else of the token.
         request_log = served.services.request_log
-        async with request_log.engine.connect() as conn:
+        async with request_log.db.connect() as conn:
             stored = (await conn.execute(select(shares))).all()
             assert [(r.token_hash, r.request_id) for r in stored] == [
                 (hashlib.sha256(token.encode()).hexdigest(), job_id)]
@@ -166,13 +166,13 @@ async def test_the_token_is_in_no_row_no_file_and_no_log_line(
         async def broken(_: str) -> None:
             raise RuntimeError("the database went away")
 
-        original = request_log.shares.find
-        request_log.shares.find = broken  # type: ignore[method-assign]
+        original = request_log.share_links.find
+        request_log.share_links.find = broken  # type: ignore[method-assign]
         try:
             async with browser.get(f"{base}/s/{token}") as resp:
                 assert resp.status == 500
         finally:
-            request_log.shares.find = original  # type: ignore[method-assign]
+            request_log.share_links.find = original  # type: ignore[method-assign]
         async with browser.delete(f"{base}/api/jobs/{job_id}/share") as resp:
             assert resp.status == 204
         async with browser.get(f"{base}/s/{token}") as resp:
@@ -183,7 +183,7 @@ async def test_the_token_is_in_no_row_no_file_and_no_log_line(
     assert "web request GET /s/{token} failed" in caplog.text
     assert token not in caplog.text
     # Nor in any file of the service: the database (and its write-ahead log), the cache.
-    database = Path(str(served.services.request_log.engine.url.database))
+    database = Path(str(served.services.request_log.db.url.database))
     data_dir = Path(served.services.config.storage.data_dir)
     searched = await asyncio.to_thread(_files_holding, token, database.parent, data_dir)
     assert database in searched and len(searched) > 3
@@ -231,14 +231,14 @@ async def test_share_links_round_trip_on_sqlite_and_postgresql(log_url: str) -> 
 
     request_log = await RequestLog.open(log_url)
     try:
-        links = request_log.shares
+        links = request_log.share_links
         token = await links.create("job-1", b"\xff\xd8jpeg")
         found = await links.find(token)
         assert found is not None and (found.request_id, found.preview) == ("job-1", b"\xff\xd8jpeg")
         assert await links.is_shared("job-1") and not await links.is_shared("job-2")
         renewed = await links.create("job-1")  # a new link keeps the picture, ends the old one
         assert await links.find(token) is None
-        assert (await links.preview("job-1")) == b"\xff\xd8jpeg"
+        assert (await links.find(renewed)).preview == b"\xff\xd8jpeg"  # type: ignore[union-attr]
         assert await links.revoke("job-1") and not await links.revoke("job-1")
         assert await links.find(renewed) is None and not await links.is_shared("job-1")
     finally:

@@ -8,8 +8,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bot.web.submit import WORDS_MAX_CHARS
-from core.jobs.base import MAX_TEXT_CHARS
+from core.jobs.engine import MAX_TEXT_CHARS
+from core.user_text import WORDS_MAX_CHARS
 from tests.bot.web.conftest import (
     Web,
     WebFactory,
@@ -156,10 +156,13 @@ async def test_an_unfinished_result_cannot_be_taken_again_yet(start_web: WebFact
     assert (await read_events(web.client, job_id))[-1][0] == "done"
 
 
-def test_the_web_bounds_words_like_the_telegram_bot() -> None:
-    from bot.telegram.handlers import WORDS_MAX_CHARS as TELEGRAM_WORDS
+def test_every_platform_bounds_words_by_the_one_limit() -> None:
+    """One limit (core.user_text.WORDS_MAX_CHARS) for Telegram, Discord's form and the web."""
+    from bot.discord.views import words_modal
 
-    assert WORDS_MAX_CHARS == TELEGRAM_WORDS
+    modal = words_modal("r1", "en")
+    [field] = modal.children
+    assert getattr(field, "max_length", None) == WORDS_MAX_CHARS == 300
 
 
 async def test_words_that_are_not_text_are_a_400_on_both_databases(

@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from core.config import Config
-from core.distributed.engine import RedisJobEngine
+from core.distributed.transport import redis_engine
 from core.distributed.worker import RenderWorker
+from core.jobs.engine import Engine
 from core.storage.request_log import RequestLog
 from tests.conftest import make_config
 
@@ -24,11 +25,11 @@ def redis_config(root: Path, database_url: str, redis_url: str, **jobs: Any) -> 
 
 
 @asynccontextmanager
-async def adapter_engine(config: Config) -> AsyncIterator[RedisJobEngine]:
+async def adapter_engine(config: Config) -> AsyncIterator[Engine]:
     """The engine a `sonify run` process of the redis backend holds."""
     request_log = await RequestLog.open(config.database_url,
                                        outage_grace_s=config.storage.outage_grace_s)
-    engine = RedisJobEngine(config, request_log)
+    engine = redis_engine(config, request_log)
     await engine.start()
     try:
         yield engine

@@ -13,7 +13,7 @@ import pytest
 from arq.constants import in_progress_key_prefix
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from core.distributed.transport import connect, enqueue
+from core.distributed.redis_queue import connect, enqueue
 from core.errors import QueueFull, RateLimited
 from core.jobs.events import Done, Failed, JobHandle, Progress, Queued, Started
 from core.stats.collect import collect_stats
@@ -67,26 +67,6 @@ async def test_jobs_of_several_users_share_a_worker_batch_and_come_back_with_cli
             in render_stats_text(stats)
 
 
-async def test_an_identical_request_rides_along_and_both_are_answered(
-        tmp_path: Path, postgres_url: str, redis_server: RedisServer,
-        tiny_pipeline: Any) -> None:
-    adapter_cfg, worker_cfg = configs(tmp_path, postgres_url, redis_server)
-    pipeline = WrappedPipeline(tiny_pipeline)
-    async with adapter_engine(adapter_cfg) as engine:
-        first = await engine.submit(text_request(adapter_cfg, "ann", "a bell", seed=7))
-        second = await engine.submit(text_request(adapter_cfg, "bob", "a bell", seed=7))
-        row = await engine.request_log.get(second.id)
-        assert row is not None and row.rider_of == first.id
-        async with render_worker(worker_cfg, pipeline):
-            one = await asyncio.wait_for(first.result(), 60)
-            two = await asyncio.wait_for(second.result(), 60)
-        assert sum(pipeline.calls) == 1
-        assert two.cache_hit and not one.cache_hit
-        assert two.files["ogg"].read_bytes() == one.files["ogg"].read_bytes()
-        rider = await engine.request_log.get(second.id)
-        assert rider is not None and rider.status == "done" and rider.cache_hit
-
-
 async def test_limits_hold_across_adapter_processes(
         tmp_path: Path, postgres_url: str, redis_server: RedisServer) -> None:
     cfg_a, cfg_b = configs(tmp_path, postgres_url, redis_server, per_user_concurrent=1,
@@ -111,8 +91,8 @@ async def test_turns_alternate_between_users_whichever_process_queued_them(
         ann = [await one.submit(text_request(cfg_a, "ann", f"ann {n}")) for n in range(3)]
         bob = await other.submit(text_request(cfg_b, "bob", "bob 0"))
         # Bob's first job goes before Ann's second, though it came last.
-        assert await one.shared.position(bob.id) == 2
-        assert await one.shared.position(ann[1].id) == 3
+        assert await one.transport.rows.position(bob.id) == 2
+        assert await one.transport.rows.position(ann[1].id) == 3
 
 
 async def test_a_job_taken_too_often_fails_alone_with_an_apology(
@@ -123,7 +103,7 @@ async def test_a_job_taken_too_often_fails_alone_with_an_apology(
         doomed = await engine.submit(text_request(adapter_cfg, "ann", "crashes workers"))
         fine = await engine.submit(text_request(adapter_cfg, "bob", "a quiet night"))
         for _ in range(2):  # two workers died while rendering it
-            await engine.shared.attempt(doomed.id, "dead-worker")
+            await engine.request_log.row_queue.attempt(doomed.id, "dead-worker")
         async with render_worker(worker_cfg, tiny_pipeline):
             failed = await asyncio.wait_for(_outcome(doomed), 60)
             done = await asyncio.wait_for(_outcome(fine), 60)
@@ -209,7 +189,7 @@ async def test_an_adapter_restarted_mid_job_follows_its_rows_to_the_answer(
             async def collect(handle: JobHandle) -> None:
                 handed.append(handle)
 
-            engine.on_recovered("test", collect)
+            engine.on_recovered("telegram", collect)
             assert await engine.resume_recovered() == 1
             await eventually(lambda: _true(bool(handed)))
             result = await asyncio.wait_for(handed[0].result(), 60)

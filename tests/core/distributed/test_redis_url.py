@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from redis.exceptions import AuthenticationError, ResponseError
 
 from core.config import secret_values
-from core.distributed.transport import connect, redis_settings
+from core.distributed.redis_queue import connect, redis_settings
 from core.errors import ConfigError, QueueUnavailable
 from core.logs import setup_logging
 from tests.core.distributed.support import adapter_engine, redis_config, render_worker

@@ -3,7 +3,7 @@
 The wrappers sit around the real (tiny) `Pipeline` and only add misbehaviour:
 raising for a marked picture, running out of memory above a batch size, hanging
 until cancelled, or counting calls. The crash test's subprocess is
-tests/core/jobs/crash_worker.py.
+tests/core/jobs/contract/victim.py.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from PIL import Image
 
 from core.config import Config
 from core.intake.decode import DecodedImage, decode_image
-from core.jobs.engine import LocalJobEngine
+from core.jobs.engine import Engine
 from core.jobs.events import JobHandle
+from core.jobs.local import local_engine
 from core.jobs.request import JobRequest
 from core.options import GenerationOptions
 from core.storage.request_log import RequestLog
@@ -44,7 +45,7 @@ def picture(n: int, *, color: tuple[int, int, int] | None = None, side: int = 48
     return decode_image(buf.getvalue(), ImagesConfig())
 
 
-def image_request(config: Config, user: str, image: DecodedImage, *, platform: str = "test",
+def image_request(config: Config, user: str, image: DecodedImage, *, platform: str = "telegram",
                   seed: int | None = None, admin: bool = False, seconds: float | None = None,
                   **extra: Any) -> JobRequest:
     options = GenerationOptions.from_config(config.generation, seconds=seconds)
@@ -53,7 +54,7 @@ def image_request(config: Config, user: str, image: DecodedImage, *, platform: s
                       is_admin=admin, **extra)
 
 
-def text_request(config: Config, user: str, prompt: str, *, platform: str = "test",
+def text_request(config: Config, user: str, prompt: str, *, platform: str = "telegram",
                  seed: int | None = None, admin: bool = False, **extra: Any) -> JobRequest:
     options = GenerationOptions.from_config(config.generation)
     return JobRequest(platform=platform, user_id=user, chat_id=f"chat-{user}",
@@ -112,12 +113,12 @@ class WrappedPipeline:
 
 @asynccontextmanager
 async def running_engine(config: Config, pipeline: Any,
-                         clock: Callable[[], float] | None = None) -> AsyncIterator[LocalJobEngine]:
+                         clock: Callable[[], float] | None = None) -> AsyncIterator[Engine]:
     """A started engine over a fresh log; stopped and closed afterwards."""
     request_log = await RequestLog.open(config.database_url,
                                        outage_grace_s=config.storage.outage_grace_s)
     extra = {"clock": clock} if clock is not None else {}
-    engine = LocalJobEngine(config, request_log, pipeline_factory=lambda: pipeline, **extra)
+    engine = local_engine(config, request_log, pipeline_factory=lambda: pipeline, **extra)
     await engine.start()
     try:
         yield engine
@@ -130,30 +131,30 @@ async def running_engine(config: Config, pipeline: Any,
 
 
 async def gated_engine(config: Config, pipeline: Any
-                       ) -> tuple[RequestLog, LocalJobEngine, threading.Event]:
+                       ) -> tuple[RequestLog, Engine, threading.Event]:
     """A started engine whose model calls wait at the returned gate (to stop it mid-batch)."""
     gate = threading.Event()
     request_log = await RequestLog.open(config.database_url,
                                        outage_grace_s=config.storage.outage_grace_s)
-    engine = LocalJobEngine(config, request_log,
+    engine = local_engine(config, request_log,
                        pipeline_factory=lambda: WrappedPipeline(pipeline, gate=gate))
     await engine.start()
     return request_log, engine, gate
 
 
 async def restarted_engine(config: Config, pipeline: Any
-                           ) -> tuple[RequestLog, LocalJobEngine, list[JobHandle], int]:
+                           ) -> tuple[RequestLog, Engine, list[JobHandle], int]:
     """A fresh engine on the same log after a stop or crash, with the jobs it resumed.
 
-    Returns the request_log, the engine, the handles given to platform "test"'s recovery
+    Returns the request_log, the engine, the handles given to platform "telegram"'s recovery
     handler (after they have run) and the count `resume_recovered` reported.
     """
     request_log = await RequestLog.open(config.database_url,
                                        outage_grace_s=config.storage.outage_grace_s)
-    engine = LocalJobEngine(config, request_log, pipeline_factory=lambda: pipeline)
+    engine = local_engine(config, request_log, pipeline_factory=lambda: pipeline)
     await engine.start()
     handed = Handed()
-    engine.on_recovered("test", handed)
+    engine.on_recovered("telegram", handed)
     resumed = await engine.resume_recovered()
     await handed.until(resumed)
     return request_log, engine, handed.handles, resumed
@@ -185,7 +186,8 @@ async def wait_for(handle: JobHandle, kind: type) -> Any:
     async for event in handle.events():
         if isinstance(event, kind):
             return event
-    raise AssertionError(f"{handle.id} ended without {kind.__name__}: {handle.last_event}")
+    name = getattr(kind, "__name__", str(kind))
+    raise AssertionError(f"{handle.id} ended without {name}: {handle.last_event}")
 
 
 def events_of(handle: JobHandle) -> list[Any]:

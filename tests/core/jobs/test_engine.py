@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from core.jobs.engine import LocalJobEngine
+from core.jobs.engine import Engine
 from core.jobs.events import Done, Progress, Queued, Started
 from core.services import Services
 from tests.conftest import make_config
@@ -25,7 +25,7 @@ from tests.core.jobs.engine_support import (
 )
 
 
-async def rows(engine: LocalJobEngine, ids: list[str]) -> dict[str, Any]:
+async def rows(engine: Engine, ids: list[str]) -> dict[str, Any]:
     out = {}
     for request_id in ids:
         record = await engine.get_request(request_id)
@@ -214,7 +214,7 @@ async def test_services_run_a_job_and_report_stats(tmp_path: Path, tiny_pipeline
         handle = await services.engine.submit(image_request(cfg, "u1", picture(1)))
         result = await handle.result()
         assert result.files["ogg"].is_file()
-        rejected = await services.engine.reject(platform="test", user_id="u2", chat_id="c",
+        rejected = await services.engine.reject(platform="telegram", user_id="u2", chat_id="c",
                                                 source_kind="url", error=_rejection())
         record = await services.engine.get_request(rejected)
         assert record is not None and (record.status, record.reason) == ("rejected", "bad_url")

@@ -12,9 +12,11 @@ from typing import Any
 import pytest
 
 from core.errors import BadRequest, GenerationFailed, ImageRejected, RateLimited
-from core.jobs.engine import LocalJobEngine
+from core.jobs.engine import Engine
 from core.jobs.events import Started
-from core.storage.request_log import RequestLog, RequestRecord
+from core.jobs.local import local_engine
+from core.records import RequestRecord
+from core.storage.request_log import RequestLog
 from tests.conftest import make_config
 from tests.core.jobs.engine_support import (
     POISON_COLOR,
@@ -31,14 +33,14 @@ from tests.core.jobs.engine_support import (
 TIMINGS = ("queue_wait_s", "caption_s", "sound_s", "encode_s", "total_s")
 
 
-async def row(engine: LocalJobEngine, request_id: str) -> RequestRecord:
+async def row(engine: Engine, request_id: str) -> RequestRecord:
     record = await engine.get_request(request_id)
     assert record is not None, f"no row for {request_id}"
     return record
 
 
 def assert_identity(record: RequestRecord, user: str) -> None:
-    assert (record.platform, record.user_id, record.chat_id) == ("test", user, f"chat-{user}")
+    assert (record.platform, record.user_id, record.chat_id) == ("telegram", user, f"chat-{user}")
     assert record.source_kind in ("photo", "text") and record.lang == "en"
     assert record.options is not None and record.options["seconds"] == 1.0
     assert record.created_at > 0 and record.finished_at is not None
@@ -72,8 +74,8 @@ async def test_every_outcome_leaves_a_complete_row(tmp_path: Path, tiny_pipeline
             await (await engine.submit(text_request(cfg, "eve", "hum", seed=i))).result()
         with pytest.raises(RateLimited):
             await engine.submit(text_request(cfg, "eve", "hum", seed=99))
-        adapter_refusal = await engine.reject(platform="test", user_id="fay", chat_id="chat-fay",
-                                              source_kind="url", lang="es",
+        adapter_refusal = await engine.reject(platform="telegram", user_id="fay",
+                                              chat_id="chat-fay", source_kind="url", lang="es",
                                               error=ImageRejected("no", code="bad_url"))
         rows = {r.user_id: r for r in
                 [RequestRecord.from_row(x) for x in await engine.request_log.rows_since(0)]
@@ -220,7 +222,7 @@ async def test_a_slow_first_load_does_not_time_the_job_out(tmp_path: Path,
     cfg = make_config(tmp_path, jobs={"job_timeout_s": 1.5})
     factory = SlowToLoad(tiny_pipeline, load_s=1.8)
     request_log = await RequestLog.open(cfg.database_url)
-    engine = LocalJobEngine(cfg, request_log, pipeline_factory=factory)
+    engine = local_engine(cfg, request_log, pipeline_factory=factory)
     await engine.start()
     try:
         handle = await engine.submit(text_request(cfg, "u", "first of the day"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pytest
 import torch
@@ -35,6 +37,12 @@ def generator(backend: str, dtype: torch.dtype = torch.float32, *,
     folder = BUILDS[backend](TINY_CACHE / "tiny")
     models = ModelsConfig(sound_backend=backend, sound_model=str(folder))
     return SoundGenerator.from_config(models, CPU, dtype, scorer=scorer)
+
+
+def clips(gen: SoundGenerator, prompts: Sequence[str], seeds: Sequence[int],
+          options: GenerationOptions) -> list[np.ndarray]:
+    """Every prompt rendered in one call, as arrays (what `render` keeps, without scores)."""
+    return [take.audio for take in gen.render(prompts, seeds, options)]
 
 
 def assert_clip(audio: np.ndarray, seconds: float, rate: int, channels: int = 1) -> None:

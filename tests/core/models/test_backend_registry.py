@@ -45,7 +45,7 @@ def test_each_tiny_model_loads_as_its_backend(name: str) -> None:
     index = json.loads((Path(models.sound_model) / "model_index.json").read_text("utf-8"))
     assert index["_class_name"] == SOUND_BACKENDS[name].pipeline_class
     generator = SoundGenerator.from_config(models, CPU, torch.float32)
-    assert type(generator.model) is BACKENDS[name]
+    assert type(generator.backend) is BACKENDS[name]
     assert type(backend_for(generator.pipe, CPU, torch.float32)) is BACKENDS[name]
 
 

@@ -23,6 +23,7 @@ from tests.core.models.conftest import (
     CPU,
     FIXTURES,
     assert_clip,
+    clips,
     generator,
     opts,
 )
@@ -52,7 +53,7 @@ def test_keeps_the_take_the_scorer_rates_highest(backend: str,
     for prompt, seed, take in zip(prompts, seeds, kept, strict=True):
         assert_clip(take.audio, 1.0, gen.sample_rate, gen.channels)
         # Its own takes, each rendered alone: the kept clip is the loudest of them.
-        own = gen.generate([prompt] * k, [take_seed(seed, j) for j in range(k)], opts())
+        own = clips(gen, [prompt] * k, [take_seed(seed, j) for j in range(k)], opts())
         levels = [float(np.abs(a).mean()) for a in own]
         best = int(np.argmax(levels))
         np.testing.assert_allclose(take.audio, own[best], atol=1e-5, rtol=0)
@@ -64,7 +65,7 @@ def test_one_take_is_not_scored(ranked: dict[str, SoundGenerator]) -> None:
     gen = ranked["sa3"]
     (take,) = gen.render(["rain"], [1], opts(candidates=1))
     assert take.score is None
-    np.testing.assert_array_equal(take.audio, gen.generate(["rain"], [1], opts())[0])
+    np.testing.assert_array_equal(take.audio, clips(gen, ["rain"], [1], opts())[0])
 
 
 def test_pipeline_results_carry_the_kept_takes_score(ranked: dict[str, SoundGenerator]) -> None:

@@ -25,7 +25,7 @@ from PIL import Image
 from core.models.captioner import Captioner
 from core.models.tiny.coca import build_tiny_coca
 from tests.conftest import TINY_CACHE
-from tests.core.models.conftest import generator, opts
+from tests.core.models.conftest import clips, generator, opts
 
 PROMPTS = ["a dog barking in a large empty hall far away", "rain", "a church bell ringing"]
 SEEDS = [11, 22, 33]
@@ -53,8 +53,8 @@ def test_a_batched_clip_is_within_the_stated_tolerance_of_its_clip_alone(
         # diffusers warns that fp16 is meant for accelerators; torch 2.14 runs it on CPU.
         warnings.simplefilter("ignore")
         gen = generator(backend, dtype)
-        batch = gen.generate(PROMPTS, SEEDS, opts())
-        singles = [gen.generate([p], [s], opts())[0] for p, s in zip(PROMPTS, SEEDS, strict=True)]
+        batch = clips(gen, PROMPTS, SEEDS, opts())
+        singles = [clips(gen, [p], [s], opts())[0] for p, s in zip(PROMPTS, SEEDS, strict=True)]
     assert gen.dtype == dtype
     tolerance = HALF_TOLERANCE[dtype]
     for i, (got, alone) in enumerate(zip(batch, singles, strict=True)):
@@ -85,9 +85,9 @@ BF16_LOGP_TOLERANCE = 0.1
 def test_a_bf16_clip_is_within_the_stated_tolerance_of_fp32(backend: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        wide = generator(backend).generate(PROMPTS[:2], SEEDS[:2], opts())
+        wide = clips(generator(backend), PROMPTS[:2], SEEDS[:2], opts())
         gen = generator(backend, torch.bfloat16)
-        narrow = gen.generate(PROMPTS[:2], SEEDS[:2], opts())
+        narrow = clips(gen, PROMPTS[:2], SEEDS[:2], opts())
     assert {p.dtype for p in gen.pipe.components["text_encoder"].parameters()} \
         == {torch.bfloat16}  # held in bf16, not cast per call
     for i, (got, want) in enumerate(zip(narrow, wide, strict=True)):

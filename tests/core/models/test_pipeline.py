@@ -10,6 +10,7 @@ from core.errors import BadRequest, ConfigError
 from core.models.pipeline import Pipeline, PipelineInput
 from core.models.prompt import prompt_from_caption
 from core.options import GenerationOptions
+from tests.core.models.conftest import clips
 
 TEMPLATE = "The sound of {caption}, as heard in real life"
 OPTIONS = GenerationOptions(seconds=1.0, steps=2, guidance_scale=2.5, negative_prompt="noise",
@@ -54,7 +55,7 @@ def test_caption_prompt_and_image_inputs_in_one_batch(tiny_pipeline: Pipeline) -
     assert by_caption.prompt == "The sound of a dog barking, as heard in real life"
     assert by_prompt.prompt == "Heavy rain on a tin roof" and by_prompt.caption == ""
     assert by_image.prompt == tiny_pipeline.prompt_for(by_image.caption)
-    direct = tiny_pipeline.generator.generate([by_prompt.prompt], [2], OPTIONS)[0]
+    direct = clips(tiny_pipeline.generator, [by_prompt.prompt], [2], OPTIONS)[0]
     np.testing.assert_allclose(by_prompt.audio, direct, atol=1e-5, rtol=0)
 
 
@@ -106,7 +107,7 @@ def test_long_captions_are_shortened_inside_the_template(tiny_pipeline: Pipeline
     assert LONG_CAPTION.startswith(by_prompt.prompt) and fits(by_prompt.prompt)
     assert len(by_prompt.prompt) < len(LONG_CAPTION)
     for result, seed in ((by_caption, 5), (by_prompt, 6)):
-        direct = tiny_pipeline.generator.generate([result.prompt], [seed], OPTIONS)[0]
+        direct = clips(tiny_pipeline.generator, [result.prompt], [seed], OPTIONS)[0]
         np.testing.assert_allclose(result.audio, direct, atol=1e-5, rtol=0)
 
 

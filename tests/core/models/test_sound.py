@@ -35,6 +35,7 @@ from tests.core.models.conftest import (
     CPU,
     FIXTURES,
     assert_clip,
+    clips,
     generator,
     opts,
 )
@@ -47,11 +48,11 @@ SEEDS = [11, 22, 33]
 def test_batch_in_one_call_equals_single_calls(backend: str,
                                                request: pytest.FixtureRequest) -> None:
     gen: SoundGenerator = request.getfixturevalue(backend)
-    batch = gen.generate(PROMPTS, SEEDS, opts())
+    batch = clips(gen, PROMPTS, SEEDS, opts())
     assert len(batch) == 3
     for audio in batch:
         assert_clip(audio, 1.0, gen.sample_rate, gen.channels)
-    singles = [gen.generate([p], [s], opts())[0] for p, s in zip(PROMPTS, SEEDS, strict=True)]
+    singles = [clips(gen, [p], [s], opts())[0] for p, s in zip(PROMPTS, SEEDS, strict=True)]
     for got, alone in zip(batch, singles, strict=True):
         np.testing.assert_allclose(got, alone, atol=1e-5, rtol=0)
     # The comparison means something only if the clips differ from one another.
@@ -59,7 +60,7 @@ def test_batch_in_one_call_equals_single_calls(backend: str,
 
 
 def test_audioldm2_matches_a_plain_diffusers_call(v2: SoundGenerator) -> None:
-    ours = v2.generate(["a dog"], [5], opts())[0]
+    ours = clips(v2, ["a dog"], [5], opts())[0]
     ref = v2.pipe("a dog", negative_prompt="low quality", audio_length_in_s=1.0,
                   num_inference_steps=2, guidance_scale=2.5,
                   generator=torch.Generator().manual_seed(5)).audios[0]
@@ -71,7 +72,7 @@ def test_audioldm2_matches_a_plain_diffusers_call(v2: SoundGenerator) -> None:
 def test_output_has_exactly_the_requested_length(backend: str, seconds: float,
                                                  request: pytest.FixtureRequest) -> None:
     gen: SoundGenerator = request.getfixturevalue(backend)
-    (audio,) = gen.generate(["wind"], [1], opts(seconds=seconds))
+    (audio,) = clips(gen, ["wind"], [1], opts(seconds=seconds))
     assert_clip(audio, seconds, gen.sample_rate, gen.channels)
 
 
@@ -80,9 +81,9 @@ def test_schedulers_switch_without_reloading(backend: str,
                                              request: pytest.FixtureRequest) -> None:
     gen: SoundGenerator = request.getfixturevalue(backend)
     unet = gen.pipe.unet
-    ddim = gen.generate(["a bell"], [3], opts(scheduler="ddim", steps=3))[0]
-    dpm = gen.generate(["a bell"], [3], opts(scheduler="dpm", steps=3))[0]
-    again = gen.generate(["a bell"], [3], opts(scheduler="ddim", steps=3))[0]
+    ddim = clips(gen, ["a bell"], [3], opts(scheduler="ddim", steps=3))[0]
+    dpm = clips(gen, ["a bell"], [3], opts(scheduler="dpm", steps=3))[0]
+    again = clips(gen, ["a bell"], [3], opts(scheduler="ddim", steps=3))[0]
     assert type(gen.pipe.scheduler).__name__ == "DDIMScheduler"
     assert gen.pipe.unet is unet
     assert_clip(dpm, 1.0, gen.sample_rate, gen.channels)
@@ -96,7 +97,7 @@ def test_progress_reports_each_step_up_to_total(backend: str, scheduler: str,
                                                 request: pytest.FixtureRequest) -> None:
     gen: SoundGenerator = request.getfixturevalue(backend)
     seen: list[tuple[int, int]] = []
-    gen.generate(PROMPTS[:2], SEEDS[:2], opts(steps=4, scheduler=scheduler),
+    clips(gen, PROMPTS[:2], SEEDS[:2], opts(steps=4, scheduler=scheduler),
                  progress=lambda step, total: seen.append((step, total)))
     assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
 
@@ -105,8 +106,8 @@ def test_progress_reports_each_step_up_to_total(backend: str, scheduler: str,
 def test_negative_prompt_is_used(backend: str, request: pytest.FixtureRequest) -> None:
     """Under guidance (Stable Audio 3 uses a negative prompt only then, as diffusers does)."""
     gen: SoundGenerator = request.getfixturevalue(backend)
-    plain = gen.generate(["a car"], [4], opts(negative_prompt=""))[0]
-    negative = gen.generate(["a car"], [4], opts(negative_prompt="people talking, music"))[0]
+    plain = clips(gen, ["a car"], [4], opts(negative_prompt=""))[0]
+    negative = clips(gen, ["a car"], [4], opts(negative_prompt="people talking, music"))[0]
     assert_clip(negative, 1.0, gen.sample_rate, gen.channels)
     assert float(np.abs(plain - negative).max()) > 1e-5
 
@@ -114,7 +115,7 @@ def test_negative_prompt_is_used(backend: str, request: pytest.FixtureRequest) -
 @pytest.mark.parametrize("backend", ALL)
 def test_seed_decides_the_noise(backend: str, request: pytest.FixtureRequest) -> None:
     gen: SoundGenerator = request.getfixturevalue(backend)
-    a, b, c = gen.generate(["a car", "a car", "a car"], [1, 1, 2], opts())
+    a, b, c = clips(gen, ["a car", "a car", "a car"], [1, 1, 2], opts())
     np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
     assert float(np.abs(a - c).max()) > 1e-4
 
@@ -122,19 +123,19 @@ def test_seed_decides_the_noise(backend: str, request: pytest.FixtureRequest) ->
 @pytest.mark.parametrize("backend", ["v2", "sa3"])
 def test_no_guidance_works(backend: str, request: pytest.FixtureRequest) -> None:
     gen: SoundGenerator = request.getfixturevalue(backend)
-    clips = gen.generate(PROMPTS[:2], SEEDS[:2], opts(guidance_scale=1.0))
-    for clip in clips:
+    rendered = clips(gen, PROMPTS[:2], SEEDS[:2], opts(guidance_scale=1.0))
+    for clip in rendered:
         assert_clip(clip, 1.0, gen.sample_rate, gen.channels)
 
 
 def test_audioldm2_ranks_candidates_per_prompt(v2: SoundGenerator) -> None:
     """Each prompt gets one of ITS OWN candidates (diffusers #13602 mixes them across prompts)."""
     prompts, seeds = PROMPTS[:2], SEEDS[:2]
-    best = v2.generate(prompts, seeds, opts(candidates=2))
-    alone = v2.generate(prompts[1:], seeds[1:], opts(candidates=2))[0]
+    best = clips(v2, prompts, seeds, opts(candidates=2))
+    alone = clips(v2, prompts[1:], seeds[1:], opts(candidates=2))[0]
     np.testing.assert_allclose(best[1], alone, atol=1e-5, rtol=0)
     for prompt, seed, clip in zip(prompts, seeds, best, strict=True):
-        own = v2.generate([prompt, prompt], [take_seed(seed, 0), take_seed(seed, 1)], opts())
+        own = clips(v2, [prompt, prompt], [take_seed(seed, 0), take_seed(seed, 1)], opts())
         assert float(np.abs(own[0] - own[1]).max()) > 1e-4  # two different takes to pick from
         distances = [float(np.abs(clip - cand).max()) for cand in own]
         assert min(distances) < 1e-5, distances
@@ -146,7 +147,7 @@ def test_candidates_without_a_clap_model_render_one_take(
     """No CLAP audio tower and none injected: nothing to rank with, so one take, as asked alone."""
     gen: SoundGenerator = request.getfixturevalue(backend)
     assert gen.scorer is None
-    one = gen.generate(["rain"], [8], opts())[0]
+    one = clips(gen, ["rain"], [8], opts())[0]
     many = gen.render(["rain"], [8], opts(candidates=3))[0]
     np.testing.assert_array_equal(one, many.audio)
     assert many.score is None
@@ -155,7 +156,7 @@ def test_candidates_without_a_clap_model_render_one_take(
 @pytest.mark.parametrize("backend", ALL)
 def test_no_progress_bars_printed(backend: str, request: pytest.FixtureRequest,
                                   capfd: pytest.CaptureFixture[str]) -> None:
-    request.getfixturevalue(backend).generate(["rain"], [1], opts(steps=3))
+    clips(request.getfixturevalue(backend), ["rain"], [1], opts(steps=3))
     err = capfd.readouterr().err
     assert "it/s" not in err and "%|" not in err
 
@@ -175,11 +176,11 @@ def test_start_up_is_quiet(backend: str, capfd: pytest.CaptureFixture[str],
 
 
 def test_inputs_checked(v1: SoundGenerator) -> None:
-    assert v1.generate([], [], opts()) == []
+    assert clips(v1, [], [], opts()) == []
     with pytest.raises(ValueError, match="2 prompts but 1 seeds"):
-        v1.generate(["a", "b"], [1], opts())
+        clips(v1, ["a", "b"], [1], opts())
     with pytest.raises(ValueError, match="unknown scheduler"):
-        v1.generate(["a"], [1], opts(scheduler="euler"))
+        clips(v1, ["a"], [1], opts(scheduler="euler"))
 
 
 @pytest.mark.parametrize("backend,model", [("audioldm", "cvssp/audioldm-s-full-v2"),
@@ -237,7 +238,7 @@ def library_warnings() -> Iterator[list[str]]:
 def test_long_prompts_are_cut_at_a_word_without_warnings(
         backend: str, request: pytest.FixtureRequest, library_warnings: list[str]) -> None:
     gen: SoundGenerator = request.getfixturevalue(backend)
-    for tok, _ in gen.model.text_windows():  # transformers warns once per tokenizer: reset it
+    for tok, _ in gen.backend.text_windows():  # transformers warns once per tokenizer: reset it
         tok.deprecation_warnings.clear()
     fitted = gen.fit_prompt(LONG)
     words = fitted.split()
@@ -245,7 +246,7 @@ def test_long_prompts_are_cut_at_a_word_without_warnings(
     assert gen.prompt_fits(fitted) and not gen.prompt_fits(" ".join(LONG.split()[:len(words) + 1]))
     assert gen.fit_prompt(fitted) == fitted and gen.fit_prompt("rain") == "rain"
     long_negative = opts(negative_prompt=" ".join(["noise, distortion, hum"] * 10))
-    clip, short = gen.generate([LONG, fitted], [9, 9], long_negative)
+    clip, short = clips(gen, [LONG, fitted], [9, 9], long_negative)
     assert_clip(clip, 1.0, gen.sample_rate, gen.channels)
     np.testing.assert_allclose(clip, short, atol=1e-5, rtol=0)  # the fitted prompt is rendered
     assert library_warnings == []
@@ -270,13 +271,13 @@ def test_fp16_renders_what_fp32_renders(backend: str, request: pytest.FixtureReq
     denoiser, decoder = ("transformer", "vae") if backend == "sa3" else ("unet", "vocoder")
     assert getattr(half.pipe, denoiser).dtype == getattr(half.pipe, decoder).dtype == torch.float16
     prompts, seeds = PROMPTS[:2], SEEDS[:2]
-    expected = full.generate(prompts, seeds, opts())
-    for got, ref in zip(half.generate(prompts, seeds, opts()), expected, strict=True):
+    expected = clips(full, prompts, seeds, opts())
+    for got, ref in zip(clips(half, prompts, seeds, opts()), expected, strict=True):
         assert_clip(got, 1.0, half.sample_rate, half.channels)
         np.testing.assert_allclose(got, ref, atol=5e-3, rtol=0)
     if backend == "v2":  # CLAP ranking feeds fp16 features to the fp16 audio encoder
-        (best,) = half.generate(prompts[:1], seeds[:1], opts(candidates=2))
-        own = half.generate([prompts[0]] * 2, [take_seed(seeds[0], j) for j in (0, 1)], opts())
+        (best,) = clips(half, prompts[:1], seeds[:1], opts(candidates=2))
+        own = clips(half, [prompts[0]] * 2, [take_seed(seeds[0], j) for j in (0, 1)], opts())
         assert min(float(np.abs(best - cand).max()) for cand in own) < 1e-3
 
 

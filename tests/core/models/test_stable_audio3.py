@@ -27,7 +27,7 @@ from core.models.pipeline import Pipeline, PipelineInput
 from core.models.sound import SoundGenerator, sound_dtype
 from core.models.tiny.stable_audio3 import build_tiny_stable_audio3
 from tests.conftest import TINY_CACHE
-from tests.core.models.conftest import CPU, assert_clip, generator, opts
+from tests.core.models.conftest import CPU, assert_clip, clips, generator, opts
 
 RATE = 44_100
 PROMPTS = ["footsteps on gravel", "a door creaks open", "thunder far away", "a kettle whistles"]
@@ -38,11 +38,11 @@ def test_a_batch_renders_stereo_clips_of_the_asked_length_equal_to_singles(
         sa3: SoundGenerator) -> None:
     assert (sa3.sample_rate, sa3.channels) == (RATE, 2)
     for seconds in (0.6, 2.5):
-        batch = sa3.generate(PROMPTS, SEEDS, opts(seconds=seconds, steps=4))
+        batch = clips(sa3, PROMPTS, SEEDS, opts(seconds=seconds, steps=4))
         for clip in batch:
             assert_clip(clip, seconds, RATE, channels=2)
         for prompt, seed, clip in zip(PROMPTS, SEEDS, batch, strict=True):
-            (alone,) = sa3.generate([prompt], [seed], opts(seconds=seconds, steps=4))
+            (alone,) = clips(sa3, [prompt], [seed], opts(seconds=seconds, steps=4))
             np.testing.assert_allclose(clip, alone, atol=1e-5, rtol=0)
         assert float(np.abs(batch[0] - batch[1]).max()) > 1e-2  # distinct clips
         assert float(np.abs(batch[0][0] - batch[0][1]).max()) > 1e-3  # two distinct channels
@@ -74,7 +74,7 @@ def test_lengths_past_the_pipelines_ten_seconds_are_rendered_not_padded(
 
 
 def test_renders_what_a_plain_diffusers_call_renders(sa3: SoundGenerator) -> None:
-    ours = sa3.generate(["a dog"], [5], opts(steps=3, guidance_scale=1.0))[0]
+    ours = clips(sa3, ["a dog"], [5], opts(steps=3, guidance_scale=1.0))[0]
     ref = sa3.pipe("a dog", duration=1.0, num_inference_steps=3,
                    generator=torch.Generator().manual_seed(5), output_type="np").audios[0]
     np.testing.assert_allclose(ours, ref[:, :RATE], atol=1e-6, rtol=0)
@@ -95,7 +95,7 @@ def test_context_projected_once_per_call_renders_what_stock_diffusers_renders(
     # guidance the batch doubles.
     for prompts, seeds, guidance in ((["a dog"], [5], 1.0), (["rain"], [5], 1.0),
                                      (PROMPTS[:2], [6, 7], 3.0), (PROMPTS[2:], [6, 7], 3.0)):
-        ours = sa3.generate(prompts, seeds, opts(steps=3, guidance_scale=guidance))
+        ours = clips(sa3, prompts, seeds, opts(steps=3, guidance_scale=guidance))
         negative = ["low quality"] * len(prompts) if guidance > 1 else None
         ref = stock(prompts, duration=1.0, num_inference_steps=3, guidance_scale=guidance,
                     negative_prompt=negative, output_type="np",
@@ -112,14 +112,14 @@ def test_context_projected_once_per_call_renders_what_stock_diffusers_renders(
 
 
 def test_keeps_its_own_sampler_whatever_the_scheduler_option(sa3: SoundGenerator) -> None:
-    ddim, dpm = (sa3.generate(["rain"], [2], opts(scheduler=name))[0] for name in ("ddim", "dpm"))
+    ddim, dpm = (clips(sa3, ["rain"], [2], opts(scheduler=name))[0] for name in ("ddim", "dpm"))
     np.testing.assert_array_equal(ddim, dpm)
     assert type(sa3.pipe.scheduler).__name__ == "FlowMatchEulerDiscreteScheduler"
 
 
 def test_negative_prompt_only_counts_under_guidance(sa3: SoundGenerator) -> None:
     """Distilled checkpoints run without guidance; a negative prompt then changes nothing."""
-    plain, negative = (sa3.generate(["a car"], [4], opts(guidance_scale=1.0,
+    plain, negative = (clips(sa3, ["a car"], [4], opts(guidance_scale=1.0,
                                                         negative_prompt=text))[0]
                        for text in ("", "people talking, music"))
     np.testing.assert_array_equal(plain, negative)
@@ -153,10 +153,10 @@ def test_pipeline_renders_stereo_results_and_shortens_to_its_window(sa3: SoundGe
 
 
 def test_half_precision_plumbing(sa3: SoundGenerator) -> None:
-    expected = sa3.generate(PROMPTS[:2], SEEDS[:2], opts())
+    expected = clips(sa3, PROMPTS[:2], SEEDS[:2], opts())
     bf16 = generator("stable-audio-3", torch.bfloat16)
     assert bf16.pipe.transformer.dtype == torch.bfloat16
-    for got, ref in zip(bf16.generate(PROMPTS[:2], SEEDS[:2], opts()), expected, strict=True):
+    for got, ref in zip(clips(bf16, PROMPTS[:2], SEEDS[:2], opts()), expected, strict=True):
         assert_clip(got, 1.0, RATE, channels=2)
         assert float(np.abs(got - ref).mean()) < 0.05
 

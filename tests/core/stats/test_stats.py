@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from core.records import RequestRecord
 from core.stats.collect import TopUser, WorkerStats, collect_stats, percentile
 from core.stats.render import render_stats_chart, render_stats_text
-from core.storage.request_log import RequestLog, RequestRecord
+from core.storage.request_log import RequestLog
 
 NOW = datetime(2026, 11, 20, 15, 0, tzinfo=UTC).timestamp()
 HOUR = 3600.0

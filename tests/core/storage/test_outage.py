@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from core.errors import DatabaseUnavailable
+from core.records import RequestRecord
 from core.storage.outage import Outage, is_damaged, is_unavailable
-from core.storage.records import RequestRecord
 from core.storage.request_log import RequestLog
 from tests.local_servers import Unwritable, sqlite_files
 
@@ -77,7 +77,7 @@ def closed_port() -> int:
 
 
 def row(n: int) -> RequestRecord:
-    return RequestRecord(id=f"r{n:011d}", platform="test", user_id="u", chat_id="c",
+    return RequestRecord(id=f"r{n:011d}", platform="web", user_id="u", chat_id="c",
                          source_kind="text", status="queued", created_at=time.time())
 
 

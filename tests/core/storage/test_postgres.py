@@ -12,6 +12,7 @@ from core.jobs.cache import ClipCache, cache_key
 from core.options import GenerationOptions
 from core.storage.migrate import head_revision
 from core.storage.request_log import RequestLog
+from tests.core.storage.schema import schema_revision
 
 
 async def _schema(request_log: RequestLog) -> dict[str, set[str]]:
@@ -19,7 +20,7 @@ async def _schema(request_log: RequestLog) -> dict[str, set[str]]:
         found = inspect(conn)
         return {t: {c["name"] for c in found.get_columns(t)} for t in found.get_table_names()}
 
-    async with request_log.engine.connect() as conn:
+    async with request_log.db.connect() as conn:
         return await conn.run_sync(read)
 
 
@@ -28,7 +29,7 @@ async def test_processes_starting_together_migrate_once_to_the_sqlite_schema(
     logs = await asyncio.gather(*(RequestLog.open(postgres_url) for _ in range(4)))
     sqlite = await RequestLog.open(f"sqlite+aiosqlite:///{tmp_path / 'log.db'}")
     try:
-        assert {await log.schema_revision() for log in logs} == {head_revision()}
+        assert {await schema_revision(log) for log in logs} == {head_revision()}
         assert await _schema(logs[0]) == await _schema(sqlite)
         # Opening again finds nothing to do.
         assert await logs[0].migrate() == head_revision()

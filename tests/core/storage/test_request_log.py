@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 import subprocess
 import sys
@@ -9,13 +10,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sqlalchemy import text
+from alembic import command
+from sqlalchemy import insert, text
+from sqlalchemy.exc import CompileError, IntegrityError
 
 from core.errors import ConfigError
 from core.jobs.cache import ClipCache, cache_key
 from core.options import GenerationOptions
+from core.records import Delivery, InputKind, OutputKind, RequestRecord, SoundFit, SourceKind
+from core.storage.columns import row_values
+from core.storage.migrate import _alembic as alembic_config
 from core.storage.migrate import head_revision
-from core.storage.request_log import RequestLog, RequestRecord
+from core.storage.request_log import RequestLog
+from core.storage.tables import requests
+from tests.core.storage.schema import schema_revision
 
 
 def db_url(tmp_path: Path) -> str:
@@ -32,8 +40,8 @@ async def test_fresh_database_is_created_at_the_head_revision_in_wal_mode(
         tmp_path: Path) -> None:
     request_log = await RequestLog.open(db_url(tmp_path))
     try:
-        assert await request_log.schema_revision() == head_revision()
-        async with request_log.engine.connect() as conn:
+        assert await schema_revision(request_log) == head_revision()
+        async with request_log.db.connect() as conn:
             mode = (await conn.execute(text("PRAGMA journal_mode"))).scalar()
             timeout = (await conn.execute(text("PRAGMA busy_timeout"))).scalar()
         assert mode == "wal"
@@ -73,11 +81,11 @@ async def test_a_database_from_before_alembic_is_upgraded_once_and_keeps_its_row
     for _ in range(2):  # the second open finds nothing to do (a re-run would fail: duplicates)
         request_log = await RequestLog.open(db_url(tmp_path))
         try:
-            assert await request_log.schema_revision() == head_revision()
+            assert await schema_revision(request_log) == head_revision()
             kept = await request_log.get("keep-me")
             assert kept is not None and (kept.status, kept.delivery, kept.attempts) == (
                 "done", None, 0)
-            async with request_log.engine.connect() as conn:
+            async with request_log.db.connect() as conn:
                 tables = {r[0] for r in await conn.execute(
                     text("SELECT name FROM sqlite_master WHERE type = 'table'"))}
             assert {"requests", "clips", "cursors", "alembic_version"} <= tables
@@ -88,7 +96,7 @@ async def test_a_database_from_before_alembic_is_upgraded_once_and_keeps_its_row
 
 async def test_a_database_newer_than_the_code_is_refused(tmp_path: Path) -> None:
     request_log = await RequestLog.open(db_url(tmp_path))
-    async with request_log.engine.begin() as conn:
+    async with request_log.db.begin() as conn:
         await conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
     await request_log.close()
     with pytest.raises(RuntimeError, match="newer than this code"):
@@ -100,9 +108,10 @@ def test_processes_starting_together_migrate_once(tmp_path: Path) -> None:
     url = db_url(tmp_path)
     script = ("import asyncio, sys\n"
               "from core.storage.request_log import RequestLog\n"
+              "from tests.core.storage.schema import schema_revision\n"
               "async def main():\n"
               "    log = await RequestLog.open(sys.argv[1])\n"
-              "    print(await log.schema_revision())\n"
+              "    print(await schema_revision(log))\n"
               "    await log.close()\n"
               "asyncio.run(main())\n")
     procs = [subprocess.Popen([sys.executable, "-c", script, url], stdout=subprocess.PIPE,
@@ -154,7 +163,8 @@ async def test_rows_round_trip_and_user_window_ignores_rejections(any_db_url: st
         done, late = await request_log.get("c"), await request_log.get("e")
         assert done is not None and (done.status, done.started_at) == ("done", None)
         assert late is not None and (late.status, late.queue_wait_s) == ("running", 0.0)
-        with pytest.raises(ValueError, match="unknown request columns"):
+        # `update` takes typed fields (mypy refuses this call); at run time, SQLAlchemy does.
+        with pytest.raises(CompileError, match="colour"):
             await request_log.update("a", colour="red")
     finally:
         await request_log.close()
@@ -202,18 +212,18 @@ async def test_cache_evicts_least_recently_used_but_keeps_recent_files(tmp_path:
     await add(2)  # over the cap: the least recently used (clip1) goes, not the oldest
     assert await cache.lookup(keys[1]) is None and not (root / "clip1.ogg").exists()
     assert await cache.lookup(keys[0]) is not None
-    assert await cache.total_bytes() <= int(size * 2.5)
+    assert await cache.index.total_bytes() <= int(size * 2.5)
     # Clips used in the last minute are protected even over the cap...
     clock.now += 1
     await add(3)
     clock.now += 1
     await add(4)
     assert all((root / f"clip{i}.ogg").exists() for i in (0, 2, 3, 4))
-    assert await cache.total_bytes() > int(size * 2.5)
+    assert await cache.index.total_bytes() > int(size * 2.5)
     # ...and go (oldest use first) once that minute has passed.
     clock.now += 61
     await cache.evict()
-    assert await cache.total_bytes() <= int(size * 2.5)
+    assert await cache.index.total_bytes() <= int(size * 2.5)
     hit = await cache.lookup(keys[4])
     assert hit is not None and hit.files["ogg"].is_file() and hit.files["mp3"].is_file()
     assert await cache.lookup(keys[0]) is None and await cache.lookup(keys[2]) is None
@@ -258,3 +268,64 @@ def test_cache_key_separates_sources_options_seeds_and_models() -> None:
                              image_sha256="abc")
     assert (cache_key(model_tag="m", options=opts, caption="abc", seed=1)
             != cache_key(model_tag="m", options=opts, prompt="abc", seed=1))
+
+
+async def test_rows_hold_only_the_values_the_domain_names(any_db_url: str) -> None:
+    """Status, delivery, platform and source kind are checked by the tables themselves."""
+    request_log = await RequestLog.open(any_db_url)
+    try:
+        await request_log.insert(row("fine", delivery=Delivery.OWED))
+        for n, (column, value) in enumerate([("status", "lost"), ("delivery", "maybe"),
+                                             ("platform", "myspace"), ("source_kind", "fax")]):
+            with pytest.raises(IntegrityError):
+                await request_log.insert(dataclasses.replace(row(f"bad{n}"), **{column: value}))
+        assert [r.id for r in await request_log.unfinished()] == ["fine"]
+    finally:
+        await request_log.close()
+
+
+async def test_a_log_from_before_the_checks_keeps_its_rows(tmp_path: Path) -> None:
+    """Revision 0006 adds the checks to a table that already has rows (SQLite copies it)."""
+    url = db_url(tmp_path)
+    request_log = RequestLog(url)
+    try:
+        async with request_log.db.begin() as conn:
+            await conn.run_sync(lambda sync: command.upgrade(alembic_config(sync), "0005"))
+            # The row as 0005 stores it: none of the columns later revisions add.
+            values = {k: v for k, v in row_values(row("before", status="done", user="kept"))
+                      .items() if k not in MOVING_COLUMNS}
+            await conn.execute(insert(requests).values(**values))
+    finally:
+        await request_log.close()
+    request_log = await RequestLog.open(url)
+    try:
+        kept = await request_log.get("before")
+        assert kept is not None and (kept.status, kept.user_id) == ("done", "kept")
+        with pytest.raises(IntegrityError):
+            await request_log.insert(row("after", status="lost"))
+    finally:
+        await request_log.close()
+
+
+MOVING_COLUMNS = ("input_kind", "output_kind", "input_seconds", "sound_fit")
+
+
+async def test_moving_picture_values_are_checked(tmp_path: Path) -> None:
+    """Revision 0007: Telegram's moving source kinds are allowed, and the input kind, output
+    kind and sound fit of a row can only be the values core/records.py names."""
+    request_log = await RequestLog.open(db_url(tmp_path))
+    try:
+        await request_log.insert(dataclasses.replace(
+            row("note"), source_kind=SourceKind.VIDEO_NOTE, input_kind=InputKind.VIDEO,
+            output_kind=OutputKind.AUDIO_ONLY, input_seconds=3.5, sound_fit=SoundFit.LOOPED))
+        kept = await request_log.get("note")
+        assert kept is not None
+        assert (kept.source_kind, kept.input_kind, kept.output_kind, kept.sound_fit) == (
+            SourceKind.VIDEO_NOTE, InputKind.VIDEO, OutputKind.AUDIO_ONLY, SoundFit.LOOPED)
+        for n, (column, value) in enumerate((("input_kind", "gif"), ("output_kind", "image"),
+                                             ("sound_fit", "stretched"),
+                                             ("source_kind", "film"))):
+            with pytest.raises(IntegrityError):
+                await request_log.insert(dataclasses.replace(row(f"bad{n}"), **{column: value}))
+    finally:
+        await request_log.close()

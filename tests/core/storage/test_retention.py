@@ -21,9 +21,9 @@ from core.config import MIN_KEEP_DAYS, parse_config
 from core.errors import ConfigError
 from core.jobs.cache import ClipCache
 from core.jobs.pruning import Pruned, Pruner
+from core.records import RequestRecord
 from core.stats.collect import CHART_DAYS, WEEK_DAYS, collect_stats
 from core.stats.render import render_stats_text
-from core.storage.records import RequestRecord
 from core.storage.request_log import RequestLog
 from core.storage.retention import Retention
 from core.storage.tables import daily_totals
@@ -90,7 +90,7 @@ async def fill(request_log: RequestLog, cache: ClipCache, clock: Clock) -> None:
     await request_log.insert(row("received", 38 * DAY, status="received"))
     await request_log.insert(row("sent", 39 * DAY, delivery="sent"))  # answered: goes
     # An old shared result and a picture left behind go with their rows.
-    await request_log.shares.create("d35", b"jpeg")
+    await request_log.share_links.create("d35", b"jpeg")
     await request_log.blobs.put_picture("d36", b"png")
 
 
@@ -128,9 +128,9 @@ async def test_old_rows_and_clips_go_and_the_stats_stay_the_same(
         assert kept == {"owed-clip", "clip0", "clip29"}
         assert (cache.root / "owed-clip.ogg").exists()
         assert await cache.local_files({"ogg": "owed-clip.ogg"}) is not None
-        assert not await request_log.shares.is_shared("d35")
+        assert not await request_log.share_links.is_shared("d35")
         assert await request_log.blobs.get_picture("d36") is None
-        async with request_log.engine.connect() as conn:
+        async with request_log.db.connect() as conn:
             days = (await conn.execute(select(func.count(func.distinct(daily_totals.c.day)))
                                        )).scalar()
         assert days == 40 - KEEP_DAYS  # the days the pruned rows fell on

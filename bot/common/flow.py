@@ -19,15 +19,15 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Protocol
+from typing import Any
 
-from bot.common.following import JobSink, answer_once, follow_job
+from bot.common.following import AnswerTarget, answer_once, follow_job
 from bot.common.tasks import BackgroundTasks
 from core.errors import DuplicateRequest, GenerationFailed, StorageUnavailable, UserFacingError
 from core.i18n import t
 from core.intake.decode import DecodedImage
 from core.jobs.contract import JobEngine
-from core.jobs.events import JobEvent, JobHandle
+from core.jobs.events import JobHandle
 from core.jobs.request import JobRequest, Receipt
 
 Fetch = Callable[[dict[str, Any]], Awaitable[DecodedImage]]
@@ -35,19 +35,8 @@ Fetch = Callable[[dict[str, Any]], Awaitable[DecodedImage]]
 logger = logging.getLogger(__name__)
 
 
-class AnswerTarget(JobSink, Protocol):
-    """Where one request's status line and answer go (a chat, a channel, an interaction)."""
-
-    async def announce(self, text: str) -> dict[str, Any]:
-        """Show the first status line; returns what to add to the row's reply context
-        (e.g. the status message's id), so that a restart edits it instead of adding one."""
-
-    async def on_event(self, event: JobEvent) -> None:
-        """Sees every event of the job first (e.g. to renew a "recording…" indicator)."""
-
-
 @dataclass
-class IntakeSettings:
+class FlowSettings:
     """How an adapter's answers are paced and its pictures fetched."""
 
     interval: float  # shortest time between two status edits
@@ -55,11 +44,11 @@ class IntakeSettings:
     delivered: Callable[[float], None] | None = None  # seconds a clip took to post (metrics)
 
 
-class Intake:
+class RequestFlow:
     """Takes requests for one platform and carries each on to its one answer."""
 
     def __init__(self, engine: JobEngine, tasks: BackgroundTasks,
-                 settings: IntakeSettings) -> None:
+                 settings: FlowSettings) -> None:
         self.engine, self.tasks, self.settings = engine, tasks, settings
 
     async def take(self, request: JobRequest, target: AnswerTarget) -> bool:
@@ -149,5 +138,4 @@ class Intake:
 
     async def _follow(self, handle: JobHandle, target: AnswerTarget, shown: str) -> None:
         await follow_job(handle, target, interval=self.settings.interval, shown=shown,
-                         on_event=target.on_event, delivery=self.engine,
-                         delivered=self.settings.delivered)
+                         delivery=self.engine, delivered=self.settings.delivered)

@@ -10,11 +10,11 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-from dataclasses import dataclass
 
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from core.records import SharedResult
 from core.storage.tables import shares
 
 TOKEN_BYTES = 24  # 32 URL-safe characters
@@ -25,20 +25,12 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
 
 
-@dataclass(frozen=True)
-class SharedResult:
-    """What a live share link points at."""
+class ShareLinkTable:
+    """The share links of requests (the web page's "Share" and "Stop sharing"): the
+    contract's `ShareLinks` (core/jobs/contract.py), kept in the request log."""
 
-    request_id: str
-    created_at: float
-    preview: bytes | None
-
-
-class ShareLinks:
-    """The share links of requests (the web page's "Share" and "Stop sharing")."""
-
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
+    def __init__(self, db: AsyncEngine) -> None:
+        self.db = db
 
     async def create(self, request_id: str, preview: bytes | None = None) -> str:
         """A new link for `request_id`, replacing any earlier one; returns its token.
@@ -48,7 +40,7 @@ class ShareLinks:
         `preview` (a small JPEG) is kept with the link; None keeps the earlier link's one.
         """
         token = secrets.token_urlsafe(TOKEN_BYTES)
-        async with self.engine.begin() as conn:
+        async with self.db.begin() as conn:
             if preview is None:
                 query = select(shares.c.preview).where(shares.c.request_id == request_id)
                 found = (await conn.execute(query)).scalar()
@@ -63,7 +55,7 @@ class ShareLinks:
         """The result a token opens, or None (never shared, or revoked)."""
         query = select(shares.c.request_id, shares.c.created_at, shares.c.preview).where(
             shares.c.token_hash == token_hash(token))
-        async with self.engine.connect() as conn:
+        async with self.db.connect() as conn:
             row = (await conn.execute(query)).first()
         if row is None:
             return None
@@ -72,19 +64,12 @@ class ShareLinks:
 
     async def is_shared(self, request_id: str) -> bool:
         query = select(shares.c.token_hash).where(shares.c.request_id == request_id).limit(1)
-        async with self.engine.connect() as conn:
+        async with self.db.connect() as conn:
             return (await conn.execute(query)).first() is not None
-
-    async def preview(self, request_id: str) -> bytes | None:
-        """The preview kept with a shared request's link, if any."""
-        query = select(shares.c.preview).where(shares.c.request_id == request_id).limit(1)
-        async with self.engine.connect() as conn:
-            found = (await conn.execute(query)).scalar()
-        return bytes(found) if found is not None else None
 
     async def revoke(self, request_id: str) -> bool:
         """End every link of `request_id`; False when there was none."""
-        async with self.engine.begin() as conn:
+        async with self.db.begin() as conn:
             result = await conn.execute(shares.delete().where(
                 shares.c.request_id == request_id))
         return bool(result.rowcount)

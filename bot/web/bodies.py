@@ -18,6 +18,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from core.errors import BadRequest, ImageRejected, UserFacingError
 from core.intake.decode import DecodedImage
 from core.intake.moving import decode_upload_async
+from core.records import SourceKind
 from core.services import Services
 
 T = TypeVar("T")
@@ -28,7 +29,7 @@ CHUNK = 64 * 1024
 
 
 @dataclass
-class Intake:
+class PictureForm:
     """What one POST /api/jobs carried, before the image is decoded."""
 
     data: bytes | None = None
@@ -37,8 +38,8 @@ class Intake:
     seed: str | int | float | None = None
 
     @property
-    def source_kind(self) -> str:
-        return "upload" if self.data is not None else "url"
+    def source_kind(self) -> SourceKind:
+        return SourceKind.UPLOAD if self.data is not None else SourceKind.URL
 
 
 class ClientGone(Exception):
@@ -120,13 +121,14 @@ def _unreadable_as_refusals(request: web.Request, body: _Body) -> Iterator[None]
         raise BadRequest("malformed multipart body", code="bad_form") from None
 
 
-async def read_intake(request: web.Request, max_upload: int, idle_s: float) -> Intake:
-    """Parse multipart (`image`, `url`, `seconds`, `seed`) or JSON into an `Intake`."""
+async def read_picture_form(request: web.Request, max_upload: int, idle_s: float
+                            ) -> PictureForm:
+    """Parse multipart (`image`, `url`, `seconds`, `seed`) or JSON into a `PictureForm`."""
     if request.content_length is not None and request.content_length > max_upload + CHUNK:
         raise _too_large(max_upload)
     body = _Body(max_upload, idle_s)
     with _unreadable_as_refusals(request, body):
-        return await _read_intake(request, request.content_type, body)
+        return await _read_picture_form(request, request.content_type, body)
 
 
 async def read_json_object(request: web.Request, limit: int, idle_s: float,
@@ -168,8 +170,9 @@ async def _body_text(request: web.Request, body: _Body, unreadable: BadRequest) 
         raise unreadable from None
 
 
-async def _read_intake(request: web.Request, ctype: str, body: _Body) -> Intake:
-    intake = Intake()
+async def _read_picture_form(request: web.Request, ctype: str, body: _Body
+                             ) -> PictureForm:
+    posted = PictureForm()
     if ctype == "multipart/form-data":
         reader = await request.multipart()
         while (part := await body.step(reader.next())) is not None:
@@ -179,11 +182,11 @@ async def _read_intake(request: web.Request, ctype: str, body: _Body) -> Intake:
                 limit = body.max_upload
                 data = await body.part(part, limit, _too_large(limit))
                 if data:  # an empty file field means "no file chosen"
-                    intake.data = data
+                    posted.data = data
             elif part.name in ("url", "seconds", "seed"):
                 bad = BadRequest(f"field {part.name} is too long", code="bad_option")
                 value = (await body.part(part, FIELD_LIMIT, bad)).decode("utf-8", "replace")
-                setattr(intake, part.name, value)
+                setattr(posted, part.name, value)
             else:
                 while await body.step(part.read_chunk(CHUNK)):
                     pass  # a field we do not use: read past it
@@ -193,7 +196,8 @@ async def _read_intake(request: web.Request, ctype: str, body: _Body) -> Intake:
         url = fields.get("url")
         if url is not None and not isinstance(url, str):
             raise ImageRejected("url must be a string", code="bad_url")
-        intake.url, intake.seconds, intake.seed = url, fields.get("seconds"), fields.get("seed")
+        posted.url, posted.seconds, posted.seed = (url, fields.get("seconds"),
+                                                   fields.get("seed"))
     elif ctype == "application/x-www-form-urlencoded":
         bad_form = BadRequest("malformed form", code="bad_form")
         text = await _body_text(request, body, bad_form)
@@ -206,25 +210,25 @@ async def _read_intake(request: web.Request, ctype: str, body: _Body) -> Intake:
         form: dict[str, str] = {}
         for name, value in pairs:
             form.setdefault(name, value)  # the first of repeated fields, as aiohttp's post()
-        intake.url = form.get("url")
-        intake.seconds, intake.seed = form.get("seconds"), form.get("seed")
+        posted.url = form.get("url")
+        posted.seconds, posted.seed = form.get("seconds"), form.get("seed")
     else:
         raise BadRequest(f"unsupported content type {ctype}", code="bad_content_type")
-    if isinstance(intake.url, str):
-        intake.url = intake.url.strip() or None
-    return intake
+    if isinstance(posted.url, str):
+        posted.url = posted.url.strip() or None
+    return posted
 
 
-async def load_image(services: Services, intake: Intake) -> DecodedImage:
+async def load_image(services: Services, posted: PictureForm) -> DecodedImage:
     """Decode the upload, or fetch the link through the SSRF-safe fetcher."""
     metrics = services.ops.metrics
-    data = intake.data
+    data = posted.data
     if data is None:
-        assert intake.url, "submit_job refuses a request with neither a picture nor a link"
+        assert posted.url, "submit_job refuses a request with neither a picture nor a link"
         config = services.config
         with metrics.stage("fetch"):
             data = await services.fetcher.fetch(
-                intake.url, max_bytes=max(config.images.max_bytes, config.video.max_bytes))
+                posted.url, max_bytes=max(config.images.max_bytes, config.video.max_bytes))
     with metrics.stage("decode"):
         return await decode_upload_async(data, services.config.images, services.config.video)
 
