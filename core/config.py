@@ -151,6 +151,9 @@ class TelegramConfig:
     allowed_chats: list[int] = _opt([])
     send_as: str = _opt("voice", choices=("voice", "audio", "both"))
     group_photos: bool = _opt(False)
+    # Group admins may change the bot's settings for their group with /settings (and users
+    # their own defaults in a private chat); false forbids it.
+    chat_settings: bool = _opt(True)
     progress_interval_s: float = _opt(3.0, lo=0.0, hi=60.0)
     # Bot API getFile refuses files above 20 MB; a self-hosted Bot API server allows more.
     download_limit_mb: float = _opt(20.0, lo=1.0, hi=2_000.0)
@@ -175,6 +178,9 @@ class DiscordConfig:
     # After a restart, messages posted in tracked channels this recently are answered.
     catch_up_hours: float = _opt(6.0, lo=0.0, hi=168.0)
     catch_up_max_per_channel: int = _opt(50, lo=0, hi=1_000)
+    # Server admins (Manage Server) may change the bot's settings for their server with
+    # /settings; false forbids it.
+    chat_settings: bool = _opt(True)
 
 
 @dataclass(frozen=True)

@@ -144,3 +144,14 @@ class ShuttingDown(UserFacingError):
     """The service is stopping and takes no new work. Code ``shutting_down``."""
 
     code = "shutting_down"
+
+
+class SettingRefused(UserFacingError):
+    """A chat setting was not changed. Codes: ``setting_bounds`` (``params['lo']``,
+    ``params['hi']``: outside what the operator allows), ``setting_choice`` (not one of the
+    choices), ``setting_stale`` (the settings changed since the panel was shown),
+    ``setting_denied`` (the member may not change them), ``settings_off`` (the operator
+    forbids chat settings), ``setting_channel`` (``params['channel']``: the bot cannot see
+    or post there)."""
+
+    code = "setting_bounds"

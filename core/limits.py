@@ -46,17 +46,20 @@ class Limits:
 
     def check(self, counts: Counts, *, user: tuple[str, str], now: float, is_admin: bool,
               slot: bool, place: bool, extra_picture: bool = False,
-              estimate: WaitEstimate) -> None:
+              per_hour: int | None = None, estimate: WaitEstimate) -> None:
         """Raise the refusal (RateLimited, QueueFull) of a request measured by `counts`.
 
         `slot`: the request will hold one of the user's jobs at once (all but cache hits);
         `place`: it will need a render of its own (all but cache hits and riders of an
         identical job in flight). Admins skip both per-user limits, not the queue bound; the
         second picture of one message is not refused as "in progress" (`extra_picture`).
+        `per_hour`: the chat's own hourly limit (core/settings), which only narrows the config's.
         """
         jobs = self.jobs
         if not is_admin:
-            if counts.user_in_hour >= jobs.per_user_per_hour:
+            hourly = jobs.per_user_per_hour if per_hour is None \
+                else min(per_hour, jobs.per_user_per_hour)
+            if counts.user_in_hour >= hourly:
                 raise RateLimited("hourly limit reached", code="hourly_limit",
                                   retry_after_s=hourly_retry_after(counts.oldest_in_hour, now))
             if slot and not extra_picture and counts.user_active >= jobs.per_user_concurrent:

@@ -26,11 +26,12 @@ from core.models.pipeline import Pipeline
 from core.ops.health import Health
 from core.ops.metrics import Metrics
 from core.ops.wiring import Operations, for_run, for_worker
+from core.settings.service import ChatSettings
 from core.stats.collect import collect_stats
 from core.stats.render import render_stats_chart, render_stats_text
 from core.storage.migrate import sqlite_file
 from core.storage.ownership import check_free
-from core.storage.request_log import RequestLog
+from core.storage.request_log import ChatFilter, RequestLog
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ class Services:
     cursors: ChannelCursors
     keys: ServiceKeys
     pruner: Pruner | None = field(default=None)
+    # Settings server and group admins set in chat (in memory; see core/settings).
+    settings: ChatSettings | None = field(default=None)
     # This process's metrics and health checks (core/ops): the one registry it has.
     ops: Operations = field(default_factory=lambda: Operations(
         Metrics(role="run", answers=False, renders=False), Health()))
@@ -81,9 +84,12 @@ class Services:
         except BaseException:
             await request_log.close()
             raise
+        settings = ChatSettings(config, request_log.chat_settings)
         try:
             ops = await for_run(request_log, engine, journal)
+            await settings.start()
         except BaseException:
+            await settings.stop()
             await engine.stop()
             await request_log.close()
             raise
@@ -93,11 +99,13 @@ class Services:
         return cls(config=config, request_log=request_log, engine=engine,
                    fetcher=ImageFetcher(config.images), share_links=request_log.share_links,
                    cursors=request_log.cursors, keys=request_log.blobs, pruner=pruner,
-                   ops=ops)
+                   ops=ops, settings=settings)
 
     async def close(self) -> None:
         """Stop the pruning and the engine (if still running), close the fetcher and the log."""
         self.ops.close()
+        if self.settings is not None:
+            await self.settings.stop()
         if self.pruner is not None:
             await self.pruner.stop()
         await self.engine.stop()
@@ -106,11 +114,20 @@ class Services:
         finally:
             await self.request_log.close()
 
-    async def stats_report(self, lang: str = "en") -> tuple[str, bytes]:
-        """(stats text, PNG chart) for an admin's reply, in `lang`."""
-        stats = await collect_stats(self.request_log, self.engine.queue_length())
+    @property
+    def chat_settings(self) -> ChatSettings:
+        """The chat settings (made on first use where `Services` was built by hand)."""
+        if self.settings is None:
+            self.settings = ChatSettings(self.config, self.request_log.chat_settings)
+        return self.settings
+
+    async def stats_report(self, lang: str = "en", *, chats: ChatFilter | None = None,
+                           place: str | None = None) -> tuple[str, bytes]:
+        """(stats text, PNG chart) for an admin's reply, in `lang`: everything, or only
+        `chats`' requests (a server's channels, a group) for that place's admins."""
+        stats = await collect_stats(self.request_log, self.engine.queue_length(), chats=chats)
         png = await asyncio.to_thread(render_stats_chart, stats, lang)
-        return render_stats_text(stats, lang), png
+        return render_stats_text(stats, lang, place), png
 
 
 def default_worker_name() -> str:
@@ -129,11 +146,14 @@ def log_file(config: Config) -> Path | None:
     return sqlite_file(config.database_url)
 
 
-async def stats_summary(config: Config) -> str:
-    """`sonify stats`: the request log's summary, read where the bots write it."""
+async def stats_summary(config: Config, chats: ChatFilter | None = None) -> str:
+    """`sonify stats`: the request log's summary, read where the bots write it (only `chats`'
+    requests, if given: a group, a server's channels)."""
     request_log = await RequestLog.open(config.database_url)
     try:
-        return render_stats_text(await collect_stats(request_log))
+        stats = await collect_stats(request_log, chats=chats)
+        return render_stats_text(stats, place=f"{chats[0]}:{','.join(chats[1])}"
+                                 if chats else None)
     finally:
         await request_log.close()
 

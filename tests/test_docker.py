@@ -1,6 +1,6 @@
-"""The Docker image carries one CUDA stack (the torch wheels'), and the README and Dockerfile
-state the host driver those wheels need. Read from the installed torch, so a torch upgrade
-that moves to another CUDA fails here until both texts say so."""
+"""The Docker image carries one CUDA stack (the torch wheels'), and the README, the Docker page
+and the Dockerfile state the host driver those wheels need. Read from the installed torch, so a
+torch upgrade that moves to another CUDA fails here until every text says so."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 MINIMUM_DRIVER = {12: 525, 13: 580}
 
 
-def docker_section() -> str:
-    return README.split("\n## Docker\n", 1)[1].split("\n## ", 1)[0]
+def docker_page() -> str:
+    return (ROOT / "docs/running/docker.md").read_text(encoding="utf-8")
 
 
 def installed_torch() -> str:
@@ -50,8 +50,8 @@ def test_the_driver_requirement_matches_the_wheels_cuda() -> None:
         pytest.skip("a CPU-only torch build is installed: no driver requirement to check")
     major, minor = (int(part) for part in cuda.split(".")[:2])
     driver = MINIMUM_DRIVER[major]
-    readme = docker_section()
-    for name, text in (("Dockerfile", DOCKERFILE), ("README, Docker", readme)):
+    for name, text in (("Dockerfile", DOCKERFILE), ("docs, Docker", docker_page()),
+                       ("README", README)):
         assert f"CUDA {major}.{minor}" in text, name
         assert f"R{driver} or newer" in text, name
     # The container toolkit refuses an older driver at `docker run` instead of torch falling
@@ -67,8 +67,9 @@ def test_the_oldest_gpu_the_wheels_run_on_is_stated() -> None:
         pytest.skip("this torch build lists no CUDA architectures")
     oldest = min(int(flag.removeprefix("sm_")) for flag in flags.split() if flag.startswith("sm_"))
     capability = f"{oldest // 10}.{oldest % 10}"
-    assert f"compute capability {capability}" in docker_section()
+    assert f"compute capability {capability}" in docker_page()
     assert f"compute capability {capability}" in DOCKERFILE
+    assert f"compute capability {capability}" in README
 
 
 def test_the_compose_file_runs_real_commands_with_one_gpu_per_worker() -> None:

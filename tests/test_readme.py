@@ -1,124 +1,156 @@
-"""The README cannot drift: its tables of defaults and limits are read back and compared with
-the configuration, and its list of promises names tests that exist."""
+"""The README keeps its promises: it stays short, its commands run, its links lead to pages of
+the documentation site that exist, and the settings, variables and figures it names are the
+real ones. (The site's own tables are checked in tests/test_docs.py.)"""
 
 from __future__ import annotations
 
 import re
+import shlex
 import tomllib
-from dataclasses import fields
 from pathlib import Path
-from typing import Any
 
 import pytest
+import yaml
+from markdown.extensions.toc import slugify
 
-from core.config import ENV_PRESET, ENV_SECRETS, SECTIONS
+from bot.cli import COMMANDS, build_parser
+from core.config import ENV_PRESET, ENV_SECRETS, SECTIONS, Config, parse_config
+from core.sound_backends import SOUND_BACKENDS
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
-# Units the limit tables use, in the configuration's own units (bytes, seconds, pixels).
-UNITS = {"": 1, "MB": 1_000_000, "million": 1_000_000, "s": 1, "px": 1}
+MAKEFILE = (ROOT / "Makefile").read_text(encoding="utf-8")
+MAX_LINES = 250
 
 
 def section(heading: str) -> str:
-    """The README's text under `heading` (a whole heading line), up to the next heading of
-    the same or a higher level."""
-    level = len(heading) - len(heading.lstrip("#"))
     start = README.index(f"\n{heading}\n") + len(heading) + 2
-    ends = [m.start() for m in re.finditer(rf"^#{{1,{level}}} ", README[start:], re.M)]
-    return README[start:start + ends[0]] if ends else README[start:]
+    end = README.find("\n## ", start)
+    return README[start:end if end >= 0 else None]
 
 
-def tables(text: str, header: str) -> list[tuple[str, list[list[str]]]]:
-    """Each table in `text` whose header row starts with `header`: (the text before it, since
-    the previous table or heading; its rows as lists of cells)."""
-    found = []
-    lines = text.splitlines()
-    for i, line in enumerate(lines):
-        if line.startswith(header):
-            before = "\n".join(lines[max(0, i - 3):i + 1])
-            rows = []
-            for row in lines[i + 2:]:
-                if not row.startswith("|"):
-                    break
-                rows.append([cell.strip() for cell in row.strip().strip("|").split(" | ")])
-            found.append((before, rows))
-    return found
+def code_blocks(language: str) -> list[str]:
+    return re.findall(rf"^ *```{language}\n(.*?)^ *```", README, re.S | re.M)
 
 
-def literal(token: str) -> Any:
-    """A value as the README writes it in backticks: TOML where it parses, else the text."""
-    try:
-        return tomllib.loads(f"v = {token}")["v"]
-    except tomllib.TOMLDecodeError:
-        return token
+def anchors(page: Path) -> set[str]:
+    """The ids MkDocs gives the headings of a page (the toc extension's default slugs)."""
+    text = re.sub(r"^```.*?^```", "", page.read_text(encoding="utf-8"), flags=re.S | re.M)
+    return {slugify(heading.replace("`", ""), "-")
+            for heading in re.findall(r"^#{1,6} (.+)$", text, re.M)}
 
 
-def amount(text: str) -> float:
-    match = re.fullmatch(r"([\d.,]+)\s*(MB|million|s|px)?", text.strip())
-    assert match, f"cannot read a limit from {text!r}"
-    return float(match.group(1).replace(",", "")) * UNITS[match.group(2) or ""]
+def test_the_readme_is_short() -> None:
+    assert len(README.splitlines()) <= MAX_LINES
 
 
-def defaults(name: str) -> dict[str, Any]:
-    section_type = SECTIONS[name]
-    instance = section_type()
-    return {f.name: getattr(instance, f.name) for f in fields(section_type)}
+def test_its_make_commands_are_targets_of_the_makefile() -> None:
+    named = set(re.findall(r"(?:^ *|`)make (\w+)", README, re.M))
+    assert {"run", "test", "docs"} <= named
+    targets = set(re.findall(r"^(\w+):", MAKEFILE, re.M))
+    assert named <= targets
 
 
-@pytest.mark.parametrize(("name", "heading"), [("telegram", "### `[telegram]` settings"),
-                                               ("discord", "## Discord")])
-def test_settings_tables_list_every_key_with_its_default(name: str, heading: str) -> None:
-    ((_, rows),) = tables(section(heading), "| key | default |")
-    listed: dict[str, Any] = {}
-    for key_cell, default_cell, *_ in rows:
-        keys = re.findall(r"`([^`]+)`", key_cell)
-        values = [literal(v) for v in re.findall(r"`([^`]*)`", default_cell)]
-        assert len(keys) == len(values), (key_cell, default_cell)
-        listed.update(zip(keys, values, strict=True))
-    assert listed == defaults(name)
+def test_the_test_command_builds_the_site_strictly() -> None:
+    recipe = MAKEFILE.split("\ntest:", 1)[1].split("\n\n", 1)[0]
+    assert "mkdocs build --strict" in recipe
+    # --quiet hides the warnings --strict counts: the build would pass with a broken link.
+    assert not re.search(r"mkdocs build[^\n]*(--quiet|-q\b)", recipe)
+    assert "pytest" in recipe and "ruff" in recipe and "mypy" in recipe
+    docs = MAKEFILE.split("\ndocs:", 1)[1].split("\n\n", 1)[0]
+    assert "mkdocs serve" in docs
 
 
-def test_limit_tables_show_the_configured_defaults() -> None:
-    checked = 0
-    for before, rows in tables(README, "| limit | default | key"):
-        (section_name,) = re.findall(r"`\[(\w+)\]`", before)[-1:]  # the table's own section
-        for _, default_cell, key_cell in rows:
-            keys = re.findall(r"`(?:\[(\w+)\] )?(\w+)`", key_cell)
-            if not keys:
-                continue  # a measured limit, not a setting
-            values = [amount(v) for v in default_cell.split(" / ")]
-            assert len(keys) == len(values), (key_cell, default_cell)
-            owner = section_name  # "`[jobs] a` / `b`": b is in [jobs] too
-            for (own_section, key), value in zip(keys, values, strict=True):
-                owner = own_section or owner
-                assert defaults(owner)[key] == value, (key, default_cell)
-                checked += 1
-    assert checked >= 6  # the image limits at least: the tables were found and read
+def test_its_sonify_command_lines_parse() -> None:
+    """Every `sonify …` line in its code blocks is one the command line accepts."""
+    parser = build_parser(Config())
+    lines = [line.split("#", 1)[0].strip() for block in code_blocks("sh")
+             for line in block.splitlines()]
+    commands = [line for line in lines if re.search(r"(^|\s|/)sonify ", line)]
+    assert commands
+    for line in commands:
+        words = shlex.split(line)
+        argv = words[next(i for i, w in enumerate(words) if w.endswith("sonify")) + 1:]
+        parser.parse_args(argv)  # SystemExit (a failure here) on a mistake
+    named = set(re.findall(r"`sonify (\w[\w-]*)", README))
+    assert named <= {command.name for command in COMMANDS}
 
 
-def test_the_web_example_is_the_default_configuration() -> None:
-    block = re.search(r"```toml\n(\[web\]\n.*?)```", section("## The web page"), re.S)
-    assert block is not None
-    shown = tomllib.loads(block.group(1))["web"]
-    web = defaults("web")
-    assert shown == {key: web[key] for key in shown}
+def test_its_links_lead_to_pages_and_headings_that_exist() -> None:
+    nav = yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))["nav"]
+    in_nav = set(re.findall(r"'([\w/.-]+\.md)'", str(nav)))
+    links = re.findall(r"\]\((docs/[^)#\s]+)(?:#([^)\s]+))?\)", README)
+    assert len(links) >= 20
+    for path, anchor in links:
+        page = ROOT / path
+        assert page.is_file(), path
+        assert path.removeprefix("docs/") in in_nav | {"index.md"}, path
+        assert not anchor or anchor in anchors(page), f"{path}#{anchor}"
+    linked = {path for path, _ in links}
+    assert {f"docs/{page}" for page in in_nav} <= linked  # every page is reachable from here
 
 
-def test_the_environment_table_is_every_variable_the_configuration_reads() -> None:
-    ((_, rows),) = tables(section("## Configuration"), "| variable | replaces |")
-    listed = {re.findall(r"`(\w+)", variable)[0]: replaces for variable, replaces in rows}
-    assert set(listed) == {*ENV_SECRETS.values(), ENV_PRESET}
-    for (name, key), variable in ENV_SECRETS.items():
-        assert listed[variable] == f"`[{name}] {key}`"
+def test_the_example_configurations_are_valid() -> None:
+    blocks = code_blocks("toml")
+    assert blocks
+    for block in blocks:
+        parse_config(tomllib.loads(block), source="README", environ={})  # ConfigError if not
 
 
-def test_every_promise_names_tests_that_exist() -> None:
-    ((_, rows),) = tables(section("## What the tests keep"), "| promise | kept by |")
-    assert len(rows) >= 10
-    for promise, kept_by in rows:
-        references = re.findall(r"`(tests/[\w/]+\.py)(?:::(\w+))?`", kept_by)
-        assert references, promise
-        for path, test in references:
-            source = (ROOT / path).read_text(encoding="utf-8")
-            assert not test or re.search(rf"^(?:async )?def {test}\(", source, re.M), \
-                f"{path}::{test} (for: {promise})"
+def test_the_settings_it_names_exist_with_the_defaults_it_shows() -> None:
+    named = re.findall(r"`\[(\w+)\] (\w+)", README)
+    assert len(named) >= 15
+    for name, key in named:
+        assert name in SECTIONS and hasattr(SECTIONS[name](), key), f"[{name}] {key}"
+    rows = [row for row in section("## The settings people change").splitlines()
+            if row.startswith("| `[")]
+    assert len(rows) >= 8
+    for row in rows:
+        settings_cell, default_cell = row.strip("|").split(" | ")[:2]
+        keys = re.findall(r"`\[(\w+)\] (\w+)`", settings_cell)
+        shown = [tomllib.loads(f"v = {value}")["v"]
+                 for value in re.findall(r"`([^`]+)`", default_cell)]
+        if len(shown) == 1:  # one default shown for keys that share it
+            shown *= len(keys)
+        assert len(keys) == len(shown), row
+        for (name, key), value in zip(keys, shown, strict=True):
+            assert getattr(SECTIONS[name](), key) == value, f"[{name}] {key}"
+
+
+def test_the_variables_it_names_are_read() -> None:
+    named = set(re.findall(r"\b(SONIFY_[A-Z_]+)", README))
+    assert set(ENV_SECRETS.values()) <= named
+    assert named <= {*ENV_SECRETS.values(), ENV_PRESET}
+
+
+def test_it_does_not_read_as_if_a_gpu_were_required() -> None:
+    intro = README.split("\n## ", 1)[0]
+    assert "CPU" in intro and "GPU worker" not in intro
+    needs = section("## What it needs")
+    assert "GPU (optional)" in needs
+
+
+def test_its_memory_figures_are_the_measured_ones() -> None:
+    install = (ROOT / "docs/running/install.md").read_text(encoding="utf-8")
+    ((default, stable_audio),) = re.findall(
+        r"^\| peak while answering a batch of 4 [^|]*\| ([\d.]+ GiB) \| ([\d.]+ GiB) \|$",
+        install, re.M)
+    needs = section("## What it needs")
+    assert f"peaks at {default} answering a batch of 4 pictures" in needs
+    assert f"{stable_audio} with Stable Audio 3" in needs
+
+
+@pytest.mark.parametrize("backend", sorted(SOUND_BACKENDS))
+def test_the_licence_of_every_sound_backend_is_stated(backend: str) -> None:
+    licences = section("## Licences")
+    assert SOUND_BACKENDS[backend].default_model in licences, backend
+    assert "non-commercial" in licences and "CC BY-NC-SA" in licences
+
+
+def test_the_example_configuration_points_at_pages_that_exist() -> None:
+    example = (ROOT / "config.example.toml").read_text(encoding="utf-8")
+    pages = re.findall(r"\b(docs/[\w/.-]+\.md)", example)
+    assert pages
+    for path in pages:
+        assert (ROOT / path).is_file(), path
+    assert "README" not in example  # the details moved to the documentation site

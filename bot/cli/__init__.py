@@ -30,7 +30,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("run", "start the configured bots and the web page", service.run_bots),
     Command("worker", "render jobs for `sonify run` (jobs backend \"redis\")", worker.run,
             worker.add_arguments),
-    Command("stats", "print request statistics", stats.run),
+    Command("stats", "print request statistics", stats.run, stats.add_arguments),
     Command("health", "ask a running sonify whether it is ready (exit code 0: yes)",
             health.run, health.add_arguments),
     Command("sync-commands", "register Discord slash commands", service.sync_commands),

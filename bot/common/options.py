@@ -31,15 +31,20 @@ class RequestedOptions:
 
 
 def requested_options(generation: GenerationConfig, *, seconds: object = None,
-                      seed: object = None) -> RequestedOptions:
-    """Options from a form, a JSON body or command arguments (numbers or their text)."""
+                      seed: object = None,
+                      default_seconds: float | None = None) -> RequestedOptions:
+    """Options from a form, a JSON body or command arguments (numbers or their text);
+    `default_seconds` (a chat's setting) where no length is asked for."""
     length = parse_seconds(seconds, generation)
+    if length is None:
+        length = default_seconds
     return RequestedOptions(GenerationOptions.from_config(generation, seconds=length),
                             parse_seed(seed))
 
 
 def options_from_words(words: Sequence[str], generation: GenerationConfig, *,
-                       strict: bool = True) -> RequestedOptions:
+                       strict: bool = True,
+                       default_seconds: float | None = None) -> RequestedOptions:
     """Options like `8s`, `seconds=8`, `seed=42` among a message's words; others pass.
 
     Unknown `key=value` words are refused when `strict` (a command), ignored otherwise
@@ -63,7 +68,8 @@ def options_from_words(words: Sequence[str], generation: GenerationConfig, *,
             seconds = value or "?"  # "seconds=" alone is a mistake, not the default
         elif strict:
             raise BadRequest(f"unknown option {key!r}", code="bad_option")
-    return requested_options(generation, seconds=seconds, seed=seed)
+    return requested_options(generation, seconds=seconds, seed=seed,
+                             default_seconds=default_seconds)
 
 
 def options_of(record: RequestRecord, generation: GenerationConfig) -> GenerationOptions:

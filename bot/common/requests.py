@@ -39,6 +39,7 @@ class Requester:
     pushes_answers: bool = False
     user_name: str | None = None
     video_cap_bytes: int | None = None  # the largest MP4 this platform takes back
+    per_hour: int | None = None  # the chat's own hourly limit (core/settings), if narrower
 
     def job(self, *, source_kind: SourceKind, options: GenerationOptions,
             image: DecodedImage | None = None, caption: str | None = None,
@@ -52,7 +53,8 @@ class Requester:
                           lang=self.lang, reply_context=dict(reply_context or {}),
                           source=source, dedupe_key=dedupe_key,
                           answer_owed=self.pushes_answers, user_name=self.user_name,
-                          video_cap_bytes=self.video_cap_bytes)
+                          video_cap_bytes=self.video_cap_bytes,
+                          per_hour=self.per_hour)
 
 
 async def refuse(engine: JobEngine, requester: Requester, source_kind: SourceKind,

@@ -83,6 +83,8 @@ class SonifyClient(discord.Client):
     async def on_interaction(self, interaction: discord.Interaction) -> None:
         if interaction.type is discord.InteractionType.modal_submit:
             await self.adapter.interactions.on_modal(interaction)
+        elif interaction.type is discord.InteractionType.component:
+            await self.adapter.interactions.panel.on_component(interaction)
 
 
 class DiscordAdapter:

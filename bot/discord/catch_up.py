@@ -66,7 +66,7 @@ class CatchUp:
 
     def _channels(self, cursors: dict[int, tuple[int, bool]]) -> list[int]:
         """Watched channels, then every other tracked channel (threads of them, DMs)."""
-        watched = list(dict.fromkeys(self.settings.channels))
+        watched = self.requests.watched_ids()
         return watched + [c for c in cursors if c not in watched]
 
     async def _channel(self, client: discord.Client,

@@ -1,4 +1,5 @@
-"""The application commands (`/sonify`, "Sonify this image", `/stats`) and their registration.
+"""The application commands (`/sonify`, "Sonify this image", `/stats`, `/settings`) and their
+registration.
 
 Descriptions come from the shared catalogue (`cmd.*` keys), so Discord shows them in
 Spanish to Spanish-speaking users; the commands themselves only route to the handlers.
@@ -75,6 +76,8 @@ class CommandActions(Protocol):
 
     async def stats(self, interaction: discord.Interaction) -> None: ...
 
+    async def settings(self, interaction: discord.Interaction) -> None: ...
+
 
 def build_commands(tree: app_commands.CommandTree, config: Config,
                    actions: CommandActions | None) -> None:
@@ -116,6 +119,16 @@ def build_commands(tree: app_commands.CommandTree, config: Config,
     @app_commands.allowed_installs(guilds=True)
     async def stats(interaction: discord.Interaction) -> None:
         await act().stats(interaction)
+
+    if config.discord.chat_settings:
+        # Shown by default only to members with Manage Server (server admins may change who
+        # sees it); the handler checks again, and lets the config's admins in too.
+        @tree.command(name="settings", description=text("cmd.settings"))
+        @app_commands.default_permissions(manage_guild=True)
+        @app_commands.allowed_contexts(guilds=True, dms=False)
+        @app_commands.allowed_installs(guilds=True)
+        async def settings(interaction: discord.Interaction) -> None:
+            await act().settings(interaction)
 
 
 async def sync_tree(tree: app_commands.CommandTree, guild_ids: list[int]) -> int:

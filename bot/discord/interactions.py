@@ -17,6 +17,7 @@ from bot.common.options import options_of, retakes_words
 from bot.common.requests import Requester, refuse
 from bot.discord.replies import InteractionDestination, as_user_error, clip, error_text
 from bot.discord.requests import PLATFORM, DiscordRequests
+from bot.discord.settings import SettingsHandlers
 from bot.discord.views import PROMPT_ID, submitted_words, words_modal
 from core.errors import BadRequest, GenerationFailed, ImageRejected
 from core.i18n import pick_language, t
@@ -38,13 +39,18 @@ class InteractionHandlers:
         self.requests = requests
         self.services = requests.services
         self.config = requests.config
+        self.panel = SettingsHandlers(requests)
+
+    async def settings(self, interaction: discord.Interaction) -> None:
+        """`/settings`: the server's settings panel (server and bot admins)."""
+        await self.panel.command(interaction)
 
     def _requester_of(self, interaction: discord.Interaction, lang: str) -> Requester:
         perms = interaction.permissions if interaction.guild_id else None
         # The interaction says what may be posted in its answer (attachment_size_limit).
         limit: int | None = getattr(interaction, "filesize_limit", None)
         return self.requests.requester(interaction.user, interaction.channel_id, lang, perms,
-                                       limit)
+                                       interaction.guild_id, limit)
 
     async def report(self, interaction: discord.Interaction, error: BaseException) -> None:
         """The one error path for interactions (also the command tree's `on_error`)."""
@@ -72,7 +78,7 @@ class InteractionHandlers:
         lang = self._begin(interaction, "attachment" if image is not None else "url")
         if image is None and not url:
             raise BadRequest("no image or link given", code="no_image_option")
-        options = GenerationOptions.from_config(self.config.generation, seconds=seconds)
+        options = self.requests.options(interaction.guild_id, seconds)
         if seed is not None:
             check_seed(seed)
         if image is not None:
@@ -90,7 +96,7 @@ class InteractionHandlers:
             raise ImageRejected("no image in the message", code="no_image")
         if isinstance(sources[0], discord.Attachment):
             self.requests.check_size(sources[0])
-        options = GenerationOptions.from_config(self.config.generation)
+        options = self.requests.options(interaction.guild_id)
         await self._take(interaction, lang, options=options, seed=None,
                          source=self.requests.source_of(sources[0]))
 
@@ -99,27 +105,39 @@ class InteractionHandlers:
                     source: dict[str, Any] | None = None, caption: str | None = None,
                     prompt: str | None = None, image: DecodedImage | None = None) -> None:
         """Record the request, then answer it in the background (deferred at once)."""
-        request = self._requester_of(interaction, lang).job(
+        requester = self._requester_of(interaction, lang)
+        if not (requester.is_admin or self.requests.enabled(interaction.guild_id)):
+            raise BadRequest("switched off in this server", code="sonify_off")
+        request = requester.job(
             source_kind=interaction.extras["sonify_kind"], options=options, source=source,
             caption=caption, prompt=prompt, seed=seed, image=image,
             dedupe_key=f"{PLATFORM}:interaction:{interaction.id}",
             # No interaction token here: it is a credential and rows outlive it. A job
             # re-run after a crash is answered in the channel, mentioning the user.
             reply_context={"kind": "interaction", "channel_id": str(interaction.channel_id),
-                           "user_id": str(interaction.user.id)})
+                           "user_id": str(interaction.user.id),
+                           "guild_id": str(interaction.guild_id or "") or None})
         # From here on the engine logs every refusal itself; `report` must not log it again.
         interaction.extras["sonify_logged"] = True
         await self.requests.take(request, InteractionDestination(interaction, lang))
 
     async def stats(self, interaction: discord.Interaction) -> None:
-        """`/stats`: text and chart, privately, for admins only."""
+        """`/stats`: text and chart, privately: everything for the config's admins, their
+        own server's requests for members with Manage Server."""
         lang = lang_of(interaction)
-        perms = interaction.permissions if interaction.guild_id else None
-        if not self.requests.is_admin(interaction.user, perms):
+        guild = interaction.guild
+        everything = interaction.user.id in self.config.discord.admins
+        server_admin = guild is not None and interaction.permissions.manage_guild
+        if not (everything or server_admin):
             await interaction.response.send_message(t("stats_denied", lang), ephemeral=True)
             return
         await interaction.response.defer(ephemeral=True, thinking=True)
-        text, png = await self.services.stats_report(lang)
+        if everything or guild is None:
+            text, png = await self.services.stats_report(lang)
+        else:  # a server's requests are those of its channels and their threads
+            channels = [str(c.id) for c in (*guild.channels, *guild.threads)]
+            text, png = await self.services.stats_report(lang, chats=(PLATFORM, channels),
+                                                         place=guild.name)
         await interaction.edit_original_response(
             content=clip(text),
             attachments=[discord.File(io.BytesIO(png), filename="sonify-stats.png")])

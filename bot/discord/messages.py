@@ -22,7 +22,7 @@ from bot.discord.replies import (
 )
 from bot.discord.requests import PLATFORM, DiscordRequests, Source
 from core.errors import GenerationFailed, ImageRejected, StorageUnavailable, UserFacingError
-from core.options import GenerationOptions
+from core.i18n import DEFAULT_LANGUAGE
 from core.records import SourceKind
 
 logger = logging.getLogger(__name__)
@@ -122,6 +122,9 @@ class MessageHandlers:
         if not (dm or mentioned or self.requests.watched(message.channel)):
             return
         addressed = dm or mentioned
+        if message.guild is not None and not self.requests.enabled(message.guild.id) \
+                and not self._requester(message, DEFAULT_LANGUAGE).is_admin:
+            return  # switched off in this server by its admins: they alone are answered
         lang = self.requests.guild_lang(message.guild)
         sources = self.requests.sources(message, addressed)
         ref = message.reference.resolved if message.reference else None
@@ -145,14 +148,15 @@ class MessageHandlers:
         author = message.author
         perms = author.guild_permissions if isinstance(author, discord.Member) else None
         limit = message.guild.filesize_limit if message.guild else None
-        return self.requests.requester(author, message.channel.id, lang, perms, limit)
+        return self.requests.requester(author, message.channel.id, lang, perms,
+                                       message.guild.id if message.guild else None, limit)
 
     async def _take_one(self, client: discord.Client, message: discord.Message, index: int,
                         source: Source, lang: str, *, quiet: bool) -> None:
         kind = SourceKind.URL if isinstance(source, str) else SourceKind.ATTACHMENT
         guild_id = message.guild.id if message.guild else None
         request = self._requester(message, lang).job(
-            source_kind=kind, options=GenerationOptions.from_config(self.config.generation),
+            source_kind=kind, options=self.requests.options(guild_id),
             source=self.requests.source_of(source), dedupe_key=_key(message, index),
             reply_context={"kind": "message", "channel_id": str(message.channel.id),
                            "message_id": str(message.id), "author_id": str(message.author.id),

@@ -132,6 +132,7 @@ class Destination:
 
     def __init__(self, lang: str) -> None:
         self.lang = lang
+        self.guild_id: int | None = None  # the server, whose settings shape the answer
 
     async def show(self, text: str) -> None:
         raise NotImplementedError
@@ -156,6 +157,7 @@ class MessageDestination(Destination):
                  status_message_id: int | None = None) -> None:
         super().__init__(lang)
         self.client, self.author_id = client, author_id
+        self.guild_id = guild_id
         self.channel: discord.PartialMessageable | discord.DMChannel = \
             client.get_partial_messageable(channel_id, guild_id=guild_id)
         self.reference: discord.MessageReference | None = None
@@ -267,6 +269,7 @@ class InteractionDestination(Destination):
     def __init__(self, interaction: discord.Interaction, lang: str) -> None:
         super().__init__(lang)
         self.interaction = interaction
+        self.guild_id = interaction.guild_id
         self.fallback: MessageDestination | None = None
 
     def _expired(self, exc: discord.HTTPException) -> bool:

@@ -8,6 +8,7 @@ like, and taking a request: recorded first, then carried on to its one answer.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -28,6 +29,7 @@ from core.intake.links import all_urls
 from core.intake.moving import decode_upload_async
 from core.jobs.events import JobHandle, JobResult
 from core.jobs.request import JobRequest, Receipt, received_request
+from core.options import GenerationOptions
 from core.records import Platform, RequestRecord
 from core.services import Services
 
@@ -64,6 +66,7 @@ class DiscordRequests:
         self.flow = RequestFlow(services.engine, self.tasks, FlowSettings(
             interval=self.config.discord.progress_interval_s, fetch=self.fetch,
             delivered=partial(services.ops.metrics.observe_stage, "delivery")))
+        self.settings = services.chat_settings  # what server admins set with /settings
         self.client: discord.Client | None = None  # set when the adapter logs in
         # Until a fresh session has read back what was missed, live messages (the bot's own
         # answers among them) must not move a channel's cursor past messages not read yet:
@@ -78,7 +81,7 @@ class DiscordRequests:
 
     def requester(self, user: discord.abc.User, channel_id: int | None, lang: str,
                   permissions: discord.Permissions | None,
-                  upload_limit: int | None = None) -> Requester:
+                  guild_id: int | None = None, upload_limit: int | None = None) -> Requester:
         """The asking user; where no channel is known, the chat is the user's own.
 
         `upload_limit`: what the bot may post there (an interaction's attachment_size_limit,
@@ -88,16 +91,46 @@ class DiscordRequests:
         return Requester(PLATFORM, user_id=str(user.id), chat_id=str(channel_id or user.id),
                          lang=lang, is_admin=self.is_admin(user, permissions),
                          pushes_answers=True, user_name=str(user)[:64],
+                         per_hour=self.settings.get(PLATFORM, guild_id, "per_hour"),
                          video_cap_bytes=upload_cap(upload_limit))
 
-    @staticmethod
-    def guild_lang(guild: discord.Guild | None) -> str:
-        return pick_language(guild.preferred_locale.value) if guild else DEFAULT_LANGUAGE
+    def guild_lang(self, guild: discord.Guild | None) -> str:
+        """Replies' language where the user's is unknown (posted messages): the server's
+        setting, else the server's own locale."""
+        if guild is None:
+            return DEFAULT_LANGUAGE
+        chosen = self.settings.get(PLATFORM, guild.id, "language")
+        return str(chosen) if chosen else pick_language(guild.preferred_locale.value)
+
+    def enabled(self, guild_id: int | None) -> bool:
+        """False where a server's admins switched Sonify off (then only admins are answered)."""
+        return self.settings.get(PLATFORM, guild_id, "enabled") is not False
+
+    def options(self, guild_id: int | None, seconds: float | None = None) -> GenerationOptions:
+        """A request's options: what the user asked, else the server's default length."""
+        if seconds is None:
+            seconds = self.settings.get(PLATFORM, guild_id, "seconds")
+        return GenerationOptions.from_config(self.config.generation, seconds=seconds)
 
     def watched(self, channel: Any) -> bool:
-        """A watched channel, or a thread in one."""
-        ids = set(self.config.discord.channels)
-        return channel.id in ids or getattr(channel, "parent_id", None) in ids
+        """A watched channel, or a thread in one: chosen with /settings, else in the config."""
+        guild = getattr(channel, "guild", None)
+        chosen = self.settings.of(PLATFORM, guild.id).channels("watched") if guild else {}
+        configured = set(self.config.discord.channels)
+        for cid in (channel.id, getattr(channel, "parent_id", None)):
+            if cid is None:
+                continue
+            if str(cid) in chosen:
+                return bool(chosen[str(cid)])
+            if cid in configured:
+                return True
+        return False
+
+    def watched_ids(self) -> list[int]:
+        """Every channel watched somewhere: the config's, then those chosen with /settings."""
+        chosen = [int(cid) for scope in self.settings.scopes(PLATFORM)
+                  for cid, on in scope.channels("watched").items() if on]
+        return list(dict.fromkeys([*self.config.discord.channels, *chosen]))
 
     def sources(self, message: discord.Message, addressed: bool) -> list[Source]:
         """The images in a message: attachments, links, embed images (capped)."""
@@ -163,9 +196,13 @@ class DiscordRequests:
         return data
 
     # ----- answers ---------------------------------------------------------------------------
-    def answer(self, result: JobResult, lang: str) -> Answer:
-        """The message a finished clip becomes: caption, buttons, the file or a voice message."""
+    def answer(self, result: JobResult, lang: str, guild_id: int | None = None) -> Answer:
+        """The message a finished clip becomes: caption, buttons, the file or a voice message
+        (the server's reply style, else the config's)."""
         settings = self.config.discord
+        style = self.settings.get(PLATFORM, guild_id, "reply_style")
+        if style is not None:
+            settings = replace(settings, voice_message=style == "voice")
         text = t("caption", lang, caption=result.caption or result.prompt)
         if result.cache_hit:
             text += " " + t("cached", lang)
@@ -177,7 +214,8 @@ class DiscordRequests:
                       settings.voice_message)
 
     def answer_target(self, target: Destination) -> DiscordAnswerTarget:
-        return DiscordAnswerTarget(target, lambda result: self.answer(result, target.lang))
+        return DiscordAnswerTarget(target, lambda result: self.answer(result, target.lang,
+                                                                      target.guild_id))
 
     async def take(self, request: JobRequest, target: Destination) -> bool:
         """Record the request (the durable point), then answer it in the background.
@@ -218,7 +256,8 @@ class DiscordRequests:
                 # Interaction tokens are never stored: answer in the channel, mentioning them.
                 target = MessageDestination(client, lang, channel_id=int(context["channel_id"]),
                                             message_id=None,
-                                            author_id=int(context["user_id"]))
+                                            author_id=int(context["user_id"]),
+                                            guild_id=_int_or_none(context.get("guild_id")))
                 target.prefix = f"<@{context['user_id']}> "
                 return target
         except (KeyError, TypeError, ValueError):

@@ -88,7 +88,9 @@ class TelegramAdapter:
         app.add_handler(CommandHandler(["start", "help"], h.on_help, filters=new))
         app.add_handler(CommandHandler("stats", h.on_stats, filters=new))
         app.add_handler(CommandHandler("sonify", h.on_sonify, filters=new))
+        app.add_handler(CommandHandler("settings", h.panel.command, filters=new))
         app.add_handler(CallbackQueryHandler(h.on_button, pattern=r"^(again|words):"))
+        app.add_handler(CallbackQueryHandler(h.panel.on_button, pattern=r"^set:"))
         app.add_handler(MessageHandler(new & filters.COMMAND & filters.ChatType.PRIVATE,
                                        h.on_help))
         app.add_handler(MessageHandler(new & ~filters.COMMAND, h.on_message))
@@ -171,6 +173,8 @@ class TelegramAdapter:
             code = None if lang == DEFAULT_LANGUAGE else lang
             public = [BotCommand("sonify", t("telegram.cmd_sonify", lang)),
                       BotCommand("help", t("telegram.cmd_help", lang))]
+            if self.config.telegram.chat_settings:
+                public.append(BotCommand("settings", t("telegram.cmd_settings", lang)))
             admin = [*public, BotCommand("stats", t("telegram.cmd_stats", lang))]
             admins = self.config.telegram.admins
             menus = [(public, None), *((admin, BotCommandScopeChat(a)) for a in admins)]

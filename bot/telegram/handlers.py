@@ -29,6 +29,7 @@ from bot.telegram.parse import (
 )
 from bot.telegram.replies import ReplyAddress, with_retry
 from bot.telegram.requests import PLATFORM, TelegramRequests, source_of, update_key
+from bot.telegram.settings import SettingsPanel
 from core.errors import GenerationFailed, StorageUnavailable, UserFacingError
 from core.i18n import describe_error, pick_language, t
 from core.records import RequestRecord, SourceKind
@@ -49,6 +50,7 @@ class Handlers:
         self.engine = requests.engine
         self.config = requests.config
         self.reply = requests.reply
+        self.panel = SettingsPanel(requests)
         self.bot_id = 0
         self.username = ""
         # Updates whose request could not be recorded: the poller must not confirm them.
@@ -86,23 +88,25 @@ class Handlers:
         message, user = update.effective_message, update.effective_user
         if message is None or user is None or not self.allowed(update.effective_chat):
             return
-        lang = pick_language(user.language_code)
+        private = message.chat.type == ChatType.PRIVATE
+        lang = self.requests.lang_for(user, message.chat_id, private)
         asked = message.reply_to_message
         if message.text and asked is not None and self.replies_to_bot(message):
             ref = words_ref(asked.text)
             if ref is not None:
                 await self.on_words(update, message, user, lang, ref)
                 return
-        private = message.chat.type == ChatType.PRIVATE
         cmd, at, words = command_words(message.caption)
         caption_cmd = cmd == "sonify" and (at is None or at.lower() == self.username.lower())
         mentioned = mentions(message, self.username, self.bot_id)
         addressed = private or caption_cmd or mentioned or self.replies_to_bot(message)
         image = find_image(message)
         if not addressed:
-            answers_all = self.config.telegram.group_photos
+            answers_all = self.requests.group_photos(message.chat_id)
             if not (answers_all and image is not None and image.kind != "url"):
                 return  # a busy group: only answer when asked
+        if not await self.switched_on(message, user):
+            return
         if image is None and not self.replies_to_bot(message):
             image = find_image(message.reply_to_message)  # "@bot 8s" as a reply to a picture
         target = self.target_for(message, user, lang)
@@ -121,7 +125,12 @@ class Handlers:
         message, user = update.effective_message, update.effective_user
         if message is None or user is None or not self.allowed(update.effective_chat):
             return
-        lang = pick_language(user.language_code)
+        lang = self.requests.lang_for(user, message.chat_id,
+                                      message.chat.type == ChatType.PRIVATE)
+        if not await self.switched_on(message, user):
+            await self.reply.try_send_text(self.target_for(message, user, lang),
+                                           t("error.sonify_off", lang))
+            return
         image = find_image(message) or find_image(message.reply_to_message)
         if image is None:
             await self.reply.try_send_text(self.target_for(message, user, lang),
@@ -136,7 +145,9 @@ class Handlers:
         target = self.target_for(message, user, lang)
         key = update_key(update.update_id)
         try:
-            asked = options_from_words(words, self.config.generation, strict=strict)
+            asked = options_from_words(words, self.config.generation, strict=strict,
+                                       default_seconds=self.requests.default_seconds(
+                                           message.chat_id))
             if image.kind != "url":
                 check_file(image, self.requests.limit_for(image))  # refused before any download
         except UserFacingError as exc:
@@ -146,6 +157,12 @@ class Handlers:
             source_kind=image.kind, options=asked.options, seed=asked.seed,
             source=source_of(image), dedupe_key=key,
             reply_context={**target.to_context(), "mode": "caption"}), target)
+
+    async def switched_on(self, message: Message, user: User) -> bool:
+        """Sonify answers here: on in this group, or the one asking is an admin."""
+        if message.chat.type == ChatType.PRIVATE or self.requests.enabled(message.chat_id):
+            return True
+        return await self.panel.may_change(message.chat_id, message.chat.type, user.id)
 
     # -- buttons and "Use my words" --------------------------------------------------
     async def owned_record(self, request_id: str, user_id: int) -> tuple[RequestRecord | None,
@@ -231,16 +248,23 @@ class Handlers:
         await self.reply.try_send_text(self.target_for(message, user, lang), text)
 
     async def on_stats(self, update: Update, context: Context) -> None:
-        """Admins get the stats text and chart; anyone else a refusal that reveals nothing."""
+        """The config's admins get everything's stats text and chart, a group's admins that
+        group's; anyone else a refusal that reveals nothing."""
         message, user = update.effective_message, update.effective_user
         if message is None or user is None or not self.allowed(update.effective_chat):
             return
-        lang = pick_language(user.language_code)
+        chat = message.chat
+        lang = self.requests.lang_for(user, chat.id, chat.type == ChatType.PRIVATE)
         target = self.target_for(message, user, lang)
-        if user.id not in self.config.telegram.admins:
+        if user.id in self.config.telegram.admins:
+            text, png = await self.services.stats_report(lang)
+        elif chat.type != ChatType.PRIVATE and await self.panel.may_change(chat.id, chat.type,
+                                                                           user.id):
+            text, png = await self.services.stats_report(
+                lang, chats=(PLATFORM, [str(chat.id)]), place=chat.title or str(chat.id))
+        else:
             await self.reply.try_send_text(target, t("stats_denied", lang))
             return
-        text, png = await self.services.stats_report(lang)
         await self.reply.send_text(target, text)
         await with_retry(lambda: self.reply.bot.send_photo(
             target.chat_id, InputFile(png, filename="stats.png"), reply_parameters=target.reply,

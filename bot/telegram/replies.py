@@ -153,6 +153,8 @@ class Responder:
 
     def __init__(self, bot: Bot, settings: TelegramConfig) -> None:
         self.bot, self.settings = bot, settings
+        # A chat's own reply style (set with /settings), else None: the config's `send_as`.
+        self.style_of: Callable[[int], str | None] = lambda chat_id: None
 
     async def send_text(self, target: ReplyAddress, text: str, **kwargs: Any) -> Message:
         return await with_retry(lambda: self.bot.send_message(
@@ -199,7 +201,7 @@ class Responder:
                 message_thread_id=target.thread_id), what="sendVideo")
             return
         await self.action(target.chat_id, ChatAction.UPLOAD_VOICE)
-        send_as = self.settings.send_as
+        send_as = self.style_of(target.chat_id) or self.settings.send_as
         if send_as in ("voice", "both"):
             # Voice notes are mono: a stereo clip comes with a mono OGG/Opus of its own.
             ogg = result.files.get("voice", result.audio_path("ogg")).read_bytes()

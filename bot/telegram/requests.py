@@ -21,6 +21,7 @@ from bot.common.tasks import BackgroundTasks
 from bot.telegram.parse import ImageRef, check_file, is_moving
 from bot.telegram.replies import ReplyAddress, Responder, TelegramAnswerTarget, with_retry
 from core.errors import GenerationFailed, ImageRejected, UserFacingError
+from core.i18n import pick_language
 from core.intake.decode import DecodedImage
 from core.intake.moving import decode_upload_async
 from core.jobs.events import JobHandle
@@ -54,6 +55,8 @@ class TelegramRequests:
         self.engine = services.engine
         self.config = services.config
         self.reply = responder
+        self.settings = services.chat_settings  # what chat admins set with /settings
+        responder.style_of = lambda chat_id: self.settings.get(PLATFORM, chat_id, "reply_style")
         self.tasks = BackgroundTasks(PLATFORM)
         self.flow = RequestFlow(self.engine, self.tasks, FlowSettings(
             interval=self.config.telegram.progress_interval_s, fetch=self.fetch,
@@ -81,7 +84,29 @@ class TelegramRequests:
         return Requester(PLATFORM, user_id=str(target.user_id), chat_id=str(target.chat_id),
                          lang=target.lang, is_admin=target.user_id in self.config.telegram.admins,
                          pushes_answers=True, user_name=(name or None) and name[:64],
-                         video_cap_bytes=int(self.config.telegram.upload_limit_mb * 1_000_000))
+                         video_cap_bytes=int(self.config.telegram.upload_limit_mb * 1_000_000),
+                         per_hour=self.settings.get(PLATFORM, target.chat_id, "per_hour"))
+
+    # ----- what the chat's admins set (core/settings): memory only -----------------------
+    def lang_for(self, user: User, chat_id: int, private: bool) -> str:
+        """In a private chat the user's own choice wins; in a group, the group's language
+        stands in where the user's is unknown."""
+        chosen = self.settings.get(PLATFORM, chat_id, "language")
+        if chosen and (private or not user.language_code):
+            return str(chosen)
+        return pick_language(user.language_code)
+
+    def group_photos(self, chat_id: int) -> bool:
+        """Every photo in the group is answered (the group's setting, else the config's)."""
+        chosen = self.settings.get(PLATFORM, chat_id, "group_photos")
+        return self.config.telegram.group_photos if chosen is None else bool(chosen)
+
+    def enabled(self, chat_id: int) -> bool:
+        return self.settings.get(PLATFORM, chat_id, "enabled") is not False
+
+    def default_seconds(self, chat_id: int) -> float | None:
+        value = self.settings.get(PLATFORM, chat_id, "seconds")
+        return None if value is None else float(value)
 
     async def take(self, request: JobRequest, target: ReplyAddress) -> None:
         """Record the request (the durable point), then answer it in the background.

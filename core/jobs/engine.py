@@ -290,6 +290,7 @@ class Engine(Recovery):
         def rule(counts: Counts) -> None:
             self.limits.check(counts, user=user, now=record.created_at,
                               is_admin=request.is_admin, extra_picture=request.extra_picture,
+                              per_hour=request.per_hour,
                               slot=slot, place=place,
                               estimate=lambda who: self.transport.estimate_wait(who, counts))
 

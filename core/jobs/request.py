@@ -60,6 +60,9 @@ class JobRequest:
     # per-user limit of jobs at once, so its pictures are not refused as "in progress".
     extra_picture: bool = False
     video_cap_bytes: int | None = None
+    # The chat's own hourly limit per member, set by its admins (core/settings): it only
+    # narrows `[jobs] per_user_per_hour`, never widens it. None: the config's applies.
+    per_hour: int | None = None
 
     def __post_init__(self) -> None:
         given = sum(x is not None for x in (self.image, self.caption, self.prompt))

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from core.records import RequestStatus
-from core.storage.request_log import RequestLog
+from core.storage.request_log import ChatFilter, RequestLog
 
 DAY_S = 86_400.0
 WEEK_DAYS = 7
@@ -89,6 +89,9 @@ class Stats:
     # (audio, video, audio_only: the video was too large for the platform).
     inputs: dict[str, int] = field(default_factory=dict)
     answers: dict[str, int] = field(default_factory=dict)
+    # Only some chats' requests (one server's, one group's): `all_time` then counts the rows
+    # kept (`[storage] keep_days`), as the daily totals of older ones hold no chats.
+    scoped: bool = False
 
     @property
     def cache_hit_rate(self) -> float | None:
@@ -126,16 +129,19 @@ def _first_whole_day(since: float) -> str:
     return start.strftime("%Y-%m-%d")
 
 
-async def _totals_since(request_log: RequestLog, since: float | None = None) -> Totals:
-    """Requests created after `since`: the live rows plus the daily totals of pruned ones."""
-    pruned = await request_log.retention.totals(
+async def _totals_since(request_log: RequestLog, since: float | None = None,
+                        chats: ChatFilter | None = None) -> Totals:
+    """Requests created after `since`: the live rows plus the daily totals of pruned ones
+    (which hold no chats, so none for `chats`)."""
+    pruned = [] if chats is not None else await request_log.retention.totals(
         None if since is None else _first_whole_day(since))
-    return _totals([*await request_log.counts(since), *pruned])
+    return _totals([*await request_log.counts(since, chats=chats), *pruned])
 
 
 async def collect_stats(request_log: RequestLog, queue_length: int = 0, *,
-                        now: float | None = None) -> Stats:
-    """Read the log and summarise it."""
+                        now: float | None = None, chats: ChatFilter | None = None) -> Stats:
+    """Read the log and summarise it: everything, or only `chats`' requests (one server's
+    channels, one group) for that server's or group's admins."""
     now = time.time() if now is None else now
     today_start = _day_start(now)
     first_day = today_start - timedelta(days=CHART_DAYS - 1)
@@ -143,9 +149,10 @@ async def collect_stats(request_log: RequestLog, queue_length: int = 0, *,
     rows = await request_log.rows_since(min(first_day.timestamp(), week_since), [
         "platform", "user_id", "status", "cache_hit", "queue_wait_s", "total_s", "created_at",
         "user_name", "worker", "batch_size", "times", "input_kind", "output_kind",
-        "image_sha256"])
-    hits, done = await request_log.cache_hit_counts()
-    pruned_hits, pruned_done = await request_log.retention.cache_hit_counts()
+        "image_sha256"], chats=chats)
+    hits, done = await request_log.cache_hit_counts(chats=chats)
+    pruned_hits, pruned_done = (0, 0) if chats is not None \
+        else await request_log.retention.cache_hit_counts()
 
     per_day: dict[str, Counter[str]] = defaultdict(Counter)
     day_latency: dict[str, list[float]] = defaultdict(list)
@@ -157,8 +164,8 @@ async def collect_stats(request_log: RequestLog, queue_length: int = 0, *,
     worker_batches: dict[str, list[int]] = defaultdict(list)
     inputs: Counter[str] = Counter()
     answers: Counter[str] = Counter()
-    for day, platform, count in await request_log.retention.per_day(
-            first_day.strftime("%Y-%m-%d")):
+    for day, platform, count in [] if chats is not None else \
+            await request_log.retention.per_day(first_day.strftime("%Y-%m-%d")):
         per_day[day][platform] += count
     for (platform, user_id, status, cache_hit, wait, total, created, user_name, worker,
          batch_size, times, input_kind, output_kind, image_sha256) in rows:
@@ -193,9 +200,9 @@ async def collect_stats(request_log: RequestLog, queue_length: int = 0, *,
                              percentile(lat, 95)))
     return Stats(
         generated_at=now,
-        today=await _totals_since(request_log, today_start.timestamp()),
-        week=await _totals_since(request_log, week_since),
-        all_time=await _totals_since(request_log),
+        today=await _totals_since(request_log, today_start.timestamp(), chats),
+        week=await _totals_since(request_log, week_since, chats),
+        all_time=await _totals_since(request_log, None, chats),
         cache_hits=hits + pruned_hits, done=done + pruned_done,
         queue_wait_p50_s=percentile(waits, 50), queue_wait_p95_s=percentile(waits, 95),
         total_p50_s=percentile(totals, 50), total_p95_s=percentile(totals, 95),
@@ -203,7 +210,9 @@ async def collect_stats(request_log: RequestLog, queue_length: int = 0, *,
         top_users=[TopUser(p, u, n, names[(p, u)][1] if (p, u) in names else None)
                    for (p, u), n in users.most_common(TOP_USERS)],
         days=days,
-        workers=sorted((WorkerStats(name, len(sizes), sum(sizes) / len(sizes))
-                        for name, sizes in worker_batches.items()),
-                       key=lambda w: (-w.jobs, w.name)),
+        # The workers are the operator's business, not a server's.
+        workers=[] if chats is not None else sorted(
+            (WorkerStats(name, len(sizes), sum(sizes) / len(sizes))
+             for name, sizes in worker_batches.items()), key=lambda w: (-w.jobs, w.name)),
+        scoped=chats is not None,
         inputs=dict(inputs), answers=dict(answers))

@@ -43,18 +43,19 @@ def _top_user(user: TopUser, lang: str) -> str:
     return t(key, lang, name=name, platform=user.platform, user_id=user.user_id, count=user.count)
 
 
-def render_stats_text(stats: Stats, lang: str = "en") -> str:
-    """A few short lines for a chat reply or a terminal."""
+def render_stats_text(stats: Stats, lang: str = "en", place: str | None = None) -> str:
+    """A few short lines for a chat reply or a terminal; `place` names the server or group
+    the figures are limited to."""
     rate = stats.cache_hit_rate
     cache = (t("stats.cache_none", lang) if rate is None else
              t("stats.cache", lang, rate=f"{rate:.0%}", hits=stats.cache_hits, done=stats.done))
     top = ", ".join(_top_user(user, lang) for user in stats.top_users) or t("stats.none", lang)
     when = f"{datetime.fromtimestamp(stats.generated_at, UTC):%Y-%m-%d %H:%M}"
     return "\n".join([
-        t("stats.title", lang, when=when),
+        t("stats.title", lang, when=when) + (f" — {escape_controls(place)}" if place else ""),
         _totals("stats.today", stats.today, lang),
         _totals("stats.week", stats.week, lang),
-        _totals("stats.all_time", stats.all_time, lang),
+        _totals("stats.all_kept" if stats.scoped else "stats.all_time", stats.all_time, lang),
         cache,
         t("stats.latency", lang, wait_p50=_seconds(stats.queue_wait_p50_s, lang),
           wait_p95=_seconds(stats.queue_wait_p95_s, lang),

@@ -26,6 +26,7 @@ from core.errors import (
 from core.records import UNFINISHED, Delivery, RequestRecord, RequestStatus, RowChanges
 from core.secrecy import SecretMasker, url_passwords
 from core.storage.blobs import BlobStore, ClipIndex
+from core.storage.chat_settings import SettingsStore
 from core.storage.columns import row_values, without_secrets
 from core.storage.cursors import CursorTable
 from core.storage.migrate import migrate, sqlite_file
@@ -75,6 +76,17 @@ def cannot_open(url: str, exc: BaseException) -> str:
         f"cannot open the request log at {where}: {text}")
 
 
+# (platform, chat ids): the rows of one server's channels, or of one group.
+ChatFilter = tuple[str, Sequence[str]]
+
+
+def _in_chats(chats: ChatFilter | None) -> list[Any]:
+    if chats is None:
+        return []
+    platform, chat_ids = chats
+    return [requests.c.platform == platform, requests.c.chat_id.in_(list(chat_ids))]
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
@@ -115,6 +127,7 @@ class RequestLog:
         self.share_links = ShareLinkTable(self.db)
         self.cursors = CursorTable(self.db)
         self.retention = Retention(self.db)
+        self.chat_settings = SettingsStore(self.db)
 
     @classmethod
     async def open(cls, url: str, *, outage_grace_s: float = DEFAULT_GRACE_S) -> RequestLog:
@@ -303,28 +316,31 @@ class RequestLog:
             count, oldest = (await conn.execute(query)).one()
         return int(count), oldest
 
-    async def rows_since(self, since: float, columns: Sequence[str] | None = None) -> list[Any]:
-        """Rows created after `since` (only `columns`, if given), for statistics."""
+    async def rows_since(self, since: float, columns: Sequence[str] | None = None, *,
+                         chats: ChatFilter | None = None) -> list[Any]:
+        """Rows created after `since` (only `columns`, if given; only `chats`' rows, if
+        given), for statistics."""
         cols = [requests.c[c] for c in columns] if columns else [requests]
-        query = select(*cols).where(requests.c.created_at > since)
+        query = select(*cols).where(requests.c.created_at > since, *_in_chats(chats))
         async with self.db.connect() as conn:
             return list(await conn.execute(query))
 
-    async def counts(self, since: float | None = None) -> list[tuple[str, str, int]]:
+    async def counts(self, since: float | None = None, *,
+                     chats: ChatFilter | None = None) -> list[tuple[str, str, int]]:
         """(platform, status, requests) groups of the rows (a folded refusal counts its
-        `times`), optionally only rows created after `since`."""
+        `times`), optionally only rows created after `since` and only `chats`' rows."""
         query = select(requests.c.platform, requests.c.status,
-                       func.sum(requests.c.times)).group_by(requests.c.platform,
-                                                            requests.c.status)
+                       func.sum(requests.c.times)).where(*_in_chats(chats)).group_by(
+                           requests.c.platform, requests.c.status)
         if since is not None:
             query = query.where(requests.c.created_at > since)
         async with self.db.connect() as conn:
             return [(p, s, int(n)) for p, s, n in await conn.execute(query)]
 
-    async def cache_hit_counts(self) -> tuple[int, int]:
-        """(cache hits, all done) over the whole log."""
+    async def cache_hit_counts(self, *, chats: ChatFilter | None = None) -> tuple[int, int]:
+        """(cache hits, all done) over the whole log (or `chats`' rows)."""
         query = select(func.count(), func.sum(requests.c.cache_hit.cast(Integer))).where(
-            requests.c.status == RequestStatus.DONE)
+            requests.c.status == RequestStatus.DONE, *_in_chats(chats))
         async with self.db.connect() as conn:
             done, hits = (await conn.execute(query)).one()
         return int(hits or 0), int(done or 0)

@@ -42,7 +42,7 @@ def check_values(column: str, values: type[StrEnum], name: str) -> CheckConstrai
     return CheckConstraint(f"{column} IN ({allowed})", name=name)
 
 
-# The checks of revisions 0006 and 0007, by name: a migration that changes one drops and
+# The checks of revisions 0006 and 0009, by name: a migration that changes one drops and
 # adds it.
 REQUEST_CHECKS = (("status", RequestStatus, "ck_requests_status"),
                   ("delivery", Delivery, "ck_requests_delivery"),
@@ -102,7 +102,7 @@ requests = Table(
     Column("rider_of", String(24)),
     # Refusals of one kind from one user within a minute are one row: how many it stands for.
     Column("times", Integer, nullable=False, default=1, server_default="1"),
-    # Moving pictures (migration 0007): what came in (photo, animation, video; NULL on older
+    # Moving pictures (migration 0009): what came in (photo, animation, video; NULL on older
     # rows reads as photo), what went out (audio, video, audio_only: the MP4 did not fit the
     # platform's cap), the clip's length and how the sound was fitted to it (whole, looped).
     Column("input_kind", String(16)),
@@ -194,4 +194,34 @@ daily_totals = Table(
     Column("request_count", Integer, nullable=False),
     Column("cache_hits", Integer, nullable=False),
     *(check_values(column, values, name) for column, values, name in TOTALS_CHECKS),
+)
+
+# Settings that server and group admins set in chat (core/settings): one row per scope and
+# key. The scope is a platform, a server or chat and, for per-channel keys, a channel ("" for
+# the whole server or chat). `value` is JSON; the config file gives the defaults and bounds.
+chat_settings = Table(
+    "chat_settings", metadata,
+    Column("platform", String(16), primary_key=True),
+    Column("chat_id", String(64), primary_key=True),
+    Column("channel_id", String(64), primary_key=True),
+    Column("key", String(32), primary_key=True),
+    Column("value", JSON, nullable=False),
+    Column("updated_by", String(64), nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+# Every change of a chat setting, old and new value (NULL: the config's default), who, when.
+# Its newest id per server or chat is that scope's revision: a panel shown before it is stale.
+chat_settings_audit = Table(
+    "chat_settings_audit", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("platform", String(16), nullable=False),
+    Column("chat_id", String(64), nullable=False),
+    Column("channel_id", String(64), nullable=False),
+    Column("key", String(32), nullable=False),
+    Column("old_value", JSON),
+    Column("new_value", JSON),
+    Column("changed_by", String(64), nullable=False),
+    Column("changed_at", Float, nullable=False),
+    Index("ix_chat_settings_audit_scope", "platform", "chat_id", "id"),
 )

@@ -326,6 +326,16 @@ async def test_stats_prints_the_log_summary_with_names(
     assert code == 0, out.err
     assert "Today: 4 requests — telegram 4 · done 3, rejected 1" in out.out
     assert "Top users (7 days): Ana — telegram:1 (2), telegram:2 (1)\n" in out.out
+    # One chat's numbers (a group's, for its admins' questions), and a mistyped filter.
+    code = await asyncio.to_thread(main, ["stats", "--config", str(config_file),
+                                          "--chat", "telegram:1"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "— telegram:1" in out.out and "Today: 2 requests — telegram 2 · done 2" in out.out
+    assert "All kept: 2 requests" in out.out and "Eve" not in out.out
+    code = await asyncio.to_thread(main, ["stats", "--config", str(config_file),
+                                          "--chat", "telegram"])
+    assert code != 0 and "--chat 'telegram': expected PLATFORM:ID" in capsys.readouterr().err
 
 
 def test_stats_refuses_a_log_that_does_not_exist(tmp_path: Path,
@@ -466,15 +476,21 @@ def test_the_command_line_starts_without_the_model_libraries(workdir: Path) -> N
     assert done.stderr.splitlines() == ["sonify: no such file: missing.jpg", "heavy: []"]
 
 
-def test_the_readme_sets_expectations() -> None:
-    """Set-up size and time, CPU/GPU expectations, where the ids come from, every command."""
+def test_the_docs_set_expectations() -> None:
+    """Set-up size and time, CPU/GPU expectations, where the ids come from, every command: in
+    the documentation site, and the ids' sources in the README's first-bot steps too."""
+    docs = ROOT / "docs"
+    performance = (docs / "performance.md").read_text(encoding="utf-8")
+    assert "\n## What to expect on a CPU and on a GPU\n" in performance
+    install = (docs / "running/install.md").read_text(encoding="utf-8")
+    assert "The virtual environment takes **6.7 GB**" in install
+    telegram = (docs / "running/telegram.md").read_text(encoding="utf-8")
+    discord = (docs / "running/discord.md").read_text(encoding="utf-8")
+    assert "\n## Finding the ids\n" in telegram and "\n## Finding the ids\n" in discord
+    assert "/getUpdates" in telegram and "Developer Mode" in discord
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    for heading in ("## What to expect on a CPU and on a GPU",
-                    "## Finding the ids for `admins`, `allowed_chats`, `channels` and `guilds`"):
-        assert f"\n{heading}\n" in readme
-    assert "**Size and time.** The virtual environment takes **6.7 GB**" in readme
     assert "Developer Mode" in readme and "/getUpdates" in readme
-    commands = readme.split("\n## Commands\n", 1)[1].split("\n## ", 1)[0]
+    commands = (docs / "running/commands.md").read_text(encoding="utf-8")
     from bot.cli import COMMANDS
 
     for command in COMMANDS:

@@ -34,6 +34,7 @@ from tests.bot.discord.fake_payloads import (  # noqa: F401 - tests import the i
     LOADING,
     OTHER,
     OTHER_THREAD,
+    STAFF,
     THREAD,
     VOICE,
     WATCHED,

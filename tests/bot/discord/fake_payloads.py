@@ -14,6 +14,7 @@ WATCHED = 900_000_000_000_000_200  # channel the bot watches
 OTHER = 900_000_000_000_000_201  # channel it does not watch
 THREAD = 900_000_000_000_000_202  # a thread in the watched channel
 OTHER_THREAD = 900_000_000_000_000_203  # a thread in the channel it does not watch
+STAFF = 900_000_000_000_000_204  # a channel hidden from everyone but the admins (and the bot)
 ALICE = 900_000_000_000_000_301
 BOB = 900_000_000_000_000_302
 CAROL = 900_000_000_000_000_303
@@ -21,6 +22,7 @@ ADMIN = 900_000_000_000_000_304  # holds a role with Manage Server
 ADMIN_ROLE = 900_000_000_000_000_400
 MEMBER_PERMS = (1 << 10) | (1 << 11) | (1 << 15) | (1 << 16) | (1 << 31)
 MANAGE_GUILD = 1 << 5
+VIEW = 1 << 10  # VIEW_CHANNEL
 EPHEMERAL = 1 << 6
 LOADING = 1 << 7
 VOICE = 1 << 13  # IS_VOICE_MESSAGE
@@ -88,9 +90,9 @@ def member_permissions(uid: int) -> int:
     return MEMBER_PERMS | (MANAGE_GUILD if uid == ADMIN else 0)
 
 
-def _channel(cid: int, name: str, pos: int) -> JSON:
+def _channel(cid: int, name: str, pos: int, overwrites: list[JSON] | None = None) -> JSON:
     return {"id": str(cid), "type": 0, "name": name, "position": pos,
-            "permission_overwrites": [], "guild_id": str(GUILD_ID), "nsfw": False,
+            "permission_overwrites": overwrites or [], "guild_id": str(GUILD_ID), "nsfw": False,
             "parent_id": None, "topic": None, "rate_limit_per_user": 0}
 
 
@@ -116,7 +118,9 @@ def guild(locale: str) -> JSON:
             "member_count": 5, "preferred_locale": locale, "features": [],
             "roles": [_role(GUILD_ID, "@everyone", MEMBER_PERMS, 0),
                       _role(ADMIN_ROLE, "admins", MANAGE_GUILD, 1)],
-            "channels": [_channel(WATCHED, "pictures", 0), _channel(OTHER, "chat", 1)],
+            "channels": [_channel(WATCHED, "pictures", 0), _channel(OTHER, "chat", 1),
+                         _channel(STAFF, "staff", 2, [{"id": str(GUILD_ID), "type": 0,
+                                                       "allow": "0", "deny": str(VIEW)}])],
             "members": [member(u) for u in (BOT_ID, ALICE, BOB, CAROL, ADMIN)],
             "emojis": [], "stickers": [], "voice_states": [],
             "threads": [_thread(THREAD, WATCHED, "more pictures"),

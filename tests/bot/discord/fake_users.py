@@ -156,6 +156,20 @@ class FakeUsers:
                                     author=author, channel_id=cid, locale=locale,
                                     message=message)
 
+    async def choose(self, message: JSON, custom_id: str, values: list[str], *,
+                     author: int = ALICE, locale: str = "en-US",
+                     component_type: int = 3) -> Interaction:
+        """A user picks `values` in a select menu under `message` (type 8: a channel select)."""
+        cid = None if int(message["channel_id"]) in self.dm_channels.values() \
+            else int(message["channel_id"])
+        data: JSON = {"custom_id": custom_id, "component_type": component_type,
+                      "values": values}
+        if component_type == 8:
+            data["resolved"] = {"channels": {v: {"id": v, "type": 0, "name": f"channel-{v}",
+                                                 "permissions": "0"} for v in values}}
+        return await self._interact(3, data, author=author, channel_id=cid, locale=locale,
+                                    message=message)
+
     async def submit_modal(self, modal: JSON, values: list[str], *, author: int = ALICE,
                            channel_id: int | None = WATCHED,
                            locale: str = "en-US") -> Interaction:

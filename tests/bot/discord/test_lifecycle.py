@@ -39,11 +39,14 @@ async def test_sync_commands_per_guild_and_on_start(fake: FakeDiscord, tmp_path:
                                                    make_bot: Any) -> None:
     cfg = bot_config(fake, tmp_path / "sync", {"guilds": [GUILD_ID]},
                      generation={"max_seconds": 8.0})
-    assert await sync_commands(cfg) == 3
+    assert await sync_commands(cfg) == 4
     assert not (tmp_path / "sync").exists()  # config and Discord only: no database was made
     (call,) = fake.find("PUT", rf"/applications/{BOT_ID}/guilds/{GUILD_ID}/commands")
     commands = {c["name"]: c for c in call.json}
-    assert set(commands) == {"sonify", "stats", "Sonify this image"}
+    assert set(commands) == {"sonify", "stats", "settings", "Sonify this image"}
+    # /settings is shown by default to members with Manage Server only, never in DMs.
+    assert int(commands["settings"]["default_member_permissions"]) == 1 << 5
+    assert commands["settings"]["contexts"] == [0]
     options = {o["name"]: o for o in commands["sonify"]["options"]}
     assert {n: o["type"] for n, o in options.items()} == {"image": 11, "url": 3, "seconds": 10,
                                                           "seed": 4}
@@ -54,7 +57,7 @@ async def test_sync_commands_per_guild_and_on_start(fake: FakeDiscord, tmp_path:
 
     await make_bot(discord={"sync_commands": True})  # global registration at start-up
     call = await fake.until(lambda: fake.find("PUT", rf"/applications/{BOT_ID}/commands"))
-    assert len(call[0].json) == 3
+    assert len(call[0].json) == 4
 
 
 async def test_refused_token_is_one_config_error(fake: FakeDiscord, make_bot: Any) -> None:

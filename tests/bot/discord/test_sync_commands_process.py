@@ -29,9 +29,9 @@ async def test_sync_commands_registers_the_commands_in_the_configured_guild(
         "api_base_url": fake.api_url, "guilds": [GUILD_ID]}), encoding="utf-8")
 
     code, out, err = await sync_commands(config, tmp_path, TOKEN)
-    assert (code, out) == (0, "registered 3 commands\n"), err
+    assert (code, out) == (0, "registered 4 commands\n"), err
     (call,) = fake.find("PUT", rf"/applications/{BOT_ID}/guilds/{GUILD_ID}/commands")
-    assert {c["name"] for c in call.json} == {"sonify", "stats", "Sonify this image"}
+    assert {c["name"] for c in call.json} == {"sonify", "stats", "settings", "Sonify this image"}
     assert TOKEN not in err and "Traceback" not in err
     assert not (tmp_path / "data").exists()  # the configuration and Discord: nothing else
 

@@ -82,6 +82,7 @@ class FakeBotAPI:
         self.calls: list[Call] = []
         self.files: dict[str, tuple[bytes, int | None]] = {}
         self.chats: dict[int, dict[str, Any]] = {}
+        self.chat_admins: dict[int, set[int]] = {}  # chat id -> its admins (getChatMember)
         self.webhook: dict[str, Any] | None = None
         self.downloads: list[str] = []
         self.images: dict[str, tuple[bytes, str]] = {}
@@ -360,9 +361,26 @@ class FakeBotAPI:
                     "file_size": len(data) if size is None else size,
                     "file_path": f"documents/{file_id}"}
         if m == "editMessageText":
-            return {"message_id": int(p["message_id"]), "date": int(time.time()),
-                    "chat": self._chat(p["chat_id"]), "from": BOT_USER, "text": p["text"],
-                    "edit_date": int(time.time())}
+            edited = {"message_id": int(p["message_id"]), "date": int(time.time()),
+                      "chat": self._chat(p["chat_id"]), "from": BOT_USER, "text": p["text"],
+                      "edit_date": int(time.time())}
+            if isinstance(p.get("reply_markup"), dict):
+                edited["reply_markup"] = p["reply_markup"]
+            return edited
+        if m == "getChatMember":
+            uid = int(p["user_id"])
+            status = "administrator" if uid in self.chat_admins.get(int(p["chat_id"]), set()) \
+                else "member"
+            member: dict[str, Any] = {"status": status, "user": {
+                "id": uid, "is_bot": False, "first_name": f"user{uid}"}}
+            if status == "administrator":
+                member.update(can_be_edited=False, is_anonymous=False, can_manage_chat=True,
+                              can_delete_messages=True, can_manage_video_chats=True,
+                              can_restrict_members=True, can_promote_members=False,
+                              can_change_info=True, can_invite_users=True,
+                              can_post_stories=False, can_edit_stories=False,
+                              can_delete_stories=False)
+            return member
         if m in _MESSAGE_METHODS:
             content: dict[str, Any] = {}
             if "text" in p:

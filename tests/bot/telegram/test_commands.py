@@ -9,12 +9,12 @@ async def test_command_menu_in_both_languages(bot: Harness) -> None:
     menus = {(c.params.get("language_code"), (c.params.get("scope") or {}).get("type")):
              {cmd["command"]: cmd["description"] for cmd in c.params["commands"]}
              for c in bot.fake.calls_of("setMyCommands")}
-    assert set(menus[(None, None)]) == {"sonify", "help"}
+    assert set(menus[(None, None)]) == {"sonify", "help", "settings"}
     assert menus[("es", None)]["help"] == "Qué hace este bot y cómo usarlo"
     assert menus[(None, None)]["help"] == "What this bot does and how to use it"
     # /stats is only in the admins' own menu.
-    assert set(menus[(None, "chat")]) == {"sonify", "help", "stats"}
-    assert set(menus[("es", "chat")]) == {"sonify", "help", "stats"}
+    assert set(menus[(None, "chat")]) == {"sonify", "help", "settings", "stats"}
+    assert set(menus[("es", "chat")]) == {"sonify", "help", "settings", "stats"}
 
 
 async def test_start_and_help(bot: Harness) -> None:

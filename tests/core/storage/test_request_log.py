@@ -311,7 +311,7 @@ MOVING_COLUMNS = ("input_kind", "output_kind", "input_seconds", "sound_fit")
 
 
 async def test_moving_picture_values_are_checked(tmp_path: Path) -> None:
-    """Revision 0007: Telegram's moving source kinds are allowed, and the input kind, output
+    """Revision 0009: Telegram's moving source kinds are allowed, and the input kind, output
     kind and sound fit of a row can only be the values core/records.py names."""
     request_log = await RequestLog.open(db_url(tmp_path))
     try:

@@ -4,15 +4,15 @@ the other values.
 
 The values are written out here, as they were at this revision (see 0006).
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0009
+Revises: 0008 (chat settings, which came first on main; this revision was 0007 on its branch)
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007"
-down_revision = "0006"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
