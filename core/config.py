@@ -157,6 +157,8 @@ class TelegramConfig:
     progress_interval_s: float = _opt(3.0, lo=0.0, hi=60.0)
     # Bot API getFile refuses files above 20 MB; a self-hosted Bot API server allows more.
     download_limit_mb: float = _opt(20.0, lo=1.0, hi=2_000.0)
+    # Largest video the bot sends back (sendVideo): 50 MB on the public Bot API.
+    upload_limit_mb: float = _opt(50.0, lo=1.0, hi=2_000.0)
     poll_timeout_s: float = _opt(10.0, lo=0.0, hi=60.0)
 
 

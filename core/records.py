@@ -57,6 +57,35 @@ class SourceKind(StrEnum):
     UPLOAD = "upload"  # the web page's upload
     RETAKE = "retake"  # "Another take": the stored caption, a new seed
     TEXT = "text"  # "Use my words"
+    ANIMATION = "animation"  # a Telegram animation (a GIF, sent as a silent MP4)
+    VIDEO = "video"  # a Telegram video
+    VIDEO_NOTE = "video_note"  # a Telegram round video message
+
+
+class InputKind(StrEnum):
+    """What kind of picture a request came with (None: words only, or an older row)."""
+
+    PHOTO = "photo"  # a still picture
+    ANIMATION = "animation"  # a GIF, or a clip the platform calls an animation
+    VIDEO = "video"
+
+
+MOVING_INPUTS = (InputKind.ANIMATION, InputKind.VIDEO)
+
+
+class OutputKind(StrEnum):
+    """What a request was answered with."""
+
+    AUDIO = "audio"  # a sound for a still picture (or for words)
+    VIDEO = "video"  # the moving picture with its new sound
+    AUDIO_ONLY = "audio_only"  # a moving picture's sound alone (its MP4 would not fit)
+
+
+class SoundFit(StrEnum):
+    """How a moving picture's sound spans it."""
+
+    WHOLE = "whole"  # as long as the clip
+    LOOPED = "looped"  # the longest sound the backend makes, looped over the clip
 
 
 @dataclass
@@ -101,6 +130,10 @@ class RequestRecord:
     fair_round: int | None = None
     rider_of: str | None = None
     times: int = 1  # a refusal row stands for this many refusals (see `record_refusal`)
+    input_kind: InputKind | None = None  # None: words only, or an older row
+    output_kind: OutputKind | None = None
+    input_seconds: float | None = None  # a moving picture's length
+    sound_fit: SoundFit | None = None
 
     @property
     def generation_options(self) -> GenerationOptions | None:
@@ -122,6 +155,10 @@ class RequestRecord:
         data["status"] = RequestStatus(data["status"])
         if data.get("delivery") is not None:
             data["delivery"] = Delivery(data["delivery"])
+        for name, kind in (("input_kind", InputKind), ("output_kind", OutputKind),
+                           ("sound_fit", SoundFit)):
+            if data.get(name) is not None:
+                data[name] = kind(data[name])
         return cls(**data)
 
 
@@ -169,3 +206,7 @@ class RowChanges(TypedDict, total=False):
     attempts: int
     fair_round: int | None
     rider_of: str | None
+    input_kind: InputKind | None
+    output_kind: OutputKind | None
+    input_seconds: float | None
+    sound_fit: SoundFit | None

@@ -1,4 +1,5 @@
-"""The `sonify` command line: `image`, `run`, `worker`, `stats`, `health`, `sync-commands`.
+"""The `sonify` command line: `listen` (or `image`), `run`, `worker`, `stats`, `health`,
+`sync-commands`.
 
 Every expected failure (bad config, missing model, bad image) ends the program with one
 line per problem on stderr and a non-zero exit code — never a traceback. Each command is a
@@ -23,7 +24,9 @@ from core.logs import report_fatal_signals, setup_logging
 from core.secrecy import SecretMasker
 
 COMMANDS: tuple[Command, ...] = (
-    Command("image", "caption one image and write its sound", image.run, image.add_arguments),
+    Command("listen", "listen to one picture, video or animation and write its sound (or "
+            "the video with its sound)", image.run, image.add_arguments),
+    Command("image", "the same as `listen` (its first name)", image.run, image.add_arguments),
     Command("run", "start the configured bots and the web page", service.run_bots),
     Command("worker", "render jobs for `sonify run` (jobs backend \"redis\")", worker.run,
             worker.add_arguments),

@@ -1,4 +1,5 @@
-"""`sonify image PATH_OR_URL -o OUT`: one picture, no queue — the caption on stdout, a clip.
+"""`sonify listen PATH_OR_URL -o OUT` (also `sonify image`): one picture, or one video or
+animation, no queue — the caption on stdout, a clip (or the video with its sound: `-o x.mp4`).
 
 Everything that can be checked without the models (options, the output name and folder,
 the picture) is checked before they load, so a mistake costs a second, not minutes. The
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import re
 import stat
@@ -18,11 +20,15 @@ from pathlib import Path
 from bot.cli.common import EXIT_USAGE, CliError
 from bot.cli.progress import progress_for
 from core.audio.encode import FORMATS, clip_duration, encode_clip, format_for_path
+from core.audio.video import PAD_S, add_soundtrack
 from core.config import MAX_SEED, MAX_STEPS, MIN_SECONDS, Config
 from core.errors import BadRequest
 from core.files import write_atomically
-from core.intake.decode import DecodedImage, decode_image
+from core.intake.decode import DecodedImage
 from core.intake.fetch import ImageFetcher
+from core.intake.moving import decode_upload, decode_upload_async, moving_of
+from core.jobs.request import VIDEO_FORMAT, video_seconds
+from core.models.frames import clip_caption_parts
 from core.models.pipeline import PipelineInput
 from core.options import GenerationOptions, check_seed
 
@@ -36,10 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser, config: Config) -> None:
     # Where the defaults come from, when a file set them.
     origin = "" if config.source == "built-in defaults" else f", from {config.source}"
     parser.add_argument("source", metavar="PATH_OR_URL",
-                        help="an image file, or an http(s) link to one")
+                        help="an image, a video (MP4, MOV, WebM) or an animated GIF, WebP or "
+                             "PNG file, or an http(s) link to one")
     parser.add_argument("-o", "--output", required=True, metavar="OUT",
                         help="the clip to write; its extension picks the format: .ogg (or "
-                             ".opus, .oga) OGG/Opus, .mp3, .wav")
+                             ".opus, .oga) OGG/Opus, .mp3, .wav; for a video or an animation "
+                             ".mp4 writes the video with its new sound")
     parser.add_argument("--format", choices=tuple(FORMATS),
                         help="audio format, when OUT has no extension (default: from OUT's "
                              "extension; both given must agree)")
@@ -61,6 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser, config: Config) -> None:
 
 def output_format(out: Path, requested: str | None) -> str:
     """The format OUT's extension names; `--format` may only agree with it or stand in for it."""
+    if out.suffix.lower() == ".mp4" and requested is None:
+        return VIDEO_FORMAT
     if not out.suffix:
         if requested:
             return requested
@@ -118,22 +128,25 @@ def load_source(source: str, config: Config) -> DecodedImage:
         raise CliError(f"{source} is a folder; give one image file")
     if not stat.S_ISREG(info.st_mode):
         raise CliError(f"{source} is not a regular file; give one image file")
-    if info.st_size > config.images.max_bytes:
-        raise CliError(f"{source}: larger than [images] max_bytes "
-                       f"({config.images.max_bytes} bytes)")
+    limit = max(config.images.max_bytes, config.video.max_bytes)
+    if info.st_size > limit:
+        raise CliError(f"{source}: larger than [images] max_bytes and [video] max_bytes "
+                       f"({limit} bytes)")
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise CliError(f"cannot read {source}: {exc.strerror or exc}") from None
-    return decode_image(data, config.images)
+    return decode_upload(data, config.images, config.video)
 
 
 async def _fetch(url: str, config: Config) -> DecodedImage:
     fetcher = ImageFetcher(config.images)
     try:
-        return await fetcher.fetch_image(url)
+        data = await fetcher.fetch(url, max_bytes=max(config.images.max_bytes,
+                                                      config.video.max_bytes))
     finally:
         await fetcher.close()
+    return await decode_upload_async(data, config.images, config.video)
 
 
 def write_file(path: Path, data: bytes) -> None:
@@ -157,6 +170,14 @@ def run(args: argparse.Namespace, config: Config) -> int:
     check_output(out, make_folder=args.mkdir)
     fmt = output_format(out, args.format)
     decoded = load_source(args.source, config)
+    video = moving_of(decoded)
+    if fmt == VIDEO_FORMAT and video is None:
+        raise CliError(f"{out}: an .mp4 answer needs a video or an animated picture; "
+                       f"{args.source} is a still picture (name OUT .ogg, .mp3 or .wav)",
+                       EXIT_USAGE)
+    if video is not None:  # the sound spans the clip: its length is the clip's
+        seconds = video_seconds(video.clip.timing.duration_s, config.generation)
+        options = dataclasses.replace(options, seconds=seconds)
     with progress_for(sys.stderr) as progress:
         with progress.stage("libraries", "loading torch and the model libraries"):
             # Seconds of imports: only once the inputs are known to be good, and only here.
@@ -168,20 +189,37 @@ def run(args: argparse.Namespace, config: Config) -> int:
         with progress.stage("sound model", "loading the sound model"):
             loader.sound_generator()
         pipeline = loader.pipeline()
-        with progress.stage("caption", "captioning the picture"):
-            (caption,) = pipeline.captions([decoded.image])
+        if video is None:
+            with progress.stage("caption", "captioning the picture"):
+                (caption,) = pipeline.captions([decoded.image])
+            given = PipelineInput(caption=caption, seed=seed)
+        else:
+            with progress.stage("caption", f"captioning {len(video.clip.frames)} frames"):
+                caption, extra = clip_caption_parts(pipeline.captions(list(video.clip.frames)))
+            given = PipelineInput(prompt=pipeline.clip_prompt_for(caption, extra), seed=seed)
         with progress.stage("sound", "rendering the sound", options.steps) as report:
-            (result,) = pipeline.run([PipelineInput(caption=caption, seed=seed)], options,
-                                     progress=report)
+            (result,) = pipeline.run([given], options, progress=report)
+            result.caption = caption
         with progress.stage("encoding", f"encoding {fmt}"):
-            data = encode_clip(result.audio, result.sample_rate, fmt)
+            if fmt == VIDEO_FORMAT and video is not None:
+                answer = add_soundtrack(video.data, video.clip, result.audio,
+                                        result.sample_rate, config.video)
+                assert answer.data is not None  # no size cap here
+                data = answer.data
+            else:
+                data = encode_clip(result.audio, result.sample_rate, fmt)
             try:
                 write_file(out, data)
             except OSError as exc:
                 raise CliError(f"cannot write {out}: {exc.strerror or exc}") from None
     print(result.caption)
     times = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in progress.seconds.items())
-    print(f"sonify: wrote {out} ({clip_duration(data):.2f} s of {fmt}, seed {seed}) in "
+    length = video.clip.timing.duration_s if fmt == VIDEO_FORMAT and video is not None \
+        else clip_duration(data)
+    print(f"sonify: wrote {out} ({length:.2f} s of {fmt}, seed {seed}) in "
           f"{sum(progress.seconds.values()):.1f} s: {times}", file=sys.stderr)
+    if video is not None and options.seconds < video.clip.timing.duration_s - PAD_S:
+        print(f"sonify: the sound is {options.seconds:g} s long and repeats over the "
+              f"{video.clip.timing.duration_s:.1f} s clip", file=sys.stderr)
     return 0
 

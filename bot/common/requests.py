@@ -38,6 +38,7 @@ class Requester:
     is_admin: bool = False
     pushes_answers: bool = False
     user_name: str | None = None
+    video_cap_bytes: int | None = None  # the largest MP4 this platform takes back
     per_hour: int | None = None  # the chat's own hourly limit (core/settings), if narrower
 
     def job(self, *, source_kind: SourceKind, options: GenerationOptions,
@@ -52,6 +53,7 @@ class Requester:
                           lang=self.lang, reply_context=dict(reply_context or {}),
                           source=source, dedupe_key=dedupe_key,
                           answer_owed=self.pushes_answers, user_name=self.user_name,
+                          video_cap_bytes=self.video_cap_bytes,
                           per_hour=self.per_hour)
 
 

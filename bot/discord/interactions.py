@@ -12,6 +12,7 @@ from typing import Any
 
 import discord
 
+from bot.common.answers import video_to_retake
 from bot.common.options import options_of, retakes_words
 from bot.common.requests import Requester, refuse
 from bot.discord.replies import InteractionDestination, as_user_error, clip, error_text
@@ -20,6 +21,7 @@ from bot.discord.settings import SettingsHandlers
 from bot.discord.views import PROMPT_ID, submitted_words, words_modal
 from core.errors import BadRequest, GenerationFailed, ImageRejected
 from core.i18n import pick_language, t
+from core.intake.decode import DecodedImage
 from core.options import GenerationOptions, check_seed
 from core.records import RequestRecord, SourceKind
 
@@ -45,8 +47,10 @@ class InteractionHandlers:
 
     def _requester_of(self, interaction: discord.Interaction, lang: str) -> Requester:
         perms = interaction.permissions if interaction.guild_id else None
+        # The interaction says what may be posted in its answer (attachment_size_limit).
+        limit: int | None = getattr(interaction, "filesize_limit", None)
         return self.requests.requester(interaction.user, interaction.channel_id, lang, perms,
-                                       interaction.guild_id)
+                                       interaction.guild_id, limit)
 
     async def report(self, interaction: discord.Interaction, error: BaseException) -> None:
         """The one error path for interactions (also the command tree's `on_error`)."""
@@ -99,14 +103,14 @@ class InteractionHandlers:
     async def _take(self, interaction: discord.Interaction, lang: str, *,
                     options: GenerationOptions, seed: int | None,
                     source: dict[str, Any] | None = None, caption: str | None = None,
-                    prompt: str | None = None) -> None:
+                    prompt: str | None = None, image: DecodedImage | None = None) -> None:
         """Record the request, then answer it in the background (deferred at once)."""
         requester = self._requester_of(interaction, lang)
         if not (requester.is_admin or self.requests.enabled(interaction.guild_id)):
             raise BadRequest("switched off in this server", code="sonify_off")
         request = requester.job(
             source_kind=interaction.extras["sonify_kind"], options=options, source=source,
-            caption=caption, prompt=prompt, seed=seed,
+            caption=caption, prompt=prompt, seed=seed, image=image,
             dedupe_key=f"{PLATFORM}:interaction:{interaction.id}",
             # No interaction token here: it is a credential and rows outlive it. A job
             # re-run after a crash is answered in the channel, mentioning the user.
@@ -164,7 +168,8 @@ class InteractionHandlers:
                 return
             words = retakes_words(record)
             options = options_of(record, self.config.generation)
-            await self._take(interaction, lang, options=options, seed=None,
+            video = await video_to_retake(self.services.engine, record, self.config)
+            await self._take(interaction, lang, options=options, seed=None, image=video,
                              caption=None if words else record.caption,
                              prompt=record.prompt if words else None)
         except Exception as exc:
@@ -199,6 +204,8 @@ class InteractionHandlers:
             if not words:
                 raise BadRequest("empty description")
             options = options_of(record, self.config.generation)
-            await self._take(interaction, lang, options=options, seed=None, prompt=words)
+            video = await video_to_retake(self.services.engine, record, self.config)
+            await self._take(interaction, lang, options=options, seed=None, prompt=words,
+                             image=video)
         except Exception as exc:
             await self.report(interaction, exc)

@@ -147,8 +147,9 @@ class MessageHandlers:
     def _requester(self, message: discord.Message, lang: str) -> Requester:
         author = message.author
         perms = author.guild_permissions if isinstance(author, discord.Member) else None
+        limit = message.guild.filesize_limit if message.guild else None
         return self.requests.requester(author, message.channel.id, lang, perms,
-                                       message.guild.id if message.guild else None)
+                                       message.guild.id if message.guild else None, limit)
 
     async def _take_one(self, client: discord.Client, message: discord.Message, index: int,
                         source: Source, lang: str, *, quiet: bool) -> None:

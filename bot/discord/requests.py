@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import discord
 
+from bot.common.answers import VIDEO_FILE, video_notes, video_of
 from bot.common.flow import FlowSettings, RequestFlow
 from bot.common.requests import Requester
 from bot.common.tasks import BackgroundTasks
@@ -23,8 +24,9 @@ from bot.discord.views import result_view
 from core.config import Config
 from core.errors import ImageRejected
 from core.i18n import DEFAULT_LANGUAGE, pick_language, t
-from core.intake.decode import DecodedImage, decode_image_async
+from core.intake.decode import DecodedImage
 from core.intake.links import all_urls
+from core.intake.moving import decode_upload_async
 from core.jobs.events import JobHandle, JobResult
 from core.jobs.request import JobRequest, Receipt, received_request
 from core.options import GenerationOptions
@@ -35,7 +37,23 @@ logger = logging.getLogger(__name__)
 
 PLATFORM = Platform.DISCORD
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".webm", ".mkv", ".gif")
+# Discord's cap on one upload by a bot, whatever the server's boost level allows its members.
+MAX_UPLOAD_BYTES = 25 * 1024 * 1024
+DM_UPLOAD_BYTES = 10 * 1024 * 1024
 Source = discord.Attachment | str
+
+
+def upload_cap(limit: int | None) -> int:
+    """The largest MP4 the bot posts back where the platform allows `limit` bytes."""
+    return min(limit or DM_UPLOAD_BYTES, MAX_UPLOAD_BYTES)
+
+
+def is_moving_attachment(content_type: str | None, filename: str) -> bool:
+    """An attachment that says it is a video or a GIF (the bytes decide in the end)."""
+    kind = (content_type or "").lower()
+    return kind.startswith("video/") or kind == "image/gif" or \
+        filename.lower().endswith(VIDEO_EXTENSIONS)
 
 
 class DiscordRequests:
@@ -63,12 +81,18 @@ class DiscordRequests:
 
     def requester(self, user: discord.abc.User, channel_id: int | None, lang: str,
                   permissions: discord.Permissions | None,
-                  guild_id: int | None = None) -> Requester:
-        """The asking user; where no channel is known, the chat is the user's own."""
+                  guild_id: int | None = None, upload_limit: int | None = None) -> Requester:
+        """The asking user; where no channel is known, the chat is the user's own.
+
+        `upload_limit`: what the bot may post there (an interaction's attachment_size_limit,
+        a server's filesize_limit); a video answer larger than that is made smaller or sent
+        as its sound alone.
+        """
         return Requester(PLATFORM, user_id=str(user.id), chat_id=str(channel_id or user.id),
                          lang=lang, is_admin=self.is_admin(user, permissions),
                          pushes_answers=True, user_name=str(user)[:64],
-                         per_hour=self.settings.get(PLATFORM, guild_id, "per_hour"))
+                         per_hour=self.settings.get(PLATFORM, guild_id, "per_hour"),
+                         video_cap_bytes=upload_cap(upload_limit))
 
     def guild_lang(self, guild: discord.Guild | None) -> str:
         """Replies' language where the user's is unknown (posted messages): the server's
@@ -113,7 +137,8 @@ class DiscordRequests:
         found: list[Source] = []
         for att in message.attachments:
             looks_like_image = (att.content_type or "").startswith("image/") or \
-                att.filename.lower().endswith(IMAGE_EXTENSIONS)
+                att.filename.lower().endswith(IMAGE_EXTENSIONS) or \
+                is_moving_attachment(att.content_type, att.filename)
             if addressed or looks_like_image:
                 found.append(att)
         urls = all_urls(message.content)
@@ -127,8 +152,14 @@ class DiscordRequests:
         return found[: self.config.discord.max_images_per_message]
 
     # ----- pictures --------------------------------------------------------------------------
+    def limit_for(self, content_type: str | None, filename: str) -> int:
+        """The largest attachment of this kind the bot downloads."""
+        if is_moving_attachment(content_type, filename):
+            return self.config.video.max_bytes
+        return self.config.images.max_bytes
+
     def check_size(self, attachment: discord.Attachment) -> None:
-        limit = self.config.images.max_bytes
+        limit = self.limit_for(attachment.content_type, attachment.filename)
         if attachment.size > limit:
             raise ImageRejected("attachment too large", code="too_large", max_bytes=limit)
 
@@ -138,7 +169,7 @@ class DiscordRequests:
         if isinstance(source, str):
             return {"kind": "url", "url": source}
         return {"kind": "attachment", "url": source.url, "size": source.size,
-                "filename": source.filename}
+                "filename": source.filename, "content_type": source.content_type}
 
     async def fetch(self, source: dict[str, Any]) -> DecodedImage:
         """A recorded request's picture: an attachment from Discord's CDN, or a link."""
@@ -146,12 +177,14 @@ class DiscordRequests:
         with metrics.stage("fetch"):
             data = await self._download(source)
         with metrics.stage("decode"):
-            return await decode_image_async(data, self.config.images)
+            return await decode_upload_async(data, self.config.images, self.config.video)
 
     async def _download(self, source: dict[str, Any]) -> bytes:
         if source.get("kind") != "attachment":
-            return await self.services.fetcher.fetch(str(source["url"]))
-        limit = self.config.images.max_bytes
+            return await self.services.fetcher.fetch(
+                str(source["url"]), max_bytes=max(self.config.images.max_bytes,
+                                                  self.config.video.max_bytes))
+        limit = self.limit_for(source.get("content_type"), str(source.get("filename") or ""))
         if int(source.get("size") or 0) > limit:
             raise ImageRejected("attachment too large", code="too_large", max_bytes=limit)
         if self.client is None:
@@ -173,6 +206,9 @@ class DiscordRequests:
         text = t("caption", lang, caption=result.caption or result.prompt)
         if result.cache_hit:
             text += " " + t("cached", lang)
+        text = "\n".join([text, *video_notes(result, lang)])
+        if video_of(result):  # the MP4 as the reply's attachment; voice mode is for sounds
+            return Answer(result, text, result_view(result.request_id, lang), VIDEO_FILE, False)
         fmt = "mp3" if settings.audio_format == "mp3" and not settings.voice_message else "ogg"
         return Answer(result, text, result_view(result.request_id, lang), fmt,
                       settings.voice_message)

@@ -16,6 +16,7 @@ from telegram.constants import ChatType
 from telegram.error import TelegramError
 from telegram.ext import Application, ContextTypes
 
+from bot.common.answers import video_to_retake
 from bot.common.options import options_from_words, options_of, retakes_words
 from bot.telegram.parse import (
     WORDS_REF,
@@ -148,7 +149,7 @@ class Handlers:
                                        default_seconds=self.requests.default_seconds(
                                            message.chat_id))
             if image.kind != "url":
-                check_file(image, self.requests.download_limit)  # refused before any download
+                check_file(image, self.requests.limit_for(image))  # refused before any download
         except UserFacingError as exc:
             await self.requests.refuse(target, user, image.kind, exc, key)
             return
@@ -207,8 +208,10 @@ class Handlers:
             return
         options = options_of(record, self.config.generation)
         words = retakes_words(record)
+        video = await video_to_retake(self.engine, record, self.config)
         await self.requests.take(self.requests.requester(target, user).job(
             source_kind=SourceKind.RETAKE, options=options, dedupe_key=update_key(update.update_id),
+            image=video,
             caption=None if words else record.caption, prompt=record.prompt if words else None,
             reply_context={**target.to_context(), "mode": "prompt" if words else "caption"}),
             target)
@@ -227,8 +230,9 @@ class Handlers:
             await self.reply.try_send_text(target, t("ask_words", lang))
             return
         options = options_of(record, self.config.generation)
+        video = await video_to_retake(self.engine, record, self.config)
         await self.requests.take(self.requests.requester(target, user).job(
-            source_kind=SourceKind.TEXT, options=options, prompt=prompt,
+            source_kind=SourceKind.TEXT, options=options, prompt=prompt, image=video,
             dedupe_key=update_key(update.update_id),
             reply_context={**target.to_context(), "mode": "prompt"}), target)
 

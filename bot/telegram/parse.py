@@ -19,11 +19,14 @@ _WORDS_REF_RE = re.compile(re.escape(WORDS_REF) + r"\s*([A-Za-z0-9_-]{1,40})\s*$
 _COMMAND_RE = re.compile(r"^/(\w+)(?:@(\w+))?(?:\s|$)")
 
 
+# Telegram's moving pictures, by the name of their field in a message.
+MOVING_KINDS = (SourceKind.ANIMATION, SourceKind.VIDEO, SourceKind.VIDEO_NOTE)
+
 @dataclass(frozen=True)
 class ImageRef:
     """Where a message's image is: a Telegram file (photo/document) or a link."""
 
-    kind: SourceKind  # a photo, a document (or a sticker), or a link
+    kind: SourceKind  # a photo, a document (or a sticker), a link, or a moving picture
     file_id: str = ""
     file_size: int | None = None
     url: str = ""
@@ -38,6 +41,14 @@ def find_image(message: Message | None) -> ImageRef | None:
     if message.photo:
         best = max(message.photo, key=lambda p: (p.width * p.height, p.file_size or 0))
         return ImageRef(SourceKind.PHOTO, file_id=best.file_id, file_size=best.file_size)
+    # Moving pictures: the file itself, never its thumbnail. A GIF arrives as an `animation`
+    # (a silent MP4), with a `document` beside it for old clients: the animation wins.
+    for kind in MOVING_KINDS:
+        media = getattr(message, kind.value)
+        if media is not None:
+            return ImageRef(kind, file_id=media.file_id, file_size=media.file_size,
+                            mime_type=getattr(media, "mime_type", None),
+                            file_name=getattr(media, "file_name", None))
     if message.document is not None:
         doc = message.document
         return ImageRef(SourceKind.DOCUMENT, file_id=doc.file_id, file_size=doc.file_size,
@@ -54,13 +65,23 @@ def find_image(message: Message | None) -> ImageRef | None:
     return ImageRef(SourceKind.URL, url=url) if url else None
 
 
+
+
+def is_moving(ref: ImageRef) -> bool:
+    """A video, an animation, or a document that says it is one."""
+    mime = (ref.mime_type or "").lower()
+    return ref.kind in MOVING_KINDS or (ref.kind == SourceKind.DOCUMENT and (
+        mime.startswith("video/") or mime == "image/gif"))
+
+
 def check_file(ref: ImageRef, limit_bytes: int) -> None:
-    """Refuse, before any download, files that are too large or plainly not images."""
+    """Refuse, before any download, files that are too large or plainly not images or
+    videos."""
     if ref.file_size is not None and ref.file_size > limit_bytes:
         raise ImageRejected("file too large", code="too_large", max_bytes=limit_bytes)
     mime = (ref.mime_type or "").lower()
-    if ref.kind != SourceKind.DOCUMENT or mime.startswith("image/") or mime in ("",
-                                                                        "application/octet-stream"):
+    if ref.kind != SourceKind.DOCUMENT or mime.startswith(("image/", "video/")) or \
+            mime in ("", "application/octet-stream"):
         return
     suffix = PurePosixPath(ref.file_name or "").suffix.lstrip(".")
     fmt = (suffix or mime.rsplit("/", 1)[-1].split("+")[0] or "?").upper()[:12]

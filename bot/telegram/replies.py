@@ -23,6 +23,7 @@ from telegram.constants import ChatAction
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
 from telegram.warnings import PTBDeprecationWarning
 
+from bot.common.answers import VIDEO_FILE, video_notes, video_of
 from bot.common.following import SlowDown
 from core.config import TelegramConfig
 from core.i18n import describe_error, t
@@ -186,9 +187,19 @@ class Responder:
         caption = t("caption", lang, caption=result.caption or result.prompt)
         if result.cache_hit:
             caption = f"{caption} {t('cached', lang)}"
-        caption = caption[:CAPTION_LIMIT]
+        caption = "\n".join([caption, *video_notes(result, lang)])[:CAPTION_LIMIT]
         markup: InlineKeyboardMarkup | None = answer_keyboard(result.request_id, lang)
         duration = max(1, round(result.duration_s))
+        if video_of(result):
+            # sendVideo, not sendAnimation: Telegram plays animations without their sound.
+            mp4 = result.files[VIDEO_FILE].read_bytes()
+            await self.action(target.chat_id, ChatAction.UPLOAD_VIDEO)
+            await with_retry(lambda: self.bot.send_video(
+                target.chat_id, InputFile(mp4, filename="sonify.mp4"), caption=caption,
+                duration=max(1, round(result.input_seconds or result.duration_s)),
+                supports_streaming=True, reply_parameters=target.reply, reply_markup=markup,
+                message_thread_id=target.thread_id), what="sendVideo")
+            return
         await self.action(target.chat_id, ChatAction.UPLOAD_VOICE)
         send_as = self.style_of(target.chat_id) or self.settings.send_as
         if send_as in ("voice", "both"):

@@ -18,11 +18,12 @@ from telegram.error import TelegramError
 from bot.common.flow import FlowSettings, RequestFlow
 from bot.common.requests import Requester, refuse
 from bot.common.tasks import BackgroundTasks
-from bot.telegram.parse import ImageRef, check_file
+from bot.telegram.parse import ImageRef, check_file, is_moving
 from bot.telegram.replies import ReplyAddress, Responder, TelegramAnswerTarget, with_retry
 from core.errors import GenerationFailed, ImageRejected, UserFacingError
 from core.i18n import pick_language
-from core.intake.decode import DecodedImage, decode_image_async
+from core.intake.decode import DecodedImage
+from core.intake.moving import decode_upload_async
 from core.jobs.events import JobHandle
 from core.jobs.request import JobRequest, Receipt, received_request
 from core.records import Platform, RequestRecord, SourceKind
@@ -62,9 +63,19 @@ class TelegramRequests:
             delivered=partial(services.ops.metrics.observe_stage, "delivery")))
 
     @property
+    def telegram_limit(self) -> int:
+        """What getFile hands a bot."""
+        return int(self.config.telegram.download_limit_mb * 1_000_000)
+
+    @property
     def download_limit(self) -> int:
-        telegram_limit = int(self.config.telegram.download_limit_mb * 1_000_000)
-        return min(telegram_limit, self.config.images.max_bytes)
+        return min(self.telegram_limit, self.config.images.max_bytes)
+
+    def limit_for(self, ref: ImageRef) -> int:
+        """The largest file of this kind the bot downloads."""
+        if is_moving(ref):
+            return min(self.telegram_limit, self.config.video.max_bytes)
+        return self.download_limit
 
     def requester(self, target: ReplyAddress, user: User | None = None) -> Requester:
         name = None
@@ -73,6 +84,7 @@ class TelegramRequests:
         return Requester(PLATFORM, user_id=str(target.user_id), chat_id=str(target.chat_id),
                          lang=target.lang, is_admin=target.user_id in self.config.telegram.admins,
                          pushes_answers=True, user_name=(name or None) and name[:64],
+                         video_cap_bytes=int(self.config.telegram.upload_limit_mb * 1_000_000),
                          per_hour=self.settings.get(PLATFORM, target.chat_id, "per_hour"))
 
     # ----- what the chat's admins set (core/settings): memory only -----------------------
@@ -120,16 +132,20 @@ class TelegramRequests:
         with metrics.stage("fetch"):
             data = await self._download(source)
         with metrics.stage("decode"):
-            return await decode_image_async(data, self.config.images)
+            return await decode_upload_async(
+                data, self.config.images, self.config.video, max_bytes=self.telegram_limit,
+                animation=source.get("ref_kind") == "animation")
 
     async def _download(self, source: dict[str, Any]) -> bytes:
         if source.get("kind") == "url":
-            return await self.services.fetcher.fetch(str(source["url"]))
-        limit = self.download_limit
-        check_file(ImageRef(SourceKind(source.get("ref_kind") or SourceKind.DOCUMENT),
-                            file_id=str(source["file_id"]), file_size=source.get("file_size"),
-                            mime_type=source.get("mime_type"),
-                            file_name=source.get("file_name")), limit)
+            return await self.services.fetcher.fetch(
+                str(source["url"]), max_bytes=max(self.config.images.max_bytes,
+                                                  self.config.video.max_bytes))
+        ref = ImageRef(SourceKind(source.get("ref_kind") or SourceKind.DOCUMENT),
+                       file_id=str(source["file_id"]), file_size=source.get("file_size"),
+                       mime_type=source.get("mime_type"), file_name=source.get("file_name"))
+        limit = self.limit_for(ref)
+        check_file(ref, limit)
         try:
             file = await with_retry(lambda: self.reply.bot.get_file(str(source["file_id"])),
                                     what="getFile")

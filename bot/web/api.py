@@ -17,7 +17,7 @@ from aiohttp import web
 
 from bot.common.following import resumes
 from bot.web.jobs import (
-    AUDIO_TYPES,
+    MEDIA_TYPES,
     WebError,
     WebJob,
     clip_response,
@@ -165,9 +165,10 @@ async def _audio_path(request: web.Request, job_id: str, fmt: str) -> Path | Non
 
 
 async def get_audio(request: web.Request) -> web.StreamResponse:
-    """GET /audio/{id}.{ogg|mp3}: the clip file with its proper Content-Type."""
+    """GET /audio/{id}.{ogg|mp3|mp4}: the clip file (a moving picture's answer: the MP4)
+    with its proper Content-Type; byte ranges are served, which players need to seek."""
     job_id, fmt = request.match_info["id"], request.match_info["fmt"]
-    if fmt not in AUDIO_TYPES:
+    if fmt not in MEDIA_TYPES:
         raise WebError(404, "not_found")
     path = await _audio_path(request, job_id, fmt)
     if path is None:

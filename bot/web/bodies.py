@@ -16,7 +16,8 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from core.errors import BadRequest, ImageRejected, UserFacingError
-from core.intake.decode import DecodedImage, decode_image_async
+from core.intake.decode import DecodedImage
+from core.intake.moving import decode_upload_async
 from core.records import SourceKind
 from core.services import Services
 
@@ -224,8 +225,10 @@ async def load_image(services: Services, posted: PictureForm) -> DecodedImage:
     data = posted.data
     if data is None:
         assert posted.url, "submit_job refuses a request with neither a picture nor a link"
+        config = services.config
         with metrics.stage("fetch"):
-            data = await services.fetcher.fetch(posted.url)
+            data = await services.fetcher.fetch(
+                posted.url, max_bytes=max(config.images.max_bytes, config.video.max_bytes))
     with metrics.stage("decode"):
-        return await decode_image_async(data, services.config.images)
+        return await decode_upload_async(data, services.config.images, services.config.video)
 

@@ -7,12 +7,14 @@ import io
 import json
 import math
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from bot.common.answers import VIDEO_FILE, video_notes, video_of
 from bot.web.texts import describe, web_message
 from core.errors import (
     ImageRejected,
@@ -26,6 +28,8 @@ from core.jobs.events import Done, Failed, JobEvent, JobHandle, Progress, Queued
 from core.records import RequestRecord
 
 AUDIO_TYPES = {"ogg": "audio/ogg", "mp3": "audio/mpeg"}
+# A clip's files as /audio/{id}.{fmt} serves them: its sound, and a moving picture's MP4.
+MEDIA_TYPES = {**AUDIO_TYPES, VIDEO_FILE: "video/mp4"}
 PREVIEW_SIDE = 512
 
 
@@ -48,7 +52,7 @@ def clip_response(path: Path, job_id: str, fmt: str, headers: dict[str, str]
     if not path.is_file():
         raise WebError(404, "audio_gone")
     name = f"sonify-{job_id}.{fmt}"
-    return web.FileResponse(path, headers={**headers, "Content-Type": AUDIO_TYPES[fmt],
+    return web.FileResponse(path, headers={**headers, "Content-Type": MEDIA_TYPES[fmt],
                                            "Content-Disposition": f'inline; filename="{name}"'})
 
 
@@ -144,6 +148,11 @@ def audio_urls(job_id: str) -> dict[str, str]:
     return {fmt: f"/audio/{job_id}.{fmt}" for fmt in AUDIO_TYPES}
 
 
+def video_url(job_id: str, files: Iterable[str]) -> str | None:
+    """Where a moving picture's answer (the MP4 with its sound) plays, if there is one."""
+    return f"/audio/{job_id}.{VIDEO_FILE}" if VIDEO_FILE in files else None
+
+
 def event_name(event: JobEvent) -> str:
     """The server-sent event name of a job event."""
     return {Queued: "queued", Started: "started", Progress: "progress",
@@ -158,7 +167,7 @@ def job_view(job: WebJob, lang: str) -> dict[str, Any]:
         "caption": None, "prompt": None, "seed": handle.request.seed, "duration": None,
         "cache_hit": False, "audio": None, "error": None,
         "image": f"/api/jobs/{handle.id}/image" if job.preview else None,
-        "kind": handle.request.source_kind,
+        "kind": handle.request.source_kind, "video": None, "notes": [],
     }
     # The last event says it all: positions and progress only move forward.
     event = handle.last_event
@@ -174,7 +183,9 @@ def job_view(job: WebJob, lang: str) -> dict[str, Any]:
         view.update(status="done", position=0, progress=1.0, caption=result.caption,
                     prompt=result.prompt, seed=result.seed,
                     duration=round(result.duration_s, 3), cache_hit=result.cache_hit,
-                    audio={f: u for f, u in audio_urls(handle.id).items() if f in result.files})
+                    audio={f: u for f, u in audio_urls(handle.id).items() if f in result.files},
+                    video=video_url(handle.id, result.files) if video_of(result) else None,
+                    notes=video_notes(result, lang))
     elif isinstance(event, Failed):
         view.update(status="failed", error=describe(event.error, lang))
     return view
@@ -199,7 +210,7 @@ def record_view(record: RequestRecord, lang: str,
     `clip_files`: its clip on this machine, if it is done and its clip still exists."""
     status = {"done": "done", "queued": "queued", "running": "running"}.get(record.status,
                                                                             "failed")
-    files = {fmt: path for fmt, path in (clip_files or {}).items() if fmt in AUDIO_TYPES}
+    files = {fmt: path for fmt, path in (clip_files or {}).items() if fmt in MEDIA_TYPES}
     view: dict[str, Any] = {
         "id": record.id, "status": status, "position": None,
         "progress": 1.0 if status == "done" else 0.0, "caption": record.caption,
@@ -207,6 +218,7 @@ def record_view(record: RequestRecord, lang: str,
         "cache_hit": bool(record.cache_hit), "image": None, "error": None,
         "kind": record.source_kind,
         "audio": {fmt: url for fmt, url in audio_urls(record.id).items() if fmt in files} or None,
+        "video": video_url(record.id, files), "notes": [],
     }
     if status == "failed":
         code = str(record.reason or "failed")

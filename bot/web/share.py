@@ -9,9 +9,10 @@ and can end it.
 - `GET /s/<token>`: the shared page — the picture (its small preview, kept with the link),
   the caption (or the user's words), the clip's length and seed, a player and downloads.
   It and its assets (`/s/<token>/style.css`, `favicon.svg`, `picture.jpg`, `sound.ogg`,
-  `sound.mp3`) are the only things served without the page's token: see `is_share_path`,
-  which the access guard in `bot.web.server` asks. Nothing else of the service is reachable
-  with a link, and an unknown, mistyped or revoked one looks the same: 404.
+  `sound.mp3`, a video's `video.mp4`) are the only things served without the page's token:
+  see `is_share_path`, which the access guard in `bot.web.server` asks. Nothing else of the
+  service is reachable with a link, and an unknown, mistyped or revoked one looks the same:
+  404.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from bot.web.jobs import AUDIO_TYPES, WebError, clip_response, json_response
+from bot.common.answers import VIDEO_FILE
+from bot.web.jobs import AUDIO_TYPES, MEDIA_TYPES, WebError, clip_response, json_response
 from bot.web.state import SERVICES, live_job, owned_record, unknown_job
 from bot.web.texts import STATIC_DIR, fill, request_language
 from core.i18n import t
@@ -31,7 +33,7 @@ from core.records import RequestRecord, RequestStatus, SharedResult, SourceKind
 # Assets of a shared page, each under its link: a visitor needs nothing outside it.
 SHARE_ASSETS = {"style.css": "text/css", "favicon.svg": "image/svg+xml",
                 "picture.jpg": "image/jpeg", "sound.ogg": AUDIO_TYPES["ogg"],
-                "sound.mp3": AUDIO_TYPES["mp3"]}
+                "sound.mp3": AUDIO_TYPES["mp3"], "video.mp4": MEDIA_TYPES[VIDEO_FILE]}
 _TOKEN = r"[A-Za-z0-9_-]{22,128}"  # secrets.token_urlsafe of 16 bytes or more
 _ASSET_NAMES = "|".join(re.escape(name) for name in SHARE_ASSETS)
 _SHARE_PATH = re.compile(rf"/s/{_TOKEN}(?:/(?:{_ASSET_NAMES}))?")
@@ -103,8 +105,16 @@ def _share_markup(base: str, shared: SharedResult, record: RequestRecord, lang: 
             f'<a class="dl-{fmt}" href="{base}/sound.{fmt}" download="sonify-{record.id}.{fmt}">'
             f'{html.escape(t(f"web.download_{fmt}", lang))}</a>'
             for fmt in AUDIO_TYPES if fmt in clip)
-        player = (f'<audio class="player" controls preload="metadata" aria-label="{label}">'
-                  f'{sources}</audio><p class="downloads">{links}</p>')
+        if VIDEO_FILE in clip:  # a moving picture's answer: the video carries the sound
+            links += (f'<a class="dl-mp4" href="{base}/video.mp4" '
+                      f'download="sonify-{record.id}.mp4">'
+                      f'{html.escape(t("web.download_mp4", lang))}</a>')
+            player = (f'<video class="video-player" controls playsinline preload="metadata" '
+                      f'src="{base}/video.mp4" aria-label="{label}"></video>'
+                      f'<p class="downloads">{links}</p>')
+        else:
+            player = (f'<audio class="player" controls preload="metadata" '
+                      f'aria-label="{label}">{sources}</audio><p class="downloads">{links}</p>')
     else:
         player = f'<p class="error">{html.escape(t("web.error.audio_gone", lang))}</p>'
     facts = ""
@@ -151,7 +161,7 @@ async def share_asset(request: web.Request) -> web.StreamResponse:
         if shared.preview is None:
             raise WebError(404, "not_found")
         return web.Response(body=shared.preview, headers=headers)
-    fmt = asset.removeprefix("sound.")
+    fmt = VIDEO_FILE if asset == "video.mp4" else asset.removeprefix("sound.")
     path = (await request.app[SERVICES].engine.clip_files(record) or {}).get(fmt)
     if path is None:
         raise WebError(404, "audio_gone")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import tempfile
 from collections import deque
 from dataclasses import dataclass
-from enum import StrEnum
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from core.audio.encode import prepare_clip
 from core.config import VideoConfig
 from core.intake.video import DecodedClip, iter_clip_frames
 from core.intake.video_demux import ffmpeg_errors, open_video, read_only
+from core.records import SoundFit
 
 AUDIO_RATE = 48_000
 AUDIO_KBPS = {1: 96, 2: 128}  # AAC-LC, by channel count
@@ -40,13 +40,6 @@ PAD_S = 0.25  # a sound this much shorter than the video is padded with silence,
 TIME_BASE = Fraction(1, 90_000)  # fine enough for any frame rate and for GIF centiseconds
 _SIZE_MARGIN = 0.95  # aim below max_bytes: the index and the encoder's overshoot
 _SIZE_TRIES = 2
-
-
-class SoundFit(StrEnum):
-    """How the sound was fitted to the video's length."""
-
-    WHOLE = "whole"  # the clip covers the video (cut, or padded by a few ms of silence)
-    LOOPED = "looped"  # the clip was shorter and repeats, crossfaded where it joins
 
 
 @dataclass(frozen=True)

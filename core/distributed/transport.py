@@ -32,11 +32,11 @@ from core.jobs.events import JobHandle, Progress, Queued, Started
 from core.jobs.fair_queue import fair_round
 from core.jobs.journal import Journal
 from core.jobs.request import JobRequest, Receipt
-from core.jobs.rows import image_sha, outcome_of, placeholder_request
+from core.jobs.rows import image_sha, outcome_of, placeholder_request, with_video_columns
 from core.jobs.spool import DatabaseSpool, Spool
 from core.jobs.transport import User
 from core.limits import Counts
-from core.records import RequestRecord, RequestStatus
+from core.records import RequestRecord, RequestStatus, RowChanges
 from core.storage.request_log import RequestLog
 
 logger = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ class RedisTransport:
         self.journal = journal
         self.rows = request_log.row_queue
         self.cache = clip_cache(config, request_log, shared=True, clock=clock)
-        self.spool: Spool = DatabaseSpool(request_log.blobs)
+        self.spool: Spool = DatabaseSpool(request_log.blobs, config.video)
         self.pool: ArqRedis | None = None
         self._clock = clock
         self._handles: dict[str, JobHandle] = {}  # open jobs this process answers
@@ -126,8 +126,10 @@ class RedisTransport:
         if request.image is not None:
             await self.spool.write(receipt.id, request.image)
         turn = await self.rows.queue_fairly(
-            receipt.id, request.platform, request.user_id, fair_round, cache_key=key,
-            image_sha256=image_sha(request), caption=request.caption, prompt=request.prompt)
+            receipt.id, request.platform, request.user_id, fair_round,
+            **with_video_columns(request, RowChanges(
+                cache_key=key, image_sha256=image_sha(request), caption=request.caption,
+                prompt=request.prompt)))
         self._handles[receipt.id] = handle
         await self._enqueue(receipt.id, turn, receipt.created_at)
         try:  # where it stands: a nicety, already true in the rows
@@ -152,9 +154,9 @@ class RedisTransport:
     async def _ride(self, handle: JobHandle, request: JobRequest, receipt: Receipt, key: str,
                     leader: RequestRecord) -> None:
         """Wait for an identical job in flight; its worker answers this row with it."""
-        await self.request_log.update(receipt.id, status=RequestStatus.QUEUED, cache_key=key,
-                                      rider_of=leader.id, image_sha256=image_sha(request),
-                                      caption=request.caption, prompt=request.prompt)
+        await self.request_log.update(receipt.id, **with_video_columns(request, RowChanges(
+            status=RequestStatus.QUEUED, cache_key=key, rider_of=leader.id,
+            image_sha256=image_sha(request), caption=request.caption, prompt=request.prompt)))
         self._handles[receipt.id] = handle
         # The leader may have finished while this row was written, its worker settling the
         # riders it saw: then this one takes the leader's outcome here.

@@ -96,11 +96,11 @@ class RenderWorker:
         self.journal = journal or Journal()  # its outcomes, told to its metrics
         self.rows = request_log.row_queue
         self.cache = clip_cache(config, request_log, shared=True, clock=clock)
-        self.spool = DatabaseSpool(request_log.blobs)
+        self.spool = DatabaseSpool(request_log.blobs, config.video)
         self.runner = ModelRunner(pipeline_factory, timeout_s=jobs.job_timeout_s)
         self.dispatcher = Dispatcher(jobs, request_log, self.cache, self.spool, self.runner,
                                      release=lambda _request_id: None, clock=clock,
-                                     journal=self.journal)
+                                     journal=self.journal, video=config.video)
         # The `sonify run` processes prune the shared log; a worker only drops its own copies
         # of the clips pruned there.
         self.pruner = Pruner(request_log, self.cache.root, config.storage.keep_days,

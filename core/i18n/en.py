@@ -8,6 +8,8 @@ TEXTS: dict[str, str] = {
     "done": "Done: {caption}",
     "caption": "🔊 {caption}",
     "cached": "(from cache)",
+    "video.looped": "The sound is {sound_s:g} s long and repeats over the {clip_s:.1f} s clip.",
+    "video.too_large": "The video would be too large to send back here (limit {max_mb:g} MB), so here is its sound.",
     "another_take": "Another take",
     "use_my_words": "Use my words",
     "ask_words": "Type a short description of the sound you want (for example: rain on a tin roof).",
@@ -24,7 +26,9 @@ TEXTS: dict[str, str] = {
         "• Send a photo, an image file (JPEG, PNG, WebP, GIF, BMP, TIFF) or a link to one.\n"
         "• /sonify <link> — or reply /sonify to a message with a picture.\n"
         "• Options: /sonify 8s seed=42 <link> (length up to {max_seconds:g} s).\n"
-        "• Images up to {max_mb:g} MB. Up to {per_hour} requests per hour.\n\n"
+        "• Images up to {max_mb:g} MB. Up to {per_hour} requests per hour.\n"
+        "• A GIF or a short video comes back as the same video with its sound, as long as "
+        "the clip (the length option does not apply).\n\n"
         "I describe the picture with an image-captioning model and turn the description "
         "into a short sound clip with an audio-generation model."
     ),
@@ -98,6 +102,8 @@ TEXTS: dict[str, str] = {
     "stats.latency": "Latency (7 days, computed): wait p50 {wait_p50}, p95 {wait_p95} · total p50 {total_p50}, p95 {total_p95}",
     "stats.queue": "Queue: {count} waiting",
     "stats.top_users": "Top users (7 days): {users}",
+    "stats.inputs": "Inputs (7 days): photos {photo} · animations {animation} · videos {video}",
+    "stats.answers": "Answers (7 days): audio {audio} · video {video} · sound only (too large) {audio_only}",
     "stats.top_user": "{platform}:{user_id} ({count})",
     "stats.top_user_named": "{name} — {platform}:{user_id} ({count})",
     "stats.workers": "Workers (7 days, computed jobs): {workers}",
@@ -119,11 +125,11 @@ TEXTS: dict[str, str] = {
     # the web page and its JSON API
     "web.title": "Sonify — hear a picture",
     "web.intro": "Give it a picture: it describes what it sees, then turns the description into a short sound clip.",
-    "web.form_help": "Paste a link to an image, or upload one. JPEG, PNG, WebP, GIF, BMP or TIFF.",
+    "web.form_help": "Paste a link to an image or a short video, or upload one. JPEG, PNG, WebP, GIF, BMP or TIFF pictures; MP4, MOV or WebM videos and animated GIFs.",
     "web.url_label": "Image link",
     "web.or": "or",
-    "web.upload_title": "Upload an image",
-    "web.drop_hint": "Drop a picture here, or press to choose a file",
+    "web.upload_title": "Upload an image or a video",
+    "web.drop_hint": "Drop a picture or a video here, or press to choose a file",
     "web.options": "Options",
     "web.seconds_label": "Length (seconds)",
     "web.seed_label": "Seed",
@@ -137,6 +143,7 @@ TEXTS: dict[str, str] = {
     "web.progress_label": "Progress",
     "web.download_ogg": "Download OGG",
     "web.download_mp3": "Download MP3",
+    "web.download_mp4": "Download MP4 (video with sound)",
     "web.request_label": "Request {id}",
     "web.queued_next": "Queued — next in line",
     "web.done": "Done",

@@ -7,6 +7,8 @@ TEXTS: dict[str, str] = {
     "done": "Listo: {caption}",
     "caption": "🔊 {caption}",
     "cached": "(de la caché)",
+    "video.looped": "El sonido dura {sound_s:g} s y se repite a lo largo del clip de {clip_s:.1f} s.",
+    "video.too_large": "El vídeo sería demasiado grande para enviarlo aquí (límite {max_mb:g} MB), así que aquí está su sonido.",
     "another_take": "Otra toma",
     "use_my_words": "Usar mis palabras",
     "ask_words": "Escribe una breve descripción del sonido que quieres (por ejemplo: lluvia sobre un techo de chapa).",
@@ -23,7 +25,9 @@ TEXTS: dict[str, str] = {
         "• Envía una foto, un archivo de imagen (JPEG, PNG, WebP, GIF, BMP, TIFF) o un enlace.\n"
         "• /sonify <enlace> — o responde /sonify a un mensaje con una imagen.\n"
         "• Opciones: /sonify 8s seed=42 <enlace> (duración hasta {max_seconds:g} s).\n"
-        "• Imágenes de hasta {max_mb:g} MB. Hasta {per_hour} peticiones por hora.\n\n"
+        "• Imágenes de hasta {max_mb:g} MB. Hasta {per_hour} peticiones por hora.\n"
+        "• Un GIF o un vídeo corto vuelve como el mismo vídeo con su sonido, tan largo como "
+        "el clip (la opción de duración no se aplica).\n\n"
         "Describo la imagen con un modelo de subtitulado de imágenes y convierto la "
         "descripción en un breve clip de sonido con un modelo de generación de audio."
     ),
@@ -92,6 +96,8 @@ TEXTS: dict[str, str] = {
     "stats.latency": "Latencia (7 días, calculadas): espera p50 {wait_p50}, p95 {wait_p95} · total p50 {total_p50}, p95 {total_p95}",
     "stats.queue": "Cola: {count} en espera",
     "stats.top_users": "Usuarios principales (7 días): {users}",
+    "stats.inputs": "Entradas (7 días): fotos {photo} · animaciones {animation} · vídeos {video}",
+    "stats.answers": "Respuestas (7 días): audio {audio} · vídeo {video} · solo sonido (demasiado grande) {audio_only}",
     "stats.top_user": "{platform}:{user_id} ({count})",
     "stats.top_user_named": "{name} — {platform}:{user_id} ({count})",
     "stats.workers": "Workers (7 días, trabajos calculados): {workers}",
@@ -112,11 +118,11 @@ TEXTS: dict[str, str] = {
     "stats.chart.no_jobs": "sin trabajos calculados en estos días",
     "web.title": "Sonify — escucha una imagen",
     "web.intro": "Dale una imagen: describe lo que ve y convierte la descripción en un breve clip de sonido.",
-    "web.form_help": "Pega un enlace a una imagen o súbela. JPEG, PNG, WebP, GIF, BMP o TIFF.",
+    "web.form_help": "Pega un enlace a una imagen o a un vídeo corto, o súbelo. Imágenes JPEG, PNG, WebP, GIF, BMP o TIFF; vídeos MP4, MOV o WebM y GIF animados.",
     "web.url_label": "Enlace a la imagen",
     "web.or": "o",
-    "web.upload_title": "Sube una imagen",
-    "web.drop_hint": "Suelta una imagen aquí o pulsa para elegir un archivo",
+    "web.upload_title": "Sube una imagen o un vídeo",
+    "web.drop_hint": "Suelta una imagen o un vídeo aquí o pulsa para elegir un archivo",
     "web.options": "Opciones",
     "web.seconds_label": "Duración (segundos)",
     "web.seed_label": "Semilla",
@@ -130,6 +136,7 @@ TEXTS: dict[str, str] = {
     "web.progress_label": "Progreso",
     "web.download_ogg": "Descargar OGG",
     "web.download_mp3": "Descargar MP3",
+    "web.download_mp4": "Descargar MP4 (vídeo con sonido)",
     "web.request_label": "Petición {id}",
     "web.queued_next": "En cola — la siguiente",
     "web.done": "Listo",

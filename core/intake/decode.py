@@ -86,6 +86,11 @@ class DecodedImage:
     width: int
     height: int
     original_size: tuple[int, int] = (0, 0)
+    # A video or an animation: `image` is its middle captioned frame (a preview), `sha256`
+    # the hash of the file's bytes, and the answer is this clip with its new sound. A
+    # `core.intake.moving.MovingPicture` (typed loosely: that module imports this one);
+    # read it with `moving_of`, or `JobRequest.video`.
+    moving: object | None = None
 
     def to_png_bytes(self) -> bytes:
         """The working image as a PNG (for spooling to disk or showing back to the user)."""

@@ -80,11 +80,14 @@ class ImageFetcher:
             allow_private=settings.allow_private_networks)
         self._session: aiohttp.ClientSession | None = None
 
-    async def fetch(self, url: str) -> bytes:
-        """The body behind `url`, following at most `max_redirects` checked redirects."""
+    async def fetch(self, url: str, *, max_bytes: int | None = None) -> bytes:
+        """The body behind `url`, following at most `max_redirects` checked redirects.
+
+        `max_bytes` replaces `[images] max_bytes` (a link to a video: `[video] max_bytes`).
+        """
         try:
             async with asyncio.timeout(self._cfg.download_timeout_s):
-                return await self._fetch(url)
+                return await self._fetch(url, max_bytes or self._cfg.max_bytes)
         except ImageRejected:
             raise
         except TimeoutError:  # also aiohttp's connect timeouts, which subclass it
@@ -135,7 +138,7 @@ class ImageFetcher:
             )
         return self._session
 
-    async def _fetch(self, raw_url: str) -> bytes:
+    async def _fetch(self, raw_url: str, limit: int) -> bytes:
         if len(raw_url) > _MAX_URL_LENGTH:
             raise ImageRejected("link too long", code="bad_url")
         allow_private = self._cfg.allow_private_networks
@@ -153,11 +156,10 @@ class ImageFetcher:
                 if not 200 <= response.status < 300:
                     raise ImageRejected(f"HTTP status {response.status}", code="fetch_status",
                                         status=response.status)
-                return await self._read_body(response)
+                return await self._read_body(response, limit)
         raise ImageRejected("too many redirects", code="fetch_failed")
 
-    async def _read_body(self, response: aiohttp.ClientResponse) -> bytes:
-        limit = self._cfg.max_bytes
+    async def _read_body(self, response: aiohttp.ClientResponse, limit: int) -> bytes:
         declared = response.content_length
         if declared is not None and declared > limit:
             response.close()  # drop the connection rather than drain a huge body

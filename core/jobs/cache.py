@@ -51,10 +51,21 @@ class CachedClip:
 
 def cache_key(*, model_tag: str, options: GenerationOptions, image_sha256: str | None = None,
               caption: str | None = None, prompt: str | None = None,
-              seed: int | str = "auto") -> str:
-    """Key of a request's clip: what went in, the options, the seed (or "auto") and the models."""
-    if image_sha256 is not None:
-        source: list[str] = ["image", image_sha256]
+              seed: int | str = "auto", video: list[object] | None = None) -> str:
+    """Key of a request's clip: what went in, the options, the seed (or "auto") and the models.
+
+    `video`: a moving picture's part — its file's hash, its length in ms, how many frames
+    were captioned and the cap on the MP4 (a different cap may make a different MP4) — added
+    to the key of its caption or words, or standing for the picture when it is captioned.
+    """
+    if video is not None:
+        source: list[object] = ["video", *video]
+        if caption is not None:
+            source += ["caption", caption]
+        elif prompt is not None:
+            source += ["prompt", prompt]
+    elif image_sha256 is not None:
+        source = ["image", image_sha256]
     elif caption is not None:
         source = ["caption", caption]
     elif prompt is not None:

@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable
 from functools import partial
 
-from core.config import JobsConfig
+from core.config import JobsConfig, VideoConfig
 from core.errors import GenerationFailed, ShuttingDown, StorageUnavailable
 from core.jobs.cache import ClipCache
 from core.jobs.events import Failed, Progress, Queued, Started
@@ -51,14 +51,15 @@ class Dispatcher:
 
     def __init__(self, jobs: JobsConfig, request_log: RequestLog, cache: ClipCache, spool: Spool,
                  runner: ModelRunner, *, release: Callable[[str], None],
-                 clock: Callable[[], float], journal: Journal) -> None:
+                 clock: Callable[[], float], journal: Journal,
+                 video: VideoConfig | None = None) -> None:
         self.jobs = jobs
         self.request_log = request_log
         self.cache = cache
         self.spool = spool
         self.runner = runner
         self.settler = Settler(request_log, cache, spool, release=release, clock=clock,
-                               journal=journal)
+                               journal=journal, video=video or VideoConfig())
         self._clock = clock
         self.queue: FairQueue[Job] = FairQueue(lambda j: j.user)
         self._inflight: dict[str, Job] = {}
@@ -272,6 +273,10 @@ def _batches_with(options: GenerationOptions, job: Job) -> bool:
 
 
 def _pipeline_input(request: JobRequest, seed: int) -> PipelineInput:
+    video = request.video
+    if video is not None:  # its frames, captioned with the batch's pictures (or its words)
+        return PipelineInput(frames=video.clip.frames, caption=request.caption,
+                             prompt=request.prompt, seed=seed)
     if request.image is not None:
         return PipelineInput(image=request.image.image, seed=seed)
     return PipelineInput(caption=request.caption, prompt=request.prompt, seed=seed)

@@ -41,11 +41,20 @@ from core.jobs.rows import (
     new_request_id,
     record_for,
     timings_of,
+    video_columns,
 )
 from core.jobs.transport import Transport
+from core.jobs.video_jobs import answer_shape, fitted_to_video
 from core.limits import HOUR_S, Counts, Limits
 from core.options import check_seed
-from core.records import Delivery, Platform, RequestRecord, RequestStatus, SourceKind
+from core.records import (
+    Delivery,
+    Platform,
+    RequestRecord,
+    RequestStatus,
+    RowChanges,
+    SourceKind,
+)
 from core.storage.request_log import RequestLog
 from core.user_text import WORDS_MAX_CHARS, check_words
 
@@ -137,6 +146,7 @@ class Engine(Recovery):
 
         Without a receipt its row is written first; refusals are logged and raised.
         """
+        request = self._fitted(request)
         if receipt is not None:
             return await self._go_on(request, receipt)
         if not request.content_at_hand:
@@ -253,7 +263,19 @@ class Engine(Recovery):
                              max_chars=WORDS_MAX_CHARS)
         check_words(text)
 
+    def _fitted(self, request: JobRequest) -> JobRequest:
+        """A video's sound spans the clip: its length comes from the clip."""
+        return fitted_to_video(request, self.config.generation)
+
     def _key_for(self, request: JobRequest, seed: int) -> str:
+        video = request.video
+        if video is not None:
+            part: list[object] = [video.clip.sha256, round(video.clip.timing.duration_s * 1000),
+                                  len(video.clip.frames), request.video_cap_bytes]
+            text = request.caption is not None or request.prompt is not None
+            return cache_key(model_tag=self.model_tag, options=request.options, video=part,
+                             caption=request.caption, prompt=request.prompt,
+                             seed=seed if text or request.seed is not None else "auto")
         if request.image is not None:
             # A drawn seed is random: a repeated picture with no seed given is still a hit.
             return cache_key(model_tag=self.model_tag, options=request.options,
@@ -355,6 +377,9 @@ class Engine(Recovery):
                            duration_s=hit.duration_s, files=hit.files, cache_hit=True,
                            batch_size=0)
         changes["cache_key"], changes["image_sha256"] = key, image_sha(request)
+        shape = answer_shape(request, hit.files, hit.duration_s)
+        changes.update(video_columns(request))
+        changes.update(RowChanges(output_kind=shape.output_kind, sound_fit=shape.sound_fit))
         await self._patiently(f"the outcome of request {handle.id}",
                               lambda: self.request_log.update(handle.id, **changes))
         self.transport.let_go(handle.id)
@@ -364,7 +389,10 @@ class Engine(Recovery):
         handle.emit(Done(JobResult(request_id=handle.id, caption=hit.caption, prompt=hit.prompt,
                                    seed=hit.seed, duration_s=hit.duration_s,
                                    files=dict(hit.files), cache_hit=True, batch_size=0,
-                                   timings=timings)))
+                                   timings=timings, output_kind=shape.output_kind,
+                                   sound_fit=shape.sound_fit,
+                                   input_seconds=shape.input_seconds,
+                                   video_cap_bytes=shape.video_cap_bytes)))
         await self._clean_up(handle.id)
 
     async def _clean_up(self, request_id: str) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from core.errors import GenerationFailed, UserFacingError
 from core.jobs.request import JobRequest
+from core.records import OutputKind, SoundFit
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,12 @@ class JobResult:
     batch_size: int = 1
     timings: dict[str, float] = field(default_factory=dict)
     score: float | None = None  # the kept take's CLAP score, when several takes were compared
+    # A moving picture's answer: VIDEO (files["mp4"] is the clip with its sound),
+    # AUDIO_ONLY (the MP4 would not fit the platform's cap), else AUDIO.
+    output_kind: OutputKind = OutputKind.AUDIO
+    sound_fit: SoundFit | None = None  # LOOPED: the sound repeats over the clip
+    input_seconds: float | None = None  # the clip's length
+    video_cap_bytes: int | None = None  # the platform's cap the MP4 had to fit
 
     def audio_path(self, fmt: str = "ogg") -> Path:
         return self.files[fmt]

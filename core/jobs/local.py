@@ -25,12 +25,12 @@ from core.jobs.events import JobHandle
 from core.jobs.journal import Journal
 from core.jobs.model_runner import ModelRunner
 from core.jobs.request import JobRequest, Receipt
-from core.jobs.rows import image_sha
+from core.jobs.rows import image_sha, with_video_columns
 from core.jobs.spool import FileSpool, Spool
 from core.jobs.transport import User
 from core.limits import Counts
 from core.models.pipeline import Pipeline
-from core.records import RequestRecord, RequestStatus
+from core.records import RequestRecord, RequestStatus, RowChanges
 from core.storage.request_log import RequestLog
 
 logger = logging.getLogger(__name__)
@@ -99,11 +99,12 @@ class LocalTransport:
         jobs = config.jobs
         self.request_log = request_log
         self.cache = clip_cache(config, request_log, shared=False, clock=clock)
-        self.spool: Spool = FileSpool(config.data_dir / "spool")
+        self.spool: Spool = FileSpool(config.data_dir / "spool", config.video)
         self.holds = Holds()
         self.runner = ModelRunner(pipeline_factory, timeout_s=jobs.job_timeout_s)
         self.dispatcher = Dispatcher(jobs, request_log, self.cache, self.spool, self.runner,
-                                     release=self.holds.release, clock=clock, journal=journal)
+                                     release=self.holds.release, clock=clock, journal=journal,
+                                     video=config.video)
 
     @property
     def batches(self) -> Sequence[int]:
@@ -179,9 +180,9 @@ class LocalTransport:
         rider = self.dispatcher.rideable(key) is not None
         if request.image is not None:
             await self.spool.write(receipt.id, request.image)
-        await self.request_log.update(receipt.id, status=RequestStatus.QUEUED, started_at=None,
-                                      cache_key=key, image_sha256=image_sha(request),
-                                      caption=request.caption, prompt=request.prompt)
+        await self.request_log.update(receipt.id, **with_video_columns(request, RowChanges(
+            status=RequestStatus.QUEUED, started_at=None, cache_key=key,
+            image_sha256=image_sha(request), caption=request.caption, prompt=request.prompt)))
         if rider and self.dispatcher.rideable(key) is None:
             # The job it meant to ride finished while its row was written: its clip is cached.
             hit = await self.cache.lookup(key)

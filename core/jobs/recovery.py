@@ -71,6 +71,9 @@ class Recovery(ABC):
     @abstractmethod
     async def _clean_up(self, request_id: str) -> None: ...
 
+    @abstractmethod
+    def _fitted(self, request: JobRequest) -> JobRequest: ...
+
     async def resume_recovered(self) -> int:
         """Take up what the last run left; returns how many requests were handed to adapters."""
         records, self._to_recover = self._to_recover, []
@@ -126,6 +129,7 @@ class Recovery(ABC):
                                         lambda: rebuild_request(record, self.spool))
         if request is None:
             return None
+        request = self._fitted(request)
         self.transport.hold(record, place=True)
         try:
             return await self._go_on(request, receipt, key=record.cache_key)

@@ -14,11 +14,19 @@ from pathlib import Path
 from core.config import Config
 from core.errors import GenerationFailed, UserFacingError
 from core.intake.decode import DecodedImage
+from core.intake.moving import input_kind
 from core.jobs.events import Done, Failed, JobResult
-from core.jobs.request import JobRequest
+from core.jobs.request import VIDEO_CAP_KEY, JobRequest, video_cap
 from core.jobs.spool import Spool
 from core.options import GenerationOptions, check_seed
-from core.records import Delivery, RequestRecord, RequestStatus, RowChanges
+from core.records import (
+    MOVING_INPUTS,
+    Delivery,
+    OutputKind,
+    RequestRecord,
+    RequestStatus,
+    RowChanges,
+)
 from core.storage.request_log import RequestLog
 
 
@@ -41,11 +49,39 @@ def image_sha(request: JobRequest) -> str | None:
     return request.image.sha256 if request.image is not None else None
 
 
+def reply_context_of(request: JobRequest) -> dict[str, object]:
+    """What the row keeps to answer `request` after a restart: the adapter's context, and
+    the cap on the video it can post."""
+    context: dict[str, object] = dict(request.reply_context)
+    if request.video_cap_bytes is not None:
+        context[VIDEO_CAP_KEY] = request.video_cap_bytes
+    return context
+
+
+def is_moving(record: RequestRecord) -> bool:
+    """The row's request came with a video or an animation (its bytes are spooled)."""
+    return record.input_kind in MOVING_INPUTS
+
+
+def video_columns(request: JobRequest) -> RowChanges:
+    """The row's columns a fetched picture fills in (a received row learns them late)."""
+    video = request.video
+    return RowChanges(input_kind=input_kind(request.image), options=request.options.to_dict(),
+                      input_seconds=video.clip.timing.duration_s if video is not None else None)
+
+
+def with_video_columns(request: JobRequest, changes: RowChanges) -> RowChanges:
+    """`changes` and the columns a fetched picture fills in (`video_columns`)."""
+    changes.update(video_columns(request))
+    return changes
+
+
 def record_for(request: JobRequest, request_id: str, *, status: RequestStatus, created_at: float,
                seed: int | None, cache_key: str | None = None,
                reason: str | None = None) -> RequestRecord:
     """The row of a request as it is accepted (or refused: `reason`)."""
     refused = status == RequestStatus.REJECTED
+    video = request.video
     return RequestRecord(
         id=request_id, platform=request.platform, user_id=request.user_id,
         chat_id=request.chat_id, source_kind=request.source_kind, status=status,
@@ -54,11 +90,13 @@ def record_for(request: JobRequest, request_id: str, *, status: RequestStatus, c
         caption=request.caption, prompt=request.prompt, options=request.options.to_dict(),
         seed=seed, lang=request.lang,
         # A refusal at the door is answered at once and never again: nothing to keep.
-        reply_context={} if refused else dict(request.reply_context),
+        reply_context={} if refused else reply_context_of(request),
         cache_key=cache_key, reason=reason, source=None if refused else request.source,
         dedupe_key=request.dedupe_key, user_name=request.user_name,
         delivery=Delivery.OWED if request.answer_owed and not refused else None,
-        finished_at=created_at if refused else None, total_s=0.0 if refused else None)
+        finished_at=created_at if refused else None, total_s=0.0 if refused else None,
+        input_kind=input_kind(request.image),
+        input_seconds=video.clip.timing.duration_s if video is not None else None)
 
 
 async def rebuild_request(record: RequestRecord, spool: Spool) -> JobRequest | None:
@@ -72,19 +110,20 @@ async def rebuild_request(record: RequestRecord, spool: Spool) -> JobRequest | N
         caption = record.caption
     elif record.prompt:
         prompt = record.prompt
-    elif record.image_sha256:
+    elif not record.image_sha256:
+        return None
+    if (caption is None and prompt is None) or is_moving(record):
+        # A video is needed again even with its caption known: the answer is made from it.
         image = await spool.read(record)
         if image is None:
             return None
-    else:
-        return None
     return JobRequest(platform=record.platform, user_id=record.user_id, chat_id=record.chat_id,
                       source_kind=record.source_kind, options=options, image=image,
                       caption=caption, prompt=prompt, seed=record.seed,
                       is_admin=record.is_admin, lang=record.lang,
                       reply_context=dict(record.reply_context or {}),
                       dedupe_key=record.dedupe_key, answer_owed=record.delivery is not None,
-                      user_name=record.user_name)
+                      user_name=record.user_name, video_cap_bytes=video_cap(record))
 
 
 def placeholder_request(record: RequestRecord) -> JobRequest:
@@ -104,7 +143,9 @@ def result_from_record(record: RequestRecord, files: dict[str, Path]) -> JobResu
                      prompt=record.prompt or "", seed=record.seed or 0,
                      duration_s=record.duration_s or 0.0, files=files,
                      cache_hit=record.cache_hit, batch_size=record.batch_size or 0,
-                     score=record.score)
+                     score=record.score, output_kind=record.output_kind or OutputKind.AUDIO,
+                     sound_fit=record.sound_fit, input_seconds=record.input_seconds,
+                     video_cap_bytes=video_cap(record))
 
 
 def failure_from_record(record: RequestRecord) -> UserFacingError:

@@ -19,16 +19,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.config import VideoConfig
 from core.errors import DatabaseUnavailable, GenerationFailed, ShuttingDown, UserFacingError
 from core.jobs.cache import ClipCache
 from core.jobs.events import Done, Failed, JobResult
 from core.jobs.inflight import Job, Ticket
 from core.jobs.journal import Journal
 from core.jobs.model_runner import Outcome
+from core.jobs.request import VIDEO_FORMAT
 from core.jobs.rows import done_row, ended_row, timings_of
 from core.jobs.spool import Spool
+from core.jobs.video_jobs import answer_shape, write_answer_video
 from core.models.pipeline import PipelineResult
-from core.records import RequestStatus
+from core.records import RequestStatus, RowChanges
 from core.storage.request_log import RequestLog
 
 logger = logging.getLogger(__name__)
@@ -57,7 +60,8 @@ class Settler:
 
     def __init__(self, request_log: RequestLog, cache: ClipCache, spool: Spool, *,
                  release: Callable[[str], None], clock: Callable[[], float],
-                 journal: Journal) -> None:
+                 journal: Journal, video: VideoConfig | None = None) -> None:
+        self.video = video or VideoConfig()
         self.request_log = request_log
         self.journal = journal
         self.cache = cache
@@ -112,6 +116,12 @@ class Settler:
             started = time.perf_counter()
             files, duration = await asyncio.to_thread(self.cache.write, job.id, result.audio,
                                                       result.sample_rate)
+            if job.request.video is not None:  # the answer is the clip with this sound
+                mp4 = await asyncio.to_thread(write_answer_video, self.cache.root, job.id,
+                                              job.request, result.audio, result.sample_rate,
+                                              self.video)
+                if mp4 is not None:
+                    files[VIDEO_FORMAT] = mp4
             encode_s = time.perf_counter() - started
 
             async def index() -> None:
@@ -138,6 +148,8 @@ class Settler:
                            prompt=result.prompt, seed=job.seed, duration_s=clip.duration_s,
                            files=clip.files, cache_hit=not leader, batch_size=clip.batch_size,
                            score=result.score, stages=stages if leader else None)
+        shape = answer_shape(job.request, clip.files, clip.duration_s)
+        changes.update(RowChanges(output_kind=shape.output_kind, sound_fit=shape.sound_fit))
 
         async def record() -> None:
             await self.request_log.update(ticket.handle.id, **changes)
@@ -154,7 +166,9 @@ class Settler:
             request_id=ticket.handle.id, caption=result.caption, prompt=result.prompt,
             seed=job.seed, duration_s=clip.duration_s, files=dict(clip.files),
             cache_hit=not leader, batch_size=clip.batch_size, timings=timings,
-            score=result.score)))
+            score=result.score, output_kind=shape.output_kind, sound_fit=shape.sound_fit,
+            input_seconds=shape.input_seconds,
+            video_cap_bytes=shape.video_cap_bytes)))
 
     async def _failed(self, ticket: Ticket, error: UserFacingError) -> None:
         """Record one request as failed, then tell it."""

@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image
 
 from core.errors import BadRequest, ConfigError
+from core.models.frames import clip_caption_parts, joined
 from core.models.prompt import PLACEHOLDER, longest_fitting, prompt_from_caption
 from core.options import GenerationOptions
 
@@ -21,12 +22,18 @@ if TYPE_CHECKING:  # both import torch: the job engine imports this module witho
 
 @dataclass
 class PipelineInput:
-    """One request: an image to caption, or a caption, or a ready prompt; plus its seed."""
+    """One request: an image to caption, or a caption, or a ready prompt; plus its seed.
+
+    `frames`: a moving picture's frames, captioned in the same batch as the pictures and
+    made into one caption and one prompt (core/models/frames.py); a caption or a prompt
+    given with them wins.
+    """
 
     image: Image.Image | None = None
     caption: str | None = None
     prompt: str | None = None
     seed: int = 0
+    frames: Sequence[Image.Image] | None = None
 
 
 @dataclass
@@ -89,26 +96,56 @@ class Pipeline:
             return prompt_from_caption(" ".join(words[:n]), self.prompt_template)
         return self.generator.fit_prompt(prompt)  # the template alone is too long
 
+    def clip_prompt_for(self, shown: str, extra: Sequence[str]) -> str:
+        """The prompt of a clip: its medoid caption, then what later frames add — as much of
+        that as the text encoder reads, dropping the last frames' words first."""
+        words = [phrase.split() for phrase in extra]
+        flat = [(k, w) for k, phrase in enumerate(words) for w in phrase]
+
+        def text(n: int) -> str:
+            kept: list[list[str]] = [[] for _ in words]
+            for k, w in flat[:n]:
+                kept[k].append(w)
+            return joined(shown, [" ".join(p) for p in kept if p])
+
+        fits = self.generator.prompt_fits
+        n = longest_fitting(len(flat), lambda k: fits(
+            prompt_from_caption(text(k), self.prompt_template)))
+        if n == 0:
+            return self.prompt_for(shown)
+        return prompt_from_caption(text(n), self.prompt_template)
+
     def run(self, inputs: Sequence[PipelineInput], options: GenerationOptions,
             progress: Callable[[int, int], None] | None = None) -> list[PipelineResult]:
         """Caption every image in one call, then render every prompt in one call."""
         inputs = list(inputs)
         for i, item in enumerate(inputs):
-            if item.image is None and not (item.caption or "").strip() \
+            if item.image is None and not item.frames and not (item.caption or "").strip() \
                     and not (item.prompt or "").strip():
                 raise BadRequest(f"input {i} has no image, caption or prompt", code="bad_option")
         started = time.perf_counter()
-        # (index, image) of the inputs with neither prompt nor caption: checked above to have
-        # an image, which the `is not None` test only tells the type checker.
-        to_caption = [(i, item.image) for i, item in enumerate(inputs)
-                      if item.image is not None and not (item.prompt or "").strip()
-                      and not (item.caption or "").strip()]
+        # (index, images) of the inputs with neither prompt nor caption: a picture, or a
+        # clip's frames. All of them go to the captioner in one call.
+        to_caption: list[tuple[int, list[Image.Image]]] = []
+        for i, item in enumerate(inputs):
+            if (item.prompt or "").strip() or (item.caption or "").strip():
+                continue
+            if item.frames:
+                to_caption.append((i, list(item.frames)))
+            elif item.image is not None:
+                to_caption.append((i, [item.image]))
+        texts = iter(self.captions([image for _, images in to_caption for image in images]))
         captions = [(item.caption or "").strip() for item in inputs]
-        for (i, _), text in zip(to_caption, self.captions([image for _, image in to_caption]),
-                                strict=True):
-            captions[i] = text
+        frame_words: dict[int, list[str]] = {}
+        for i, images in to_caption:
+            mine = [next(texts) for _ in images]
+            if len(mine) == 1:
+                captions[i] = mine[0]
+            else:
+                captions[i], frame_words[i] = clip_caption_parts(mine)
         caption_s = time.perf_counter() - started
         prompts = [self.generator.fit_prompt(item.prompt) if item.prompt and item.prompt.strip()
+                   else self.clip_prompt_for(captions[i], frame_words[i]) if frame_words.get(i)
                    else self.prompt_for(captions[i]) for i, item in enumerate(inputs)]
         started = time.perf_counter()
         takes = self.generator.render(prompts, [item.seed for item in inputs], options,

@@ -85,6 +85,10 @@ class Stats:
     top_users: list[TopUser]
     days: list[DayStats]  # oldest first, CHART_DAYS of them
     workers: list[WorkerStats] = field(default_factory=list)  # most jobs first; redis only
+    # 7 days: requests by what came in (photo, animation, video) and answers by what went out
+    # (audio, video, audio_only: the video was too large for the platform).
+    inputs: dict[str, int] = field(default_factory=dict)
+    answers: dict[str, int] = field(default_factory=dict)
     # Only some chats' requests (one server's, one group's): `all_time` then counts the rows
     # kept (`[storage] keep_days`), as the daily totals of older ones hold no chats.
     scoped: bool = False
@@ -144,7 +148,8 @@ async def collect_stats(request_log: RequestLog, queue_length: int = 0, *,
     week_since = now - WEEK_DAYS * DAY_S
     rows = await request_log.rows_since(min(first_day.timestamp(), week_since), [
         "platform", "user_id", "status", "cache_hit", "queue_wait_s", "total_s", "created_at",
-        "user_name", "worker", "batch_size", "times"], chats=chats)
+        "user_name", "worker", "batch_size", "times", "input_kind", "output_kind",
+        "image_sha256"], chats=chats)
     hits, done = await request_log.cache_hit_counts(chats=chats)
     pruned_hits, pruned_done = (0, 0) if chats is not None \
         else await request_log.retention.cache_hit_counts()
@@ -157,11 +162,13 @@ async def collect_stats(request_log: RequestLog, queue_length: int = 0, *,
     # (created_at, name) of each user's newest named row: people rename themselves.
     names: dict[tuple[str, str], tuple[float, str]] = {}
     worker_batches: dict[str, list[int]] = defaultdict(list)
+    inputs: Counter[str] = Counter()
+    answers: Counter[str] = Counter()
     for day, platform, count in [] if chats is not None else \
             await request_log.retention.per_day(first_day.strftime("%Y-%m-%d")):
         per_day[day][platform] += count
     for (platform, user_id, status, cache_hit, wait, total, created, user_name, worker,
-         batch_size, times) in rows:
+         batch_size, times, input_kind, output_kind, image_sha256) in rows:
         day = datetime.fromtimestamp(created, UTC).strftime("%Y-%m-%d")
         per_day[day][platform] += times or 1
         computed = status == RequestStatus.DONE and not cache_hit
@@ -170,6 +177,12 @@ async def collect_stats(request_log: RequestLog, queue_length: int = 0, *,
         if created > week_since:
             if status != RequestStatus.REJECTED:
                 users[(platform, user_id)] += 1
+                # Rows from before moving pictures hold a picture's hash and no kind.
+                kind = input_kind or ("photo" if image_sha256 else None)
+                if kind:
+                    inputs[kind] += 1
+            if status == "done":
+                answers[output_kind or "audio"] += 1
             if user_name and created >= names.get((platform, user_id), (-math.inf, ""))[0]:
                 names[(platform, user_id)] = (created, user_name)
             if computed and worker:
@@ -201,4 +214,5 @@ async def collect_stats(request_log: RequestLog, queue_length: int = 0, *,
         workers=[] if chats is not None else sorted(
             (WorkerStats(name, len(sizes), sum(sizes) / len(sizes))
              for name, sizes in worker_batches.items()), key=lambda w: (-w.jobs, w.name)),
-        scoped=chats is not None)
+        scoped=chats is not None,
+        inputs=dict(inputs), answers=dict(answers))

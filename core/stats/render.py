@@ -62,6 +62,10 @@ def render_stats_text(stats: Stats, lang: str = "en", place: str | None = None) 
           total_p50=_seconds(stats.total_p50_s, lang),
           total_p95=_seconds(stats.total_p95_s, lang)),
         t("stats.queue", lang, count=stats.queue_length),
+        t("stats.inputs", lang, photo=stats.inputs.get("photo", 0),
+          animation=stats.inputs.get("animation", 0), video=stats.inputs.get("video", 0)),
+        t("stats.answers", lang, audio=stats.answers.get("audio", 0),
+          video=stats.answers.get("video", 0), audio_only=stats.answers.get("audio_only", 0)),
         t("stats.top_users", lang, users=top),
         *([t("stats.workers", lang, workers=", ".join(
             t("stats.worker", lang, name=w.name, jobs=w.jobs, batch=f"{w.mean_batch:.1f}")

@@ -24,7 +24,15 @@ from sqlalchemy import (
     Text,
 )
 
-from core.records import Delivery, Platform, RequestStatus, SourceKind
+from core.records import (
+    Delivery,
+    InputKind,
+    OutputKind,
+    Platform,
+    RequestStatus,
+    SoundFit,
+    SourceKind,
+)
 
 
 def check_values(column: str, values: type[StrEnum], name: str) -> CheckConstraint:
@@ -34,11 +42,15 @@ def check_values(column: str, values: type[StrEnum], name: str) -> CheckConstrai
     return CheckConstraint(f"{column} IN ({allowed})", name=name)
 
 
-# The checks of revision 0006, by name: a migration that changes one drops and adds it.
+# The checks of revisions 0006 and 0009, by name: a migration that changes one drops and
+# adds it.
 REQUEST_CHECKS = (("status", RequestStatus, "ck_requests_status"),
                   ("delivery", Delivery, "ck_requests_delivery"),
                   ("platform", Platform, "ck_requests_platform"),
-                  ("source_kind", SourceKind, "ck_requests_source_kind"))
+                  ("source_kind", SourceKind, "ck_requests_source_kind"),
+                  ("input_kind", InputKind, "ck_requests_input_kind"),
+                  ("output_kind", OutputKind, "ck_requests_output_kind"),
+                  ("sound_fit", SoundFit, "ck_requests_sound_fit"))
 TOTALS_CHECKS = (("status", RequestStatus, "ck_daily_totals_status"),
                  ("platform", Platform, "ck_daily_totals_platform"))
 
@@ -90,6 +102,13 @@ requests = Table(
     Column("rider_of", String(24)),
     # Refusals of one kind from one user within a minute are one row: how many it stands for.
     Column("times", Integer, nullable=False, default=1, server_default="1"),
+    # Moving pictures (migration 0009): what came in (photo, animation, video; NULL on older
+    # rows reads as photo), what went out (audio, video, audio_only: the MP4 did not fit the
+    # platform's cap), the clip's length and how the sound was fitted to it (whole, looped).
+    Column("input_kind", String(16)),
+    Column("output_kind", String(16)),
+    Column("input_seconds", Float),
+    Column("sound_fit", String(16)),
     Index("ix_requests_user", "platform", "user_id", "created_at"),
     Index("ix_requests_status", "status"),
     Index("ix_requests_created", "created_at"),

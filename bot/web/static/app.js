@@ -198,6 +198,7 @@
       id, root: node, preview: q(".preview"), status: q(".status"), bar: q(".bar"),
       caption: q(".caption"), prompt: q(".prompt"), facts: q(".facts"), audio: q(".player"),
       wave: q(".wave"), downloads: q(".downloads"), ogg: q(".dl-ogg"), mp3: q(".dl-mp3"),
+      video: q(".video-player"), mp4: q(".dl-mp4"), notes: q(".notes"),
       actions: q(".actions"), retake: q(".retake"), wordsOpen: q(".words-open"),
       shareOpen: q(".share-open"), wordsForm: q(".words-form"), words: q(".words-input"),
       wordsSend: q(".words-send"), wordsCancel: q(".words-cancel"), shareBox: q(".share-box"),
@@ -212,7 +213,7 @@
   function showPicture(card, src) {
     if (src && !card.preview.getAttribute("src")) card.preview.src = src;
     const has = Boolean(card.preview.getAttribute("src"));
-    card.preview.hidden = !has;
+    card.preview.hidden = !has || !card.video.hidden; // a video answer shows the clip itself
     card.root.classList.toggle("no-picture", !has);
   }
 
@@ -250,9 +251,22 @@
         { seconds: number(view.duration), seed: view.seed });
     }
     card.actions.hidden = false;
+    card.notes.textContent = (view.notes || []).join(" ");
     showShare(card, view.shared);
     if (card.shown) return; // a replayed "done" after a reconnect: the player is set up
     card.shown = true;
+    if (view.video) {
+      // A moving picture's answer: the same video with its new sound. It plays here; the
+      // sound alone stays downloadable below.
+      card.video.src = view.video;
+      card.video.setAttribute("aria-label",
+        tr("web.sound_of", { caption: view.caption || view.prompt || tr("web.your_picture") }));
+      card.video.hidden = false;
+      card.mp4.href = view.video;
+      card.mp4.download = "sonify-" + view.id + ".mp4";
+      card.mp4.hidden = false;
+      card.preview.hidden = true;
+    }
     if (view.audio) {
       // Per-job URLs: a new result can never pick up an older clip from the cache.
       const audio = card.audio;
@@ -268,7 +282,7 @@
       }
       audio.setAttribute("aria-label",
         tr("web.sound_of", { caption: view.caption || view.prompt || tr("web.your_picture") }));
-      audio.hidden = false;
+      audio.hidden = Boolean(view.video); // the video carries the sound
       card.downloads.hidden = false;
       audio.load();
       const first = view.audio.ogg || view.audio.mp3;

@@ -28,7 +28,8 @@ BOT_USER = {"id": BOT_ID, "is_bot": True, "first_name": "Sonify", "username": BO
 _JSON_FIELDS = {"reply_markup", "reply_parameters", "commands", "allowed_updates", "scope",
                 "entities", "caption_entities", "link_preview_options"}
 # Methods answered with a message object.
-_MESSAGE_METHODS = {"sendMessage", "sendVoice", "sendAudio", "sendPhoto", "sendDocument"}
+_MESSAGE_METHODS = {"sendMessage", "sendVoice", "sendAudio", "sendPhoto", "sendDocument",
+                    "sendVideo"}
 
 
 @dataclass
@@ -386,12 +387,16 @@ class FakeBotAPI:
                 content["text"] = p["text"]
             if "caption" in p:
                 content["caption"] = p["caption"]
-            kind = {"sendVoice": "voice", "sendAudio": "audio", "sendDocument": "document"}
+            kind = {"sendVoice": "voice", "sendAudio": "audio", "sendDocument": "document",
+                    "sendVideo": "video"}
             if m in kind:
                 name = kind[m]
                 content[name] = {"file_id": f"up{len(self.calls)}", "file_unique_id": "x",
                                  "duration": int(p.get("duration", 0) or 0),
                                  "file_size": len(call.files.get(name, b""))}
+                if name == "video":
+                    content[name].update(width=int(p.get("width", 0) or 0),
+                                         height=int(p.get("height", 0) or 0))
             if m == "sendPhoto":
                 content["photo"] = [{"file_id": f"up{len(self.calls)}", "file_unique_id": "y",
                                      "width": 100, "height": 100}]

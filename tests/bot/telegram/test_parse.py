@@ -22,8 +22,8 @@ GEN = GenerationConfig(seconds=5.0, max_seconds=10.0)
     (ImageRef("photo", file_id="f", file_size=20_000_001), "too_large"),
     (ImageRef("document", file_id="f", file_size=10, mime_type="application/pdf",
               file_name="paper.pdf"), "unsupported_format"),
-    (ImageRef("document", file_id="f", file_size=10, mime_type="video/mp4"),
-     "unsupported_format"),
+    (ImageRef("document", file_id="f", file_size=10, mime_type="audio/mpeg",
+              file_name="song.mp3"), "unsupported_format"),
 ])
 def test_files_refused_before_download(ref: ImageRef, code: str) -> None:
     with pytest.raises(ImageRejected) as info:

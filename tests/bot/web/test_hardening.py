@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from core.intake import decode
+from core.intake import decode, moving
 from tests.bot.web.conftest import (
     ServeFactory,
     WebFactory,
@@ -185,6 +185,7 @@ async def test_an_upload_refused_for_limits_is_never_decoded(
         return real(data, settings)
 
     monkeypatch.setattr(decode, "decode_image", counting)
+    monkeypatch.setattr(moving, "decode_image", counting)  # the upload's door: still or moving
     first = await web.client.post("/api/jobs", data=upload_form(png_bytes(), seed=1))
     assert first.status == 202
     refused = await web.client.post("/api/jobs",

@@ -143,3 +143,25 @@ async def test_a_long_name_is_cut_to_fit_the_line(tmp_path: Path) -> None:
         await request_log.close()
     line = render_stats_text(stats).splitlines()[-1]
     assert line == f"Top users (7 days): {'x' * 31}… — discord:42 (1)"
+
+
+async def test_inputs_and_answers_by_kind_in_both_languages(tmp_path: Path) -> None:
+    """What came in (photo, animation, video) and what went out; old rows read as photos."""
+    request_log = await RequestLog.open(f"sqlite+aiosqlite:///{tmp_path / 'kinds.db'}")
+    rows = [rec(1, HOUR), rec(2, HOUR), rec(3, HOUR), rec(4, HOUR), rec(5, HOUR, status="rejected")]
+    rows[0].image_sha256 = "a" * 64  # a row from before moving pictures: no kinds
+    rows[1].input_kind, rows[1].output_kind = "animation", "video"
+    rows[2].input_kind, rows[2].output_kind = "video", "audio_only"
+    rows[3].input_kind, rows[3].output_kind = "photo", "audio"
+    try:
+        for row in rows:
+            await request_log.insert(row)
+        stats = await collect_stats(request_log, now=NOW)
+    finally:
+        await request_log.close()
+    en = render_stats_text(stats).splitlines()
+    assert "Inputs (7 days): photos 2 · animations 1 · videos 1" in en
+    assert "Answers (7 days): audio 2 · video 1 · sound only (too large) 1" in en
+    es = render_stats_text(stats, "es").splitlines()
+    assert "Entradas (7 días): fotos 2 · animaciones 1 · vídeos 1" in es
+    assert "Respuestas (7 días): audio 2 · vídeo 1 · solo sonido (demasiado grande) 1" in es

@@ -11,16 +11,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 from alembic import command
-from sqlalchemy import text
+from sqlalchemy import insert, text
 from sqlalchemy.exc import CompileError, IntegrityError
 
 from core.errors import ConfigError
 from core.jobs.cache import ClipCache, cache_key
 from core.options import GenerationOptions
-from core.records import Delivery, RequestRecord
+from core.records import Delivery, InputKind, OutputKind, RequestRecord, SoundFit, SourceKind
+from core.storage.columns import row_values
 from core.storage.migrate import _alembic as alembic_config
 from core.storage.migrate import head_revision
 from core.storage.request_log import RequestLog
+from core.storage.tables import requests
 from tests.core.storage.schema import schema_revision
 
 
@@ -289,7 +291,10 @@ async def test_a_log_from_before_the_checks_keeps_its_rows(tmp_path: Path) -> No
     try:
         async with request_log.db.begin() as conn:
             await conn.run_sync(lambda sync: command.upgrade(alembic_config(sync), "0005"))
-        await request_log.insert(row("before", status="done", user="kept"))
+            # The row as 0005 stores it: none of the columns later revisions add.
+            values = {k: v for k, v in row_values(row("before", status="done", user="kept"))
+                      .items() if k not in MOVING_COLUMNS}
+            await conn.execute(insert(requests).values(**values))
     finally:
         await request_log.close()
     request_log = await RequestLog.open(url)
@@ -298,5 +303,29 @@ async def test_a_log_from_before_the_checks_keeps_its_rows(tmp_path: Path) -> No
         assert kept is not None and (kept.status, kept.user_id) == ("done", "kept")
         with pytest.raises(IntegrityError):
             await request_log.insert(row("after", status="lost"))
+    finally:
+        await request_log.close()
+
+
+MOVING_COLUMNS = ("input_kind", "output_kind", "input_seconds", "sound_fit")
+
+
+async def test_moving_picture_values_are_checked(tmp_path: Path) -> None:
+    """Revision 0009: Telegram's moving source kinds are allowed, and the input kind, output
+    kind and sound fit of a row can only be the values core/records.py names."""
+    request_log = await RequestLog.open(db_url(tmp_path))
+    try:
+        await request_log.insert(dataclasses.replace(
+            row("note"), source_kind=SourceKind.VIDEO_NOTE, input_kind=InputKind.VIDEO,
+            output_kind=OutputKind.AUDIO_ONLY, input_seconds=3.5, sound_fit=SoundFit.LOOPED))
+        kept = await request_log.get("note")
+        assert kept is not None
+        assert (kept.source_kind, kept.input_kind, kept.output_kind, kept.sound_fit) == (
+            SourceKind.VIDEO_NOTE, InputKind.VIDEO, OutputKind.AUDIO_ONLY, SoundFit.LOOPED)
+        for n, (column, value) in enumerate((("input_kind", "gif"), ("output_kind", "image"),
+                                             ("sound_fit", "stretched"),
+                                             ("source_kind", "film"))):
+            with pytest.raises(IntegrityError):
+                await request_log.insert(dataclasses.replace(row(f"bad{n}"), **{column: value}))
     finally:
         await request_log.close()
