@@ -89,10 +89,10 @@ async def test_a_json_line_per_request_carries_its_fields(
     done, hit, refused = [line for line in lines if line["logger"] == "sonify.requests"]
     assert {key: done[key] for key in ("request_id", "platform", "kind", "outcome", "code",
                                        "batch_size", "level")} == {
-        "request_id": handle.id, "platform": "test", "kind": "text", "outcome": "done",
+        "request_id": handle.id, "platform": "telegram", "kind": "text", "outcome": "done",
         "code": None, "batch_size": 1, "level": "INFO"}
     assert done["seconds"] > 0
-    assert done["message"].startswith(f"request {handle.id} test:ann text → done")
+    assert done["message"].startswith(f"request {handle.id} telegram:ann text → done")
     assert (hit["request_id"], hit["outcome"]) == (again.id, "cache_hit")
     assert (refused["outcome"], refused["code"]) == ("refused", "bad_option")
     # The user as a keyed hash: the same for one user, different for another, not the id.

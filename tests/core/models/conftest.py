@@ -11,7 +11,7 @@ import torch
 from core.config import ModelsConfig
 from core.models.backends import BACKENDS
 from core.models.clap import Scorer
-from core.models.sound import SoundGenerator
+from core.models.sound import Progress, SoundGenerator
 from core.options import GenerationOptions
 from tests.conftest import TINY_CACHE
 
@@ -40,9 +40,9 @@ def generator(backend: str, dtype: torch.dtype = torch.float32, *,
 
 
 def clips(gen: SoundGenerator, prompts: Sequence[str], seeds: Sequence[int],
-          options: GenerationOptions) -> list[np.ndarray]:
+          options: GenerationOptions, progress: Progress | None = None) -> list[np.ndarray]:
     """Every prompt rendered in one call, as arrays (what `render` keeps, without scores)."""
-    return [take.audio for take in gen.render(prompts, seeds, options)]
+    return [take.audio for take in gen.render(prompts, seeds, options, progress)]
 
 
 def assert_clip(audio: np.ndarray, seconds: float, rate: int, channels: int = 1) -> None:

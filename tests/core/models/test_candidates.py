@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -125,14 +126,17 @@ def test_a_real_clap_ranks_takes_on_every_backend(clap: ClapScorer) -> None:
 
 # -- loading: CLAP once, at start-up when several takes are configured -------------------------
 
-def test_loader_loads_clap_only_when_takes_are_ranked(tmp_path: Path) -> None:
+def test_loader_loads_clap_only_when_takes_are_ranked(tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="core.models.clap")
     one = ModelLoader(make_config(tmp_path, models={"sound_backend": "stable-audio-3"}))
-    scorer = one.sound_generator().scorer
-    assert scorer is not None and not getattr(scorer, "loaded", True)  # auto on a CPU: 1 take
+    assert one.sound_generator().scorer is not None
+    # auto on a CPU renders 1 take: the start-up log shows no CLAP model loaded
+    assert not [r for r in caplog.records if "CLAP model" in r.getMessage()]
     three = ModelLoader(make_config(tmp_path, models={"sound_backend": "stable-audio-3"},
                                     generation={"candidates": 3}))
-    scorer = three.sound_generator().scorer
-    assert getattr(scorer, "loaded", False)
+    assert three.sound_generator().scorer is not None
+    assert [r for r in caplog.records if "CLAP model" in r.getMessage()]
     (result,) = three.pipeline().run([PipelineInput(caption="Rain.", seed=1)],
                                      GenerationOptions.from_config(three.config.generation))
     assert result.score is not None and -1.0 <= result.score <= 1.0
